@@ -1,0 +1,1 @@
+"""Augment stage: named transforms, readable recipes, parallel reproducible generation."""

@@ -1,0 +1,223 @@
+"""Write an augmented copy of train/: balanced per class, reproducible, parallel, resumable.
+
+Everything random about an output image (which steps fire, their parameters) follows
+from (seed, source photo, variant number), so the same command gives the same files
+whatever the number of workers, and a re-run only fills in what is missing. Sources are
+only read. Each file is written to a temporary name and renamed, so an interrupted run
+leaves whole files or none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from competition.augment.recipes import Recipe
+from competition.augment.transforms import build_transform
+from competition.data.discover import ImageRecord, discover_train
+from competition.data.images import UnreadableImage, read_image
+from competition.errors import CompeteError
+from competition.io import atomic_path, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+AUGMENTED_DIR = "augmented"
+MANIFEST = "manifest.csv"
+RECIPE_FILE = "recipe.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output: Path
+    label: str
+    seed: int
+    steps: tuple[int, ...]  # indices into recipe.steps, in recipe order
+
+
+def variants_per_source(num_sources: int, target: int) -> list[int]:
+    """Spread (target - originals) variants over the sources as evenly as possible."""
+    wanted = max(target - num_sources, 0)
+    base, extra = divmod(wanted, num_sources)
+    return [base + (1 if i < extra else 0) for i in range(num_sources)]
+
+
+def choose_steps(recipe: Recipe, rng: np.random.Generator) -> tuple[int, ...]:
+    probabilities = np.array([s.p for s in recipe.steps])
+    fired = np.flatnonzero(rng.random(len(probabilities)) < probabilities)
+    if len(fired) > recipe.max_per_image:
+        fired = np.sort(rng.choice(fired, recipe.max_per_image, replace=False))
+    if len(fired) == 0:
+        fired = np.array([rng.choice(len(probabilities), p=probabilities / probabilities.sum())])
+    return tuple(int(i) for i in fired)
+
+
+def plan_jobs(records: list[ImageRecord], recipe: Recipe, out_dir: Path, seed: int) -> list[Job]:
+    by_class: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        by_class[record.label].append(record)
+    jobs = []
+    for label in sorted(by_class):
+        sources = by_class[label]
+        for record, count in zip(sources, variants_per_source(len(sources), recipe.target_per_class)):
+            source_hash = zlib.crc32(record.name.encode("utf-8"))
+            for variant in range(count):
+                rng = np.random.default_rng([seed, source_hash, variant])
+                output = out_dir / label / f"{record.path.stem}__{variant:03d}.{recipe.output_format}"
+                jobs.append(Job(record.path, output, label, int(rng.integers(2**31 - 1)), choose_steps(recipe, rng)))
+    return jobs
+
+
+def fit_longest_side(image: np.ndarray, size: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+
+
+def encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
+    params = {"jpg": [cv2.IMWRITE_JPEG_QUALITY, quality], "webp": [cv2.IMWRITE_WEBP_QUALITY, quality]}.get(fmt, [])
+    ok, buffer = cv2.imencode(f".{fmt}", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode .{fmt}")
+    return buffer.tobytes()
+
+
+def resolved_steps(recipe: Recipe) -> list:
+    """Build each step once; a crop without an explicit size crops to the output size."""
+    transforms = []
+    for step in recipe.steps:
+        params = dict(step.params)
+        if step.name == "random_crop":
+            params.setdefault("size", recipe.output_size)
+        transforms.append(build_transform(step.name, params, p=1.0))
+    return transforms
+
+
+def augment_image(image: np.ndarray, transforms: list, job_steps: tuple[int, ...], seed: int) -> np.ndarray:
+    for order, index in enumerate(job_steps):
+        transform = transforms[index]
+        transform.set_random_seed(seed + order)
+        image = transform(image=image)["image"]
+    return image
+
+
+# --- worker processes -------------------------------------------------------------------
+
+_worker_state: dict = {}
+
+
+def _init_worker(recipe_dict: dict) -> None:
+    cv2.setNumThreads(1)  # one process per core already
+    recipe = Recipe.from_dict(recipe_dict)
+    _worker_state.update(recipe=recipe, transforms=resolved_steps(recipe))
+
+
+def _check_readable(path: Path) -> str | None:
+    try:
+        read_image(path)
+        return None
+    except UnreadableImage as error:
+        return str(error)
+
+
+def _run_job(job: Job) -> str | None:
+    recipe: Recipe = _worker_state["recipe"]
+    try:
+        image = fit_longest_side(read_image(job.source), recipe.output_size)
+        image = fit_longest_side(augment_image(image, _worker_state["transforms"], job.steps, job.seed),
+                                 recipe.output_size)
+        data = encode(image, recipe.output_format, recipe.quality)
+        with atomic_path(job.output) as tmp:
+            tmp.write_bytes(data)
+    except UnreadableImage as error:
+        return str(error)
+    except Exception as error:  # a transform failing on an odd image must not stop the run
+        return f"{job.source}: {type(error).__name__}: {error}"
+    return None
+
+
+def _pool(workers: int, recipe: Recipe):
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method).Pool(workers, initializer=_init_worker, initargs=(recipe.to_dict(),))
+
+
+# --- the entry point --------------------------------------------------------------------
+
+@dataclass
+class AugmentResult:
+    out_dir: Path
+    written: int
+    skipped_existing: int
+    failed: list[str]
+    per_class: dict[str, int]
+
+
+def _prepare_out_dir(out_dir: Path, recipe: Recipe, seed: int, overwrite: bool, replace_if_changed: bool) -> None:
+    recorded = out_dir / RECIPE_FILE
+    wanted = {"recipe": recipe.to_dict(), "seed": seed}
+    changed = recorded.exists() and json.loads(recorded.read_text()) != wanted
+    if out_dir.exists() and (overwrite or (changed and replace_if_changed)):
+        shutil.rmtree(out_dir)
+    elif changed:
+        raise CompeteError(f"{out_dir} was made with another recipe or seed: pass --overwrite to regenerate it, "
+                           "or --out for a separate folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.rglob(".*.tmp"):  # from a process killed mid-write
+        leftover.unlink(missing_ok=True)
+    atomic_write_json(recorded, wanted)
+
+
+def write_manifest(out_dir: Path, jobs: list[Job], recipe: Recipe, root: Path) -> None:
+    lines = ["output,source,class,transforms,seed"]
+    for job in jobs:
+        if job.output.exists():
+            names = ";".join(recipe.steps[i].name for i in job.steps)
+            source = os.path.relpath(job.source, root)
+            fields = [job.output.relative_to(out_dir).as_posix(), source, job.label, names, str(job.seed)]
+            lines.append(",".join(f'"{f}"' if ("," in f or '"' in f) else f for f in fields))
+    atomic_write_text(out_dir / MANIFEST, "\n".join(lines) + "\n")
+
+
+def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | None = None, seed: int = 0,
+                        workers: int | None = None, overwrite: bool = False, strict: bool = False,
+                        progress: bool = True, replace_if_changed: bool = False) -> AugmentResult:
+    """Grow <root>/train into <root>/augmented (or `out_dir`) following `recipe`."""
+    root = Path(root)
+    records = discover_train(root / "train")
+    out_dir = Path(out_dir) if out_dir else root / AUGMENTED_DIR
+    workers = workers or os.cpu_count() or 1
+    _prepare_out_dir(out_dir, recipe, seed, overwrite, replace_if_changed)
+
+    with _pool(workers, recipe) as pool:
+        problems = list(tqdm(pool.imap(_check_readable, [r.path for r in records], chunksize=8),
+                             total=len(records), desc="checking sources", disable=not progress))
+        unreadable = [p for p in problems if p]
+        if unreadable and strict:
+            raise CompeteError(f"{len(unreadable)} unreadable source image(s), e.g. {unreadable[0]}")
+        readable = [r for r, p in zip(records, problems) if p is None]
+        empty = sorted({r.label for r in records} - {r.label for r in readable})
+        if empty:
+            raise CompeteError(f"class(es) with no readable image: {', '.join(empty)}")
+        jobs = plan_jobs(readable, recipe, out_dir, seed)
+        todo = [j for j in jobs if not (j.output.exists() and j.output.stat().st_size > 0)]
+        errors = [e for e in tqdm(pool.imap_unordered(_run_job, todo, chunksize=4), total=len(todo),
+                                  desc="augmenting", unit="img", disable=not progress) if e]
+    for message in unreadable + errors:
+        log.warning("skipped: %s", message)
+    write_manifest(out_dir, jobs, recipe, root)
+    per_class: dict[str, int] = defaultdict(int)
+    for job in jobs:
+        per_class[job.label] += int(job.output.exists())
+    return AugmentResult(out_dir, len(todo) - len(errors), len(jobs) - len(todo), unreadable + errors, dict(per_class))

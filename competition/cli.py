@@ -1,0 +1,254 @@
+"""The `compete` command: one small function per step, each a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from competition.errors import CompeteError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Landmark image retrieval: augment a training set, train backbones, submit ranked results.")
+_state = {"debug": False}
+
+DataOption = Annotated[Path, typer.Option("--data", "-d", help="Competition folder: train/<class>/*, query/*, gallery/*, "
+                                                              "optional labels.csv (see data/README.md).")]
+
+
+def _run(action):
+    """Run a command body; a CompeteError becomes one line on stderr and exit code 1."""
+    try:
+        return action()
+    except CompeteError as error:
+        if _state["debug"]:
+            raise
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted: finished files are kept; re-run the same command to continue", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    _state["progress"] = not quiet
+
+
+def _progress() -> bool:
+    return _state.get("progress", True) and sys.stderr.isatty()
+
+
+@app.command("sample-data")
+def sample_data(out: Annotated[Path, typer.Option(help="Where to write the embedded landmark set.")] = Path("data/sample"),
+                seed: Annotated[int, typer.Option(help="Same seed, same photos, on every machine.")] = 0) -> None:
+    """Write the embedded landmark set: 50 landmarks in train/, 50 more seen only in query/gallery."""
+    from competition.data.sample import SampleConfig, make_sample_competition
+
+    root = _run(lambda: make_sample_competition(out, SampleConfig(seed=seed), progress=_progress()))
+    typer.echo(f"sample competition ready in {root}")
+
+
+@app.command()
+def augment(
+    data: DataOption = Path("data/sample"),
+    recipe: Annotated[str, typer.Option(help="Preset (light, default, heavy, classic) or a .yaml/.json recipe file.")] = "default",
+    target: Annotated[Optional[int], typer.Option(help="Images per class, originals included (overrides the recipe).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default <data>/augmented).")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed and recipe give the same files.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes (default: all cores).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Delete and regenerate an existing augmented folder.")] = False,
+    strict: Annotated[bool, typer.Option(help="Stop at the first unreadable source photo instead of skipping it.")] = False,
+    list_transforms: Annotated[bool, typer.Option("--list", help="List every transform and preset, then exit.")] = False,
+) -> None:
+    """Grow train/ into an augmented set (sources are never modified); re-running resumes."""
+    from competition.augment.generate import augment_competition
+    from competition.augment.recipes import PRESETS, load_recipe
+    from competition.augment.transforms import TRANSFORMS
+
+    if list_transforms:
+        for name, definition in TRANSFORMS.items():
+            typer.echo(f"{definition.group:<11} {name:<20} {definition.about}")
+        typer.echo("presets: " + ", ".join(f"{n} ({len(r.steps)} steps)" for n, r in PRESETS.items()))
+        return
+    started = time.time()
+    resolved = _run(lambda: load_recipe(recipe, target_per_class=target))
+    result = _run(lambda: augment_competition(data, resolved, out, seed=seed, workers=workers or None,
+                                              overwrite=overwrite, strict=strict, progress=_progress()))
+    counts = result.per_class.values()
+    typer.echo(f"{result.written} written, {result.skipped_existing} already there, {len(result.failed)} skipped "
+               f"in {time.time() - started:.1f}s -> {result.out_dir} (recipe {resolved.name}, "
+               f"{min(counts)}-{max(counts)} variants per class)")
+
+
+@app.command()
+def train(
+    data: DataOption = Path("data/sample"),
+    backbone: Annotated[Optional[list[str]], typer.Option(help="Backbone (repeat to train several for an ensemble); "
+                                                              "`compete models` lists them.")] = None,
+    regime: Annotated[str, typer.Option(help="last: frozen backbone, cached features, head only; full: all layers.")] = "last",
+    name: Annotated[str, typer.Option(help="Run name under runs/ (default <backbone>-<regime>-<time>).")] = "",
+    epochs: Annotated[Optional[int], typer.Option()] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help="Projection size; 0 = pooled backbone feature.")] = None,
+    head: Annotated[Optional[str], typer.Option(help="softmax, arcface or cosface.")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="avg, max or gem.")] = None,
+    lr: Annotated[Optional[float], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    no_augmented: Annotated[bool, typer.Option("--no-augmented", help="Ignore <data>/augmented.")] = False,
+    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random init (for tests and research).")] = False,
+    weights: Annotated[Optional[Path], typer.Option(help="ImageNet weights file for the backbone.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/JSON file of training settings; flags override it.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
+) -> None:
+    """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/."""
+    from competition.train.checkpoint import load_checkpoint, LAST
+    from competition.train.config import TrainConfig, load_train_config
+    from competition.train.loop import train as train_run
+
+    def settings_for(one_backbone: str | None) -> TrainConfig:
+        if resume:
+            return TrainConfig.from_dict(load_checkpoint(resume / LAST)["config"] | ({"epochs": epochs} if epochs else {}))
+        base = load_train_config(config) if config else {}
+        flags = {"data": str(data), "backbone": one_backbone, "regime": regime, "epochs": epochs,
+                 "image_size": image_size, "embedding_dim": embedding_dim, "head": head, "pooling": pooling, "lr": lr,
+                 "batch_size": batch_size, "seed": seed, "runs_dir": str(runs_dir),
+                 "weights_file": str(weights) if weights else None}
+        merged = base | {k: v for k, v in flags.items() if v is not None}
+        if no_augmented:
+            merged["use_augmented"] = False
+        if no_pretrained:
+            merged["pretrained"] = False
+        if name:
+            merged["run_name"] = name if len(backbone or []) <= 1 else f"{name}-{one_backbone}"
+        return TrainConfig.from_dict(merged)
+
+    for one in (backbone or [None]) if not resume else [None]:
+        settings = _run(lambda: settings_for(one))
+        summary = _run(lambda: train_run(settings, resume=bool(resume), progress=_progress()))
+        _print_train_summary(settings, summary)
+
+
+def _print_train_summary(settings, summary: dict) -> None:
+    best, baseline = summary["best"], summary["baseline"]
+    typer.echo(f"run {settings.runs_dir}/{summary['run']}: best epoch {summary['best_epoch']} of "
+               f"{summary['epochs_run']} in {summary['wall_seconds']:.0f}s")
+    for group in ("seen", "unseen"):
+        if f"{group}_top1" in baseline:
+            typer.echo(f"  {group:<6} top-1 {best.get(f'{group}_top1', float('nan')):.3f} "
+                       f"(pretrained {baseline[f'{group}_top1']:.3f})  top-10 {best.get(f'{group}_top10', float('nan')):.3f}")
+    if summary["beats_pretrained"].get("unseen") is False:
+        typer.secho("  warning: no epoch beat the pretrained backbone on held-out classes; for unseen landmarks, "
+                    "submit the backbone itself (compete submit --model <backbone>) or ensemble with it",
+                    fg="yellow", err=True)
+
+
+@app.command()
+def submit(
+    data: DataOption = Path("data/sample"),
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Run folder/name, or a backbone name for "
+                                                                            "off-the-shelf features; repeat for an ensemble.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Ensemble weights, e.g. 1,0.5.")] = None,
+    name: Annotated[str, typer.Option(help="Submission name (file submissions/<name>.csv).")] = "",
+    k: Annotated[int, typer.Option(help="Gallery images per query.")] = 10,
+    flip: Annotated[bool, typer.Option(help="Test-time augmentation: average with the mirrored image.")] = False,
+    scales: Annotated[str, typer.Option(help="Test-time scales, e.g. 0.707,1,1.414.")] = "1",
+    image_size: Annotated[int, typer.Option(help="Override every model's input size (0: its own).")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv (query,rank_1..rank_k), kaggle (id,images) or json.")] = "csv",
+    submissions_dir: Annotated[Path, typer.Option()] = Path("submissions"),
+    leaderboard: Annotated[Path, typer.Option(help="Leaderboard to record the scored run in.")] = Path("leaderboard.md"),
+    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    strict: Annotated[bool, typer.Option(help="Fail on an unreadable query/gallery image instead of warning.")] = False,
+) -> None:
+    """Rank the gallery for every query, write the submission, score it when labels.csv exists."""
+    from competition.retrieval.submit import SubmitConfig, submit as run_submit
+
+    def parse_floats(text: str, what: str) -> list[float]:
+        try:
+            return [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise CompeteError(f"--{what} must be numbers separated by commas, not '{text}'") from None
+
+    def go():
+        config = SubmitConfig(data=str(data), models=model or ["efficientnet_lite0"], name=name, k=k, flip=flip,
+                              scales=parse_floats(scales, "scales"), image_size=image_size, fmt=fmt,
+                              weights=parse_floats(weights, "weights") if weights else None,
+                              submissions_dir=str(submissions_dir), leaderboard=str(leaderboard),
+                              runs_dir=str(runs_dir), strict=strict)
+        return run_submit(config, progress=_progress())
+
+    result = _run(go)
+    typer.echo(f"submission written: {result.path}")
+    if result.scores:
+        typer.echo(_format_scores(result.scores))
+        typer.echo(f"recorded in {leaderboard}")
+
+
+def _format_scores(scores: dict) -> str:
+    lines = []
+    for prefix, title in (("", "all"), ("seen_", "seen"), ("unseen_", "unseen")):
+        if f"{prefix}top1" in scores:
+            lines.append(f"  {title:<6} " + "  ".join(f"{m} {scores[prefix + m]:.3f}"
+                                                       for m in ("top1", "top3", "top10", "map@10")))
+    return "\n".join(lines)
+
+
+@app.command()
+def score(
+    submission: Annotated[Path, typer.Argument(help="Submission file (any format compete writes).")],
+    data: DataOption = Path("data/sample"),
+) -> None:
+    """Score a submission against <data>/labels.csv: top-1/3/10 and mAP@10, seen and unseen."""
+    from competition.evaluate.scoring import score_submission
+
+    typer.echo(_format_scores(_run(lambda: score_submission(submission, data))))
+
+
+@app.command()
+def leaderboard(path: Annotated[Path, typer.Argument()] = Path("leaderboard.md")) -> None:
+    """Print the leaderboard."""
+    if not path.exists():
+        typer.secho(f"error: {path}: no leaderboard yet (compete submit writes it)", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(path.read_text(encoding="utf-8"))
+
+
+@app.command()
+def models() -> None:
+    """List the registered backbones, their embedding size, and whether weights are available here."""
+    from competition.models.registry import REGISTRY
+    from competition.models.weights import weights_available
+
+    typer.echo(f"{'backbone':<20} {'dim':>5}  weights here")
+    for spec in REGISTRY.values():
+        typer.echo(f"{spec.name:<20} {spec.feature_dim:>5}  {weights_available(spec)}")
+    typer.echo("and any timm model name (weights from the timm cache or --weights FILE)")
+
+
+@app.command()
+def demo(
+    root: Annotated[Path, typer.Option(help="Where the sample competition goes.")] = Path("data/sample"),
+    target: Annotated[int, typer.Option(help="Images per class after augmentation.")] = 40,
+    epochs: Annotated[int, typer.Option()] = 30,
+) -> None:
+    """The whole path on the embedded set: sample data, augment, train, submit, leaderboard."""
+    from competition.pipeline import run_demo
+
+    started = time.time()
+    report = _run(lambda: run_demo(root, target=target, epochs=epochs, progress=_progress(), echo=typer.echo))
+    typer.echo(f"\ndemo finished in {time.time() - started:.0f}s")
+    typer.echo(report)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Evaluate stage: metrics, submission files, and the leaderboard."""

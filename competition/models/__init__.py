@@ -1,0 +1,1 @@
+"""Models stage: backbones by name, their weights, pooling, heads and the retrieval embedder."""

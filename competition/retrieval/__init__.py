@@ -1,0 +1,1 @@
+"""Retrieval stage: embed images, fuse models, post-process, search the gallery."""

@@ -1,0 +1,148 @@
+"""From models to a scored submission: embed, fuse, rank, write, score, record.
+
+A model is either a trained run (folder or name under runs/) or a backbone name for
+off-the-shelf features (pretrained backbone + GeM, no training).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from competition.data.discover import discover_competition
+from competition.errors import CompeteError
+from competition.evaluate.leaderboard import add_record
+from competition.evaluate.metrics import score_by_group
+from competition.evaluate.scoring import flatten_scores
+from competition.evaluate.submission import ranked_names, write_submission
+from competition.io import fingerprint
+from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.registry import REGISTRY, get_spec
+from competition.retrieval.embed import extract_features, pick_device
+from competition.retrieval.ensemble import fuse_concat
+from competition.retrieval.search import search
+from competition.train.checkpoint import BEST, load_run_embedder, resolve_run_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmitConfig:
+    data: str = "data/sample"
+    models: list[str] = field(default_factory=lambda: ["efficientnet_lite0"])
+    weights: list[float] | None = None
+    name: str = ""
+    k: int = 10
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    image_size: int = 0  # 0: each model's own training size
+    fmt: str = "csv"
+    submissions_dir: str = "submissions"
+    leaderboard: str = "leaderboard.md"
+    runs_dir: str = "runs"
+    batch_size: int = 32
+    device: str = ""
+    strict: bool = False
+
+
+@dataclass
+class LoadedModel:
+    label: str  # run name or backbone name
+    backbone: str
+    embedder: object
+    image_size: int
+    regime: str
+    augmentation: str
+    cache_tag: str
+
+
+def _is_run(model: str, runs_dir: str) -> bool:
+    return (Path(model) / BEST).is_file() or (Path(runs_dir) / model / BEST).is_file()
+
+
+def load_model(model: str, runs_dir: str) -> LoadedModel:
+    if _is_run(model, runs_dir) or (model not in REGISTRY and Path(model).exists()):
+        run_dir = resolve_run_dir(model, runs_dir)
+        embedder, config = load_run_embedder(run_dir)
+        stat = (run_dir / BEST).stat()
+        augmentation = _augmentation_of(config)
+        return LoadedModel(run_dir.name, config["embedder_config"]["backbone"], embedder, config["embedder_config"]["image_size"], config.get("regime", "?"),
+                           augmentation, f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}")
+    if get_spec(model):  # raises a clear error for an unknown name
+        config = EmbedderConfig(backbone=model)
+        embedder, origin = build_embedder(config)
+        embedder.eval()
+        return LoadedModel(model, model, embedder, config.image_size, "off-the-shelf", "none",
+                           f"{model}-pretrained-{fingerprint([origin])[:8]}")
+    raise CompeteError(f"model '{model}': neither a run nor a backbone name")
+
+
+def _augmentation_of(run_config: dict) -> str:
+    if not run_config.get("use_augmented", False):
+        return "none"
+    folder = Path(run_config.get("augmented") or Path(run_config.get("data", "")) / "augmented")
+    recipe_file = folder / "recipe.json"
+    if recipe_file.exists():
+        recorded = json.loads(recipe_file.read_text())
+        recipe = recorded["recipe"]
+        return f"{recipe['name']}×{recipe['target_per_class']}"
+    return "none"
+
+
+@dataclass
+class SubmitResult:
+    path: Path
+    scores: dict | None
+    record: dict
+
+
+def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
+    competition = discover_competition(config.data, need_train=False)
+    if not competition.query or not competition.gallery:
+        raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
+    if config.k < 1:
+        raise CompeteError("k must be at least 1")
+    device = pick_device(config.device or None)
+    models = [load_model(m, config.runs_dir) for m in config.models]
+    query_vectors, gallery_vectors = [], []
+    for model in models:
+        model.embedder.to(device)
+        size = config.image_size or model.image_size
+        tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}"
+        cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.npz"
+        for records, out in ((competition.query, query_vectors), (competition.gallery, gallery_vectors)):
+            vectors, _ = extract_features(model.embedder, [r.path for r in records], size, device, cache_file=cache,
+                                          batch_size=config.batch_size, flip=config.flip, scales=config.scales,
+                                          strict=config.strict, description=f"{model.label}: {records[0].split}",
+                                          progress=progress)
+            out.append(vectors)
+    queries = fuse_concat(query_vectors, config.weights)
+    gallery = fuse_concat(gallery_vectors, config.weights)
+    _, ranking = search(queries, gallery, config.k)
+
+    name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
+    path = write_submission(Path(config.submissions_dir) / f"{name}.{extension}", [r.name for r in competition.query],
+                            ranked_names(ranking, [r.name for r in competition.gallery]), config.fmt)
+    scores = None
+    if competition.has_eval_labels:
+        seen = set(competition.train_classes) or None
+        scores = flatten_scores(score_by_group(ranking, [r.label for r in competition.query],
+                                               [r.label for r in competition.gallery], seen_classes=seen))
+    tta_parts = (["flip"] if config.flip else []) + ([f"scales {','.join(map(str, config.scales))}"]
+                                                      if list(config.scales) != [1.0] else [])
+    record = {"name": name, "backbones": " + ".join(m.backbone for m in models),
+              "regime": " + ".join(sorted({m.regime for m in models})),
+              "augmentation": " + ".join(sorted({m.augmentation for m in models})),
+              "tta": ", ".join(tta_parts) or "none", "postprocess": "none",
+              "models": config.models, "weights": config.weights, "submission": str(path),
+              "date": datetime.now().strftime("%Y-%m-%d %H:%M"), **(scores or {})}
+    if scores is not None:
+        add_record(config.leaderboard, record)
+    return SubmitResult(path, scores, record)
+

@@ -1,0 +1,1 @@
+"""Train stage: splits, both regimes, checkpoints, and the run folder."""

@@ -1,0 +1,76 @@
+"""Everything that defines a training run, as one dataclass saved in the run folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from competition.errors import CompeteError
+from competition.models.embedder import EmbedderConfig
+from competition.models.registry import DEFAULT_BACKBONE
+
+REGIMES = ("last", "full")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data/sample"
+    run_name: str = ""  # default: <backbone>-<regime>-<time>
+    runs_dir: str = "runs"
+    backbone: str = DEFAULT_BACKBONE
+    regime: str = "last"  # last: frozen backbone, cached features; full: all layers train
+    pooling: str = "gem"
+    gem_p: float = 3.0
+    embedding_dim: int = 512
+    head: str = "softmax"
+    image_size: int = 224
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    backbone_lr_scale: float = 0.1  # full regime: backbone lr = lr * this
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 1
+    grad_clip: float = 1.0
+    holdout_classes: float = 0.2  # fraction of classes kept out of training, to measure unseen landmarks
+    holdout_images: float = 0.2  # fraction of each training class's photos kept out
+    augmented: str = ""  # folder from `compete augment`; default <data>/augmented when present
+    use_augmented: bool = True
+    freeze_bn: bool = True  # full regime: BatchNorm statistics stay pretrained
+    patience: int = 8
+    pretrained: bool = True
+    weights_file: str = ""
+    seed: int = 0
+    device: str = ""
+
+    def embedder_config(self) -> EmbedderConfig:
+        return EmbedderConfig(backbone=self.backbone, pooling=self.pooling, gem_p=self.gem_p,
+                              embedding_dim=self.embedding_dim, image_size=self.image_size,
+                              pretrained=self.pretrained, weights_file=self.weights_file or None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise CompeteError(f"unknown training setting(s): {sorted(unknown)}")
+        config = cls(**data)
+        if config.regime not in REGIMES:
+            raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
+        return config
+
+
+def load_train_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CompeteError(f"{path}: config file not found")
+    data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise CompeteError(f"{path}: expected a mapping of settings")
+    return data

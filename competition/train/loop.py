@@ -1,0 +1,365 @@
+"""Train a retrieval embedding in one of two regimes and keep the best checkpoint.
+
+- last: the backbone is frozen; pooled features are computed once and cached on disk,
+  and only the projection and the classification head train (seconds on a CPU).
+- full: every layer trains, the backbone at a lower learning rate, BatchNorm
+  statistics frozen by default (few photos per class make batch statistics noisy).
+
+Every epoch is validated as retrieval on held-out photos of training classes (seen)
+and on held-out classes (unseen), next to the untrained backbone's score on the same
+photos; the best epoch on unseen classes is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import competition
+from competition.data.dataset import ImageDataset, default_workers, resize_to_tensor
+from competition.data.discover import ImageRecord, discover_train
+from competition.data.images import read_image, UnreadableImage
+from competition.errors import CompeteError
+from competition.evaluate.metrics import score_ranking
+from competition.io import atomic_write_json, atomic_write_text, fingerprint
+from competition.models.embedder import Embedder, build_embedder
+from competition.models.heads import make_head
+from competition.report.plots import plot_training_curves
+from competition.retrieval.embed import autocast_for, extract_features, pick_device
+from competition.retrieval.search import leave_one_out_ranking
+from competition.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from competition.train.config import TrainConfig
+from competition.train.splits import Split, make_split
+
+log = logging.getLogger(__name__)
+
+
+# --- validation -------------------------------------------------------------------------
+
+def validation_scores(vectors: dict[str, np.ndarray], labels: dict[str, list[str]]) -> dict[str, float]:
+    """Leave-one-out retrieval top-1/3/10 and mAP@10 within each validation group."""
+    scores: dict[str, float] = {}
+    for group in ("seen", "unseen"):
+        if group in vectors and len(vectors[group]) > 1:
+            ranking = leave_one_out_ranking(vectors[group], k=10)
+            for key, value in score_ranking(ranking, labels[group], labels[group]).items():
+                if key != "queries":
+                    scores[f"{group}_{key}"] = value
+    return scores
+
+
+def selection_key(scores: dict[str, float]) -> tuple[float, ...]:
+    """Unseen-class retrieval first (what generalises), then seen, top-1 before mAP."""
+    return tuple(scores.get(k, -1.0) for k in ("unseen_top1", "unseen_map@10", "seen_top1", "seen_map@10"))
+
+
+# --- provenance ---------------------------------------------------------------------------
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(competition.__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance(split: Split) -> dict:
+    import timm
+    import torchvision
+
+    files = sorted(f"{r.name}|{r.path.stat().st_size}" for r in split.train + split.val_seen + split.val_unseen)
+    return {"git_commit": _git_commit(), "compete": competition.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
+            "numpy": np.__version__, "data_fingerprint": fingerprint(files), "split": split.summary(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+# --- shared pieces -----------------------------------------------------------------------
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_key: tuple = ()
+    best_epoch: int = -1
+    stale_epochs: int = 0
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class TrainDataset(ImageDataset):
+    """Light online augmentation on top of the offline set, seeded per (epoch, photo)."""
+
+    def __init__(self, paths, labels, size: int, seed: int):
+        super().__init__(paths, labels, size=size)
+        self.augment = A.Compose([A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0)), A.HorizontalFlip()])
+        self.seed, self.epoch = seed, 0
+
+    def __getitem__(self, index: int):
+        try:
+            self.augment.set_random_seed(self.seed * 1_000_003 + self.epoch * 100_003 + index)
+            image = self.augment(image=read_image(self.paths[index]))["image"]
+            return resize_to_tensor(image, self.size), self.labels[index], index, True
+        except UnreadableImage:
+            return torch.zeros(3, self.size, self.size), self.labels[index], index, False
+
+
+def _set_trainable(embedder: Embedder, regime: str, freeze_bn: bool) -> None:
+    embedder.train()
+    for param in embedder.backbone.parameters():
+        param.requires_grad = regime == "full"
+    if regime == "last" or freeze_bn:
+        for module in embedder.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+# --- the trainer --------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, config: TrainConfig, progress: bool = True):
+        self.config, self.progress = config, progress
+        self.device = pick_device(config.device or None)
+        root = Path(config.data)
+        records = discover_train(root / "train")
+        augmented = Path(config.augmented) if config.augmented else root / "augmented"
+        use_augmented = config.use_augmented and augmented.is_dir()
+        self.split = make_split(records, root.resolve(), augmented if use_augmented else None,
+                                config.holdout_classes, config.holdout_images, config.seed)
+        if len(self.split.classes) < 2:
+            raise CompeteError(f"{root / 'train'}: need at least 2 training classes, found {len(self.split.classes)}")
+        if config.regime == "last" and config.embedding_dim <= 0:
+            raise CompeteError("the last-layer regime trains only a projection: give --embedding-dim > 0")
+        self.class_index = {c: i for i, c in enumerate(self.split.classes)}
+        self.run_dir = Path(config.runs_dir) / config.run_name
+        seed_everything(config.seed)
+        self.embedder, self.weights_origin = build_embedder(config.embedder_config())
+        self.embedder.to(self.device)
+        if self.device.type == "cuda":
+            self.embedder.to(memory_format=torch.channels_last)
+        self.head = make_head(config.head, self.embedder.output_dim, len(self.split.classes)).to(self.device)
+        self.state = RunState()
+
+    # features and validation
+    def _cache_file(self) -> Path:
+        c = self.config
+        tag = fingerprint([self.weights_origin])[:8]
+        return Path(c.runs_dir) / "feature-cache" / f"{c.backbone}-{tag}-{c.pooling}{c.gem_p:g}-{c.image_size}.npz"
+
+    def _extract(self, fn, records: list[ImageRecord], cached: bool, description: str) -> tuple[np.ndarray, list]:
+        return extract_features(fn, [r.path for r in records], self.config.image_size, self.device,
+                                cache_file=self._cache_file() if cached else None, batch_size=self.config.batch_size,
+                                description=description, progress=self.progress)
+
+    def _val_labels(self) -> dict[str, list[str]]:
+        return {"seen": [r.label for r in self.split.val_seen], "unseen": [r.label for r in self.split.val_unseen]}
+
+    def _val_vectors(self, fn, cached: bool) -> dict[str, np.ndarray]:
+        return {group: self._extract(fn, records, cached, f"val {group}")[0]
+                for group, records in (("seen", self.split.val_seen), ("unseen", self.split.val_unseen)) if records}
+
+    # bookkeeping
+    def _write_config(self) -> None:
+        atomic_write_json(self.run_dir / "config.json", {**self.config.to_dict(), "weights_origin": self.weights_origin,
+                                                         "classes": self.split.classes,
+                                                         "provenance": provenance(self.split)})
+
+    def _end_epoch(self, loss: float, scores: dict, optimizer, scheduler, started: float) -> bool:
+        """Record the epoch, keep the best checkpoint, save the resume state; True = stop early."""
+        state = self.state
+        state.epoch += 1
+        state.history.append({"epoch": state.epoch, "loss": loss, "lr": optimizer.param_groups[-1]["lr"],
+                              "seconds": round(time.time() - started, 2), **scores})
+        key = selection_key(scores)
+        if not state.best_key or key > tuple(state.best_key):
+            state.best_key, state.best_epoch, state.stale_epochs = key, state.epoch, 0
+            save_checkpoint(self.run_dir / BEST, {"embedder_config": self.config.embedder_config().to_dict(),
+                                                  "embedder": self.embedder.state_dict(), "epoch": state.epoch,
+                                                  "scores": scores})
+        else:
+            state.stale_epochs += 1
+        save_checkpoint(self.run_dir / LAST, {
+            "embedder": self.embedder.state_dict(), "head": self.head.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "state": {"epoch": state.epoch, "history": state.history, "best_key": list(state.best_key),
+                      "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs},
+            "config": self.config.to_dict()})
+        metrics = pd.DataFrame(state.history)
+        atomic_write_text(self.run_dir / "metrics.csv", metrics.to_csv(index=False))
+        plot_training_curves(metrics, self.baseline, self.run_dir / "curves.png")
+        return state.stale_epochs >= self.config.patience
+
+    def _restore(self, optimizer, scheduler) -> None:
+        payload = load_checkpoint(self.run_dir / LAST)
+        saved = {k: v for k, v in payload["config"].items() if k not in ("epochs", "patience", "device")}
+        current = {k: v for k, v in self.config.to_dict().items() if k in saved}
+        if saved != current:
+            changed = sorted(k for k in saved if saved[k] != current.get(k))
+            raise CompeteError(f"{self.run_dir}: cannot resume with different settings ({', '.join(changed)})")
+        self.embedder.load_state_dict(payload["embedder"])
+        self.head.load_state_dict(payload["head"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        s = payload["state"]
+        self.state = RunState(s["epoch"], s["history"], tuple(s["best_key"]), s["best_epoch"], s["stale_epochs"])
+
+    def _finish(self, started: float) -> dict:
+        best = self.state.history[self.state.best_epoch - 1] if self.state.best_epoch > 0 else {}
+        beat = {g: best.get(f"{g}_top1", 0) > self.baseline.get(f"{g}_top1", 1) for g in ("seen", "unseen")
+                if f"{g}_top1" in self.baseline}
+        summary = {"run": self.config.run_name, "best_epoch": self.state.best_epoch, "epochs_run": self.state.epoch,
+                   "best": best, "baseline": self.baseline, "beats_pretrained": beat,
+                   "wall_seconds": round(time.time() - started, 1)}
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    # the two regimes
+    def fit(self, resume: bool = False) -> dict:
+        started = time.time()
+        if (self.run_dir / BEST).exists() and not resume:
+            raise CompeteError(f"{self.run_dir} already exists: pick another --name, or --resume to continue it")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        self.embedder.eval()
+        # The untrained backbone on the same validation photos: the score to beat.
+        self.baseline = validation_scores(self._val_vectors(self.embedder.pooled, cached=True), self._val_labels())
+        atomic_write_json(self.run_dir / "baseline.json", self.baseline)
+        try:
+            if self.config.regime == "last":
+                self._fit_last(resume)
+            else:
+                self._fit_full(resume)
+        except KeyboardInterrupt:
+            raise CompeteError(f"interrupted after epoch {self.state.epoch}; state saved: continue with "
+                               f"`compete train --resume {self.run_dir}`") from None
+        return self._finish(started)
+
+    def _optimizer(self, groups: list[dict], steps_per_epoch: int):
+        optimizer = torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        total = self.config.epochs * steps_per_epoch
+        warmup = self.config.warmup_epochs * steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return optimizer, scheduler
+
+    def _labels_of(self, records: list[ImageRecord]) -> np.ndarray:
+        return np.array([self.class_index[r.label] for r in records], dtype=np.int64)
+
+    def _fit_last(self, resume: bool) -> None:
+        config = self.config
+        features, failed = self._extract(self.embedder.pooled, self.split.train, cached=True, description="features")
+        keep = np.array([r.path not in set(failed) for r in self.split.train])
+        x_train = torch.from_numpy(features[keep]).to(self.device)
+        y_train = torch.from_numpy(self._labels_of(self.split.train)[keep]).to(self.device)
+        val_features = self._val_vectors(self.embedder.pooled, cached=True)
+        trainable = list(self.embedder.projection.parameters()) + list(self.head.parameters())
+        steps = max(1, len(x_train) // config.batch_size)
+        optimizer, scheduler = self._optimizer([{"params": trainable}], steps)
+        if resume and (self.run_dir / LAST).exists():
+            self._restore(optimizer, scheduler)
+        epochs = tqdm(range(self.state.epoch, config.epochs), desc="training (last layer)", disable=not self.progress)
+        for epoch in epochs:
+            started = time.time()
+            self.embedder.projection.train()
+            self.head.train()
+            order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(x_train)))
+            losses = []
+            for batch in order[: steps * config.batch_size].view(steps, -1) if len(x_train) >= config.batch_size else [order]:
+                batch = batch.to(self.device)
+                embedding = self.embedder.projection(x_train[batch])
+                loss = F.cross_entropy(self.head(embedding, y_train[batch]), y_train[batch],
+                                       label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+            self.embedder.projection.eval()
+            with torch.no_grad():
+                projected = {g: self.embedder.projection(torch.from_numpy(v).to(self.device)).cpu().numpy()
+                             for g, v in val_features.items()}
+            scores = validation_scores(projected, self._val_labels())
+            epochs.set_postfix(loss=f"{np.mean(losses):.3f}", unseen=f"{scores.get('unseen_top1', float('nan')):.3f}")
+            if self._end_epoch(float(np.mean(losses)), scores, optimizer, scheduler, started):
+                break
+
+    def _fit_full(self, resume: bool) -> None:
+        config = self.config
+        dataset = TrainDataset([r.path for r in self.split.train], self._labels_of(self.split.train).tolist(),
+                               config.image_size, config.seed)
+        backbone_params = list(self.embedder.backbone.parameters())
+        other_params = [p for p in self.embedder.parameters() if all(p is not q for q in backbone_params)]
+        groups = [{"params": backbone_params, "lr": config.lr * config.backbone_lr_scale},
+                  {"params": other_params + list(self.head.parameters()), "lr": config.lr}]
+        drop_last = len(dataset) > config.batch_size
+        steps = len(dataset) // config.batch_size if drop_last else 1
+        optimizer, scheduler = self._optimizer(groups, steps)
+        if resume and (self.run_dir / LAST).exists():
+            self._restore(optimizer, scheduler)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        for epoch in range(self.state.epoch, config.epochs):
+            started = time.time()
+            dataset.epoch = epoch
+            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=drop_last,
+                                num_workers=default_workers(), pin_memory=self.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+            _set_trainable(self.embedder, "full", config.freeze_bn)
+            self.head.train()
+            losses = []
+            for images, labels, _, ok in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
+                                              disable=not self.progress, leave=False):
+                images, labels = images[ok].to(self.device), labels[ok].to(self.device)
+                if self.device.type == "cuda":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast_for(self.device):
+                    logits = self.head(self.embedder(images), labels)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(self.embedder.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses.append(loss.item())
+            self.embedder.eval()
+            scores = validation_scores(self._val_vectors(self.embedder, cached=False), self._val_labels())
+            log.info("epoch %d loss %.3f %s", epoch + 1, np.mean(losses), scores)
+            if self._end_epoch(float(np.mean(losses)), scores, optimizer, scheduler, started):
+                break
+
+
+def default_run_name(config: TrainConfig) -> str:
+    return f"{config.backbone}-{config.regime}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train one run; returns its summary (best epoch, scores, baseline, wall time)."""
+    if not config.run_name:
+        config.run_name = default_run_name(config)
+    return Trainer(config, progress).fit(resume=resume)
