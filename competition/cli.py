@@ -160,7 +160,7 @@ def submit(
                                                                             "off-the-shelf features; repeat for an ensemble.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Ensemble weights, e.g. 1,0.5.")] = None,
     name: Annotated[str, typer.Option(help="Submission name (file submissions/<name>.csv).")] = "",
-    k: Annotated[int, typer.Option(help="Gallery images per query.")] = 10,
+    k: Annotated[int, typer.Option("--k", "-k", help="Gallery images per query.")] = 10,
     flip: Annotated[bool, typer.Option(help="Test-time augmentation: average with the mirrored image.")] = False,
     scales: Annotated[str, typer.Option(help="Test-time scales, e.g. 0.707,1,1.414.")] = "1",
     image_size: Annotated[int, typer.Option(help="Override every model's input size (0: its own).")] = 0,

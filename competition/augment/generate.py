@@ -68,7 +68,7 @@ def plan_jobs(records: list[ImageRecord], recipe: Recipe, out_dir: Path, seed: i
         by_class[record.label].append(record)
     jobs = []
     for label in sorted(by_class):
-        sources = by_class[label]
+        sources = sorted(by_class[label], key=lambda r: r.name)  # input order must not matter
         for record, count in zip(sources, variants_per_source(len(sources), recipe.target_per_class)):
             source_hash = zlib.crc32(record.name.encode("utf-8"))
             for variant in range(count):
@@ -149,8 +149,10 @@ def _run_job(job: Job) -> str | None:
 
 
 def _pool(workers: int, recipe: Recipe):
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=_init_worker, initargs=(recipe.to_dict(),))
+    # spawn, not fork: forking a process whose torch/OpenMP thread pools are running can
+    # deadlock the children (seen here when augment runs after torch was imported).
+    context = multiprocessing.get_context("spawn")
+    return context.Pool(workers, initializer=_init_worker, initargs=(recipe.to_dict(),))
 
 
 # --- the entry point --------------------------------------------------------------------

@@ -10,7 +10,9 @@ import yaml
 
 from competition.errors import CompeteError
 from competition.models.embedder import EmbedderConfig
-from competition.models.registry import DEFAULT_BACKBONE
+from competition.models.heads import HEADS
+from competition.models.pooling import POOLINGS
+from competition.models.registry import DEFAULT_BACKBONE, get_spec
 
 REGIMES = ("last", "full")
 
@@ -63,6 +65,11 @@ class TrainConfig:
         config = cls(**data)
         if config.regime not in REGIMES:
             raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
+        if config.head not in HEADS:
+            raise CompeteError(f"head must be one of {HEADS}, not '{config.head}'")
+        if config.pooling not in POOLINGS:
+            raise CompeteError(f"pooling must be one of {sorted(POOLINGS)}, not '{config.pooling}'")
+        get_spec(config.backbone)  # an unknown name fails here, before any data is read
         return config
 
 

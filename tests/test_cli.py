@@ -1,0 +1,99 @@
+"""The whole path through the real CLI (Typer's runner) on a tiny generated competition."""
+
+import csv
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from competition.cli import app
+from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.train.checkpoint import load_run_embedder
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def ok(*args):
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _train_args(data, runs, name, regime="last", epochs=3):
+    return ["train", "--data", data, "--runs-dir", runs, "--name", name, "--regime", regime, "--epochs", epochs,
+            "--image-size", 64, "--embedding-dim", 16, "--batch-size", 16]
+
+
+def _backbone_changed(run_dir) -> bool:
+    trained, _ = load_run_embedder(run_dir)
+    pretrained, _ = build_embedder(EmbedderConfig(image_size=64))
+    pairs = zip(trained.backbone.state_dict().values(), pretrained.backbone.state_dict().values())
+    return any(not torch.equal(a, b) for a, b in pairs)
+
+
+def test_augment_train_submit_score_leaderboard(tiny_competition, tmp_path):
+    runs, subs, board = tmp_path / "runs", tmp_path / "submissions", tmp_path / "leaderboard.md"
+    out = ok("augment", "--data", tiny_competition, "--recipe", "light", "--target", 6, "--workers", 1)
+    assert "8 written" in out
+    ok(*_train_args(tiny_competition, runs, "last"))
+    run = runs / "last"
+    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "curves.png", "summary.json", "baseline.json"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["provenance"]["data_fingerprint"] and config["weights_origin"].startswith("package:")
+    assert config["provenance"]["split"]["unseen_classes"] == 1  # 20% of 4 classes held out whole
+    assert not _backbone_changed(run)  # last-layer regime: only the projection/head train
+
+    common = ["--data", tiny_competition, "--runs-dir", runs, "--submissions-dir", subs, "--leaderboard", board]
+    out = ok("submit", "-m", run, "--name", "trained", "-k", 3, *common)
+    assert "unseen" in out and "top1" in out
+    with open(subs / "trained.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["query", "rank_1", "rank_2", "rank_3"]
+    assert sorted(r[0] for r in rows[1:]) == sorted(p.name for p in (tiny_competition / "query").iterdir())
+    assert all(len(set(r[1:])) == 3 for r in rows[1:])
+
+    ok("submit", "-m", "efficientnet_lite0", "-m", "last", "--weights", "1,0.5", "--flip", "--name", "ensemble", *common)
+    table = board.read_text()
+    assert "| trained |" in table and "| ensemble |" in table and "efficientnet_lite0 + efficientnet_lite0" in table
+    assert "light×6" in table  # the augmentation recipe is recorded
+
+    scored = ok("score", subs / "trained.csv", "--data", tiny_competition)
+    assert "top1" in scored and "seen" in scored
+    assert "ensemble" in ok("leaderboard", board)
+
+
+def test_full_regime_trains_the_backbone(tiny_competition, tmp_path):
+    ok(*_train_args(tiny_competition, tmp_path / "runs", "full", regime="full", epochs=1), "--no-augmented")
+    assert _backbone_changed(tmp_path / "runs" / "full")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/nonexistent/place"], "not found"),
+    (["submit", "--data", "/nonexistent/place"], "not found"),
+    (["augment", "--data", "/nonexistent/place"], "not found"),
+    (["augment", "--recipe", "no-such-recipe"], "unknown recipe"),
+    (["train", "--backbone", "resnet9000"], "unknown backbone"),
+    (["score", "/nonexistent/submission.csv"], "not found"),
+])
+def test_bad_input_is_one_clear_line(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_missing_run_is_named(tiny_competition, tmp_path):
+    result = invoke("submit", "--data", tiny_competition, "-m", tmp_path / "runs" / "ghost",
+                    "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "ghost" in result.output
+
+
+def test_models_lists_backbones_and_weight_availability():
+    out = ok("models")
+    assert "efficientnet_lite0" in out and "yes (package" in out and "resnext101_32x8d" in out

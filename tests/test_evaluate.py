@@ -1,0 +1,99 @@
+import json
+import re
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from competition.errors import CompeteError
+from competition.evaluate.leaderboard import add_record, read_records
+from competition.evaluate.metrics import mean_average_precision, relevance, score_by_group, score_ranking
+from competition.evaluate.submission import read_submission, render_submission, write_submission
+from competition.retrieval.ensemble import fuse_concat
+from competition.retrieval.search import l2_normalize, leave_one_out_ranking, search
+
+GALLERY = ["a", "b", "a", "c", "b"]
+QUERIES = ["a", "b", "c"]
+RANKING = np.array([[1, 0, 2],   # a: miss, hit, hit
+                    [0, 3, 4],   # b: miss, miss, hit
+                    [3, 0, 1]])  # c: hit
+
+
+def test_topk_and_map_on_a_hand_computed_example():
+    scores = score_ranking(RANKING, QUERIES, GALLERY, ks=(1, 2, 3), map_k=3)
+    assert scores["top1"] == pytest.approx(1 / 3)
+    assert scores["top2"] == pytest.approx(2 / 3)
+    assert scores["top3"] == pytest.approx(1.0)
+    # AP@3: a = (1/2 + 2/3) / 2, b = (1/3) / 2, c = 1 / 1
+    expected = np.mean([(0.5 + 2 / 3) / 2, (1 / 3) / 2, 1.0])
+    assert scores["map@3"] == pytest.approx(expected)
+
+
+def test_map_counts_relevant_items_beyond_k():
+    hits = np.array([[True, False]])
+    assert mean_average_precision(hits, 2, np.array([5])) == pytest.approx(0.5)
+
+
+def test_scores_split_seen_and_unseen():
+    groups = score_by_group(RANKING, QUERIES, GALLERY, seen_classes={"a", "b"}, ks=(1,))
+    assert groups["seen"]["queries"] == 2 and groups["unseen"]["queries"] == 1
+    assert groups["seen"]["top1"] == 0.0 and groups["unseen"]["top1"] == 1.0
+
+
+def test_relevance_matches_labels():
+    assert relevance(RANKING, QUERIES, GALLERY).tolist() == [[False, True, True], [False, False, True],
+                                                             [True, False, False]]
+
+
+def test_faiss_search_matches_brute_force():
+    rng = np.random.default_rng(0)
+    gallery, queries = rng.normal(size=(50, 16)), rng.normal(size=(7, 16))
+    scores, ranking = search(queries, gallery, k=5)
+    expected = np.argsort(-(l2_normalize(queries) @ l2_normalize(gallery).T), axis=1)[:, :5]
+    assert (ranking == expected).all()
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_leave_one_out_never_returns_the_query_itself():
+    x = np.eye(4) + 0.01
+    ranking = leave_one_out_ranking(x, k=3)
+    assert all(i not in row for i, row in enumerate(ranking))
+
+
+def test_fused_cosine_is_the_weighted_mean_of_model_cosines():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 8)), rng.normal(size=(2, 3))
+    fused = fuse_concat([a, b], [1.0, 0.5])
+    cos = lambda x: float(l2_normalize(x)[0] @ l2_normalize(x)[1])  # noqa: E731
+    assert float(fused[0] @ fused[1]) == pytest.approx((cos(a) + 0.5 * cos(b)) / 1.5, abs=1e-6)
+    with pytest.raises(ValueError):
+        fuse_concat([a, b], [1.0])
+
+
+def test_submission_formats_round_trip(tmp_path):
+    queries, results = ["q 1.jpg", "q2.jpg"], [["g 3.jpg", "g1.jpg"], ["g1.jpg", "g2.jpg"]]
+    path = write_submission(tmp_path / "s.csv", queries, results)
+    assert path.read_text().splitlines()[0] == "query,rank_1,rank_2"
+    assert read_submission(path) == dict(zip(queries, results))
+    json_path = write_submission(tmp_path / "s.json", queries, results, fmt="json")
+    assert read_submission(json_path) == dict(zip(queries, results))
+    with pytest.raises(CompeteError, match="contain one"):
+        render_submission(queries, results, fmt="kaggle")
+    kaggle = write_submission(tmp_path / "k.csv", ["q"], [["g1.jpg", "g2.jpg"]], fmt="kaggle")
+    assert kaggle.read_text() == "id,images\nq,g1.jpg g2.jpg\n"
+    assert read_submission(kaggle) == {"q": ["g1.jpg", "g2.jpg"]}
+
+
+def _add(args):
+    path, index = args
+    add_record(path, {"name": f"run{index}", "top1": index / 10, "date": "2026-01-01"})
+
+
+def test_leaderboard_sorted_and_concurrent_writers_all_land(tmp_path):
+    path = tmp_path / "leaderboard.md"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_add, [(path, i) for i in range(8)])
+    assert sorted(r["name"] for r in read_records(path)) == [f"run{i}" for i in range(8)]
+    table_rows = [line for line in path.read_text().splitlines() if re.match(r"\| run\d", line)]
+    assert [row.split("|")[1].strip() for row in table_rows] == [f"run{i}" for i in reversed(range(8))]
+    assert all(json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines())

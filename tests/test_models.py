@@ -1,0 +1,99 @@
+import pickle
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+
+from competition.data.dataset import resize_to_tensor
+from competition.data.images import read_image
+from competition.errors import CompeteError
+from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.heads import make_head
+from competition.models.pooling import GeM, gem, mac, spoc
+from competition.models.registry import REGISTRY, build_classifier, get_spec
+from competition.models.weights import WeightsUnavailable, load_pretrained
+from competition.train.checkpoint import load_checkpoint
+
+SMALL = ["efficientnet_lite0", "resnet18", "googlenet"]
+
+
+def test_offline_weights_classify_a_known_photo():
+    """ImageNet class 652 is 'military uniform': Grace Hopper's portrait, shipped by matplotlib."""
+    spec = get_spec("efficientnet_lite0")
+    model = build_classifier(spec)
+    assert load_pretrained(spec, model).startswith("package:")
+    model.eval()
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    x = resize_to_tensor(read_image(photo), 224)[None]
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert model(x).argmax().item() == 652
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_backbones_build_and_embed_at_their_stated_size(name):
+    embedder, origin = build_embedder(EmbedderConfig(backbone=name, pretrained=False, embedding_dim=0))
+    embedder.eval()
+    with torch.no_grad():
+        out = embedder(torch.rand(2, 3, 64, 64))
+    assert origin == "random" and out.shape == (2, REGISTRY[name].feature_dim)
+    projected, _ = build_embedder(EmbedderConfig(backbone=name, pretrained=False, embedding_dim=24))
+    assert projected.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 24)
+
+
+def test_missing_torchvision_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    spec = get_spec("resnet18")
+    with pytest.raises(WeightsUnavailable) as error:
+        load_pretrained(spec, build_classifier(spec))
+    message = str(error.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message and "--weights" in message
+
+
+def test_weights_file_is_loaded_and_checked(tmp_path):
+    spec = get_spec("resnet18")
+    source = build_classifier(spec)
+    torch.save(source.state_dict(), tmp_path / "r18.pth")
+    target = build_classifier(spec)
+    assert load_pretrained(spec, target, tmp_path / "r18.pth").startswith("file:")
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+    with pytest.raises(WeightsUnavailable, match="do not fit"):
+        load_pretrained(get_spec("googlenet"), build_classifier(get_spec("googlenet")), tmp_path / "r18.pth")
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(CompeteError, match="resnet50"):
+        get_spec("resnet9000")
+
+
+def test_pooling_functions_agree_with_their_definitions():
+    x = torch.rand(2, 5, 4, 4) + 0.1
+    assert torch.allclose(gem(x, p=1.0), spoc(x), atol=1e-5)
+    assert torch.allclose(gem(x, p=80.0), mac(x), rtol=0.05)
+    pool = GeM(p=3.0)
+    pool(x).sum().backward()
+    assert pool.p.grad is not None and pool.p.grad.abs().item() > 0
+
+
+def test_margin_heads_penalise_the_target_class():
+    torch.manual_seed(0)
+    head = make_head("arcface", 8, 3)
+    embedding, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    with_margin, plain = head(embedding, labels), head(embedding)
+    target = torch.nn.functional.one_hot(labels, 3).bool()
+    assert (with_margin[target] < plain[target]).all() and torch.equal(with_margin[~target], plain[~target])
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/compete-pwned"),))
+
+
+def test_checkpoint_loading_never_runs_code(tmp_path):
+    Path("/tmp/compete-pwned").unlink(missing_ok=True)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"format_version": 1, "x": _Exploit()}))
+    with pytest.raises(CompeteError, match="unreadable checkpoint"):
+        load_checkpoint(path)
+    assert not Path("/tmp/compete-pwned").exists()
