@@ -129,11 +129,10 @@ class TrainDataset(ImageDataset):
             return torch.zeros(3, self.size, self.size), self.labels[index], index, False
 
 
-def _set_trainable(embedder: Embedder, regime: str, freeze_bn: bool) -> None:
+def _full_training_mode(embedder: Embedder, freeze_bn: bool) -> None:
+    """Everything trains; BatchNorm keeps its pretrained statistics when `freeze_bn`."""
     embedder.train()
-    for param in embedder.backbone.parameters():
-        param.requires_grad = regime == "full"
-    if regime == "last" or freeze_bn:
+    if freeze_bn:
         for module in embedder.backbone.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
@@ -272,7 +271,8 @@ class Trainer:
     def _fit_last(self, resume: bool) -> None:
         config = self.config
         features, failed = self._extract(self.embedder.pooled, self.split.train, cached=True, description="features")
-        keep = np.array([r.path not in set(failed) for r in self.split.train])
+        unreadable = set(failed)
+        keep = np.array([r.path not in unreadable for r in self.split.train])
         x_train = torch.from_numpy(features[keep]).to(self.device)
         y_train = torch.from_numpy(self._labels_of(self.split.train)[keep]).to(self.device)
         val_features = self._val_vectors(self.embedder.pooled, cached=True)
@@ -328,7 +328,7 @@ class Trainer:
             loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=drop_last,
                                 num_workers=default_workers(), pin_memory=self.device.type == "cuda",
                                 generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-            _set_trainable(self.embedder, "full", config.freeze_bn)
+            _full_training_mode(self.embedder, config.freeze_bn)
             self.head.train()
             losses = []
             for images, labels, _, ok in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
