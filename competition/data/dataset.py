@@ -34,9 +34,12 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def load(self, index: int) -> torch.Tensor:
+        return self.transform(read_image(self.paths[index]))
+
     def __getitem__(self, index: int):
         try:
-            tensor, ok = self.transform(read_image(self.paths[index])), True
+            tensor, ok = self.load(index), True
         except UnreadableImage:
             tensor, ok = torch.zeros(3, self.size, self.size), False
         return tensor, self.labels[index], index, ok

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
@@ -73,13 +72,12 @@ def load_model(model: str, runs_dir: str) -> LoadedModel:
         augmentation = _augmentation_of(config)
         return LoadedModel(run_dir.name, config["embedder_config"]["backbone"], embedder, config["embedder_config"]["image_size"], config.get("regime", "?"),
                            augmentation, f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}")
-    if get_spec(model):  # raises a clear error for an unknown name
-        config = EmbedderConfig(backbone=model)
-        embedder, origin = build_embedder(config)
-        embedder.eval()
-        return LoadedModel(model, model, embedder, config.image_size, "off-the-shelf", "none",
-                           f"{model}-pretrained-{fingerprint([origin])[:8]}")
-    raise CompeteError(f"model '{model}': neither a run nor a backbone name")
+    get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
+    config = EmbedderConfig(backbone=model)
+    embedder, origin = build_embedder(config)
+    embedder.eval()
+    return LoadedModel(model, model, embedder, config.image_size, "off-the-shelf", "none",
+                       f"{model}-pretrained-{fingerprint([origin])[:8]}")
 
 
 def _augmentation_of(run_config: dict) -> str:

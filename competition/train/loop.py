@@ -33,7 +33,7 @@ from tqdm import tqdm
 import competition
 from competition.data.dataset import ImageDataset, default_workers, resize_to_tensor
 from competition.data.discover import ImageRecord, discover_train
-from competition.data.images import read_image, UnreadableImage
+from competition.data.images import read_image
 from competition.errors import CompeteError
 from competition.evaluate.metrics import score_ranking
 from competition.io import atomic_write_json, atomic_write_text, fingerprint
@@ -120,13 +120,10 @@ class TrainDataset(ImageDataset):
         self.augment = A.Compose([A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0)), A.HorizontalFlip()])
         self.seed, self.epoch = seed, 0
 
-    def __getitem__(self, index: int):
-        try:
-            self.augment.set_random_seed(self.seed * 1_000_003 + self.epoch * 100_003 + index)
-            image = self.augment(image=read_image(self.paths[index]))["image"]
-            return resize_to_tensor(image, self.size), self.labels[index], index, True
-        except UnreadableImage:
-            return torch.zeros(3, self.size, self.size), self.labels[index], index, False
+    def load(self, index: int) -> torch.Tensor:
+        self.augment.set_random_seed(self.seed * 1_000_003 + self.epoch * 100_003 + index)
+        image = self.augment(image=read_image(self.paths[index]))["image"]
+        return resize_to_tensor(image, self.size)
 
 
 def _full_training_mode(embedder: Embedder, freeze_bn: bool) -> None:
