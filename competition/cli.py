@@ -68,9 +68,13 @@ def augment(
     overwrite: Annotated[bool, typer.Option(help="Delete and regenerate an existing augmented folder.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable source photo instead of skipping it.")] = False,
     list_transforms: Annotated[bool, typer.Option("--list", help="List every transform and preset, then exit.")] = False,
+    preview: Annotated[Optional[Path], typer.Option(
+        help="Write a PNG grid (each step alone on a few training photos, then whole-recipe outputs) to this "
+             "path and exit without generating.")] = None,
 ) -> None:
     """Grow train/ into an augmented set (sources are never modified); re-running resumes."""
     from competition.augment.generate import augment_competition
+    from competition.augment.preview import preview_recipe
     from competition.augment.recipes import PRESETS, load_recipe
     from competition.augment.transforms import TRANSFORMS
 
@@ -81,6 +85,10 @@ def augment(
         return
     started = time.time()
     resolved = _run(lambda: load_recipe(recipe, target_per_class=target))
+    if preview:
+        path = _run(lambda: preview_recipe(data, resolved, preview, seed=seed))
+        typer.echo(f"preview of recipe {resolved.name} ({len(resolved.steps)} steps) -> {path}")
+        return
     result = _run(lambda: augment_competition(data, resolved, out, seed=seed, workers=workers or None,
                                               overwrite=overwrite, strict=strict, progress=_progress()))
     counts = result.per_class.values()
@@ -104,6 +112,8 @@ def train(
     lr: Annotated[Optional[float], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    augmented: Annotated[Optional[Path], typer.Option(help="Augmented folder to train on (default <data>/augmented "
+                                                           "when present).")] = None,
     no_augmented: Annotated[bool, typer.Option("--no-augmented", help="Ignore <data>/augmented.")] = False,
     no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random init (for tests and research).")] = False,
     weights: Annotated[Optional[Path], typer.Option(help="ImageNet weights file for the backbone.")] = None,
@@ -123,7 +133,7 @@ def train(
         flags = {"data": str(data), "backbone": one_backbone, "regime": regime, "epochs": epochs,
                  "image_size": image_size, "embedding_dim": embedding_dim, "head": head, "pooling": pooling, "lr": lr,
                  "batch_size": batch_size, "seed": seed, "runs_dir": str(runs_dir),
-                 "weights_file": str(weights) if weights else None}
+                 "weights_file": str(weights) if weights else None, "augmented": str(augmented) if augmented else None}
         merged = base | {k: v for k, v in flags.items() if v is not None}
         if no_augmented:
             merged["use_augmented"] = False

@@ -3,6 +3,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from competition.augment.generate import (augment_competition, augment_image, choose_steps, plan_jobs,
                                           resolved_steps, variants_per_source)
@@ -127,3 +128,34 @@ def test_plan_is_independent_of_class_order(tiny_competition, tmp_path):
     forward = plan_jobs(records, recipe, tmp_path, seed=0)
     backward = plan_jobs(list(reversed(records)), recipe, tmp_path, seed=0)
     assert sorted(forward, key=lambda j: j.output) == sorted(backward, key=lambda j: j.output)
+
+
+def test_preview_has_a_row_per_step_and_shows_changed_pixels(tiny_competition, tmp_path):
+    from competition.augment.preview import GAP, LABEL_WIDTH, preview_recipe
+
+    recipe = Recipe("two", [Step("hflip", 1.0), Step("grayscale", 0.5)], output_size=64)
+    sources = list((tiny_competition / "train").rglob("*.jpg"))
+    before = {p: p.read_bytes() for p in sources}
+    path = preview_recipe(tiny_competition, recipe, tmp_path / "sheet.png", photos=2, chained_rows=1, tile=40)
+    sheet = np.asarray(Image.open(path).convert("RGB"))
+    assert sheet.shape[0] == 3 * (40 + GAP) + GAP  # 2 steps + 1 whole-recipe row
+    assert sheet.shape[1] == LABEL_WIDTH + 4 * (40 + GAP) + 2 * GAP  # 2 photos x (original, augmented)
+    original = sheet[GAP:GAP + 40, LABEL_WIDTH:LABEL_WIDTH + 40]
+    flipped = sheet[GAP:GAP + 40, LABEL_WIDTH + 40 + GAP:LABEL_WIDTH + 80 + GAP]
+    gray = sheet[2 * GAP + 40:2 * GAP + 80, LABEL_WIDTH + 40 + GAP:LABEL_WIDTH + 80 + GAP].astype(int)
+    assert np.abs(original[:25].astype(int) - flipped[:25, ::-1].astype(int)).mean() < 3  # caption strip aside
+    assert np.abs(gray[:25, :, 0] - gray[:25, :, 2]).max() <= 2 and not np.array_equal(original, flipped)
+    assert all(p.read_bytes() == data for p, data in before.items())  # sources untouched
+    assert not (tiny_competition / "augmented").exists()  # a preview generates nothing
+
+
+def test_cli_preview_writes_png_and_exits(tiny_competition, tmp_path):
+    from typer.testing import CliRunner
+
+    from competition.cli import app
+
+    out = tmp_path / "preview.png"
+    result = CliRunner().invoke(app, ["augment", "--data", str(tiny_competition), "--recipe", "classic",
+                                      "--preview", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[1] > 27 * 100 and "27 steps" in result.output

@@ -144,6 +144,8 @@ class Trainer:
         root = Path(config.data)
         records = discover_train(root / "train")
         augmented = Path(config.augmented) if config.augmented else root / "augmented"
+        if config.augmented and config.use_augmented and not augmented.is_dir():
+            raise CompeteError(f"{augmented}: augmented folder not found (run `compete augment --out {augmented}`)")
         use_augmented = config.use_augmented and augmented.is_dir()
         self.split = make_split(records, root.resolve(), augmented if use_augmented else None,
                                 config.holdout_classes, config.holdout_images, config.seed)

@@ -1,0 +1,109 @@
+"""A picture of a recipe: each step applied alone to a few training photos, then chained.
+
+One row per recipe step (original beside its augmentation, for a few photos of different
+classes), and last a few rows of full recipe outputs as `compete augment` would write them,
+so a user sees what each transform does before generating thousands of files. The
+images come from the same code path as generation (`resolved_steps`, `augment_image`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from competition.augment.generate import augment_image, choose_steps, fit_longest_side, resolved_steps
+from competition.augment.recipes import Recipe, Step
+from competition.data.discover import ImageRecord, discover_train
+from competition.data.images import UnreadableImage, read_image
+from competition.errors import CompeteError
+from competition.io import atomic_path
+
+LABEL_WIDTH = 230
+GAP = 6
+BACKGROUND = (32, 32, 32)
+TEXT = (235, 235, 235)
+
+
+def pick_sources(records: list[ImageRecord], count: int) -> list[tuple[ImageRecord, np.ndarray]]:
+    """The first readable photo of `count` classes spread evenly over the sorted class list."""
+    by_class: dict[str, list[ImageRecord]] = {}
+    for record in sorted(records, key=lambda r: (r.label, r.name)):
+        by_class.setdefault(record.label, []).append(record)
+    labels = sorted(by_class)
+    chosen = [labels[int(i)] for i in np.linspace(0, len(labels) - 1, min(count, len(labels)))]
+    picked = []
+    for label in dict.fromkeys(chosen):
+        for record in by_class[label]:
+            try:
+                picked.append((record, read_image(record.path)))
+                break
+            except UnreadableImage:
+                continue
+    if not picked:
+        raise CompeteError("no readable training photo to preview")
+    return picked
+
+
+def fit_tile(image: np.ndarray, tile: int) -> Image.Image:
+    """Letterbox an image into a tile x tile square, keeping its aspect ratio."""
+    picture = Image.fromarray(image)
+    picture.thumbnail((tile, tile))
+    canvas = Image.new("RGB", (tile, tile), BACKGROUND)
+    canvas.paste(picture, ((tile - picture.width) // 2, (tile - picture.height) // 2))
+    return canvas
+
+
+def step_label(step: Step) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in step.params.items())
+    return f"{step.name}  p={step.p:g}" + (f"\n{params}" if params else "")
+
+
+def render_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], tile: int) -> Image.Image:
+    """rows: (label, [(image, caption), ...]); pairs of tiles are separated by a wider gap."""
+    columns = max(len(cells) for _, cells in rows)
+    width = LABEL_WIDTH + columns * (tile + GAP) + (columns // 2) * GAP
+    height = len(rows) * (tile + GAP) + GAP
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=15)
+    small = ImageFont.load_default(size=11)
+    for row_index, (label, cells) in enumerate(rows):
+        top = GAP + row_index * (tile + GAP)
+        draw.multiline_text((8, top + tile // 2 - 12), label, fill=TEXT, font=font, spacing=3)
+        for column, (image, caption) in enumerate(cells):
+            left = LABEL_WIDTH + column * (tile + GAP) + (column // 2) * GAP
+            sheet.paste(fit_tile(image, tile), (left, top))
+            if caption:
+                draw.rectangle((left, top + tile - 15, left + tile, top + tile), fill=(0, 0, 0))
+                draw.text((left + 3, top + tile - 14), caption[: tile // 6], fill=TEXT, font=small)
+    return sheet
+
+
+def preview_recipe(root: str | Path, recipe: Recipe, out_path: str | Path, photos: int = 3, chained_rows: int = 2,
+                   seed: int = 0, tile: int = 150) -> Path:
+    """Write a PNG contact sheet of `recipe` on `photos` training photos; returns its path."""
+    sources = pick_sources(discover_train(Path(root) / "train"), photos)
+    images = [fit_longest_side(image, recipe.output_size) for _, image in sources]
+    transforms = resolved_steps(recipe)
+    rows = []
+    for index, step in enumerate(recipe.steps):
+        cells = []
+        for column, ((record, _), image) in enumerate(zip(sources, images)):
+            augmented = augment_image(image, transforms, (index,), seed + 1000 * index + column)
+            cells += [(image, record.label), (augmented, step.name)]
+        rows.append((step_label(step), cells))
+    rng = np.random.default_rng(seed)
+    for chained in range(chained_rows):
+        cells = []
+        for image in images:
+            steps = choose_steps(recipe, rng)
+            augmented = augment_image(image, transforms, steps, int(rng.integers(2**31 - 1)))
+            cells += [(image, "original"), (augmented, "+".join(recipe.steps[i].name for i in steps))]
+        rows.append((f"whole recipe #{chained + 1}\n(up to {recipe.max_per_image} steps)", cells))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        render_grid(rows, tile).save(tmp, format="PNG")
+    return out_path
