@@ -107,7 +107,10 @@ def train(
     epochs: Annotated[Optional[int], typer.Option()] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help="Projection size; 0 = pooled backbone feature.")] = None,
-    head: Annotated[Optional[str], typer.Option(help="softmax, arcface or cosface.")] = None,
+    head: Annotated[Optional[str], typer.Option(help="Loss: softmax, arcface, cosface (classifier heads) or triplet "
+                                                     "(hard-negative mining, several photos per class per batch).")] = None,
+    unfreeze_from: Annotated[Optional[str], typer.Option(help="Full regime: freeze the backbone before this layer "
+                                                              "(e.g. layer4, blocks.5); a wrong name lists them.")] = None,
     pooling: Annotated[Optional[str], typer.Option(help="avg, max or gem.")] = None,
     lr: Annotated[Optional[float], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
@@ -121,7 +124,11 @@ def train(
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
 ) -> None:
-    """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/."""
+    """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/.
+
+    Several GPUs (or CPU processes, gloo): torchrun --nproc_per_node N -m competition.cli train --regime full ...
+    (--batch-size is per process; rank 0 validates and writes the run folder).
+    """
     from competition.train.checkpoint import load_checkpoint, LAST
     from competition.train.config import TrainConfig, load_train_config
     from competition.train.loop import train as train_run
@@ -131,7 +138,8 @@ def train(
             return TrainConfig.from_dict(load_checkpoint(resume / LAST)["config"] | ({"epochs": epochs} if epochs else {}))
         base = load_train_config(config) if config else {}
         flags = {"data": str(data), "backbone": one_backbone, "regime": regime, "epochs": epochs,
-                 "image_size": image_size, "embedding_dim": embedding_dim, "head": head, "pooling": pooling, "lr": lr,
+                 "image_size": image_size, "embedding_dim": embedding_dim, "head": head, "unfreeze_from": unfreeze_from,
+                 "pooling": pooling, "lr": lr,
                  "batch_size": batch_size, "seed": seed, "runs_dir": str(runs_dir),
                  "weights_file": str(weights) if weights else None, "augmented": str(augmented) if augmented else None}
         merged = base | {k: v for k, v in flags.items() if v is not None}
@@ -150,6 +158,8 @@ def train(
 
 
 def _print_train_summary(settings, summary: dict) -> None:
+    if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
+        return
     best, baseline = summary["best"], summary["baseline"]
     typer.echo(f"run {settings.runs_dir}/{summary['run']}: best epoch {summary['best_epoch']} of "
                f"{summary['epochs_run']} in {summary['wall_seconds']:.0f}s")

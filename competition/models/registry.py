@@ -99,6 +99,7 @@ def build_classifier(spec: BackboneSpec) -> nn.Module:
 
 def to_feature_backbone(spec: BackboneSpec, classifier: nn.Module) -> FeatureMapBackbone:
     if spec.source == "timm":
+        classifier.reset_classifier(0)  # unused by forward_features; would only sit in checkpoints and DDP
         return FeatureMapBackbone(_TimmFeatures(classifier), classifier.num_features)
     body = create_feature_extractor(classifier, return_nodes={spec.feature_node: "features"})
     return FeatureMapBackbone(body, spec.feature_dim)

@@ -10,9 +10,9 @@ import yaml
 
 from competition.errors import CompeteError
 from competition.models.embedder import EmbedderConfig
-from competition.models.heads import HEADS
 from competition.models.pooling import POOLINGS
 from competition.models.registry import DEFAULT_BACKBONE, get_spec
+from competition.train.losses import LOSSES, TRIPLET_MINING
 
 REGIMES = ("last", "full")
 
@@ -27,12 +27,16 @@ class TrainConfig:
     pooling: str = "gem"
     gem_p: float = 3.0
     embedding_dim: int = 512
-    head: str = "softmax"
+    head: str = "softmax"  # softmax | arcface | cosface (classifier heads) | triplet (no head)
+    triplet_margin: float = 0.1
+    triplet_mining: str = "semihard"  # hard | semihard | all negatives inside the margin
+    samples_per_class: int = 4  # triplet: photos of one class side by side in a batch
     image_size: int = 224
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
     backbone_lr_scale: float = 0.1  # full regime: backbone lr = lr * this
+    unfreeze_from: str = ""  # full regime: layers before this one stay frozen (e.g. layer4, blocks.5)
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     warmup_epochs: int = 1
@@ -65,8 +69,12 @@ class TrainConfig:
         config = cls(**data)
         if config.regime not in REGIMES:
             raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
-        if config.head not in HEADS:
-            raise CompeteError(f"head must be one of {HEADS}, not '{config.head}'")
+        if config.head not in LOSSES:
+            raise CompeteError(f"head must be one of {LOSSES}, not '{config.head}'")
+        if config.triplet_mining not in TRIPLET_MINING:
+            raise CompeteError(f"triplet_mining must be one of {TRIPLET_MINING}, not '{config.triplet_mining}'")
+        if config.unfreeze_from and config.regime != "full":
+            raise CompeteError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
         if config.pooling not in POOLINGS:
             raise CompeteError(f"pooling must be one of {sorted(POOLINGS)}, not '{config.pooling}'")
         get_spec(config.backbone)  # an unknown name fails here, before any data is read

@@ -25,7 +25,6 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -38,12 +37,15 @@ from competition.errors import CompeteError
 from competition.evaluate.metrics import score_ranking
 from competition.io import atomic_write_json, atomic_write_text, fingerprint
 from competition.models.embedder import Embedder, build_embedder
-from competition.models.heads import make_head
 from competition.report.plots import plot_training_curves
 from competition.retrieval.embed import autocast_for, extract_features, pick_device
 from competition.retrieval.search import leave_one_out_ranking
 from competition.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from competition.train.config import TrainConfig
+from competition.train.distributed import init_distributed
+from competition.train.freezing import freeze_before, full_training_mode
+from competition.train.losses import make_loss
+from competition.train.sampling import EpochSampler, epoch_order
 from competition.train.splits import Split, make_split
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Randomness inside an epoch (dropout, drop-path) from (seed, epoch): a resumed run repeats it."""
+    torch.manual_seed(seed * 1_000_003 + epoch)
+
+
+class EmbeddingLoss(nn.Module):
+    """Images and labels to a loss: the one module DistributedDataParallel wraps."""
+
+    def __init__(self, embedder: Embedder, criterion: nn.Module):
+        super().__init__()
+        self.embedder, self.criterion = embedder, criterion
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self.embedder(images), labels)
+
+
 class TrainDataset(ImageDataset):
     """Light online augmentation on top of the offline set, seeded per (epoch, photo)."""
 
@@ -126,21 +144,14 @@ class TrainDataset(ImageDataset):
         return resize_to_tensor(image, self.size)
 
 
-def _full_training_mode(embedder: Embedder, freeze_bn: bool) -> None:
-    """Everything trains; BatchNorm keeps its pretrained statistics when `freeze_bn`."""
-    embedder.train()
-    if freeze_bn:
-        for module in embedder.backbone.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
 # --- the trainer --------------------------------------------------------------------------
 
 class Trainer:
     def __init__(self, config: TrainConfig, progress: bool = True):
-        self.config, self.progress = config, progress
-        self.device = pick_device(config.device or None)
+        self.config = config
+        self.dist = init_distributed()
+        self.progress = progress and self.dist.is_main
+        self.device = self.dist.device() or pick_device(config.device or None)
         root = Path(config.data)
         records = discover_train(root / "train")
         augmented = Path(config.augmented) if config.augmented else root / "augmented"
@@ -157,11 +168,18 @@ class Trainer:
         self.run_dir = Path(config.runs_dir) / config.run_name
         seed_everything(config.seed)
         self.embedder, self.weights_origin = build_embedder(config.embedder_config())
+        if config.unfreeze_from:
+            freeze_before(self.embedder.backbone, config.unfreeze_from)
         self.embedder.to(self.device)
         if self.device.type == "cuda":
             self.embedder.to(memory_format=torch.channels_last)
-        self.head = make_head(config.head, self.embedder.output_dim, len(self.split.classes)).to(self.device)
+        self.criterion = make_loss(config.head, self.embedder.output_dim, len(self.split.classes),
+                                   config.label_smoothing, config.triplet_margin, config.triplet_mining).to(self.device)
         self.state = RunState()
+
+    @property
+    def samples_per_class(self) -> int:
+        return self.config.samples_per_class if self.config.head == "triplet" else 1
 
     # features and validation
     def _cache_file(self) -> Path:
@@ -188,7 +206,12 @@ class Trainer:
                                                          "provenance": provenance(self.split)})
 
     def _end_epoch(self, loss: float, scores: dict, optimizer, scheduler, started: float) -> bool:
-        """Record the epoch, keep the best checkpoint, save the resume state; True = stop early."""
+        """Record the epoch, keep the best checkpoint, save the resume state; True = stop early.
+
+        Under torchrun only rank 0 has scores and writes; every rank gets its stop decision."""
+        if not self.dist.is_main:
+            self.state.epoch += 1
+            return self.dist.agree(False)
         state = self.state
         state.epoch += 1
         state.history.append({"epoch": state.epoch, "loss": loss, "lr": optimizer.param_groups[-1]["lr"],
@@ -202,7 +225,7 @@ class Trainer:
         else:
             state.stale_epochs += 1
         save_checkpoint(self.run_dir / LAST, {
-            "embedder": self.embedder.state_dict(), "head": self.head.state_dict(),
+            "embedder": self.embedder.state_dict(), "criterion": self.criterion.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "state": {"epoch": state.epoch, "history": state.history, "best_key": list(state.best_key),
                       "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs},
@@ -210,7 +233,7 @@ class Trainer:
         metrics = pd.DataFrame(state.history)
         atomic_write_text(self.run_dir / "metrics.csv", metrics.to_csv(index=False))
         plot_training_curves(metrics, self.baseline, self.run_dir / "curves.png")
-        return state.stale_epochs >= self.config.patience
+        return self.dist.agree(state.stale_epochs >= self.config.patience)
 
     def _restore(self, optimizer, scheduler) -> None:
         payload = load_checkpoint(self.run_dir / LAST)
@@ -220,13 +243,15 @@ class Trainer:
             changed = sorted(k for k in saved if saved[k] != current.get(k))
             raise CompeteError(f"{self.run_dir}: cannot resume with different settings ({', '.join(changed)})")
         self.embedder.load_state_dict(payload["embedder"])
-        self.head.load_state_dict(payload["head"])
+        self.criterion.load_state_dict(payload["criterion"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         s = payload["state"]
         self.state = RunState(s["epoch"], s["history"], tuple(s["best_key"]), s["best_epoch"], s["stale_epochs"])
 
     def _finish(self, started: float) -> dict:
+        if not self.dist.is_main:
+            return {"run": self.config.run_name, "rank": self.dist.rank}
         best = self.state.history[self.state.best_epoch - 1] if self.state.best_epoch > 0 else {}
         beat = {g: best.get(f"{g}_top1", 0) > self.baseline.get(f"{g}_top1", 1) for g in ("seen", "unseen")
                 if f"{g}_top1" in self.baseline}
@@ -241,12 +266,17 @@ class Trainer:
         started = time.time()
         if (self.run_dir / BEST).exists() and not resume:
             raise CompeteError(f"{self.run_dir} already exists: pick another --name, or --resume to continue it")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        self.embedder.eval()
-        # The untrained backbone on the same validation photos: the score to beat.
-        self.baseline = validation_scores(self._val_vectors(self.embedder.pooled, cached=True), self._val_labels())
-        atomic_write_json(self.run_dir / "baseline.json", self.baseline)
+        if self.config.regime == "last" and not self.dist.is_main:
+            return self._finish(started)  # seconds of work on cached features: rank 0 does it alone
+        self.baseline = {}
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_config()
+            self.embedder.eval()
+            # The untrained backbone on the same validation photos: the score to beat.
+            self.baseline = validation_scores(self._val_vectors(self.embedder.pooled, cached=True), self._val_labels())
+            atomic_write_json(self.run_dir / "baseline.json", self.baseline)
+        self.dist.barrier()
         try:
             if self.config.regime == "last":
                 self._fit_last(resume)
@@ -275,23 +305,23 @@ class Trainer:
         x_train = torch.from_numpy(features[keep]).to(self.device)
         y_train = torch.from_numpy(self._labels_of(self.split.train)[keep]).to(self.device)
         val_features = self._val_vectors(self.embedder.pooled, cached=True)
-        trainable = list(self.embedder.projection.parameters()) + list(self.head.parameters())
-        steps = max(1, len(x_train) // config.batch_size)
+        trainable = list(self.embedder.projection.parameters()) + list(self.criterion.parameters())
+        samples = len(epoch_order(y_train.cpu().numpy(), self.samples_per_class, config.seed, 0))
+        steps = max(1, samples // config.batch_size)
         optimizer, scheduler = self._optimizer([{"params": trainable}], steps)
         if resume and (self.run_dir / LAST).exists():
             self._restore(optimizer, scheduler)
         epochs = tqdm(range(self.state.epoch, config.epochs), desc="training (last layer)", disable=not self.progress)
         for epoch in epochs:
             started = time.time()
+            seed_epoch(config.seed, epoch)
             self.embedder.projection.train()
-            self.head.train()
-            order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(x_train)))
+            self.criterion.train()
+            order = torch.from_numpy(epoch_order(y_train.cpu().numpy(), self.samples_per_class, config.seed, epoch))
             losses = []
-            for batch in order[: steps * config.batch_size].view(steps, -1) if len(x_train) >= config.batch_size else [order]:
+            for batch in torch.split(order, config.batch_size)[:steps]:
                 batch = batch.to(self.device)
-                embedding = self.embedder.projection(x_train[batch])
-                loss = F.cross_entropy(self.head(embedding, y_train[batch]), y_train[batch],
-                                       label_smoothing=config.label_smoothing)
+                loss = self.criterion(self.embedder.projection(x_train[batch]), y_train[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -311,24 +341,29 @@ class Trainer:
         config = self.config
         dataset = TrainDataset([r.path for r in self.split.train], self._labels_of(self.split.train).tolist(),
                                config.image_size, config.seed)
-        backbone_params = list(self.embedder.backbone.parameters())
-        other_params = [p for p in self.embedder.parameters() if all(p is not q for q in backbone_params)]
+        backbone_ids = {id(p) for p in self.embedder.backbone.parameters()}
+        backbone_params = [p for p in self.embedder.backbone.parameters() if p.requires_grad]
+        other_params = [p for p in self.embedder.parameters() if id(p) not in backbone_ids]
         groups = [{"params": backbone_params, "lr": config.lr * config.backbone_lr_scale},
-                  {"params": other_params + list(self.head.parameters()), "lr": config.lr}]
-        drop_last = len(dataset) > config.batch_size
-        steps = len(dataset) // config.batch_size if drop_last else 1
+                  {"params": other_params + list(self.criterion.parameters()), "lr": config.lr}]
+        sampler = EpochSampler(dataset.labels, self.samples_per_class, config.seed, self.dist.rank, self.dist.world)
+        drop_last = len(sampler) > config.batch_size
+        steps = len(sampler) // config.batch_size if drop_last else 1
         optimizer, scheduler = self._optimizer(groups, steps)
         if resume and (self.run_dir / LAST).exists():
             self._restore(optimizer, scheduler)
+        model = EmbeddingLoss(self.embedder, self.criterion)
+        if self.dist.active:  # gradients averaged across ranks; each rank sees its share of the epoch
+            model = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.device.index is not None else None)
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         for epoch in range(self.state.epoch, config.epochs):
             started = time.time()
+            seed_epoch(config.seed, epoch)
             dataset.epoch = epoch
-            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=drop_last,
-                                num_workers=default_workers(), pin_memory=self.device.type == "cuda",
-                                generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-            _full_training_mode(self.embedder, config.freeze_bn)
-            self.head.train()
+            sampler.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=drop_last,
+                                num_workers=default_workers(), pin_memory=self.device.type == "cuda")
+            full_training_mode(model, config.freeze_bn)
             losses = []
             for images, labels, _, ok in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
                                               disable=not self.progress, leave=False):
@@ -336,8 +371,7 @@ class Trainer:
                 if self.device.type == "cuda":
                     images = images.contiguous(memory_format=torch.channels_last)
                 with autocast_for(self.device):
-                    logits = self.head(self.embedder(images), labels)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                    loss = model(images, labels)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -347,7 +381,8 @@ class Trainer:
                 scheduler.step()
                 losses.append(loss.item())
             self.embedder.eval()
-            scores = validation_scores(self._val_vectors(self.embedder, cached=False), self._val_labels())
+            scores = (validation_scores(self._val_vectors(self.embedder, cached=False), self._val_labels())
+                      if self.dist.is_main else {})
             log.info("epoch %d loss %.3f %s", epoch + 1, np.mean(losses), scores)
             if self._end_epoch(float(np.mean(losses)), scores, optimizer, scheduler, started):
                 break

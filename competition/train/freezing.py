@@ -1,0 +1,42 @@
+"""Which backbone weights train in the full regime, and BatchNorm's mode."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from competition.errors import CompeteError
+
+_WRAPPERS = ("body.model.", "body.")  # how our backbones wrap timm / torchvision models
+
+
+def layer_names(backbone: nn.Module, depth: int = 2) -> list[str]:
+    """Names a user can pass to --unfreeze-from: modules with weights, up to `depth` levels down."""
+    names = []
+    for name, module in backbone.named_modules():
+        for prefix in _WRAPPERS:
+            name = name.removeprefix(prefix)
+        if name and name.count(".") < depth and any(True for _ in module.parameters()) and name not in names:
+            names.append(name)
+    return [n for n in names if n not in ("body", "model")]
+
+
+def freeze_before(backbone: nn.Module, layer: str) -> int:
+    """Freeze every parameter before the first one inside `layer`; returns how many were frozen."""
+    parameters = list(backbone.named_parameters())
+    starts = [i for i, (name, _) in enumerate(parameters) if f".{layer}." in f".{name}."]
+    if not starts:
+        shown = ", ".join(layer_names(backbone)[:40])
+        raise CompeteError(f"--unfreeze-from {layer}: no such layer in this backbone; layers: {shown}")
+    for _, parameter in parameters[: starts[0]]:
+        parameter.requires_grad_(False)
+    return starts[0]
+
+
+def full_training_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """Everything trains, except BatchNorm statistics when `freeze_bn` or its layer is frozen."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            frozen_layer = module.weight is not None and not module.weight.requires_grad
+            if freeze_bn or frozen_layer:
+                module.eval()

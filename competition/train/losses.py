@@ -1,0 +1,60 @@
+"""Training criteria: (embedding, labels) -> loss, as small interchangeable modules.
+
+Classification losses go through a head (softmax, ArcFace, CosFace); the triplet loss
+works on the embeddings directly, with pytorch-metric-learning's miner choosing hard
+negatives inside each batch (its miners and losses are well tested and fast; we only
+need them, not its trainers).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from competition.models.heads import HEADS, make_head
+
+TRIPLET_MINING = ("hard", "semihard", "all")
+LOSSES = (*HEADS, "triplet")
+
+
+class ClassifierLoss(nn.Module):
+    """Cross-entropy on a head's logits, with label smoothing."""
+
+    def __init__(self, head: nn.Module, label_smoothing: float = 0.0):
+        super().__init__()
+        self.head, self.label_smoothing = head, label_smoothing
+
+    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.head(embedding, labels).float(), labels, label_smoothing=self.label_smoothing)
+
+
+class TripletLoss(nn.Module):
+    """Cosine triplet margin loss over the triplets the miner finds in a batch.
+
+    Batches need several photos per class (see `epoch_order`); a batch with no valid
+    triplet gives a zero loss that still backpropagates, so training never stalls.
+    """
+
+    def __init__(self, margin: float = 0.1, mining: str = "semihard"):
+        super().__init__()
+        from pytorch_metric_learning import distances, losses, miners
+
+        if mining not in TRIPLET_MINING:
+            raise ValueError(f"unknown triplet mining '{mining}': choose from {TRIPLET_MINING}")
+        distance = distances.CosineSimilarity()
+        self.miner = miners.TripletMarginMiner(margin=margin, type_of_triplets=mining, distance=distance)
+        self.loss = losses.TripletMarginLoss(margin=margin, distance=distance)
+
+    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embedding = embedding.float()
+        return self.loss(embedding, labels, self.miner(embedding, labels))
+
+
+def make_loss(name: str, dim: int, num_classes: int, label_smoothing: float = 0.0, triplet_margin: float = 0.1,
+              triplet_mining: str = "semihard") -> nn.Module:
+    if name == "triplet":
+        return TripletLoss(triplet_margin, triplet_mining)
+    if name in HEADS:
+        return ClassifierLoss(make_head(name, dim, num_classes), label_smoothing)
+    raise ValueError(f"unknown loss '{name}': choose from {LOSSES}")
