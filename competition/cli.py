@@ -21,13 +21,16 @@ DataOption = Annotated[Path, typer.Option("--data", "-d", help="Competition fold
 
 
 def _run(action):
-    """Run a command body; a CompeteError becomes one line on stderr and exit code 1."""
+    """Run a command body; a CompeteError or an OS error (disk full, permission) becomes one
+    line on stderr and exit code 1. Files are written atomically, so nothing half-written stays."""
     try:
         return action()
-    except CompeteError as error:
+    except (CompeteError, OSError) as error:
         if _state["debug"]:
             raise
-        typer.secho(f"error: {error}", fg="red", err=True)
+        message = str(error) if isinstance(error, CompeteError) else (
+            f"{error.filename}: {error.strerror}" if error.filename else f"{type(error).__name__}: {error}")
+        typer.secho(f"error: {message}", fg="red", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.secho("interrupted: finished files are kept; re-run the same command to continue", err=True)
@@ -95,6 +98,7 @@ def augment(
     typer.echo(f"{result.written} written, {result.skipped_existing} already there, {len(result.failed)} skipped "
                f"in {time.time() - started:.1f}s -> {result.out_dir} (recipe {resolved.name}, "
                f"{min(counts)}-{max(counts)} variants per class)")
+    _report_skipped(result.failed, "photo(s) or variant(s) skipped")
 
 
 @app.command()
@@ -123,6 +127,7 @@ def train(
     config: Annotated[Optional[Path], typer.Option(help="YAML/JSON file of training settings; flags override it.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at an unreadable training photo instead of skipping it.")] = False,
 ) -> None:
     """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/.
 
@@ -147,6 +152,8 @@ def train(
             merged["use_augmented"] = False
         if no_pretrained:
             merged["pretrained"] = False
+        if strict:
+            merged["strict"] = True
         if name:
             merged["run_name"] = name if len(backbone or []) <= 1 else f"{name}-{one_backbone}"
         return TrainConfig.from_dict(merged)
@@ -157,9 +164,15 @@ def train(
         _print_train_summary(settings, summary)
 
 
+def _report_skipped(skipped: list[str], what: str) -> None:
+    if skipped:
+        typer.secho(f"{len(skipped)} {what} (--strict to stop instead); first: {skipped[0]}", fg="yellow", err=True)
+
+
 def _print_train_summary(settings, summary: dict) -> None:
     if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
         return
+    _report_skipped(summary["skipped_files"], "unreadable training photo(s) skipped")
     best, baseline = summary["best"], summary["baseline"]
     typer.echo(f"run {settings.runs_dir}/{summary['run']}: best epoch {summary['best_epoch']} of "
                f"{summary['epochs_run']} in {summary['wall_seconds']:.0f}s")
@@ -209,6 +222,7 @@ def submit(
 
     result = _run(go)
     typer.echo(f"submission written: {result.path}")
+    _report_skipped(result.skipped, "query/gallery image(s) unreadable, ranked with zero vectors")
     if result.scores:
         typer.echo(_format_scores(result.scores))
         typer.echo(f"recorded in {leaderboard}")
@@ -232,6 +246,32 @@ def score(
     from competition.evaluate.scoring import score_submission
 
     typer.echo(_format_scores(_run(lambda: score_submission(submission, data))))
+
+
+@app.command()
+def validate(
+    submission: Annotated[Path, typer.Argument(help="Submission file (csv, kaggle or json, as compete writes).")],
+    data: DataOption = Path("data/sample"),
+    k: Annotated[Optional[int], typer.Option("--k", "-k", help="Gallery names expected per query "
+                                                               "(default: as many as the first row).")] = None,
+) -> None:
+    """Check a submission before upload: every query once, k names each, all in the gallery, no repeats."""
+    from competition.data.discover import discover_competition
+    from competition.evaluate.validate import validate_submission
+
+    def go() -> list[str]:
+        competition = discover_competition(data, need_train=False)
+        if not competition.query:
+            raise CompeteError(f"{data}: no query/ images to validate against")
+        return validate_submission(submission, [r.name for r in competition.query],
+                                   [r.name for r in competition.gallery], k)
+
+    problems = _run(go)
+    for problem in problems:
+        typer.secho(f"invalid: {problem}", fg="red", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{submission}: valid")
 
 
 @app.command()

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from competition.augment.recipes import Recipe
 from competition.augment.transforms import build_transform
+from competition.data.checks import require_every_class
 from competition.data.discover import ImageRecord, discover_train
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
@@ -209,9 +210,7 @@ def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | 
         if unreadable and strict:
             raise CompeteError(f"{len(unreadable)} unreadable source image(s), e.g. {unreadable[0]}")
         readable = [r for r, p in zip(records, problems) if p is None]
-        empty = sorted({r.label for r in records} - {r.label for r in readable})
-        if empty:
-            raise CompeteError(f"class(es) with no readable image: {', '.join(empty)}")
+        require_every_class(records, readable)
         jobs = plan_jobs(readable, recipe, out_dir, seed)
         todo = [j for j in jobs if not (j.output.exists() and j.output.stat().st_size > 0)]
         errors = [e for e in tqdm(pool.imap_unordered(_run_job, todo, chunksize=4), total=len(todo),

@@ -58,30 +58,40 @@ def write_submission(path: str | Path, query_names: Sequence[str], results: Sequ
     return path
 
 
-def read_submission(path: str | Path) -> dict[str, list[str]]:
-    """Any of the formats back to {query: [gallery names, best first]} (order kept)."""
+def read_submission_rows(path: str | Path) -> list[tuple[str, list[str]]]:
+    """Any of the formats as (query, [gallery names, best first]) rows, in file order,
+    duplicates kept (the validator reports them)."""
     path = Path(path)
     if not path.is_file():
         raise CompeteError(f"{path}: submission file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise CompeteError(f"{path}: not UTF-8 text ({error})") from error
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise CompeteError(f"{path}: not valid JSON ({error})") from error
-        return {str(q): [str(g) for g in row] for q, row in data.items()}
-    rows = list(csv.reader(io.StringIO(text)))
+        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+            raise CompeteError(f"{path}: JSON must map each query to a list of gallery names")
+        return [(str(q), [str(g) for g in row]) for q, row in data.items()]
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
     if not rows:
         raise CompeteError(f"{path}: empty submission")
     header, body = rows[0], rows[1:]
     if header == ["id", "images"]:
-        return {row[0]: row[1].split() if len(row) > 1 else [] for row in body}
-    if not header or header[0] != "query":
+        return [(row[0], row[1].split() if len(row) > 1 else []) for row in body]
+    if header[0] != "query":
         raise CompeteError(f"{path}: header must start with 'query' (or be 'id,images'), found {header[:3]}")
+    return [(row[0], [name for name in row[1:] if name]) for row in body]
+
+
+def read_submission(path: str | Path) -> dict[str, list[str]]:
+    """{query: [gallery names, best first]}; a query listed twice is an error."""
     result: dict[str, list[str]] = {}
-    for row in body:
-        if row:
-            if row[0] in result:
-                raise CompeteError(f"{path}: query {row[0]} appears twice")
-            result[row[0]] = [name for name in row[1:] if name]
+    for query, names in read_submission_rows(path):
+        if query in result:
+            raise CompeteError(f"{path}: query {query} appears twice")
+        result[query] = names
     return result

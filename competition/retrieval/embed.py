@@ -78,6 +78,10 @@ def tta_views(images: torch.Tensor, flip: bool, scales: Sequence[float]) -> list
     return views
 
 
+
+SAVE_EVERY = 200  # batches between cache saves, so a killed run loses little
+
+
 @torch.no_grad()
 def extract_features(
     model_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -96,7 +100,8 @@ def extract_features(
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
     With several TTA views, each view is L2-normalised before averaging so no view
-    dominates; an unreadable file gets a zero vector and is reported.
+    dominates; an unreadable file gets a zero vector and is reported. Vectors computed
+    before an interruption stay in the cache.
     """
     paths = [Path(p) for p in paths]
     store = FeatureStore(cache_file)
@@ -106,26 +111,30 @@ def extract_features(
     failed: list[Path] = []
     if todo:
         dataset = ImageDataset([paths[i] for i in todo], size=image_size)
-        workers = default_workers()
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=default_workers(),
                             pin_memory=device.type == "cuda", persistent_workers=False)
-        for images, _, indices, ok in tqdm(loader, desc=description, disable=not progress, unit="batch"):
-            images = images.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device):
-                outputs = [model_fn(view).float() for view in tta_views(images, flip, scales)]
-            if normalize_views and len(outputs) > 1:
-                outputs = [F.normalize(o, dim=-1) for o in outputs]
-            vectors = torch.stack(outputs).mean(0).cpu().numpy().astype(np.float32)
-            for row, index, good in zip(vectors, indices.tolist(), ok.tolist()):
-                source = todo[index]
-                if good:
-                    store.vectors[keys[source]] = row
-                else:
-                    failed.append(paths[source])
-                    store.vectors.pop(keys[source], None)
-        store.save()
+        batches = tqdm(loader, desc=description, disable=not progress, unit="batch")
+        try:
+            for batch, (images, _, indices, ok) in enumerate(batches):
+                images = images.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast_for(device):
+                    outputs = [model_fn(view).float() for view in tta_views(images, flip, scales)]
+                if normalize_views and len(outputs) > 1:
+                    outputs = [F.normalize(o, dim=-1) for o in outputs]
+                vectors = torch.stack(outputs).mean(0).cpu().numpy().astype(np.float32)
+                for row, index, good in zip(vectors, indices.tolist(), ok.tolist()):
+                    source = todo[index]
+                    if good:
+                        store.vectors[keys[source]] = row
+                    else:
+                        failed.append(paths[source])
+                        store.vectors.pop(keys[source], None)
+                if (batch + 1) % SAVE_EVERY == 0:
+                    store.save()
+        finally:
+            store.save()
     if failed and strict:
         raise CompeteError(f"unreadable image(s): {', '.join(map(str, failed[:5]))}")
     for path in failed:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 
+from competition.data.checks import leaked_photos
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import add_record
@@ -97,6 +98,7 @@ class SubmitResult:
     path: Path
     scores: dict | None
     record: dict
+    skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
 
 
 def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
@@ -105,20 +107,22 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
     if config.k < 1:
         raise CompeteError("k must be at least 1")
+    leaked_photos(competition.train, competition.query + competition.gallery)
     device = pick_device(config.device or None)
     models = [load_model(m, config.runs_dir) for m in config.models]
-    query_vectors, gallery_vectors = [], []
+    query_vectors, gallery_vectors, skipped = [], [], set()
     for model in models:
         model.embedder.to(device)
         size = config.image_size or model.image_size
         tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}"
         cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.npz"
         for records, out in ((competition.query, query_vectors), (competition.gallery, gallery_vectors)):
-            vectors, _ = extract_features(model.embedder, [r.path for r in records], size, device, cache_file=cache,
+            vectors, failed = extract_features(model.embedder, [r.path for r in records], size, device, cache_file=cache,
                                           batch_size=config.batch_size, flip=config.flip, scales=config.scales,
                                           strict=config.strict, description=f"{model.label}: {records[0].split}",
                                           progress=progress)
             out.append(vectors)
+            skipped.update(str(p) for p in failed)
     queries = fuse_concat(query_vectors, config.weights)
     gallery = fuse_concat(gallery_vectors, config.weights)
     _, ranking = search(queries, gallery, config.k)
@@ -142,5 +146,5 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
               "date": datetime.now().strftime("%Y-%m-%d %H:%M"), **(scores or {})}
     if scores is not None:
         add_record(config.leaderboard, record)
-    return SubmitResult(path, scores, record)
+    return SubmitResult(path, scores, record, sorted(skipped))
 

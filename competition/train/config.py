@@ -51,6 +51,7 @@ class TrainConfig:
     weights_file: str = ""
     seed: int = 0
     device: str = ""
+    strict: bool = False  # an unreadable training photo stops the run instead of being skipped
 
     def embedder_config(self) -> EmbedderConfig:
         return EmbedderConfig(backbone=self.backbone, pooling=self.pooling, gem_p=self.gem_p,

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import competition
+from competition.data.checks import cross_class_duplicates, readable_records, require_every_class
 from competition.data.dataset import ImageDataset, default_workers, resize_to_tensor
 from competition.data.discover import ImageRecord, discover_train
 from competition.data.images import read_image
@@ -153,7 +154,10 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.device = self.dist.device() or pick_device(config.device or None)
         root = Path(config.data)
-        records = discover_train(root / "train")
+        found = discover_train(root / "train")
+        cross_class_duplicates(found)
+        records, self.skipped = readable_records(found, strict=config.strict)
+        require_every_class(found, records)
         augmented = Path(config.augmented) if config.augmented else root / "augmented"
         if config.augmented and config.use_augmented and not augmented.is_dir():
             raise CompeteError(f"{augmented}: augmented folder not found (run `compete augment --out {augmented}`)")
@@ -256,7 +260,7 @@ class Trainer:
         beat = {g: best.get(f"{g}_top1", 0) > self.baseline.get(f"{g}_top1", 1) for g in ("seen", "unseen")
                 if f"{g}_top1" in self.baseline}
         summary = {"run": self.config.run_name, "best_epoch": self.state.best_epoch, "epochs_run": self.state.epoch,
-                   "best": best, "baseline": self.baseline, "beats_pretrained": beat,
+                   "best": best, "baseline": self.baseline, "beats_pretrained": beat, "skipped_files": self.skipped,
                    "wall_seconds": round(time.time() - started, 1)}
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary

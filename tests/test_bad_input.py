@@ -1,0 +1,347 @@
+"""Messy folders and killed runs, through the real commands: each bad case is made here.
+
+Every case either works (odd but valid photos), is skipped with a warning and counted
+(unreadable photos; an error with --strict), or stops with one clear line and exit code
+1; and nothing half-written is ever left behind.
+"""
+
+import errno
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from competition.cli import app
+from competition.data.images import read_image
+from competition.train.checkpoint import BEST, load_checkpoint, save_checkpoint
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def photo(width=48, height=40, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def unreadable_files(folder: Path) -> list[Path]:
+    """Files that look like photos but cannot be decoded; each must be skipped, by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png = io.BytesIO()
+    photo().save(png, format="PNG")
+    contents = {"truncated.jpg": jpeg_bytes(photo(200, 200))[:700], "truncated.png": png.getvalue()[:100],
+                "zero-byte.jpg": b"", "notes.jpg": b"this is a text file, not a photo\n"}
+    paths = []
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    return paths
+
+
+def odd_but_valid_files(folder: Path) -> list[Path]:
+    """Photos in every awkward form a user may have; each must be read and used."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = {
+        "cmyk.jpg": lambda p: photo().convert("CMYK").save(p),
+        "deep-16bit.png": lambda p: Image.fromarray((np.arange(48 * 40).reshape(40, 48) * 30).astype(np.uint16)).save(p),
+        "palette.png": lambda p: photo().convert("P").save(p),
+        "rgba.png": lambda p: photo().convert("RGBA").save(p),
+        "grayscale.jpg": lambda p: photo().convert("L").save(p),
+        "rotated-exif.jpg": lambda p: photo(60, 30).save(p, exif=exif.tobytes()),
+        "tiny-8x8.jpg": lambda p: photo(8, 8).save(p),
+        "café été façade.jpg": lambda p: photo(seed=5).save(p),
+    }
+    paths = []
+    for name, write in files.items():
+        write(folder / name)
+        paths.append(folder / name)
+    os.symlink(paths[-1], folder / "linked.jpg")
+    return paths + [folder / "linked.jpg"]
+
+
+# --- images ------------------------------------------------------------------------------
+
+def test_odd_but_valid_photos_are_read_correctly(tmp_path):
+    paths = {p.name: p for p in odd_but_valid_files(tmp_path)}
+    for path in paths.values():
+        image = read_image(path)
+        assert image.dtype == np.uint8 and image.shape[2] == 3
+    assert read_image(paths["rotated-exif.jpg"]).shape[:2] == (60, 30)  # upright, as EXIF says
+    assert read_image(paths["tiny-8x8.jpg"]).shape[:2] == (8, 8)
+    assert read_image(paths["deep-16bit.png"]).max() == 255  # scaled, not clipped to white
+
+
+def test_augment_uses_odd_photos_and_skips_unreadable_ones_by_name(tiny_competition):
+    odd_class = tiny_competition / "train" / "odd photos"
+    odd = odd_but_valid_files(odd_class)
+    bad = unreadable_files(odd_class)
+    (odd_class / "broken-link.jpg").symlink_to(tiny_competition / "no-such-file.jpg")
+    sources_before = {p: p.read_bytes() for p in odd}
+
+    result = invoke("augment", "--data", tiny_competition, "--recipe", "classic", "--target", 30, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert f"{len(bad)} skipped" in result.output and "(--strict to stop instead)" in result.output
+    made = list((tiny_competition / "augmented" / "odd photos").iterdir())
+    for source in odd[:-1]:  # every odd photo (the symlink resolves to the last one) got variants
+        assert any(m.name.startswith(source.stem + "__") for m in made), source.name
+    assert all(read_image(m).shape[2] == 3 for m in made)
+    assert all(p.read_bytes() == data for p, data in sources_before.items())  # sources never touched
+
+    strict = invoke("augment", "--data", tiny_competition, "--recipe", "classic", "--target", 30, "--workers", 1,
+                    "--overwrite", "--strict")
+    assert strict.exit_code == 1 and "unreadable" in strict.output and "Traceback" not in strict.output
+
+
+def _train(data, runs, name, *extra):
+    return invoke("train", "--data", data, "--runs-dir", runs, "--name", name, "--epochs", 1, "--image-size", 32,
+                  "--embedding-dim", 8, "--no-augmented", "--no-pretrained", *extra)
+
+
+def test_train_skips_and_counts_unreadable_photos_or_stops_with_strict(tiny_competition, tmp_path):
+    some_class = sorted((tiny_competition / "train").iterdir())[0]
+    bad = unreadable_files(some_class)
+    result = _train(tiny_competition, tmp_path, "skips")
+    assert result.exit_code == 0, result.output
+    assert f"{len(bad)} unreadable training photo(s) skipped" in result.output
+    summary = json.loads((tmp_path / "skips" / "summary.json").read_text())
+    assert sorted(Path(m.split(":")[0]).name for m in summary["skipped_files"]) == sorted(p.name for p in bad)
+
+    strict = _train(tiny_competition, tmp_path, "strict", "--strict")
+    assert strict.exit_code == 1 and "--strict" in strict.output and not (tmp_path / "strict").exists()
+
+
+def test_train_names_a_class_with_no_readable_photo(tiny_competition, tmp_path):
+    unreadable_files(tiny_competition / "train" / "all broken")
+    result = _train(tiny_competition, tmp_path, "run")
+    assert result.exit_code == 1 and "all broken" in result.output and "Traceback" not in result.output
+
+
+def test_submit_counts_unreadable_query_and_gallery_images(tiny_competition, tmp_path):
+    (tiny_competition / "gallery" / "g_broken.jpg").write_bytes(b"")
+    (tiny_competition / "query" / "q_broken.jpg").write_bytes(jpeg_bytes(photo(100, 100))[:300])
+    common = ["--data", tiny_competition, "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path,
+              "--leaderboard", tmp_path / "board.md"]
+    result = invoke("submit", "--name", "lenient", "-k", 3, *common)
+    assert result.exit_code == 0, result.output
+    assert "2 query/gallery image(s) unreadable" in result.output
+    assert "q_broken.jpg" in (tmp_path / "lenient.csv").read_text()  # still ranked: every query answered
+    strict = invoke("submit", "--name", "strict", "--strict", *common)
+    assert strict.exit_code == 1 and "broken" in strict.output and not (tmp_path / "strict.csv").exists()
+
+
+# --- folders ------------------------------------------------------------------------------
+
+def test_empty_train_folder_and_empty_competition_are_one_line_errors(tmp_path):
+    (tmp_path / "comp" / "train").mkdir(parents=True)
+    for command in ("augment", "train"):
+        result = invoke(command, "--data", tmp_path / "comp")
+        assert result.exit_code == 1 and "no class folders" in result.output and "Traceback" not in result.output
+    (tmp_path / "empty").mkdir()
+    result = invoke("submit", "--data", tmp_path / "empty")
+    assert result.exit_code == 1 and "query/ and gallery/" in result.output
+
+
+def test_same_file_name_in_two_classes_stays_two_photos(tiny_competition):
+    train = tiny_competition / "train"
+    first, second = sorted(train.iterdir())[:2]
+    photo(seed=1).save(first / "IMG_0001.jpg")
+    photo(seed=2).save(second / "IMG_0001.jpg")
+    result = invoke("augment", "--data", tiny_competition, "--recipe", "light", "--target", 20, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    manifest = (tiny_competition / "augmented" / "manifest.csv").read_text()
+    assert f"{first.name}/IMG_0001__000.jpg,train/{first.name}/IMG_0001.jpg" in manifest
+    assert f"{second.name}/IMG_0001__000.jpg,train/{second.name}/IMG_0001.jpg" in manifest
+
+
+def test_identical_photo_in_two_classes_and_train_gallery_leakage_are_warned(tiny_competition, tmp_path, caplog):
+    train = tiny_competition / "train"
+    first, second = sorted(train.iterdir())[:2]
+    shutil.copy(next(first.iterdir()), second / "copied.jpg")
+    result = _train(tiny_competition, tmp_path, "run")
+    assert result.exit_code == 0, result.output
+    assert "same photo is in several classes" in caplog.text and "copied.jpg" in caplog.text
+
+    caplog.clear()
+    shutil.copy(next(first.iterdir()), tiny_competition / "gallery" / "g_leak.jpg")
+    result = invoke("submit", "--data", tiny_competition, "--runs-dir", tmp_path, "--submissions-dir", tmp_path,
+                    "--leaderboard", tmp_path / "board.md", "--name", "leaky")
+    assert result.exit_code == 0, result.output
+    assert "also in train/" in caplog.text and "g_leak.jpg" in caplog.text
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("image,class\nquery/nope.jpg,x\n", "not found on disk"),
+    ("image,label\n", "missing column"),
+    ("image,class\n../../etc/passwd,x\n", "escapes"),
+])
+def test_bad_labels_stop_score_and_submit_with_one_line(tiny_competition, tmp_path, labels, message):
+    (tiny_competition / "labels.csv").write_text(labels)
+    submission = tmp_path / "s.csv"
+    submission.write_text("query,rank_1\n")
+    for args in (["score", submission], ["submit", "--runs-dir", tmp_path], ["validate", submission]):
+        result = invoke(*args, "--data", tiny_competition)
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, args
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+@pytest.fixture()
+def trained_run(tiny_competition, tmp_path) -> Path:
+    assert _train(tiny_competition, tmp_path / "runs", "good").exit_code == 0
+    return tmp_path / "runs" / "good"
+
+
+def _submit(data, run, tmp_path, *extra):
+    return invoke("submit", "--data", data, "-m", run, "--runs-dir", tmp_path / "runs", "--submissions-dir",
+                  tmp_path / "subs", "--leaderboard", tmp_path / "board.md", *extra)
+
+
+def test_checkpoint_of_another_backbone_or_version_is_refused(tiny_competition, tmp_path, trained_run):
+    payload = load_checkpoint(trained_run / BEST)
+    payload["embedder_config"]["backbone"] = "resnet18"
+    save_checkpoint(trained_run / BEST, {k: v for k, v in payload.items() if k != "format_version"})
+    result = _submit(tiny_competition, trained_run, tmp_path)
+    assert result.exit_code == 1 and "do not match backbone resnet18" in result.output
+
+    torch.save({"format_version": 99, "embedder": {}}, trained_run / BEST)
+    result = _submit(tiny_competition, trained_run, tmp_path)
+    assert result.exit_code == 1 and "not a compete checkpoint of format 1" in result.output
+
+
+def test_half_written_run_folder_says_what_to_do(tiny_competition, tmp_path):
+    killed = tmp_path / "runs" / "killed"
+    killed.mkdir(parents=True)
+    (killed / "config.json").write_text("{}")
+    (killed / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a write cut short
+    result = _submit(tiny_competition, killed, tmp_path)
+    assert result.exit_code == 1 and "no best.pt" in result.output and "--resume" in result.output
+    result = _train(tiny_competition, tmp_path / "runs", "killed")  # same name: starts afresh, no stale files
+    assert result.exit_code == 0, result.output
+    assert (killed / BEST).is_file()
+
+
+def test_disk_full_while_writing_a_submission_keeps_the_previous_one(tiny_competition, tmp_path, monkeypatch):
+    assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "sub").exit_code == 0
+    previous = (tmp_path / "subs" / "sub.csv").read_bytes()
+    real_write_text = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        if self.name.endswith(".tmp") and "sub.csv" in self.name:
+            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    result = _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "sub", "-k", 2)
+    assert result.exit_code == 1 and "No space left on device" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "subs" / "sub.csv").read_bytes() == previous
+    assert [p.name for p in (tmp_path / "subs").iterdir()] == ["sub.csv"]  # no temporary file left
+
+
+def test_ctrl_c_during_submit_keeps_embeddings_and_rerun_finishes(tiny_competition, tmp_path, monkeypatch):
+    from competition.models.embedder import Embedder
+
+    real_forward, calls = Embedder.forward, []
+
+    def interrupted(self, images):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_forward(self, images)
+
+    monkeypatch.setattr(Embedder, "forward", interrupted)
+    result = _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut")
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert not (tmp_path / "subs" / "cut.csv").exists()
+    caches = list((tmp_path / "runs" / "embedding-cache").glob("*.npz"))
+    assert len(caches) == 1 and not list(caches[0].parent.glob("*.tmp"))  # first batch kept, atomically
+    monkeypatch.setattr(Embedder, "forward", real_forward)
+    assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut").exit_code == 0
+
+
+def test_ctrl_c_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition):
+    command = [sys.executable, "-m", "competition.cli", "augment", "--data", str(tiny_competition), "--recipe", "heavy",
+               "--target", 60, "--workers", 1]
+    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_dir = tiny_competition / "augmented"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out_dir.rglob("*.jpg"))) < 20:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    written = list(out_dir.rglob("*.jpg"))
+    assert 20 <= len(written) < 4 * 56
+    assert all(read_image(p).shape[2] == 3 for p in written)  # every file whole
+
+    result = invoke("augment", "--data", tiny_competition, "--recipe", "heavy", "--target", 60, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert f"{len(written)} already there" in result.output
+    assert len(list(out_dir.rglob("*.jpg"))) == 4 * 56 and not list(out_dir.rglob("*.tmp"))
+
+
+def test_two_submits_at_once_both_land_in_the_leaderboard(tiny_competition, tmp_path):
+    board = tmp_path / "board.md"
+    processes = [subprocess.Popen([sys.executable, "-m", "competition.cli", "submit", "--data", str(tiny_competition),
+                                   "--runs-dir", str(tmp_path / f"runs{i}"), "--submissions-dir", str(tmp_path),
+                                   "--leaderboard", str(board), "--name", f"parallel-{i}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    table = board.read_text()
+    assert "| parallel-1 |" in table and "| parallel-2 |" in table
+    records = [json.loads(line) for line in board.with_suffix(".jsonl").read_text().splitlines()]
+    assert sorted(r["name"] for r in records) == ["parallel-1", "parallel-2"]
+
+
+# --- validate ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows, problem", [
+    ("query,rank_1,rank_2\n", "missing"),
+    ("query,rank_1,rank_2\nQ1,G1,G2\nQ1,G1,G2\nQ2,G1,G2\n", "more than once"),
+    ("query,rank_1,rank_2\nQ1,G1,G2\nQ2,G1,G2\nQ9,G1,G2\n", "not in query/"),
+    ("query,rank_1,rank_2\nQ1,G1,G2\nQ2,G1\n", "without exactly 2"),
+    ("query,rank_1,rank_2\nQ1,G1,G7\nQ2,G1,G2\n", "not in gallery/: G7"),
+    ("query,rank_1,rank_2\nQ1,G1,G1\nQ2,G1,G2\n", "gallery image twice"),
+])
+def test_validator_reports_each_problem(tmp_path, rows, problem):
+    from competition.evaluate.validate import validate_submission
+
+    (tmp_path / "s.csv").write_text(rows)
+    problems = validate_submission(tmp_path / "s.csv", ["Q1", "Q2"], ["G1", "G2", "G3"], k=2)
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_validate_command_accepts_what_submit_wrote_and_rejects_a_broken_copy(tiny_competition, tmp_path):
+    assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "v", "-k", 3).exit_code == 0
+    written = tmp_path / "subs" / "v.csv"
+    result = invoke("validate", written, "--data", tiny_competition, "-k", 3)
+    assert result.exit_code == 0 and "valid" in result.output
+    broken = tmp_path / "broken.csv"
+    broken.write_text("\n".join(written.read_text().splitlines()[:-1]) + "\n")
+    result = invoke("validate", broken, "--data", tiny_competition)
+    assert result.exit_code == 1 and "1 query(ies) missing" in result.output
