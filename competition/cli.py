@@ -128,6 +128,15 @@ def train(
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at an unreadable training photo instead of skipping it.")] = False,
+    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--train-bn", help="Full regime: keep BatchNorm "
+                                                      "statistics pretrained (default: when a class has < 30 photos).")] = None,
+    layer_decay: Annotated[Optional[float], typer.Option(help="Full regime: each earlier backbone block learns this "
+                                                              "factor slower (e.g. 0.7; 1 = off).")] = None,
+    l2_sp: Annotated[Optional[float], typer.Option("--l2-sp", help="Full regime: penalty on the distance from the "
+                                                                  "pretrained weights (e.g. 0.01; 0 = off).")] = None,
+    wise_ft: Annotated[Optional[bool], typer.Option("--wise-ft/--no-wise-ft", help="Full regime: interpolate "
+                                                    "pretrained and fine-tuned weights, alpha chosen on held-out "
+                                                    "classes.")] = None,
 ) -> None:
     """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/.
 
@@ -144,7 +153,8 @@ def train(
         base = load_train_config(config) if config else {}
         flags = {"data": str(data), "backbone": one_backbone, "regime": regime, "epochs": epochs,
                  "image_size": image_size, "embedding_dim": embedding_dim, "head": head, "unfreeze_from": unfreeze_from,
-                 "pooling": pooling, "lr": lr,
+                 "pooling": pooling, "lr": lr, "freeze_bn": freeze_bn, "layer_decay": layer_decay, "l2_sp": l2_sp,
+                 "wise_ft": wise_ft,
                  "batch_size": batch_size, "seed": seed, "runs_dir": str(runs_dir),
                  "weights_file": str(weights) if weights else None, "augmented": str(augmented) if augmented else None}
         merged = base | {k: v for k, v in flags.items() if v is not None}
@@ -202,6 +212,10 @@ def submit(
     leaderboard: Annotated[Path, typer.Option(help="Leaderboard to record the scored run in.")] = Path("leaderboard.md"),
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
     strict: Annotated[bool, typer.Option(help="Fail on an unreadable query/gallery image instead of warning.")] = False,
+    if_worse: Annotated[str, typer.Option(help="A run that did not beat its pretrained backbone on held-out classes: "
+                                               "keep, ensemble (with the backbone, 1:1) or fallback (backbone only).")] = "ensemble",
+    with_pretrained: Annotated[float, typer.Option(help="Add each run's pretrained backbone to the ensemble at this "
+                                                        "weight (0 = off): guards unseen landmarks.")] = 0.0,
 ) -> None:
     """Rank the gallery for every query, write the submission, score it when labels.csv exists."""
     from competition.retrieval.submit import SubmitConfig, submit as run_submit
@@ -217,7 +231,8 @@ def submit(
                               scales=parse_floats(scales, "scales"), image_size=image_size, fmt=fmt,
                               weights=parse_floats(weights, "weights") if weights else None,
                               submissions_dir=str(submissions_dir), leaderboard=str(leaderboard),
-                              runs_dir=str(runs_dir), strict=strict)
+                              runs_dir=str(runs_dir), strict=strict, if_worse=if_worse,
+                              with_pretrained=with_pretrained)
         return run_submit(config, progress=_progress())
 
     result = _run(go)

@@ -26,3 +26,19 @@ def tiny_competition(tiny_competition_master, tmp_path) -> Path:
     import shutil
 
     return Path(shutil.copytree(tiny_competition_master, tmp_path / "competition"))
+
+
+def tiny_config(data, runs, name, **overrides):
+    """Training settings that run in seconds on the tiny competition (random init, 32 px)."""
+    from competition.train.config import TrainConfig
+
+    settings = dict(data=str(data), runs_dir=str(runs), run_name=name, pretrained=False, image_size=32,
+                    embedding_dim=16, batch_size=4, epochs=2, use_augmented=False, lr=1e-2, warmup_epochs=0)
+    return TrainConfig(**(settings | overrides))
+
+
+def state_of(run_dir, part="embedder"):
+    """A part of a run's last.pt (embedder, criterion, optimizer...)."""
+    from competition.train.checkpoint import LAST, load_checkpoint
+
+    return load_checkpoint(Path(run_dir) / LAST)[part]

@@ -14,19 +14,12 @@ from competition.models.embedder import Embedder, build_embedder
 from competition.train import loop
 from competition.train.checkpoint import LAST, load_checkpoint
 from competition.train.config import TrainConfig
+from conftest import state_of, tiny_config
 from competition.train.loop import train
 from competition.train.losses import make_loss
 from competition.train.sampling import epoch_order
 
 
-def tiny_config(data, runs, name, **overrides) -> TrainConfig:
-    settings = dict(data=str(data), runs_dir=str(runs), run_name=name, pretrained=False, image_size=32,
-                    embedding_dim=16, batch_size=4, epochs=2, use_augmented=False, lr=1e-2, warmup_epochs=0)
-    return TrainConfig(**(settings | overrides))
-
-
-def state_of(run_dir, part="embedder"):
-    return load_checkpoint(run_dir / LAST)[part]
 
 
 def assert_same_tensors(a: dict, b: dict) -> None:

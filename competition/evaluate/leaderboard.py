@@ -15,7 +15,7 @@ from competition.io import atomic_write_text, file_lock
 
 COLUMNS = [  # (record key, column title)
     ("name", "run"), ("backbones", "backbones"), ("regime", "regime"), ("augmentation", "augmentation"),
-    ("tta", "TTA"), ("postprocess", "post-processing"),
+    ("tta", "TTA"), ("postprocess", "post-processing"), ("unseen_guard", "unseen guard"),
     ("top1", "top-1"), ("top3", "top-3"), ("top10", "top-10"), ("map@10", "mAP@10"),
     ("seen_top1", "seen top-1"), ("unseen_top1", "unseen top-1"), ("date", "date"),
 ]

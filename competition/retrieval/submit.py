@@ -48,6 +48,13 @@ class SubmitConfig:
     batch_size: int = 32
     device: str = ""
     strict: bool = False
+    # A run that did not beat its pretrained backbone on held-out classes during training:
+    # keep it, ensemble it with that backbone (1:1), or use the backbone instead.
+    if_worse: str = "ensemble"
+    with_pretrained: float = 0.0  # > 0: add each run's pretrained backbone to the ensemble at this weight
+
+
+IF_WORSE = ("keep", "ensemble", "fallback")
 
 
 @dataclass
@@ -59,10 +66,23 @@ class LoadedModel:
     regime: str
     augmentation: str
     cache_tag: str
+    embedder_config: EmbedderConfig
+    beats_pretrained: bool | None = None  # on held-out classes during training; None: unknown / not a run
 
 
 def _is_run(model: str, runs_dir: str) -> bool:
     return (Path(model) / BEST).is_file() or (Path(runs_dir) / model / BEST).is_file()
+
+
+def pretrained_model(config: EmbedderConfig) -> LoadedModel:
+    """Off-the-shelf features: the pretrained backbone and its pooling, no projection."""
+    config = EmbedderConfig(backbone=config.backbone, pooling=config.pooling, gem_p=config.gem_p,
+                            image_size=config.image_size, weights_file=config.weights_file)
+    embedder, origin = build_embedder(config)
+    embedder.eval()
+    tag = fingerprint([origin, config.pooling, str(config.gem_p)])[:8]
+    return LoadedModel(config.backbone, config.backbone, embedder, config.image_size, "off-the-shelf", "none",
+                       f"{config.backbone}-pretrained-{tag}", config)
 
 
 def load_model(model: str, runs_dir: str) -> LoadedModel:
@@ -70,15 +90,41 @@ def load_model(model: str, runs_dir: str) -> LoadedModel:
         run_dir = resolve_run_dir(model, runs_dir)
         embedder, config = load_run_embedder(run_dir)
         stat = (run_dir / BEST).stat()
-        augmentation = _augmentation_of(config)
-        return LoadedModel(run_dir.name, config["embedder_config"]["backbone"], embedder, config["embedder_config"]["image_size"], config.get("regime", "?"),
-                           augmentation, f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}")
+        summary_file = run_dir / "summary.json"
+        beats = (json.loads(summary_file.read_text()).get("beats_pretrained", {}).get("unseen")
+                 if summary_file.exists() else None)
+        embedder_config = EmbedderConfig.from_dict(config["embedder_config"])
+        return LoadedModel(run_dir.name, embedder_config.backbone, embedder, embedder_config.image_size,
+                           config.get("regime", "?"), _augmentation_of(config),
+                           f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}",
+                           embedder_config, beats)
     get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
-    config = EmbedderConfig(backbone=model)
-    embedder, origin = build_embedder(config)
-    embedder.eval()
-    return LoadedModel(model, model, embedder, config.image_size, "off-the-shelf", "none",
-                       f"{model}-pretrained-{fingerprint([origin])[:8]}")
+    return pretrained_model(EmbedderConfig(backbone=model))
+
+
+def guard_unseen(models: list[LoadedModel], weights: list[float], if_worse: str,
+                 with_pretrained: float) -> tuple[list[LoadedModel], list[float], list[str]]:
+    """Apply --if-worse and --with-pretrained; returns models, weights and what was done."""
+    if if_worse not in IF_WORSE:
+        raise CompeteError(f"--if-worse must be one of {', '.join(IF_WORSE)}, not '{if_worse}'")
+    kept, kept_weights, notes = [], [], []
+    for model, weight in zip(models, weights):
+        worse = model.beats_pretrained is False
+        if worse:
+            log.warning("run %s did not beat its pretrained backbone on held-out classes during training", model.label)
+        if worse and if_worse == "fallback":
+            kept += [pretrained_model(model.embedder_config)]
+            kept_weights += [weight]
+            notes.append(f"{model.label}: fell back to pretrained")
+            continue
+        kept.append(model)
+        kept_weights.append(weight)
+        extra = 1.0 if worse and if_worse == "ensemble" else with_pretrained
+        if extra > 0 and model.regime != "off-the-shelf":
+            kept.append(pretrained_model(model.embedder_config))
+            kept_weights.append(weight * extra)
+            notes.append(f"{model.label} + pretrained×{extra:g}")
+    return kept, kept_weights, notes
 
 
 def _augmentation_of(run_config: dict) -> str:
@@ -110,6 +156,10 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     leaked_photos(competition.train, competition.query + competition.gallery)
     device = pick_device(config.device or None)
     models = [load_model(m, config.runs_dir) for m in config.models]
+    weights = list(config.weights) if config.weights else [1.0] * len(models)
+    if len(weights) != len(models):
+        raise CompeteError(f"{len(weights)} weight(s) for {len(models)} model(s)")
+    models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained)
     query_vectors, gallery_vectors, skipped = [], [], set()
     for model in models:
         model.embedder.to(device)
@@ -123,8 +173,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
                                           progress=progress)
             out.append(vectors)
             skipped.update(str(p) for p in failed)
-    queries = fuse_concat(query_vectors, config.weights)
-    gallery = fuse_concat(gallery_vectors, config.weights)
+    queries = fuse_concat(query_vectors, weights)
+    gallery = fuse_concat(gallery_vectors, weights)
     _, ranking = search(queries, gallery, config.k)
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -141,8 +191,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     record = {"name": name, "backbones": " + ".join(m.backbone for m in models),
               "regime": " + ".join(sorted({m.regime for m in models})),
               "augmentation": " + ".join(sorted({m.augmentation for m in models})),
-              "tta": ", ".join(tta_parts) or "none", "postprocess": "none",
-              "models": config.models, "weights": config.weights, "submission": str(path),
+              "tta": ", ".join(tta_parts) or "none", "postprocess": "none", "unseen_guard": "; ".join(guard_notes),
+              "models": [m.label for m in models], "weights": weights, "submission": str(path),
               "date": datetime.now().strftime("%Y-%m-%d %H:%M"), **(scores or {})}
     if scores is not None:
         add_record(config.leaderboard, record)

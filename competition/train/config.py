@@ -45,7 +45,11 @@ class TrainConfig:
     holdout_images: float = 0.2  # fraction of each training class's photos kept out
     augmented: str = ""  # folder from `compete augment`; default <data>/augmented when present
     use_augmented: bool = True
-    freeze_bn: bool = True  # full regime: BatchNorm statistics stay pretrained
+    # Safety for unseen landmarks (full regime), see train/safety.py:
+    freeze_bn: bool | str = "auto"  # BatchNorm statistics stay pretrained; auto: when a class has < 30 photos
+    layer_decay: float = 1.0  # < 1: each earlier backbone block learns this much slower than the next
+    l2_sp: float = 0.0  # > 0: penalise distance from the pretrained weights (replaces backbone weight decay)
+    wise_ft: bool = False  # interpolate pretrained/fine-tuned weights, alpha chosen on held-out classes
     patience: int = 8
     pretrained: bool = True
     weights_file: str = ""
@@ -74,6 +78,10 @@ class TrainConfig:
             raise CompeteError(f"head must be one of {LOSSES}, not '{config.head}'")
         if config.triplet_mining not in TRIPLET_MINING:
             raise CompeteError(f"triplet_mining must be one of {TRIPLET_MINING}, not '{config.triplet_mining}'")
+        if config.freeze_bn not in (True, False, "auto"):
+            raise CompeteError(f"freeze_bn must be true, false or auto, not '{config.freeze_bn}'")
+        if not 0 < config.layer_decay <= 1 or config.l2_sp < 0:
+            raise CompeteError("layer_decay must be in (0, 1] and l2_sp >= 0")
         if config.unfreeze_from and config.regime != "full":
             raise CompeteError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
         if config.pooling not in POOLINGS:

@@ -46,6 +46,7 @@ from competition.train.config import TrainConfig
 from competition.train.distributed import init_distributed
 from competition.train.freezing import freeze_before, full_training_mode
 from competition.train.losses import make_loss
+from competition.train.safety import L2SP, interpolate_weights, layer_decay_groups, resolve_freeze_bn
 from competition.train.sampling import EpochSampler, epoch_order
 from competition.train.splits import Split, make_split
 
@@ -69,6 +70,9 @@ def validation_scores(vectors: dict[str, np.ndarray], labels: dict[str, list[str
 def selection_key(scores: dict[str, float]) -> tuple[float, ...]:
     """Unseen-class retrieval first (what generalises), then seen, top-1 before mAP."""
     return tuple(scores.get(k, -1.0) for k in ("unseen_top1", "unseen_map@10", "seen_top1", "seen_map@10"))
+
+
+WISE_FT_ALPHAS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)  # 0: pretrained backbone, 1: fine-tuned
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -180,6 +184,12 @@ class Trainer:
         self.criterion = make_loss(config.head, self.embedder.output_dim, len(self.split.classes),
                                    config.label_smoothing, config.triplet_margin, config.triplet_mining).to(self.device)
         self.state = RunState()
+        originals = pd.Series([r.label for r in self.split.train if r.split == "train"]).value_counts().to_dict()
+        self.freeze_bn = resolve_freeze_bn(config.freeze_bn, originals)
+        # WiSE-FT interpolates towards these; kept on the CPU.
+        self.initial_weights = ({k: v.detach().cpu().clone() for k, v in self.embedder.state_dict().items()}
+                                if config.wise_ft and config.regime == "full" else None)
+        self.final_scores: dict | None = None
 
     @property
     def samples_per_class(self) -> int:
@@ -206,6 +216,7 @@ class Trainer:
     # bookkeeping
     def _write_config(self) -> None:
         atomic_write_json(self.run_dir / "config.json", {**self.config.to_dict(), "weights_origin": self.weights_origin,
+                                                         "freeze_bn_resolved": self.freeze_bn,
                                                          "classes": self.split.classes,
                                                          "provenance": provenance(self.split)})
 
@@ -257,6 +268,7 @@ class Trainer:
         if not self.dist.is_main:
             return {"run": self.config.run_name, "rank": self.dist.rank}
         best = self.state.history[self.state.best_epoch - 1] if self.state.best_epoch > 0 else {}
+        best = self.final_scores or best
         beat = {g: best.get(f"{g}_top1", 0) > self.baseline.get(f"{g}_top1", 1) for g in ("seen", "unseen")
                 if f"{g}_top1" in self.baseline}
         summary = {"run": self.config.run_name, "best_epoch": self.state.best_epoch, "epochs_run": self.state.epoch,
@@ -286,6 +298,8 @@ class Trainer:
                 self._fit_last(resume)
             else:
                 self._fit_full(resume)
+                if self.initial_weights is not None and self.dist.is_main:
+                    self._wise_ft()
         except KeyboardInterrupt:
             raise CompeteError(f"interrupted after epoch {self.state.epoch}; state saved: continue with "
                                f"`compete train --resume {self.run_dir}`") from None
@@ -341,15 +355,41 @@ class Trainer:
             if self._end_epoch(float(np.mean(losses)), scores, optimizer, scheduler, started):
                 break
 
+    def _wise_ft(self) -> None:
+        """Interpolate the best checkpoint towards the pretrained weights; keep the alpha that
+        retrieves best on held-out classes (ties go to the smaller, safer alpha)."""
+        payload = load_checkpoint(self.run_dir / BEST)
+        finetuned = payload["embedder"]
+        rows = []
+        for alpha in WISE_FT_ALPHAS:
+            self.embedder.load_state_dict(interpolate_weights(self.initial_weights, finetuned, alpha))
+            self.embedder.eval()
+            scores = validation_scores(self._val_vectors(self.embedder, cached=False), self._val_labels())
+            rows.append({"alpha": alpha, **scores})
+        chosen = max(rows, key=lambda row: (selection_key(row), -row["alpha"]))
+        atomic_write_text(self.run_dir / "wise_ft.csv", pd.DataFrame(rows).to_csv(index=False))
+        mixed = interpolate_weights(self.initial_weights, finetuned, chosen["alpha"])
+        self.embedder.load_state_dict(mixed)
+        save_checkpoint(self.run_dir / BEST, {**payload, "embedder": mixed, "wise_ft_alpha": chosen["alpha"],
+                                              "scores": chosen})
+        self.final_scores = chosen
+        log.info("WiSE-FT: alpha %.2f chosen on held-out classes", chosen["alpha"])
+
     def _fit_full(self, resume: bool) -> None:
         config = self.config
         dataset = TrainDataset([r.path for r in self.split.train], self._labels_of(self.split.train).tolist(),
                                config.image_size, config.seed)
-        backbone_ids = {id(p) for p in self.embedder.backbone.parameters()}
-        backbone_params = [p for p in self.embedder.backbone.parameters() if p.requires_grad]
+        backbone = self.embedder.backbone
+        backbone_ids = {id(p) for p in backbone.parameters()}
         other_params = [p for p in self.embedder.parameters() if id(p) not in backbone_ids]
-        groups = [{"params": backbone_params, "lr": config.lr * config.backbone_lr_scale},
-                  {"params": other_params + list(self.criterion.parameters()), "lr": config.lr}]
+        backbone_lr = config.lr * config.backbone_lr_scale
+        groups = (layer_decay_groups(backbone, backbone_lr, config.layer_decay) if config.layer_decay < 1 else
+                  [{"params": [p for p in backbone.parameters() if p.requires_grad], "lr": backbone_lr}])
+        if config.l2_sp > 0:  # pulled towards the pretrained weights instead of towards zero
+            for group in groups:
+                group["weight_decay"] = 0.0
+        groups.append({"params": other_params + list(self.criterion.parameters()), "lr": config.lr})
+        l2_sp = L2SP(backbone, config.l2_sp) if config.l2_sp > 0 else None
         sampler = EpochSampler(dataset.labels, self.samples_per_class, config.seed, self.dist.rank, self.dist.world)
         drop_last = len(sampler) > config.batch_size
         steps = len(sampler) // config.batch_size if drop_last else 1
@@ -367,7 +407,7 @@ class Trainer:
             sampler.set_epoch(epoch)
             loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=drop_last,
                                 num_workers=default_workers(), pin_memory=self.device.type == "cuda")
-            full_training_mode(model, config.freeze_bn)
+            full_training_mode(model, self.freeze_bn)
             losses = []
             for images, labels, _, ok in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
                                               disable=not self.progress, leave=False):
@@ -376,6 +416,8 @@ class Trainer:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with autocast_for(self.device):
                     loss = model(images, labels)
+                if l2_sp is not None:
+                    loss = loss + l2_sp()
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)

@@ -1,0 +1,132 @@
+"""Unseen landmarks: class-level hold-out, selection on held-out classes, and each safety option."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from competition.data.discover import discover_train
+from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.retrieval.submit import LoadedModel, guard_unseen
+from competition.train import loop
+from competition.train.checkpoint import BEST, load_checkpoint
+from competition.train.loop import selection_key, train
+from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
+from competition.train.splits import make_split
+from conftest import state_of, tiny_config
+
+
+def test_holdout_keeps_whole_classes_out_of_training(tiny_competition):
+    records = discover_train(tiny_competition / "train")
+    split = make_split(records, tiny_competition, None, holdout_classes=0.5, holdout_images=0.25, seed=0)
+    unseen = {r.label for r in split.val_unseen}
+    assert len(unseen) == 2 and unseen.isdisjoint(r.label for r in split.train)
+    assert {r.label for r in split.val_seen} <= {r.label for r in split.train}
+    assert {r.path for r in split.val_seen}.isdisjoint(r.path for r in split.train)
+
+
+def test_selection_prefers_held_out_classes_over_seen_ones():
+    better_unseen = {"unseen_top1": 0.6, "unseen_map@10": 0.5, "seen_top1": 0.2}
+    better_seen = {"unseen_top1": 0.5, "unseen_map@10": 0.9, "seen_top1": 1.0}
+    assert selection_key(better_unseen) > selection_key(better_seen)
+
+
+def test_best_checkpoint_is_the_best_held_out_class_epoch(tiny_competition, tmp_path):
+    summary = train(tiny_config(tiny_competition, tmp_path, "run", epochs=4, patience=10), progress=False)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    keys = [selection_key(row) for row in metrics.to_dict("records")]
+    assert summary["best_epoch"] == keys.index(max(keys)) + 1
+    assert load_checkpoint(tmp_path / "run" / BEST)["epoch"] == summary["best_epoch"]
+    assert summary["baseline"]["unseen_top1"] >= 0 and "unseen" in summary["beats_pretrained"]
+
+
+def test_batchnorm_frozen_automatically_when_classes_are_small(tiny_competition, tmp_path):
+    assert resolve_freeze_bn("auto", {"a": 12, "b": 400}) and not resolve_freeze_bn("auto", {"a": 30, "b": 31})
+    initial = build_embedder(EmbedderConfig(backbone="resnet18", pretrained=False, embedding_dim=16))[0]
+
+    def running_mean_changed(name, **overrides):
+        loop.seed_everything(0)
+        train(tiny_config(tiny_competition, tmp_path, name, regime="full", backbone="resnet18", epochs=1, **overrides),
+              progress=False)
+        return not torch.equal(state_of(tmp_path / name)["backbone.body.bn1.running_mean"],
+                                initial.state_dict()["backbone.body.bn1.running_mean"])
+
+    assert not running_mean_changed("auto")  # 4 photos per class: frozen by default
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["freeze_bn_resolved"] is True
+    assert running_mean_changed("train-bn", freeze_bn=False)
+
+
+def test_layer_decay_slows_early_blocks(tiny_competition, tmp_path):
+    backbone = build_embedder(EmbedderConfig(backbone="resnet18", pretrained=False))[0].backbone
+    groups = layer_decay_groups(backbone, 1e-3, 0.5)
+    assert [g["block"] for g in groups][:3] == ["conv1", "bn1", "layer1.0"] and groups[-1]["block"] == "layer4.1"
+    assert groups[-1]["lr"] == 1e-3 and groups[-2]["lr"] == 5e-4 and groups[0]["lr"] == pytest.approx(1e-3 * 0.5 ** 9)
+
+    train(tiny_config(tiny_competition, tmp_path, "decay", regime="full", backbone="resnet18", epochs=1,
+                      layer_decay=0.5), progress=False)
+    lrs = [g["initial_lr"] for g in state_of(tmp_path / "decay", "optimizer")["param_groups"]]
+    assert len(lrs) == 11 and all(a < b for a, b in zip(lrs[:9], lrs[1:10]))  # 10 blocks, then the head
+
+
+def _distance_from_start(run_dir, initial: dict) -> float:
+    trained = state_of(run_dir)
+    return sum(float((trained[k] - initial[k]).pow(2).sum()) for k in trained
+               if k.startswith("backbone.") and trained[k].is_floating_point())
+
+
+def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path):
+    loop.seed_everything(0)
+    initial = build_embedder(tiny_config(tiny_competition, tmp_path, "x").embedder_config())[0].state_dict()
+    common = dict(regime="full", epochs=2, lr=0.05)
+    train(tiny_config(tiny_competition, tmp_path, "plain", **common), progress=False)
+    train(tiny_config(tiny_competition, tmp_path, "l2sp", l2_sp=10.0, **common), progress=False)
+    plain, anchored = _distance_from_start(tmp_path / "plain", initial), _distance_from_start(tmp_path / "l2sp", initial)
+    assert anchored < 0.5 * plain
+
+
+def test_wise_ft_picks_alpha_on_held_out_classes_and_saves_those_weights(tiny_competition, tmp_path):
+    loop.seed_everything(0)
+    config = tiny_config(tiny_competition, tmp_path, "wise", regime="full", epochs=1, wise_ft=True)
+    initial = build_embedder(config.embedder_config())[0].state_dict()
+    summary = train(config, progress=False)
+    table = pd.read_csv(tmp_path / "wise" / "wise_ft.csv")
+    assert table["alpha"].tolist() == list(loop.WISE_FT_ALPHAS)
+    chosen = max(table.to_dict("records"), key=lambda row: (selection_key(row), -row["alpha"]))
+    best = load_checkpoint(tmp_path / "wise" / BEST)
+    assert best["wise_ft_alpha"] == chosen["alpha"] and summary["best"]["alpha"] == chosen["alpha"]
+    finetuned = state_of(tmp_path / "wise")  # one epoch: last.pt holds the plain fine-tuned best
+    expected = interpolate_weights(initial, finetuned, chosen["alpha"])
+    assert all(torch.allclose(best["embedder"][k].float(), expected[k].float()) for k in expected)
+
+
+def test_interpolation_endpoints():
+    start, end = {"w": torch.zeros(3), "n": torch.tensor(1)}, {"w": torch.ones(3), "n": torch.tensor(5)}
+    assert torch.equal(interpolate_weights(start, end, 0.0)["w"], torch.zeros(3))
+    assert torch.equal(interpolate_weights(start, end, 0.25)["w"], torch.full((3,), 0.25))
+    assert interpolate_weights(start, end, 0.25)["n"].item() == 5  # counters are not interpolated
+
+
+def _run_model(beats: bool | None) -> LoadedModel:
+    config = EmbedderConfig(image_size=32)
+    return LoadedModel("run", config.backbone, None, 32, "full", "none", "tag", config, beats)
+
+
+@pytest.mark.parametrize("policy, beats, expected", [
+    ("ensemble", False, ["run", "efficientnet_lite0"]),
+    ("fallback", False, ["efficientnet_lite0"]),
+    ("keep", False, ["run"]),
+    ("fallback", True, ["run"]),
+    ("ensemble", None, ["run"]),
+])
+def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, expected):
+    models, weights, notes = guard_unseen([_run_model(beats)], [2.0], policy, with_pretrained=0.0)
+    assert [m.label for m in models] == expected
+    assert all(m.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run"):])
+    assert weights == [2.0] * len(expected) and bool(notes) == (expected != ["run"])
+
+
+def test_with_pretrained_concatenates_the_backbone_at_a_weight():
+    models, weights, notes = guard_unseen([_run_model(True)], [1.0], "keep", with_pretrained=0.5)
+    assert [m.regime for m in models] == ["full", "off-the-shelf"] and weights == [1.0, 0.5]
+    assert models[1].image_size == 32 and notes == ["run + pretrained×0.5"]
