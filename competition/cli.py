@@ -216,8 +216,18 @@ def submit(
                                                "keep, ensemble (with the backbone, 1:1) or fallback (backbone only).")] = "ensemble",
     with_pretrained: Annotated[float, typer.Option(help="Add each run's pretrained backbone to the ensemble at this "
                                                         "weight (0 = off): guards unseen landmarks.")] = 0.0,
+    whiten: Annotated[str, typer.Option(help="PCA-whitening learned on the unlabeled 'gallery' or 'query+gallery' "
+                                             "images ('' = off).")] = "",
+    whiten_dim: Annotated[int, typer.Option(help="Whitened dimensions (0 = as many as the data allow).")] = 0,
+    dba: Annotated[int, typer.Option(help="Database-side augmentation: gallery neighbours averaged in (0 = off; "
+                                          "try 2).")] = 0,
+    qe: Annotated[int, typer.Option(help="α-query expansion: gallery neighbours averaged into each query (0 = off; "
+                                         "try 2).")] = 0,
+    alpha: Annotated[float, typer.Option(help="Neighbour weight = similarity ** alpha, for DBA and QE.")] = 3.0,
+    rerank: Annotated[bool, typer.Option(help="k-reciprocal re-ranking of the final ranking.")] = False,
 ) -> None:
     """Rank the gallery for every query, write the submission, score it when labels.csv exists."""
+    from competition.retrieval.postprocess import PostProcess
     from competition.retrieval.submit import SubmitConfig, submit as run_submit
 
     def parse_floats(text: str, what: str) -> list[float]:
@@ -232,7 +242,9 @@ def submit(
                               weights=parse_floats(weights, "weights") if weights else None,
                               submissions_dir=str(submissions_dir), leaderboard=str(leaderboard),
                               runs_dir=str(runs_dir), strict=strict, if_worse=if_worse,
-                              with_pretrained=with_pretrained)
+                              with_pretrained=with_pretrained,
+                              postprocess=PostProcess(whiten=whiten, whiten_dim=whiten_dim, dba=dba, qe=qe, alpha=alpha,
+                                                      rerank=rerank))
         return run_submit(config, progress=_progress())
 
     result = _run(go)

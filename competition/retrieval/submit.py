@@ -25,7 +25,7 @@ from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.embed import extract_features, pick_device
 from competition.retrieval.ensemble import fuse_concat
-from competition.retrieval.search import search
+from competition.retrieval.postprocess import PostProcess
 from competition.train.checkpoint import BEST, load_run_embedder, resolve_run_dir
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class SubmitConfig:
     # keep it, ensemble it with that backbone (1:1), or use the backbone instead.
     if_worse: str = "ensemble"
     with_pretrained: float = 0.0  # > 0: add each run's pretrained backbone to the ensemble at this weight
+    postprocess: PostProcess = field(default_factory=PostProcess)
 
 
 IF_WORSE = ("keep", "ensemble", "fallback")
@@ -175,7 +176,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
             skipped.update(str(p) for p in failed)
     queries = fuse_concat(query_vectors, weights)
     gallery = fuse_concat(gallery_vectors, weights)
-    _, ranking = search(queries, gallery, config.k)
+    ranking = config.postprocess.rank(queries, gallery, config.k)
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
@@ -191,7 +192,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     record = {"name": name, "backbones": " + ".join(m.backbone for m in models),
               "regime": " + ".join(sorted({m.regime for m in models})),
               "augmentation": " + ".join(sorted({m.augmentation for m in models})),
-              "tta": ", ".join(tta_parts) or "none", "postprocess": "none", "unseen_guard": "; ".join(guard_notes),
+              "tta": ", ".join(tta_parts) or "none", "postprocess": config.postprocess.describe(), "unseen_guard": "; ".join(guard_notes),
               "models": [m.label for m in models], "weights": weights, "submission": str(path),
               "date": datetime.now().strftime("%Y-%m-%d %H:%M"), **(scores or {})}
     if scores is not None:

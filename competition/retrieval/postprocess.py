@@ -1,0 +1,153 @@
+"""Post-processing of retrieval embeddings and rankings, each a small pure function.
+
+The standard landmark-retrieval toolbox (Radenović et al., "Fine-tuning CNN image
+retrieval with no human annotation", and the Google Landmark challenge solutions):
+- PCA-whitening learned on unlabeled images (the gallery by default);
+- alpha-query expansion (alpha-QE): a query becomes the weighted mean of itself and its
+  top-k gallery neighbours, weights = similarity ** alpha;
+- database-side augmentation (DBA): the same for every gallery image among the gallery;
+- k-reciprocal re-ranking (Zhong et al. 2017): images that are each other's neighbours
+  get closer, via Jaccard distance of k-reciprocal neighbour sets.
+All take and return L2-normalised float32 arrays (rows = images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+from competition.retrieval.search import l2_normalize, search
+
+
+@dataclass
+class Whitening:
+    """PCA-whitening: centre, rotate onto principal axes, divide each by eigenvalue**(shrinkage/2).
+
+    shrinkage 1 is full whitening; below 1 it amplifies the weak (noisier) directions less,
+    which helps when it was learned on few images."""
+
+    pca: PCA
+    shrinkage: float = 1.0
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        projected = self.pca.transform(l2_normalize(vectors))
+        scale = np.power(np.maximum(self.pca.explained_variance_, 1e-12), -self.shrinkage / 2)
+        return l2_normalize(projected * scale)
+
+
+def learn_whitening(fit_on: np.ndarray, dim: int = 0, shrinkage: float = 1.0) -> Whitening:
+    """Learn on unlabeled vectors; `dim` 0 keeps as many components as the data allow."""
+    components = min(dim or fit_on.shape[1], fit_on.shape[0] - 1, fit_on.shape[1])
+    return Whitening(PCA(n_components=components, random_state=0).fit(l2_normalize(fit_on)), shrinkage)
+
+
+def _neighbour_mean(vectors: np.ndarray, database: np.ndarray, k: int, alpha: float,
+                    include_self: bool = False) -> np.ndarray:
+    similarity = vectors @ database.T
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    weights = np.power(np.clip(np.take_along_axis(similarity, order, axis=1), 0, None), alpha)
+    expanded = np.einsum("nk,nkd->nd", weights, database[order])
+    if not include_self:
+        expanded = expanded + vectors  # the query itself, weight 1
+    return l2_normalize(expanded)
+
+
+def query_expansion(queries: np.ndarray, gallery: np.ndarray, k: int = 2, alpha: float = 3.0) -> np.ndarray:
+    """alpha-QE: each query plus its top-k gallery neighbours weighted by similarity**alpha."""
+    return _neighbour_mean(l2_normalize(queries), l2_normalize(gallery), k, alpha)
+
+
+def database_augmentation(gallery: np.ndarray, k: int = 2, alpha: float = 3.0) -> np.ndarray:
+    """DBA: each gallery image replaced by the weighted mean of its top-k gallery neighbours,
+    itself included (similarity 1, weight 1)."""
+    gallery = l2_normalize(gallery)
+    return _neighbour_mean(gallery, gallery, k, alpha, include_self=True)
+
+
+def k_reciprocal_distance(queries: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
+                          lambda_value: float = 0.3) -> np.ndarray:
+    """Re-ranked (num_queries, num_gallery) distances, smaller = more similar.
+
+    Follows Zhong et al. (CVPR 2017) on the joint query+gallery set; memory is O((Q+G)^2),
+    fine up to tens of thousands of images."""
+    queries, gallery = l2_normalize(queries), l2_normalize(gallery)
+    features = np.concatenate([queries, gallery])
+    num_queries, total = len(queries), len(features)
+    k1, k2 = min(k1, total - 1), min(k2, total - 1)
+    original = np.clip(2 - 2 * features @ features.T, 0, None)  # squared euclidean of unit vectors
+    original = original / np.maximum(original.max(axis=1, keepdims=True), 1e-12)
+    ranks = np.argsort(original, axis=1, kind="stable")
+    expansion_weights = np.zeros_like(original)
+    for i in range(total):
+        reciprocal = _k_reciprocal(ranks, i, k1)
+        expansion = reciprocal
+        for candidate in reciprocal:
+            candidate_set = _k_reciprocal(ranks, candidate, int(np.around(k1 / 2)))
+            if len(np.intersect1d(candidate_set, reciprocal)) > 2 / 3 * len(candidate_set):
+                expansion = np.append(expansion, candidate_set)
+        expansion = np.unique(expansion)
+        weight = np.exp(-original[i, expansion])
+        expansion_weights[i, expansion] = weight / weight.sum()
+    if k2 > 1:  # local query expansion in the neighbour-set space
+        expansion_weights = np.stack([expansion_weights[ranks[i, :k2]].mean(axis=0) for i in range(total)])
+    jaccard = np.zeros((num_queries, total))
+    for i in range(num_queries):
+        shared = np.minimum(expansion_weights[i][None, :], expansion_weights).sum(axis=1)
+        jaccard[i] = 1 - shared / (2 - shared)
+    final = jaccard * (1 - lambda_value) + original[:num_queries] * lambda_value
+    return final[:, num_queries:]
+
+
+def _k_reciprocal(ranks: np.ndarray, index: int, k: int) -> np.ndarray:
+    forward = ranks[index, :k + 1]
+    backward = ranks[forward, :k + 1]
+    return forward[np.any(backward == index, axis=1)]
+
+
+@dataclass
+class PostProcess:
+    """Which steps to run, in the order they run; `describe()` is what the leaderboard shows."""
+
+    whiten: str = ""  # "" (off), "gallery" or "query+gallery": the unlabeled images it is learned on
+    whiten_dim: int = 0
+    whiten_shrinkage: float = 1.0
+    dba: int = 0  # neighbours for database-side augmentation (0 = off)
+    qe: int = 0  # neighbours for alpha-query expansion (0 = off)
+    alpha: float = 3.0
+    rerank: bool = False  # k-reciprocal re-ranking of the final ranking
+
+    def describe(self) -> str:
+        steps = []
+        if self.whiten:
+            steps.append(f"PCA-whiten({self.whiten}{f', {self.whiten_dim}-d' if self.whiten_dim else ''}"
+                         f"{f', shrink {self.whiten_shrinkage:g}' if self.whiten_shrinkage != 1 else ''})")
+        if self.dba:
+            steps.append(f"DBA k={self.dba}")
+        if self.qe:
+            steps.append(f"α-QE k={self.qe} α={self.alpha:g}")
+        if self.rerank:
+            steps.append("k-reciprocal")
+        return ", ".join(steps) or "none"
+
+    def vectors(self, queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.whiten not in ("", "gallery", "query+gallery"):
+            raise ValueError(f"whiten must be gallery or query+gallery, not '{self.whiten}'")
+        if self.whiten:
+            fit_on = gallery if self.whiten == "gallery" else np.concatenate([queries, gallery])
+            whitening = learn_whitening(fit_on, self.whiten_dim, self.whiten_shrinkage)
+            queries, gallery = whitening(queries), whitening(gallery)
+        if self.dba:
+            gallery = database_augmentation(gallery, self.dba, self.alpha)
+        if self.qe:
+            queries = query_expansion(queries, gallery, self.qe, self.alpha)
+        return l2_normalize(queries), l2_normalize(gallery)
+
+    def rank(self, queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+        """Top-k gallery indices per query after every step."""
+        queries, gallery = self.vectors(queries, gallery)
+        if self.rerank:
+            distances = k_reciprocal_distance(queries, gallery)
+            return np.argsort(distances, axis=1, kind="stable")[:, :min(k, len(gallery))]
+        return search(queries, gallery, k)[1]

@@ -1,0 +1,79 @@
+"""Post-processing: each step on a tiny case where it must change the ranking, plus its defining property."""
+
+import numpy as np
+import pytest
+
+from competition.retrieval.postprocess import (PostProcess, database_augmentation, k_reciprocal_distance,
+                                               learn_whitening, query_expansion)
+from competition.retrieval.search import l2_normalize, search
+
+
+def at_angle(degrees: float) -> np.ndarray:
+    radians = np.deg2rad(degrees)
+    return np.array([np.cos(radians), np.sin(radians)], dtype=np.float32)
+
+
+def clusters(seed: int):
+    """3 landmarks x 4 gallery photos and 1 query each, in 8-D with heavy noise."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(3, 8))
+    gallery_labels = np.repeat(np.arange(3), 4)
+    gallery = centers[gallery_labels] + rng.normal(size=(12, 8)) * 0.9
+    queries = centers + rng.normal(size=(3, 8)) * 0.9
+    return queries.astype(np.float32), gallery.astype(np.float32), np.arange(3), gallery_labels
+
+
+def correct_top1(ranking, query_labels, gallery_labels) -> int:
+    return int((gallery_labels[ranking[:, 0]] == query_labels).sum())
+
+
+def test_query_expansion_pulls_the_query_towards_its_top_match():
+    query = at_angle(0)[None]
+    gallery = np.stack([at_angle(10), at_angle(-20), at_angle(25)])  # A, B, A
+    assert search(query, gallery, 3)[1][0].tolist() == [0, 1, 2]
+    expanded = query_expansion(query, gallery, k=1, alpha=3.0)
+    weight = np.cos(np.deg2rad(10)) ** 3
+    assert np.allclose(expanded[0], l2_normalize((at_angle(0) + weight * at_angle(10))[None])[0], atol=1e-6)
+    assert search(expanded, gallery, 3)[1][0].tolist() == [0, 2, 1]  # the second A now beats B
+
+
+def test_database_augmentation_averages_each_image_with_its_neighbours():
+    gallery = np.stack([at_angle(0), at_angle(10), at_angle(90)])
+    augmented = database_augmentation(gallery, k=2, alpha=0.0)  # alpha 0: plain mean of self + nearest
+    assert np.allclose(augmented[0], at_angle(5), atol=1e-6) and np.allclose(augmented[1], at_angle(5), atol=1e-6)
+    assert np.allclose(augmented[2], l2_normalize((at_angle(90) + at_angle(10))[None])[0], atol=1e-6)
+
+
+def test_whitening_decorrelates_what_it_was_learned_on():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(200, 6)) * np.array([10, 5, 1, 1, 0.5, 0.1]) + rng.normal(size=6)
+    whitening = learn_whitening(data)
+    projected = whitening.pca.transform(l2_normalize(data)) / np.sqrt(whitening.pca.explained_variance_)
+    assert np.allclose(np.cov(projected.T), np.eye(6), atol=1e-4)  # unit variance, no correlation
+    assert np.allclose(whitening(data), l2_normalize(projected), atol=1e-5)  # then back on the sphere
+    softer = learn_whitening(data, shrinkage=0.5)(data)
+    assert not np.allclose(softer, whitening(data), atol=1e-3)
+
+
+@pytest.mark.parametrize("steps, seed", [
+    (PostProcess(whiten="gallery"), 21),
+    (PostProcess(dba=3, alpha=1.0), 11),
+    (PostProcess(rerank=True), 2),
+])
+def test_each_step_changes_the_ranking_for_the_better_on_a_noisy_case(steps, seed):
+    queries, gallery, query_labels, gallery_labels = clusters(seed)
+    before = correct_top1(search(queries, gallery, 1)[1], query_labels, gallery_labels)
+    after = correct_top1(steps.rank(queries, gallery, 1), query_labels, gallery_labels)
+    assert after == before + 1, steps.describe()
+
+
+def test_k_reciprocal_distances_are_a_ranking_of_every_gallery_image():
+    queries, gallery, _, _ = clusters(0)
+    distances = k_reciprocal_distance(queries, gallery, k1=4, k2=2)
+    assert distances.shape == (3, 12) and np.all(np.isfinite(distances)) and distances.min() >= 0
+
+
+def test_description_names_every_step_in_order():
+    steps = PostProcess(whiten="query+gallery", whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
+    assert steps.describe() == "PCA-whiten(query+gallery, 64-d), DBA k=2, α-QE k=2 α=3, k-reciprocal"
+    assert PostProcess().describe() == "none"
