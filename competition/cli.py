@@ -260,7 +260,8 @@ def _format_scores(scores: dict) -> str:
     for prefix, title in (("", "all"), ("seen_", "seen"), ("unseen_", "unseen")):
         if f"{prefix}top1" in scores:
             lines.append(f"  {title:<6} " + "  ".join(f"{m} {scores[prefix + m]:.3f}"
-                                                       for m in ("top1", "top3", "top10", "map@10")))
+                                                       for m in ("top1", "top3", "top5", "top10", "map@10", "p@10")
+                                                       if prefix + m in scores))
     return "\n".join(lines)
 
 
@@ -268,11 +269,18 @@ def _format_scores(scores: dict) -> str:
 def score(
     submission: Annotated[Path, typer.Argument(help="Submission file (any format compete writes).")],
     data: DataOption = Path("data/sample"),
+    weakest_classes: Annotated[int, typer.Option(help="How many of the worst landmarks to list.")] = 10,
 ) -> None:
-    """Score a submission against <data>/labels.csv: top-1/3/10 and mAP@10, seen and unseen."""
-    from competition.evaluate.scoring import score_submission
+    """Score a submission against <data>/labels.csv: top-1/3/5/10, mAP@10 and precision@10 (all, seen,
+    unseen), and the landmarks with the lowest top-1."""
+    from competition.evaluate.scoring import per_class_accuracy, score_submission
 
     typer.echo(_format_scores(_run(lambda: score_submission(submission, data))))
+    per_class = _run(lambda: per_class_accuracy(submission, data))
+    weakest = sorted(per_class.items(), key=lambda item: (item[1], item[0]))[:weakest_classes]
+    if weakest:
+        typer.echo(f"  weakest landmarks (top-1 of their queries, {len(per_class)} in all): "
+                   + ", ".join(f"{label} {value:.2f}" for label, value in weakest))
 
 
 @app.command()

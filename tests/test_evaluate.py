@@ -7,7 +7,8 @@ import pytest
 
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import add_record, read_records
-from competition.evaluate.metrics import mean_average_precision, relevance, score_by_group, score_ranking
+from competition.evaluate.metrics import (mean_average_precision, per_class_top1, relevance, score_by_group,
+                                          score_ranking)
 from competition.evaluate.submission import read_submission, render_submission, write_submission
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.search import l2_normalize, leave_one_out_ranking, search
@@ -97,3 +98,36 @@ def test_leaderboard_sorted_and_concurrent_writers_all_land(tmp_path):
     table_rows = [line for line in path.read_text().splitlines() if re.match(r"\| run\d", line)]
     assert [row.split("|")[1].strip() for row in table_rows] == [f"run{i}" for i in reversed(range(8))]
     assert all(json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines())
+
+
+def test_precision_at_k_and_per_class_on_the_hand_example():
+    scores = score_ranking(RANKING, QUERIES, GALLERY, ks=(1,), map_k=3)
+    assert scores["p@3"] == pytest.approx(np.mean([2 / 3, 1 / 3, 1 / 3]))
+    hits = relevance(RANKING, QUERIES, GALLERY)
+    assert per_class_top1(hits, QUERIES) == {"a": 0.0, "b": 0.0, "c": 1.0}
+
+
+def test_metrics_agree_with_scikit_learn_and_pytorch_metric_learning():
+    """Where the definitions overlap, our numbers must equal the libraries' on random embeddings."""
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from sklearn.metrics import accuracy_score, recall_score
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(5, 16))
+    gallery_labels = np.repeat(np.arange(5), 6)
+    query_labels = np.repeat(np.arange(5), 3)
+    gallery = l2_normalize(centers[gallery_labels] + rng.normal(size=(30, 16)))
+    queries = l2_normalize(centers[query_labels] + rng.normal(size=(15, 16)))
+    _, ranking = search(queries, gallery, 30)
+    ours = score_ranking(ranking, query_labels.astype(str), gallery_labels.astype(str), ks=(1,))
+    predicted = gallery_labels[ranking[:, 0]]
+    assert ours["top1"] == pytest.approx(accuracy_score(query_labels, predicted))
+    per_class = per_class_top1(relevance(ranking, query_labels.astype(str), gallery_labels.astype(str)),
+                               query_labels.astype(str))
+    assert list(per_class.values()) == pytest.approx(recall_score(query_labels, predicted, average=None).tolist())
+    library = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count").get_accuracy(
+        queries, query_labels, gallery, gallery_labels, ref_includes_query=False)
+    assert ours["top1"] == pytest.approx(library["precision_at_1"])
+    # MAP@R (R = 6 photos per landmark here) is our mAP@6: AP over the first R results, divided by R.
+    ours_at_r = score_ranking(ranking, query_labels.astype(str), gallery_labels.astype(str), ks=(1,), map_k=6)
+    assert ours_at_r["map@6"] == pytest.approx(library["mean_average_precision_at_r"], abs=1e-6)

@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-DEFAULT_KS = (1, 3, 10)
+DEFAULT_KS = (1, 3, 5, 10)
 
 
 def relevance(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str]) -> np.ndarray:
@@ -23,6 +23,19 @@ def relevance(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: 
 
 def topk_accuracy(hits: np.ndarray, k: int) -> float:
     return float(hits[:, :k].any(axis=1).mean()) if len(hits) else float("nan")
+
+
+def precision_at_k(hits: np.ndarray, k: int) -> float:
+    """Mean fraction of the first k results that are of the query's landmark."""
+    return float(hits[:, :k].mean(axis=1).mean()) if len(hits) and hits.shape[1] >= k else float("nan")
+
+
+def per_class_top1(hits: np.ndarray, query_labels: Sequence[str]) -> dict[str, float]:
+    """Top-1 accuracy of each landmark's queries: which landmarks the model gets wrong."""
+    correct: dict[str, list[bool]] = {}
+    for label, hit in zip(query_labels, hits[:, 0].tolist()):
+        correct.setdefault(label, []).append(hit)
+    return {label: float(np.mean(values)) for label, values in sorted(correct.items())}
 
 
 def mean_average_precision(hits: np.ndarray, k: int, relevant_counts: np.ndarray) -> float:
@@ -43,6 +56,7 @@ def score_ranking(ranking: np.ndarray, query_labels: Sequence[str], gallery_labe
     counts = np.array([per_class[q] for q in query_labels], dtype=np.int64)
     scores = {f"top{k}": topk_accuracy(hits, k) for k in ks}
     scores[f"map@{map_k}"] = mean_average_precision(hits, map_k, counts)
+    scores[f"p@{map_k}"] = precision_at_k(hits, map_k)
     scores["queries"] = float(len(query_labels))
     return scores
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
-from competition.evaluate.metrics import score_by_group
+from competition.evaluate.metrics import per_class_top1, relevance, score_by_group
 from competition.evaluate.submission import read_submission
 
 
@@ -20,7 +21,16 @@ def flatten_scores(groups: dict[str, dict[str, float]]) -> dict[str, float]:
     return flat
 
 
-def score_submission(submission: str | Path, data: str | Path) -> dict[str, float]:
+@dataclass
+class RankedSubmission:
+    ranking: np.ndarray  # (queries, k) gallery indices; len(gallery_labels) - 1 marks a missing/unknown entry
+    query_labels: list[str]
+    gallery_labels: list[str | None]
+    seen_classes: set[str] | None
+
+
+def load_ranked_submission(submission: str | Path, data: str | Path) -> RankedSubmission:
+    """A submission file as a ranking over the competition's labelled gallery."""
     competition = discover_competition(data, need_train=False)
     if not competition.has_eval_labels:
         raise CompeteError(f"{data}: labels.csv must give a class for every query and gallery image to score")
@@ -38,5 +48,16 @@ def score_submission(submission: str | Path, data: str | Path) -> dict[str, floa
         for rank, name in enumerate(rows.get(query, [])):
             ranking[row, rank] = gallery_index.get(name, missing_slot)
     gallery_labels = [r.label for r in competition.gallery] + [None]
-    seen = set(competition.train_classes) or None
-    return flatten_scores(score_by_group(ranking, [query_label[q] for q in queries], gallery_labels, seen))
+    return RankedSubmission(ranking, [query_label[q] for q in queries], gallery_labels,
+                            set(competition.train_classes) or None)
+
+
+def score_submission(submission: str | Path, data: str | Path) -> dict[str, float]:
+    ranked = load_ranked_submission(submission, data)
+    return flatten_scores(score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels,
+                                         ranked.seen_classes))
+
+
+def per_class_accuracy(submission: str | Path, data: str | Path) -> dict[str, float]:
+    ranked = load_ranked_submission(submission, data)
+    return per_class_top1(relevance(ranked.ranking, ranked.query_labels, ranked.gallery_labels), ranked.query_labels)
