@@ -310,8 +310,22 @@ def validate(
 
 
 @app.command()
-def leaderboard(path: Annotated[Path, typer.Argument()] = Path("leaderboard.md")) -> None:
-    """Print the leaderboard."""
+def leaderboard(
+    path: Annotated[Path, typer.Argument()] = Path("leaderboard.md"),
+    diff: Annotated[Optional[list[str]], typer.Option(help="Two submission names (or run folders): print every "
+                                                           "setting that differs, runs' configs included.")] = None,
+    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+) -> None:
+    """Print the leaderboard, or what differs between two of its entries (--diff A --diff B)."""
+    from competition.evaluate.leaderboard import describe_entry, diff_configs
+
+    if diff:
+        if len(diff) != 2:
+            typer.secho("error: --diff takes exactly two names", fg="red", err=True)
+            raise typer.Exit(1)
+        first, second = (_run(lambda name=name: describe_entry(name, path, runs_dir)) for name in diff)
+        typer.echo("\n".join(diff_configs(first, second)) or "no differences")
+        return
     if not path.exists():
         typer.secho(f"error: {path}: no leaderboard yet (compete submit writes it)", fg="red", err=True)
         raise typer.Exit(1)

@@ -131,3 +131,19 @@ def test_metrics_agree_with_scikit_learn_and_pytorch_metric_learning():
     # MAP@R (R = 6 photos per landmark here) is our mAP@6: AP over the first R results, divided by R.
     ours_at_r = score_ranking(ranking, query_labels.astype(str), gallery_labels.astype(str), ks=(1,), map_k=6)
     assert ours_at_r["map@6"] == pytest.approx(library["mean_average_precision_at_r"], abs=1e-6)
+
+
+def test_leaderboard_diff_lists_only_what_differs(tmp_path):
+    from competition.evaluate.leaderboard import describe_entry, diff_configs
+
+    board = tmp_path / "leaderboard.md"
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"lr": 0.001, "head": "arcface", "provenance": {"seed": 0}}))
+    add_record(board, {"name": "a", "models": ["r1"], "tta": "none", "top1": 0.5, "date": "2026-01-01"})
+    add_record(board, {"name": "b", "models": ["efficientnet_lite0"], "tta": "flip", "top1": 0.4, "date": "2026-01-02"})
+    lines = diff_configs(describe_entry("a", board, tmp_path / "runs"), describe_entry("b", board, tmp_path / "runs"))
+    assert "tta: none -> flip" in lines and "model0.head: arcface -> –" in lines and "top1: 0.500 -> 0.400" in lines
+    assert not any(line.startswith("date") for line in lines)
+    with pytest.raises(CompeteError, match="neither a submission"):
+        describe_entry("ghost", board, tmp_path / "runs")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from competition.errors import CompeteError
 from competition.io import atomic_write_text, file_lock
 
 COLUMNS = [  # (record key, column title)
@@ -62,3 +63,38 @@ def add_record(markdown: str | Path, record: dict) -> None:
             handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
             handle.flush()
         atomic_write_text(markdown, render(read_records(markdown)))
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}, so nested configs compare key by key."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def diff_configs(first: dict, second: dict, ignore: tuple[str, ...] = ("date", "created", "run_name", "name")) -> list[str]:
+    """One line per setting that differs: 'key: first -> second'."""
+    a, b = flatten(first), flatten(second)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k.rsplit(".", 1)[-1] not in ignore)
+    return [f"{key}: {_cell(a.get(key))} -> {_cell(b.get(key))}" for key in keys]
+
+
+def describe_entry(name: str, markdown: str | Path, runs_dir: str | Path) -> dict:
+    """A leaderboard row by submission name, with each of its runs' config.json; or a run folder/name."""
+    rows = [r for r in read_records(markdown) if r.get("name") == name]
+    if rows:
+        record = dict(rows[-1])
+        for index, model in enumerate(record.get("models") or []):
+            for folder in (Path(str(model)), Path(runs_dir) / str(model)):
+                if (folder / "config.json").is_file():
+                    record[f"model{index}"] = json.loads((folder / "config.json").read_text())
+                    break
+        return record
+    for folder in (Path(name), Path(runs_dir) / name):
+        if (folder / "config.json").is_file():
+            return json.loads((folder / "config.json").read_text())
+    raise CompeteError(f"'{name}' is neither a submission in {markdown} nor a run folder with config.json")
