@@ -225,6 +225,8 @@ def submit(
                                          "try 2).")] = 0,
     alpha: Annotated[float, typer.Option(help="Neighbour weight = similarity ** alpha, for DBA and QE.")] = 3.0,
     rerank: Annotated[bool, typer.Option(help="k-reciprocal re-ranking of the final ranking.")] = False,
+    index: Annotated[str, typer.Option(help="exact, ivf, hnsw, or auto (IVF from 100k gallery images); an "
+                                            "approximate index reports its recall against exact.")] = "auto",
 ) -> None:
     """Rank the gallery for every query, write the submission, score it when labels.csv exists."""
     from competition.retrieval.postprocess import PostProcess
@@ -244,7 +246,7 @@ def submit(
                               runs_dir=str(runs_dir), strict=strict, if_worse=if_worse,
                               with_pretrained=with_pretrained,
                               postprocess=PostProcess(whiten=whiten, whiten_dim=whiten_dim, dba=dba, qe=qe, alpha=alpha,
-                                                      rerank=rerank))
+                                                      rerank=rerank), index=index)
         return run_submit(config, progress=_progress())
 
     result = _run(go)

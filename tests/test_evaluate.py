@@ -147,3 +147,24 @@ def test_leaderboard_diff_lists_only_what_differs(tmp_path):
     assert not any(line.startswith("date") for line in lines)
     with pytest.raises(CompeteError, match="neither a submission"):
         describe_entry("ghost", board, tmp_path / "runs")
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_find_the_exact_neighbours_on_clustered_data(kind):
+    from competition.retrieval.search import recall_against_exact
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, 32))
+    gallery = l2_normalize(centres[rng.integers(0, 100, 4000)] + 0.3 * rng.normal(size=(4000, 32)))
+    queries = l2_normalize(centres[:50] + 0.3 * rng.normal(size=(50, 32)))
+    _, approximate = search(queries, gallery, 5, index=kind)
+    assert approximate.shape == (50, 5)
+    assert recall_against_exact(queries, gallery, approximate, 5) > 0.9
+
+
+def test_auto_index_is_exact_below_the_threshold_and_unknown_kinds_are_refused():
+    from competition.retrieval.search import APPROXIMATE_FROM, resolve_index
+
+    assert resolve_index("auto", APPROXIMATE_FROM - 1) == "exact" and resolve_index("auto", APPROXIMATE_FROM) == "ivf"
+    with pytest.raises(CompeteError, match="index must be"):
+        resolve_index("annoy", 10)

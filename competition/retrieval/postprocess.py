@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 
+from competition.errors import CompeteError
 from competition.retrieval.search import l2_normalize, search
 
 
@@ -133,7 +134,7 @@ class PostProcess:
 
     def vectors(self, queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.whiten not in ("", "gallery", "query+gallery"):
-            raise ValueError(f"whiten must be gallery or query+gallery, not '{self.whiten}'")
+            raise CompeteError(f"--whiten must be gallery or query+gallery, not '{self.whiten}'")
         if self.whiten:
             fit_on = gallery if self.whiten == "gallery" else np.concatenate([queries, gallery])
             whitening = learn_whitening(fit_on, self.whiten_dim, self.whiten_shrinkage)
@@ -144,10 +145,10 @@ class PostProcess:
             queries = query_expansion(queries, gallery, self.qe, self.alpha)
         return l2_normalize(queries), l2_normalize(gallery)
 
-    def rank(self, queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
-        """Top-k gallery indices per query after every step."""
+    def rank(self, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact") -> np.ndarray:
+        """Top-k gallery indices per query after every step (`index`: see search.build_index)."""
         queries, gallery = self.vectors(queries, gallery)
         if self.rerank:
             distances = k_reciprocal_distance(queries, gallery)
             return np.argsort(distances, axis=1, kind="stable")[:, :min(k, len(gallery))]
-        return search(queries, gallery, k)[1]
+        return search(queries, gallery, k, index=index)[1]

@@ -26,6 +26,7 @@ from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.embed import extract_features, pick_device
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.postprocess import PostProcess
+from competition.retrieval.search import recall_against_exact, resolve_index
 from competition.train.checkpoint import BEST, load_run_embedder, resolve_run_dir
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class SubmitConfig:
     if_worse: str = "ensemble"
     with_pretrained: float = 0.0  # > 0: add each run's pretrained backbone to the ensemble at this weight
     postprocess: PostProcess = field(default_factory=PostProcess)
+    index: str = "auto"  # exact, ivf, hnsw; auto: IVF from APPROXIMATE_FROM gallery images
 
 
 IF_WORSE = ("keep", "ensemble", "fallback")
@@ -176,7 +178,12 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
             skipped.update(str(p) for p in failed)
     queries = fuse_concat(query_vectors, weights)
     gallery = fuse_concat(gallery_vectors, weights)
-    ranking = config.postprocess.rank(queries, gallery, config.k)
+    index = resolve_index(config.index, len(gallery))
+    ranking = config.postprocess.rank(queries, gallery, config.k, index)
+    if index != "exact":  # say what the approximation costs
+        recall = recall_against_exact(*config.postprocess.vectors(queries, gallery), ranking, config.k)
+        index = f"{index} (recall@{config.k} vs exact {recall:.3f})"
+        log.warning("approximate search: %s", index)
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
@@ -192,7 +199,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     record = {"name": name, "backbones": " + ".join(m.backbone for m in models),
               "regime": " + ".join(sorted({m.regime for m in models})),
               "augmentation": " + ".join(sorted({m.augmentation for m in models})),
-              "tta": ", ".join(tta_parts) or "none", "postprocess": config.postprocess.describe(), "unseen_guard": "; ".join(guard_notes),
+              "tta": ", ".join(tta_parts) or "none", "postprocess": config.postprocess.describe(), "unseen_guard": "; ".join(guard_notes), "index": index,
               "models": [m.label for m in models], "weights": weights, "submission": str(path),
               "date": datetime.now().strftime("%Y-%m-%d %H:%M"), **(scores or {})}
     if scores is not None:
