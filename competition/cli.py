@@ -312,6 +312,24 @@ def validate(
 
 
 @app.command()
+def report(
+    submission: Annotated[Path, typer.Argument(help="A scored submission file written by compete submit.")],
+    data: DataOption = Path("data/sample"),
+    out: Annotated[Optional[Path], typer.Option(help="Folder for index.html and the PNGs "
+                                                      "(default submissions/reports/<name>).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where compete submit kept the submission's embeddings.")] = Path("runs"),
+    queries: Annotated[int, typer.Option(help="Queries shown with their results (failures first).")] = 16,
+) -> None:
+    """Write an HTML page with PNGs: queries beside their top-k (green right, red wrong), per-landmark
+    accuracy, the confusion matrix and a t-SNE map of the gallery embeddings."""
+    from competition.report.page import write_report
+
+    folder = out or Path("submissions") / "reports" / submission.stem
+    page = _run(lambda: write_report(submission, data, folder, runs_dir, queries))
+    typer.echo(f"report written: {page}")
+
+
+@app.command()
 def leaderboard(
     path: Annotated[Path, typer.Argument()] = Path("leaderboard.md"),
     diff: Annotated[Optional[list[str]], typer.Option(help="Two submission names (or run folders): print every "

@@ -131,7 +131,8 @@ def test_plan_is_independent_of_class_order(tiny_competition, tmp_path):
 
 
 def test_preview_has_a_row_per_step_and_shows_changed_pixels(tiny_competition, tmp_path):
-    from competition.augment.preview import GAP, LABEL_WIDTH, preview_recipe
+    from competition.augment.preview import preview_recipe
+    from competition.report.sheets import GAP, LABEL_WIDTH
 
     recipe = Recipe("two", [Step("hflip", 1.0), Step("grayscale", 0.5)], output_size=64)
     sources = list((tiny_competition / "train").rglob("*.jpg"))

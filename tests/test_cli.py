@@ -97,3 +97,24 @@ def test_missing_run_is_named(tiny_competition, tmp_path):
 def test_models_lists_backbones_and_weight_availability():
     out = ok("models")
     assert "efficientnet_lite0" in out and "yes (package" in out and "resnext101_32x8d" in out
+
+
+def test_report_page_shows_queries_with_green_and_red_frames(tiny_competition, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from competition.report.sheets import GREEN, RED
+
+    common = ["--data", tiny_competition, "--runs-dir", tmp_path / "runs"]
+    ok("submit", *common, "--name", "sub", "-k", 3, "--submissions-dir", tmp_path, "--leaderboard", tmp_path / "b.md")
+    ok("report", tmp_path / "sub.csv", *common, "--out", tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    for picture in ("queries.png", "per_class.png", "confusion.png", "embedding_map.png"):
+        assert f'src="{picture}"' in page and (tmp_path / "report" / picture).stat().st_size > 1000
+    assert "<th>unseen</th>" in page
+    sheet = np.asarray(Image.open(tmp_path / "report" / "queries.png").convert("RGB")).reshape(-1, 3)
+    colours = {tuple(c) for c in np.unique(sheet, axis=0)}
+    assert GREEN in colours and RED in colours  # the tiny set has both right and wrong matches
+    from competition.io import _umask
+
+    assert (tmp_path / "report" / "index.html").stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600

@@ -11,20 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from competition.augment.generate import augment_image, choose_steps, fit_longest_side, resolved_steps
 from competition.augment.recipes import Recipe, Step
 from competition.data.discover import ImageRecord, discover_train
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
-from competition.io import atomic_path
-
-LABEL_WIDTH = 230
-GAP = 6
-BACKGROUND = (32, 32, 32)
-TEXT = (235, 235, 235)
-
+from competition.report.sheets import Tile, render_sheet, save_png
 
 def pick_sources(records: list[ImageRecord], count: int) -> list[tuple[ImageRecord, np.ndarray]]:
     """The first readable photo of `count` classes spread evenly over the sorted class list."""
@@ -46,39 +39,9 @@ def pick_sources(records: list[ImageRecord], count: int) -> list[tuple[ImageReco
     return picked
 
 
-def fit_tile(image: np.ndarray, tile: int) -> Image.Image:
-    """Letterbox an image into a tile x tile square, keeping its aspect ratio."""
-    picture = Image.fromarray(image)
-    picture.thumbnail((tile, tile))
-    canvas = Image.new("RGB", (tile, tile), BACKGROUND)
-    canvas.paste(picture, ((tile - picture.width) // 2, (tile - picture.height) // 2))
-    return canvas
-
-
 def step_label(step: Step) -> str:
     params = ", ".join(f"{k}={v}" for k, v in step.params.items())
     return f"{step.name}  p={step.p:g}" + (f"\n{params}" if params else "")
-
-
-def render_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], tile: int) -> Image.Image:
-    """rows: (label, [(image, caption), ...]); pairs of tiles are separated by a wider gap."""
-    columns = max(len(cells) for _, cells in rows)
-    width = LABEL_WIDTH + columns * (tile + GAP) + (columns // 2) * GAP
-    height = len(rows) * (tile + GAP) + GAP
-    sheet = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=15)
-    small = ImageFont.load_default(size=11)
-    for row_index, (label, cells) in enumerate(rows):
-        top = GAP + row_index * (tile + GAP)
-        draw.multiline_text((8, top + tile // 2 - 12), label, fill=TEXT, font=font, spacing=3)
-        for column, (image, caption) in enumerate(cells):
-            left = LABEL_WIDTH + column * (tile + GAP) + (column // 2) * GAP
-            sheet.paste(fit_tile(image, tile), (left, top))
-            if caption:
-                draw.rectangle((left, top + tile - 15, left + tile, top + tile), fill=(0, 0, 0))
-                draw.text((left + 3, top + tile - 14), caption[: tile // 6], fill=TEXT, font=small)
-    return sheet
 
 
 def preview_recipe(root: str | Path, recipe: Recipe, out_path: str | Path, photos: int = 3, chained_rows: int = 2,
@@ -92,7 +55,7 @@ def preview_recipe(root: str | Path, recipe: Recipe, out_path: str | Path, photo
         cells = []
         for column, ((record, _), image) in enumerate(zip(sources, images)):
             augmented = augment_image(image, transforms, (index,), seed + 1000 * index + column)
-            cells += [(image, record.label), (augmented, step.name)]
+            cells += [Tile(image, record.label), Tile(augmented, step.name)]
         rows.append((step_label(step), cells))
     rng = np.random.default_rng(seed)
     for chained in range(chained_rows):
@@ -100,10 +63,6 @@ def preview_recipe(root: str | Path, recipe: Recipe, out_path: str | Path, photo
         for image in images:
             steps = choose_steps(recipe, rng)
             augmented = augment_image(image, transforms, steps, int(rng.integers(2**31 - 1)))
-            cells += [(image, "original"), (augmented, "+".join(recipe.steps[i].name for i in steps))]
+            cells += [Tile(image, "original"), Tile(augmented, "+".join(recipe.steps[i].name for i in steps))]
         rows.append((f"whole recipe #{chained + 1}\n(up to {recipe.max_per_image} steps)", cells))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_path) as tmp:
-        render_grid(rows, tile).save(tmp, format="PNG")
-    return out_path
+    return save_png(render_sheet(rows, tile, pair_gap=True), out_path)

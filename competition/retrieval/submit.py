@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 
 from competition.data.checks import leaked_photos
 from competition.data.discover import discover_competition
@@ -20,7 +22,7 @@ from competition.evaluate.leaderboard import add_record
 from competition.evaluate.metrics import score_by_group
 from competition.evaluate.scoring import flatten_scores
 from competition.evaluate.submission import ranked_names, write_submission
-from competition.io import fingerprint
+from competition.io import atomic_path, fingerprint
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.embed import extract_features, pick_device
@@ -150,6 +152,18 @@ class SubmitResult:
     skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
 
 
+def embeddings_file(runs_dir: str | Path, submission_name: str) -> Path:
+    """Where a submission's final query/gallery vectors are kept, for `compete report`."""
+    return Path(runs_dir) / "submission-embeddings" / f"{submission_name}.npz"
+
+
+def save_ranked_vectors(path: Path, competition, queries: np.ndarray, gallery: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, query_names=np.array([r.name for r in competition.query]), queries=queries,
+                     gallery_names=np.array([r.name for r in competition.gallery]), gallery=gallery)
+
+
 def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
@@ -189,6 +203,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
     path = write_submission(Path(config.submissions_dir) / f"{name}.{extension}", [r.name for r in competition.query],
                             ranked_names(ranking, [r.name for r in competition.gallery]), config.fmt)
+    save_ranked_vectors(embeddings_file(config.runs_dir, name), competition,
+                        *config.postprocess.vectors(queries, gallery))
     scores = None
     if competition.has_eval_labels:
         seen = set(competition.train_classes) or None

@@ -1,0 +1,162 @@
+"""`compete report`: an HTML page and PNGs that show what a submission gets right and wrong.
+
+- queries.png: each query beside its top-k, correct matches framed green, wrong red
+  (failures first, since those are what a person needs to look at);
+- per_class.png: top-1 accuracy per landmark, seen and unseen coloured apart;
+- confusion.png: true landmark vs the landmark of the top-1 result;
+- embedding_map.png: t-SNE of the gallery embeddings the submission ranked with,
+  coloured by landmark (needs the vectors `compete submit` keeps in runs/).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from competition.data.discover import discover_competition
+from competition.data.images import UnreadableImage, read_image
+from competition.errors import CompeteError
+from competition.evaluate.metrics import per_class_top1, relevance, score_by_group
+from competition.evaluate.scoring import flatten_scores, load_ranked_submission
+from competition.io import atomic_write_text
+from competition.report.plots import plt, save_figure
+from competition.report.sheets import GREEN, RED, Tile, render_sheet, save_png
+from competition.retrieval.submit import embeddings_file
+
+
+def _thumbnail(path: Path) -> np.ndarray:
+    try:
+        return read_image(path, max_side=256)
+    except UnreadableImage:
+        return np.full((64, 64, 3), 90, np.uint8)
+
+
+def query_sheet(query_paths, query_labels, result_paths, hits, out: Path, tile: int = 128) -> Path:
+    rows = []
+    for path, label, results, row_hits in zip(query_paths, query_labels, result_paths, hits):
+        cells = [Tile(_thumbnail(path), "query")]
+        cells += [Tile(_thumbnail(r), f"#{rank + 1} {r.name}", GREEN if hit else RED)
+                  for rank, (r, hit) in enumerate(zip(results, row_hits))]
+        rows.append((f"{path.name}\n{label}\n{'correct' if row_hits[0] else 'wrong'} at top-1", cells))
+    return save_png(render_sheet(rows, tile), out)
+
+
+def per_class_figure(per_class: dict[str, float], seen: set[str] | None, out: Path) -> Path:
+    ordered = sorted(per_class.items(), key=lambda item: (item[1], item[0]))
+    figure, axis = plt.subplots(figsize=(8, max(3, 0.16 * len(ordered))))
+    colours = ["#3874c8" if seen and label in seen else "#e08a1e" for label, _ in ordered]
+    axis.barh(range(len(ordered)), [value for _, value in ordered], color=colours)
+    axis.set_yticks(range(len(ordered)), [label for label, _ in ordered], fontsize=6)
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("top-1 accuracy of the landmark's queries")
+    axis.set_title("Per-landmark top-1 (blue: in train/, orange: unseen)" if seen else "Per-landmark top-1")
+    return save_figure(figure, out)
+
+
+def confusion_figure(true_labels: list[str], predicted: list[str], out: Path) -> Path:
+    from sklearn.metrics import confusion_matrix
+
+    classes = sorted(set(true_labels) | set(predicted))
+    matrix = confusion_matrix(true_labels, predicted, labels=classes)
+    size = min(14, 3 + 0.11 * len(classes))
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues", interpolation="nearest")
+    ticks = range(len(classes))
+    axis.set_xticks(ticks, classes, rotation=90, fontsize=max(3, 8 - len(classes) // 20))
+    axis.set_yticks(ticks, classes, fontsize=max(3, 8 - len(classes) // 20))
+    axis.set_xlabel("landmark of the top-1 result")
+    axis.set_ylabel("true landmark of the query")
+    axis.set_title("Confusions at top-1 (off-diagonal = mistakes)")
+    return save_figure(figure, out)
+
+
+def embedding_map_figure(vectors: np.ndarray, labels: list[str], seen: set[str] | None, out: Path) -> Path:
+    from sklearn.manifold import TSNE
+
+    points = TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (len(vectors) - 1) / 3)),
+                  random_state=0).fit_transform(vectors)
+    classes = sorted(set(labels))
+    colour_of = {c: plt.get_cmap("tab20")(i % 20) for i, c in enumerate(classes)}
+    figure, axis = plt.subplots(figsize=(8, 8))
+    for marker, group in (("o", True), ("^", False)):
+        mask = np.array([(seen is None or label in seen) == group for label in labels])
+        if mask.any():
+            axis.scatter(points[mask, 0], points[mask, 1], s=14, marker=marker,
+                         c=[colour_of[label] for label, m in zip(labels, mask) if m])
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.set_title("Gallery embeddings, t-SNE, one colour per landmark" + (" (▲ unseen)" if seen else ""))
+    return save_figure(figure, out)
+
+
+def _scores_table(scores: dict[str, float]) -> str:
+    metrics = ("top1", "top3", "top5", "top10", "map@10", "p@10")
+    header = "".join(f"<th>{m}</th>" for m in metrics)
+    rows = []
+    for prefix, title in (("", "all"), ("seen_", "seen"), ("unseen_", "unseen")):
+        if f"{prefix}top1" in scores:
+            cells = "".join(f"<td>{scores.get(prefix + m, float('nan')):.3f}</td>" for m in metrics)
+            rows.append(f"<tr><th>{title}</th>{cells}</tr>")
+    return f"<table><tr><th></th>{header}</tr>{''.join(rows)}</table>"
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; background: #fafafa; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; }}
+img {{ max-width: 100%; border: 1px solid #ddd; background: white; }} section {{ margin-bottom: 2.5em; }}
+.note {{ color: #666; }}
+</style></head><body>
+<h1>{title}</h1>
+<p class="note">{subtitle}</p>
+{scores}
+{sections}
+</body></html>
+"""
+
+
+def write_report(submission: str | Path, data: str | Path, out_dir: str | Path, runs_dir: str | Path = "runs",
+                 queries_shown: int = 16) -> Path:
+    """Write <out_dir>/index.html and its PNGs for a scored submission; returns the page's path."""
+    submission, out_dir = Path(submission), Path(out_dir)
+    competition = discover_competition(data, need_train=False)
+    if not competition.has_eval_labels:
+        raise CompeteError(f"{data}: a report needs labels.csv with a class for every query and gallery image")
+    ranked = load_ranked_submission(submission, data)
+    hits = relevance(ranked.ranking, ranked.query_labels, ranked.gallery_labels)
+    gallery_paths = [r.path for r in competition.gallery]
+    scores = flatten_scores(score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels,
+                                           ranked.seen_classes))
+    order = sorted(range(len(hits)), key=lambda i: (bool(hits[i, 0]), i))[:queries_shown]  # failures first
+    missing = Path("/nonexistent")
+    sections = [("Queries and their top results (green: same landmark, red: another; failures first)",
+                 query_sheet([competition.query[i].path for i in order], [ranked.query_labels[i] for i in order],
+                             [[gallery_paths[j] if j < len(gallery_paths) else missing for j in ranked.ranking[i]]
+                              for i in order], hits[order], out_dir / "queries.png"))]
+    per_class = per_class_top1(hits, ranked.query_labels)
+    sections.append(("Top-1 accuracy per landmark", per_class_figure(per_class, ranked.seen_classes,
+                                                                      out_dir / "per_class.png")))
+    predicted = [str(ranked.gallery_labels[row[0]]) for row in ranked.ranking]
+    sections.append(("Confusion matrix at top-1", confusion_figure(ranked.query_labels, predicted,
+                                                                   out_dir / "confusion.png")))
+    vectors_file = embeddings_file(runs_dir, submission.stem)
+    note = ""
+    if vectors_file.exists():
+        with np.load(vectors_file, allow_pickle=False) as saved:
+            label_of = {r.name: r.label for r in competition.gallery}
+            labels = [label_of.get(str(n), "?") for n in saved["gallery_names"]]
+            sections.append(("Map of the gallery embeddings (t-SNE)", embedding_map_figure(
+                saved["gallery"], labels, ranked.seen_classes, out_dir / "embedding_map.png")))
+    else:
+        note = f" No embedding map: {vectors_file} not found (made by `compete submit`)."
+    body = "\n".join(f'<section><h2>{html.escape(title)}</h2><img src="{html.escape(path.name)}" alt="{html.escape(title)}">'
+                     f"</section>" for title, path in sections)
+    page = PAGE.format(title=html.escape(f"Report: {submission.name}"),
+                       subtitle=html.escape(f"{len(ranked.query_labels)} queries, {len(gallery_paths)} gallery images, "
+                                            f"data {data}.{note}"),
+                       scores=_scores_table(scores), sections=body)
+    atomic_write_text(out_dir / "index.html", page)
+    return out_dir / "index.html"
