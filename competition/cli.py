@@ -312,6 +312,22 @@ def validate(
 
 
 @app.command()
+def upload(
+    submission: Annotated[Path, typer.Argument(help="Submission file to send.")],
+    competition: Annotated[str, typer.Option(help="Kaggle competition slug, as in its URL.")],
+    message: Annotated[str, typer.Option("--message", "-m", help="Submission description shown on Kaggle.")],
+    data: DataOption = Path("data/sample"),
+    leaderboard: Annotated[Path, typer.Option(help="Leaderboard whose row records the upload.")] = Path("leaderboard.md"),
+) -> None:
+    """Validate a submission, send it with the official kaggle client (pip install 'compete[kaggle]'),
+    and record time, message and file hash beside its leaderboard row."""
+    from competition.evaluate.upload import upload_submission
+
+    done = _run(lambda: upload_submission(submission, competition, message, data, leaderboard))
+    typer.echo(f"uploaded {submission} to {competition} (sha256 {done['sha256'][:12]}), recorded in {leaderboard}")
+
+
+@app.command()
 def report(
     submission: Annotated[Path, typer.Argument(help="A scored submission file written by compete submit.")],
     data: DataOption = Path("data/sample"),

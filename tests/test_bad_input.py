@@ -345,3 +345,74 @@ def test_validate_command_accepts_what_submit_wrote_and_rejects_a_broken_copy(ti
     broken.write_text("\n".join(written.read_text().splitlines()[:-1]) + "\n")
     result = invoke("validate", broken, "--data", tiny_competition)
     assert result.exit_code == 1 and "1 query(ies) missing" in result.output
+
+
+# --- upload (the kaggle client replaced at its boundary: no network here) ------------------
+
+class FakeKaggleApi:
+    calls: list = []
+    fail_with: Exception | None = None
+
+    def authenticate(self):
+        self.calls.append(("authenticate",))
+
+    def competition_submit(self, file_name, message, competition):
+        if self.fail_with:
+            raise self.fail_with
+        self.calls.append(("submit", file_name, message, competition))
+        return "Successfully submitted"
+
+
+@pytest.fixture()
+def fake_kaggle(monkeypatch, tmp_path):
+    import types
+
+    module = types.ModuleType("kaggle.api.kaggle_api_extended")
+    module.KaggleApi = FakeKaggleApi
+    FakeKaggleApi.calls, FakeKaggleApi.fail_with = [], None
+    monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", module)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.delenv("KAGGLE_CONFIG_DIR", raising=False)
+    return FakeKaggleApi
+
+
+def test_upload_validates_sends_and_records(tiny_competition, tmp_path, fake_kaggle, monkeypatch):
+    board = tmp_path / "board.md"
+    assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "final", "-k", 3,
+                   "--leaderboard", board).exit_code == 0
+    upload = ["upload", tmp_path / "subs" / "final.csv", "--competition", "landmarks-2026", "-m", "lite0 GeM",
+              "--data", tiny_competition, "--leaderboard", board]
+
+    no_credentials = invoke(*upload)
+    assert no_credentials.exit_code == 1 and "no Kaggle credentials" in no_credentials.output
+    assert fake_kaggle.calls == [] and "lite0 GeM" not in board.read_text()
+
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    fake_kaggle.fail_with = ConnectionError("Name or service not known")
+    offline = invoke(*upload)
+    assert offline.exit_code == 1 and "ConnectionError" in offline.output and "nothing was recorded" in offline.output
+    assert "lite0 GeM" not in board.read_text()
+
+    fake_kaggle.fail_with = None
+    assert invoke(*upload).exit_code == 0
+    assert fake_kaggle.calls[-1] == ("submit", str(tmp_path / "subs" / "final.csv"), "lite0 GeM", "landmarks-2026")
+    row = next(line for line in board.read_text().splitlines() if line.startswith("| final |"))
+    assert "lite0 GeM" in row
+    record = json.loads(board.with_suffix(".jsonl").read_text().splitlines()[-1])
+    from competition.io import sha256_of_file
+
+    assert record["uploads"][0]["sha256"] == sha256_of_file(tmp_path / "subs" / "final.csv")
+
+
+def test_upload_refuses_an_invalid_file_before_sending(tiny_competition, tmp_path, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("query,rank_1\nq_0001.jpg,not-in-gallery.jpg\n")
+    result = invoke("upload", broken, "--competition", "x", "-m", "m", "--data", tiny_competition,
+                    "--leaderboard", tmp_path / "board.md")
+    assert result.exit_code == 1 and "not uploaded" in result.output and "not-in-gallery.jpg" in result.output
+    assert fake_kaggle.calls == []

@@ -18,7 +18,7 @@ COLUMNS = [  # (record key, column title)
     ("name", "run"), ("backbones", "backbones"), ("regime", "regime"), ("augmentation", "augmentation"),
     ("tta", "TTA"), ("postprocess", "post-processing"), ("unseen_guard", "unseen guard"),
     ("top1", "top-1"), ("top3", "top-3"), ("top10", "top-10"), ("map@10", "mAP@10"),
-    ("seen_top1", "seen top-1"), ("unseen_top1", "unseen top-1"), ("date", "date"),
+    ("seen_top1", "seen top-1"), ("unseen_top1", "unseen top-1"), ("date", "date"), ("uploaded", "uploaded"),
 ]
 
 HEADER = """# Leaderboard
@@ -63,6 +63,23 @@ def add_record(markdown: str | Path, record: dict) -> None:
             handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
             handle.flush()
         atomic_write_text(markdown, render(read_records(markdown)))
+
+
+def mark_uploaded(markdown: str | Path, name: str, upload: dict) -> None:
+    """Attach an upload (time, message, file hash) to the submission's row; a row is added
+    when the file was never scored here."""
+    markdown = Path(markdown)
+    with file_lock(markdown.with_suffix(".lock")):
+        records = read_records(markdown)
+        matching = next((r for r in reversed(records) if r.get("name") == name), None)
+        if matching is None:
+            matching = {"name": name, "date": upload["time"][:16].replace("T", " ")}
+            records.append(matching)
+        matching.setdefault("uploads", []).append(upload)
+        matching["uploaded"] = f"{upload['time'][:16].replace('T', ' ')} {upload['message']}"
+        atomic_write_text(records_file(markdown), "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
+                                                          for r in records))
+        atomic_write_text(markdown, render(records))
 
 
 def flatten(data: dict, prefix: str = "") -> dict:
