@@ -168,3 +168,30 @@ def test_auto_index_is_exact_below_the_threshold_and_unknown_kinds_are_refused()
     assert resolve_index("auto", APPROXIMATE_FROM - 1) == "exact" and resolve_index("auto", APPROXIMATE_FROM) == "ivf"
     with pytest.raises(CompeteError, match="index must be"):
         resolve_index("annoy", 10)
+
+
+def test_tta_views_shapes_and_averaged_embeddings_stay_normalised(tmp_path):
+    import torch
+
+    from competition.retrieval.embed import extract_features, tta_views
+
+    images = torch.rand(2, 3, 64, 64)
+    views = tta_views(images, flip=True, scales=[0.707, 1.0, 1.414])
+    assert [tuple(v.shape[-2:]) for v in views] == [(32, 32), (32, 32), (64, 64), (64, 64), (96, 96), (96, 96)]
+    assert torch.equal(views[3], torch.flip(images, dims=[-1]))
+
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+
+    def mean_colour(batch):  # a tiny "model": not flip-invariant, so TTA must change the vectors
+        return torch.cat([batch.mean(dim=(2, 3)), batch[:, :, :, : batch.shape[-1] // 2].mean(dim=(2, 3))], dim=1)
+
+    plain, _ = extract_features(mean_colour, paths, 32, torch.device("cpu"), progress=False)
+    flipped, _ = extract_features(mean_colour, paths, 32, torch.device("cpu"), flip=True, progress=False)
+    assert plain.shape == flipped.shape == (3, 6) and not np.allclose(plain, flipped)
+    # each view is L2-normalised before averaging: the mean of two unit vectors has norm <= 1
+    assert np.all(np.linalg.norm(flipped, axis=1) <= 1 + 1e-6) and np.all(np.linalg.norm(flipped, axis=1) > 0.9)
