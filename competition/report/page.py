@@ -76,6 +76,7 @@ def embedding_map_figure(vectors: np.ndarray, labels: list[str], seen: set[str] 
     from sklearn.manifold import TSNE
 
     points = TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (len(vectors) - 1) / 3)),
+                  method="exact" if len(vectors) <= 1000 else "barnes_hut",  # exact is quicker on small sets
                   random_state=0).fit_transform(vectors)
     classes = sorted(set(labels))
     colour_of = {c: plt.get_cmap("tab20")(i % 20) for i, c in enumerate(classes)}
