@@ -137,6 +137,9 @@ def train(
     wise_ft: Annotated[Optional[bool], typer.Option("--wise-ft/--no-wise-ft", help="Full regime: interpolate "
                                                     "pretrained and fine-tuned weights, alpha chosen on held-out "
                                                     "classes.")] = None,
+    pseudo_labels: Annotated[Optional[bool], typer.Option("--pseudo-labels/--no-pseudo-labels", help="Add classes "
+                                                          "of query/gallery photos that are confident mutual nearest "
+                                                          "neighbours (threshold set on held-out classes).")] = None,
 ) -> None:
     """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/.
 
@@ -154,7 +157,7 @@ def train(
         flags = {"data": str(data), "backbone": one_backbone, "regime": regime, "epochs": epochs,
                  "image_size": image_size, "embedding_dim": embedding_dim, "head": head, "unfreeze_from": unfreeze_from,
                  "pooling": pooling, "lr": lr, "freeze_bn": freeze_bn, "layer_decay": layer_decay, "l2_sp": l2_sp,
-                 "wise_ft": wise_ft,
+                 "wise_ft": wise_ft, "pseudo_labels": pseudo_labels,
                  "batch_size": batch_size, "seed": seed, "runs_dir": str(runs_dir),
                  "weights_file": str(weights) if weights else None, "augmented": str(augmented) if augmented else None}
         merged = base | {k: v for k, v in flags.items() if v is not None}

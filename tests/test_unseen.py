@@ -1,7 +1,9 @@
 """Unseen landmarks: class-level hold-out, selection on held-out classes, and each safety option."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -130,3 +132,28 @@ def test_with_pretrained_concatenates_the_backbone_at_a_weight():
     models, weights, notes = guard_unseen([_run_model(True)], [1.0], "keep", with_pretrained=0.5)
     assert [m.regime for m in models] == ["full", "off-the-shelf"] and weights == [1.0, 0.5]
     assert models[1].image_size == 32 and notes == ["run + pretrained×0.5"]
+
+
+def test_pseudo_labels_calibrate_on_held_out_classes_and_join_mutual_neighbours():
+    from competition.data.discover import ImageRecord
+    from competition.train.pseudo import calibrate_threshold, mutual_nearest_pairs, pseudo_classes
+
+    vectors = np.array([[1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0.1, 0.99, 0.05], [0, 0, 1], [0.8, 0.0, 0.6]])
+    pairs, similarity = mutual_nearest_pairs(vectors)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (2, 3)]  # 4 and 5 are not each other's nearest
+    # held-out classes: the close pair is right, the far one wrong -> threshold between them
+    labelled = np.array([[1, 0], [0.995, 0.1], [0, 1], [0.5, 0.866]])
+    threshold = calibrate_threshold(labelled, ["a", "a", "b", "c"], precision=0.9)
+    assert threshold == pytest.approx(float(labelled[0] @ labelled[1] / np.linalg.norm(labelled[1])), abs=1e-6)
+    records = [ImageRecord(Path(f"/q/{i}.jpg"), f"{i}.jpg", "query") for i in range(6)]
+    added = pseudo_classes(records, vectors, threshold=0.992)  # pair (2, 3): 0.994; pair (0, 1): 0.990
+    assert [r.name for r in added] == ["query/2.jpg", "query/3.jpg"]  # only the confident pair
+    assert len({r.label for r in added}) == 1 and added[0].label.startswith("pseudo-")
+
+
+def test_training_with_pseudo_labels_adds_classes(tiny_competition, tmp_path):
+    config = tiny_config(tiny_competition, tmp_path, "pseudo", pseudo_labels=True, pseudo_precision=0.0, epochs=1)
+    train(config, progress=False)
+    saved = json.loads((tmp_path / "pseudo" / "config.json").read_text())
+    assert saved["pseudo_labels_added"]["images"] >= 2
+    assert any(c.startswith("pseudo-") for c in saved["classes"])

@@ -32,7 +32,7 @@ from tqdm import tqdm
 import competition
 from competition.data.checks import cross_class_duplicates, readable_records, require_every_class
 from competition.data.dataset import ImageDataset, default_workers, resize_to_tensor
-from competition.data.discover import ImageRecord, discover_train
+from competition.data.discover import ImageRecord, discover_competition, discover_train
 from competition.data.images import read_image
 from competition.errors import CompeteError
 from competition.evaluate.metrics import score_ranking
@@ -46,6 +46,7 @@ from competition.train.config import TrainConfig
 from competition.train.distributed import init_distributed
 from competition.train.freezing import freeze_before, full_training_mode
 from competition.train.losses import make_loss
+from competition.train.pseudo import calibrate_threshold, pseudo_classes
 from competition.train.safety import L2SP, interpolate_weights, layer_decay_groups, resolve_freeze_bn
 from competition.train.sampling import EpochSampler, epoch_order
 from competition.train.splits import Split, make_split
@@ -172,7 +173,6 @@ class Trainer:
             raise CompeteError(f"{root / 'train'}: need at least 2 training classes, found {len(self.split.classes)}")
         if config.regime == "last" and config.embedding_dim <= 0:
             raise CompeteError("the last-layer regime trains only a projection: give --embedding-dim > 0")
-        self.class_index = {c: i for i, c in enumerate(self.split.classes)}
         self.run_dir = Path(config.runs_dir) / config.run_name
         seed_everything(config.seed)
         self.embedder, self.weights_origin = build_embedder(config.embedder_config())
@@ -181,6 +181,8 @@ class Trainer:
         self.embedder.to(self.device)
         if self.device.type == "cuda":
             self.embedder.to(memory_format=torch.channels_last)
+        self.pseudo = self._add_pseudo_labels(root) if config.pseudo_labels else {}
+        self.class_index = {c: i for i, c in enumerate(self.split.classes)}
         self.criterion = make_loss(config.head, self.embedder.output_dim, len(self.split.classes),
                                    config.label_smoothing, config.triplet_margin, config.triplet_mining).to(self.device)
         self.state = RunState()
@@ -190,6 +192,25 @@ class Trainer:
         self.initial_weights = ({k: v.detach().cpu().clone() for k, v in self.embedder.state_dict().items()}
                                 if config.wise_ft and config.regime == "full" else None)
         self.final_scores: dict | None = None
+
+    def _add_pseudo_labels(self, root: Path) -> dict:
+        """Extra training classes from confident mutual neighbours among query/gallery photos."""
+        competition = discover_competition(root, need_train=False)
+        unlabeled, _ = readable_records(competition.query + competition.gallery)
+        if not unlabeled or not self.split.val_unseen:
+            log.warning("pseudo-labels need query/gallery photos and held-out classes to calibrate on; skipped")
+            return {}
+        held_out, _ = self._extract(self.embedder.pooled, self.split.val_unseen, cached=True, description="calibrate")
+        threshold = calibrate_threshold(held_out, [r.label for r in self.split.val_unseen], self.config.pseudo_precision)
+        if threshold is None:
+            log.warning("pseudo-labels: no similarity reaches precision %.2f on held-out classes; none added",
+                        self.config.pseudo_precision)
+            return {}
+        vectors, _ = self._extract(self.embedder.pooled, unlabeled, cached=True, description="pseudo-labels")
+        added = pseudo_classes(unlabeled, vectors, threshold)
+        self.split.train += added
+        self.split.classes += sorted({r.label for r in added})
+        return {"threshold": threshold, "images": len(added), "classes": len({r.label for r in added})}
 
     @property
     def samples_per_class(self) -> int:
@@ -217,6 +238,7 @@ class Trainer:
     def _write_config(self) -> None:
         atomic_write_json(self.run_dir / "config.json", {**self.config.to_dict(), "weights_origin": self.weights_origin,
                                                          "freeze_bn_resolved": self.freeze_bn,
+                                                         "pseudo_labels_added": self.pseudo,
                                                          "classes": self.split.classes,
                                                          "provenance": provenance(self.split)})
 

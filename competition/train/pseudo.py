@@ -1,0 +1,55 @@
+"""Pseudo-labels: unlabeled query/gallery photos that are confidently the same landmark.
+
+Two photos that are each other's nearest neighbour (mutual NN) under the pretrained
+embedding, with a similarity above a threshold, are taken as one new class; linked
+pairs merge into one class. The threshold is calibrated on the held-out classes, where
+labels are known: the lowest similarity at which mutual-NN pairs there are still at least
+`precision` correct. New classes from the test photos teach the embedding about
+landmarks that are not in train/ (transductive; off unless asked for).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from competition.data.discover import ImageRecord
+from competition.retrieval.search import l2_normalize
+
+
+def mutual_nearest_pairs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs i<j that are each other's nearest neighbour, their cosine similarity)."""
+    x = l2_normalize(vectors)
+    similarity = x @ x.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = similarity.argmax(axis=1)
+    i = np.arange(len(x))
+    mutual = (nearest[nearest] == i) & (i < nearest)
+    pairs = np.stack([i[mutual], nearest[mutual]], axis=1)
+    return pairs, similarity[pairs[:, 0], pairs[:, 1]] if len(pairs) else np.zeros(0)
+
+
+def calibrate_threshold(vectors: np.ndarray, labels: list[str], precision: float = 0.9) -> float | None:
+    """Lowest similarity above which labelled mutual-NN pairs are >= `precision` correct."""
+    pairs, similarity = mutual_nearest_pairs(vectors)
+    if not len(pairs):
+        return None
+    labels = np.asarray(labels, dtype=object)
+    correct = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+    order = np.argsort(-similarity)
+    running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    good = np.flatnonzero(running >= precision)
+    return float(similarity[order][good[-1]]) if len(good) else None
+
+
+def pseudo_classes(records: list[ImageRecord], vectors: np.ndarray, threshold: float) -> list[ImageRecord]:
+    """Records of the unlabeled photos that join a pseudo-class, labelled 'pseudo-NNNN'."""
+    pairs, similarity = mutual_nearest_pairs(vectors)
+    pairs = pairs[similarity >= threshold]
+    if not len(pairs):
+        return []
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(records), len(records)))
+    _, component = connected_components(graph, directed=False)
+    members = np.unique(pairs)
+    return [ImageRecord(records[i].path, records[i].key, "pseudo", f"pseudo-{component[i]:04d}") for i in members]
