@@ -49,7 +49,7 @@ class TrainConfig:
     freeze_bn: bool | str = "auto"  # BatchNorm statistics stay pretrained; auto: when a class has < 30 photos
     layer_decay: float = 1.0  # < 1: each earlier backbone block learns this much slower than the next
     l2_sp: float = 0.0  # > 0: penalise distance from the pretrained weights (replaces backbone weight decay)
-    wise_ft: bool = False  # interpolate pretrained/fine-tuned weights, alpha chosen on held-out classes
+    wise_ft: bool = True  # full regime: interpolate towards pretrained, alpha chosen on held-out classes
     pseudo_labels: bool = False  # extra classes from confident mutual neighbours in query + gallery
     pseudo_precision: float = 0.9  # their similarity threshold: this precision on held-out classes
     patience: int = 8
