@@ -82,7 +82,8 @@ def main() -> None:
             summary = (json.loads(summary_file.read_text()) if summary_file.exists()
                        else train(config, progress=False))
             trained_s = summary["wall_seconds"]
-            result = submit(SubmitConfig(models=[str(Path(args.runs_dir) / name)], name=name, if_worse="keep",
+            submission = name + "".join(f"-{k}{v}" for k, v in submit_settings.items())
+            result = submit(SubmitConfig(models=[str(Path(args.runs_dir) / name)], name=submission, if_worse="keep",
                                          **(common | submit_settings)), progress=False)
             rows.append((f"{variant}: train {trained_s:.0f}s, best epoch {summary['best_epoch']}, val unseen "
                          f"{summary['baseline'].get('unseen_top1', 0):.3f}->{summary['best'].get('unseen_top1', 0):.3f}",

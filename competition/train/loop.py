@@ -183,6 +183,7 @@ class Trainer:
             self.embedder.to(memory_format=torch.channels_last)
         self.pseudo = self._add_pseudo_labels(root) if config.pseudo_labels else {}
         self.class_index = {c: i for i, c in enumerate(self.split.classes)}
+        torch.manual_seed(config.seed + 1)  # the head's init must not depend on what ran before (e.g. pseudo-labels)
         self.criterion = make_loss(config.head, self.embedder.output_dim, len(self.split.classes),
                                    config.label_smoothing, config.triplet_margin, config.triplet_mining).to(self.device)
         self.state = RunState()
