@@ -222,12 +222,17 @@ def submit(
     whiten: Annotated[str, typer.Option(help="PCA-whitening learned on the unlabeled 'gallery' or 'query+gallery' "
                                              "images ('' = off).")] = "",
     whiten_dim: Annotated[int, typer.Option(help="Whitened dimensions (0 = as many as the data allow).")] = 0,
+    whiten_power: Annotated[float, typer.Option(help="Divide each component by eigenvalue**(power/2): 1 = full "
+                                                     "whitening, 0.5 = square-root (safer on small galleries).")] = 0.5,
     dba: Annotated[int, typer.Option(help="Database-side augmentation: gallery neighbours averaged in (0 = off; "
                                           "try 2).")] = 0,
     qe: Annotated[int, typer.Option(help="α-query expansion: gallery neighbours averaged into each query (0 = off; "
                                          "try 2).")] = 0,
     alpha: Annotated[float, typer.Option(help="Neighbour weight = similarity ** alpha, for DBA and QE.")] = 3.0,
     rerank: Annotated[bool, typer.Option(help="k-reciprocal re-ranking of the final ranking.")] = False,
+    rerank_k1: Annotated[int, typer.Option(help="Re-ranking neighbourhood: about twice the photos a landmark has in "
+                                                "query + gallery.")] = 20,
+    rerank_k2: Annotated[int, typer.Option(help="Re-ranking local expansion.")] = 6,
     index: Annotated[str, typer.Option(help="exact, ivf, hnsw, or auto (IVF from 100k gallery images); an "
                                             "approximate index reports its recall against exact.")] = "auto",
 ) -> None:
@@ -248,8 +253,9 @@ def submit(
                               submissions_dir=str(submissions_dir), leaderboard=str(leaderboard),
                               runs_dir=str(runs_dir), strict=strict, if_worse=if_worse,
                               with_pretrained=with_pretrained,
-                              postprocess=PostProcess(whiten=whiten, whiten_dim=whiten_dim, dba=dba, qe=qe, alpha=alpha,
-                                                      rerank=rerank), index=index)
+                              postprocess=PostProcess(whiten=whiten, whiten_dim=whiten_dim, whiten_shrinkage=whiten_power,
+                                                      dba=dba, qe=qe, alpha=alpha, rerank=rerank, rerank_k1=rerank_k1,
+                                                      rerank_k2=rerank_k2), index=index)
         return run_submit(config, progress=_progress())
 
     result = _run(go)

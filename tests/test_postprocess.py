@@ -56,7 +56,7 @@ def test_whitening_decorrelates_what_it_was_learned_on():
 
 
 @pytest.mark.parametrize("steps, seed", [
-    (PostProcess(whiten="gallery"), 21),
+    (PostProcess(whiten="gallery", whiten_shrinkage=1.0), 21),
     (PostProcess(dba=3, alpha=1.0), 11),
     (PostProcess(rerank=True), 2),
 ])
@@ -75,5 +75,5 @@ def test_k_reciprocal_distances_are_a_ranking_of_every_gallery_image():
 
 def test_description_names_every_step_in_order():
     steps = PostProcess(whiten="query+gallery", whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
-    assert steps.describe() == "PCA-whiten(query+gallery, 64-d), DBA k=2, α-QE k=2 α=3, k-reciprocal"
+    assert steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=20 k2=6"
     assert PostProcess().describe() == "none"
