@@ -282,25 +282,27 @@ def test_ctrl_c_during_submit_keeps_embeddings_and_rerun_finishes(tiny_competiti
 
 
 def test_ctrl_c_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition):
+    target, sources = 300, 4  # ~1200 variants: seconds of work, so the signal lands mid-run
+    expected = 4 * (target - sources)
     command = [sys.executable, "-m", "competition.cli", "augment", "--data", str(tiny_competition), "--recipe", "heavy",
-               "--target", 60, "--workers", 1]
+               "--target", target, "--workers", 1]
     process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_dir = tiny_competition / "augmented"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out_dir.rglob("*.jpg"))) < 20:
-        time.sleep(0.1)
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     written = list(out_dir.rglob("*.jpg"))
-    assert 20 <= len(written) < 4 * 56
+    assert 20 <= len(written) < expected
     assert all(read_image(p).shape[2] == 3 for p in written)  # every file whole
 
-    result = invoke("augment", "--data", tiny_competition, "--recipe", "heavy", "--target", 60, "--workers", 1)
+    result = invoke("augment", "--data", tiny_competition, "--recipe", "heavy", "--target", target, "--workers", 1)
     assert result.exit_code == 0, result.output
     assert f"{len(written)} already there" in result.output
-    assert len(list(out_dir.rglob("*.jpg"))) == 4 * 56 and not list(out_dir.rglob("*.tmp"))
+    assert len(list(out_dir.rglob("*.jpg"))) == expected and not list(out_dir.rglob("*.tmp"))
 
 
 def test_two_submits_at_once_both_land_in_the_leaderboard(tiny_competition, tmp_path):
