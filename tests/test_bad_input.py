@@ -281,12 +281,19 @@ def test_ctrl_c_during_submit_keeps_embeddings_and_rerun_finishes(tiny_competiti
     assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut").exit_code == 0
 
 
+def _interruptible() -> None:
+    """A shell runs background jobs with SIGINT ignored, and children inherit that: undo it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition):
     target, sources = 300, 4  # ~1200 variants: seconds of work, so the signal lands mid-run
     expected = 4 * (target - sources)
     command = [sys.executable, "-m", "competition.cli", "augment", "--data", str(tiny_competition), "--recipe", "heavy",
                "--target", target, "--workers", 1]
-    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_interruptible)
     out_dir = tiny_competition / "augmented"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out_dir.rglob("*.jpg"))) < 20:
