@@ -282,8 +282,10 @@ def score(
     data: DataOption = Path("data/sample"),
     weakest_classes: Annotated[int, typer.Option(help="How many of the worst landmarks to list.")] = 10,
 ) -> None:
-    """Score a submission against <data>/labels.csv: top-1/3/5/10, mAP@10 and precision@10 (all, seen,
-    unseen), and the landmarks with the lowest top-1."""
+    """Score a submission against <data>/labels.csv.
+
+    Prints top-1/3/5/10, mAP@10 and precision@10 (all, seen, unseen) and the landmarks with the lowest top-1.
+    """
     from competition.evaluate.scoring import per_class_accuracy, score_submission
 
     typer.echo(_format_scores(_run(lambda: score_submission(submission, data))))
@@ -328,8 +330,11 @@ def upload(
     data: DataOption = Path("data/sample"),
     leaderboard: Annotated[Path, typer.Option(help="Leaderboard whose row records the upload.")] = Path("leaderboard.md"),
 ) -> None:
-    """Validate a submission, send it with the official kaggle client (pip install 'compete[kaggle]'),
-    and record time, message and file hash beside its leaderboard row."""
+    """Validate a submission, send it to Kaggle, record the upload in the leaderboard.
+
+    Uses the official kaggle client (the optional kaggle extra) and its credentials; time, message and file
+    hash go beside the submission's leaderboard row.
+    """
     from competition.evaluate.upload import upload_submission
 
     done = _run(lambda: upload_submission(submission, competition, message, data, leaderboard))
@@ -345,8 +350,11 @@ def report(
     runs_dir: Annotated[Path, typer.Option(help="Where compete submit kept the submission's embeddings.")] = Path("runs"),
     queries: Annotated[int, typer.Option(help="Queries shown with their results (failures first).")] = 16,
 ) -> None:
-    """Write an HTML page with PNGs: queries beside their top-k (green right, red wrong), per-landmark
-    accuracy, the confusion matrix and a t-SNE map of the gallery embeddings."""
+    """Write an HTML report of a submission, with PNGs.
+
+    Queries beside their top-k (green right, red wrong), per-landmark accuracy, the confusion matrix and a
+    t-SNE map of the gallery embeddings.
+    """
     from competition.report.page import write_report
 
     folder = out or Path("submissions") / "reports" / submission.stem
