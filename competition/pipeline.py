@@ -9,6 +9,7 @@ from pathlib import Path
 from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.sample import make_sample_competition
+from competition.retrieval.postprocess import PostProcess
 from competition.retrieval.submit import SubmitConfig, submit
 from competition.train.config import TrainConfig
 from competition.train.loop import train
@@ -43,9 +44,13 @@ def run_demo(root: str | Path = "data/sample", target: int = 40, epochs: int = 3
     echo("4/4 submit: off-the-shelf features, then the trained run")
     common = dict(data=str(root), submissions_dir=submissions_dir, leaderboard=leaderboard, runs_dir=runs_dir)
     baseline = submit(SubmitConfig(models=["efficientnet_lite0"], name=f"demo-{stamp}-pretrained", **common), progress)
-    trained = submit(SubmitConfig(models=[str(Path(runs_dir) / config.run_name)], name=f"demo-{stamp}-trained",
-                                  **common), progress)
+    run = str(Path(runs_dir) / config.run_name)
+    trained = submit(SubmitConfig(models=[run], name=f"demo-{stamp}-trained", **common), progress)
+    # The same embeddings (cached), re-ranked: square-root PCA-whitening and DBA cost a second.
+    polished = submit(SubmitConfig(models=[run], name=f"demo-{stamp}-trained-whiten-dba",
+                                   postprocess=PostProcess(whiten="gallery", dba=2), **common), progress)
     table = comparison_table([("efficientnet_lite0 off-the-shelf (GeM)", baseline.scores or {}),
-                              (f"trained last layer ({config.run_name})", trained.scores or {})])
-    return (f"{table}\n\nsubmissions: {baseline.path}, {trained.path}\nleaderboard: {leaderboard}\n"
+                              (f"trained last layer ({config.run_name})", trained.scores or {}),
+                              ("trained + PCA-whitening (gallery) + DBA", polished.scores or {})])
+    return (f"{table}\n\nsubmissions: {baseline.path}, {trained.path}, {polished.path}\nleaderboard: {leaderboard}\n"
             f"training curves: {Path(runs_dir) / config.run_name / 'curves.png'}")
