@@ -9,12 +9,18 @@ from competition.errors import CompeteError
 _WRAPPERS = ("body.model.", "body.")  # how our backbones wrap timm / torchvision models
 
 
+def user_facing_name(name: str) -> str:
+    """'body.model.blocks.5.0.conv' -> 'blocks.5.0.conv': parameter names as in the original model."""
+    for prefix in _WRAPPERS:
+        name = name.removeprefix(prefix)
+    return name
+
+
 def layer_names(backbone: nn.Module, depth: int = 2) -> list[str]:
     """Names a user can pass to --unfreeze-from: modules with weights, up to `depth` levels down."""
     names = []
     for name, module in backbone.named_modules():
-        for prefix in _WRAPPERS:
-            name = name.removeprefix(prefix)
+        name = user_facing_name(name)
         if name and name.count(".") < depth and any(True for _ in module.parameters()) and name not in names:
             names.append(name)
     return [n for n in names if n not in ("body", "model")]

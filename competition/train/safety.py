@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from competition.train.freezing import user_facing_name
+
 FEW_PHOTOS = 30  # per class; below this, batch statistics of a fine-tuning batch are not trusted
-_WRAPPERS = ("body.model.", "body.")
 
 
 def resolve_freeze_bn(setting: bool | str, photos_per_class: dict[str, int]) -> bool:
@@ -28,9 +29,7 @@ def resolve_freeze_bn(setting: bool | str, photos_per_class: dict[str, int]) -> 
 
 def _unit(name: str) -> str:
     """The block a parameter belongs to: 'blocks.3', 'layer2.1', 'conv_stem', ..."""
-    for prefix in _WRAPPERS:
-        name = name.removeprefix(prefix)
-    parts = name.split(".")
+    parts = user_facing_name(name).split(".")
     return ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
 
 
