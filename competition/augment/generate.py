@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from competition.augment.recipes import Recipe
 from competition.augment.transforms import build_transform
-from competition.data.checks import require_every_class
+from competition.data.checks import require_every_class, unreadable_reason
 from competition.data.discover import ImageRecord, discover_train
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
@@ -125,14 +125,6 @@ def _init_worker(recipe_dict: dict) -> None:
     _worker_state.update(recipe=recipe, transforms=resolved_steps(recipe))
 
 
-def _check_readable(path: Path) -> str | None:
-    try:
-        read_image(path)
-        return None
-    except UnreadableImage as error:
-        return str(error)
-
-
 def _run_job(job: Job) -> str | None:
     recipe: Recipe = _worker_state["recipe"]
     try:
@@ -204,7 +196,7 @@ def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | 
     _prepare_out_dir(out_dir, recipe, seed, overwrite, replace_if_changed)
 
     with _pool(workers, recipe) as pool:
-        problems = list(tqdm(pool.imap(_check_readable, [r.path for r in records], chunksize=8),
+        problems = list(tqdm(pool.imap(unreadable_reason, [r.path for r in records], chunksize=8),
                              total=len(records), desc="checking sources", disable=not progress))
         unreadable = [p for p in problems if p]
         if unreadable and strict:
