@@ -137,6 +137,7 @@ class PostProcess:
         return ", ".join(steps) or "none"
 
     def vectors(self, queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The embedding steps (whitening, DBA, QE): the vectors the ranking is made from."""
         if self.whiten not in ("", "gallery", "query+gallery"):
             raise CompeteError(f"--whiten must be gallery or query+gallery, not '{self.whiten}'")
         if self.whiten:
@@ -151,7 +152,10 @@ class PostProcess:
 
     def rank(self, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact") -> np.ndarray:
         """Top-k gallery indices per query after every step (`index`: see search.build_index)."""
-        queries, gallery = self.vectors(queries, gallery)
+        return self.rank_vectors(*self.vectors(queries, gallery), k, index)
+
+    def rank_vectors(self, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact") -> np.ndarray:
+        """Top-k from vectors that already went through `vectors`: search, then re-ranking if asked."""
         if self.rerank:
             distances = k_reciprocal_distance(queries, gallery, self.rerank_k1, self.rerank_k2)
             return np.argsort(distances, axis=1, kind="stable")[:, :min(k, len(gallery))]

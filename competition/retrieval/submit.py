@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from competition.data.checks import leaked_photos
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
@@ -192,10 +191,11 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
             skipped.update(str(p) for p in failed)
     queries = fuse_concat(query_vectors, weights)
     gallery = fuse_concat(gallery_vectors, weights)
+    queries, gallery = config.postprocess.vectors(queries, gallery)
     index = resolve_index(config.index, len(gallery))
-    ranking = config.postprocess.rank(queries, gallery, config.k, index)
+    ranking = config.postprocess.rank_vectors(queries, gallery, config.k, index)
     if index != "exact":  # say what the approximation costs
-        recall = recall_against_exact(*config.postprocess.vectors(queries, gallery), ranking, config.k)
+        recall = recall_against_exact(queries, gallery, ranking, config.k)
         index = f"{index} (recall@{config.k} vs exact {recall:.3f})"
         log.warning("approximate search: %s", index)
 
@@ -203,8 +203,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
     path = write_submission(Path(config.submissions_dir) / f"{name}.{extension}", [r.name for r in competition.query],
                             ranked_names(ranking, [r.name for r in competition.gallery]), config.fmt)
-    save_ranked_vectors(embeddings_file(config.runs_dir, name), competition,
-                        *config.postprocess.vectors(queries, gallery))
+    save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
     scores = None
     if competition.has_eval_labels:
         seen = set(competition.train_classes) or None
