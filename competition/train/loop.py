@@ -197,7 +197,7 @@ class Trainer:
     def _add_pseudo_labels(self, root: Path) -> dict:
         """Extra training classes from confident mutual neighbours among query/gallery photos."""
         competition = discover_competition(root, need_train=False)
-        unlabeled, _ = readable_records(competition.query + competition.gallery)
+        unlabeled = competition.query + competition.gallery
         if not unlabeled or not self.split.val_unseen:
             log.warning("pseudo-labels need query/gallery photos and held-out classes to calibrate on; skipped")
             return {}
@@ -207,8 +207,10 @@ class Trainer:
             log.warning("pseudo-labels: no similarity reaches precision %.2f on held-out classes; none added",
                         self.config.pseudo_precision)
             return {}
-        vectors, _ = self._extract(self.embedder.pooled, unlabeled, cached=True, description="pseudo-labels")
-        added = pseudo_classes(unlabeled, vectors, threshold)
+        vectors, failed = self._extract(self.embedder.pooled, unlabeled, cached=True, description="pseudo-labels")
+        unreadable = set(failed)  # their zero vectors must not pair up
+        readable = np.array([r.path not in unreadable for r in unlabeled])
+        added = pseudo_classes([r for r, ok in zip(unlabeled, readable) if ok], vectors[readable], threshold)
         self.split.train += added
         self.split.classes += sorted({r.label for r in added})
         return {"threshold": threshold, "images": len(added), "classes": len({r.label for r in added})}
