@@ -170,17 +170,23 @@ def test_auto_index_is_exact_below_the_threshold_and_unknown_kinds_are_refused()
         resolve_index("annoy", 10)
 
 
-def test_tta_views_shapes_and_averaged_embeddings_stay_normalised(tmp_path):
+def test_tta_views_are_resized_from_the_photo_and_averaged_embeddings_stay_normalised(tmp_path):
     import torch
-
-    from competition.retrieval.embed import extract_features, tta_views
-
-    images = torch.rand(2, 3, 64, 64)
-    views = tta_views(images, flip=True, scales=[0.707, 1.0, 1.414])
-    assert [tuple(v.shape[-2:]) for v in views] == [(32, 32), (32, 32), (64, 64), (64, 64), (96, 96), (96, 96)]
-    assert torch.equal(views[3], torch.flip(images, dims=[-1]))
-
     from PIL import Image
+
+    from competition.data.dataset import ViewsDataset, resize_to_tensor
+    from competition.retrieval.embed import extract_features
+
+    photo = np.random.default_rng(7).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "wide.png")
+    views, _, _, ok = ViewsDataset([tmp_path / "wide.png"], 64, scales=[0.5, 1.0, 1.5])[0]
+    assert ok and [tuple(v.shape[-2:]) for v in views] == [(32, 32), (64, 64), (96, 96)]
+    assert torch.equal(views[2], resize_to_tensor(photo, 96))  # from the photo's pixels, not an upsampled view
+    aspect, _, _, _ = ViewsDataset([tmp_path / "wide.png"], 128, resize="aspect")[0]
+    assert tuple(aspect[0].shape[-2:]) == (64, 128)  # longer side 128, aspect kept (120:200 -> 77 -> 64, x32)
+    for scales in ([50.0], [], [1.0] * 6, [0.0]):
+        with pytest.raises(CompeteError, match="scale"):
+            ViewsDataset([tmp_path / "wide.png"], 224, scales=scales)
 
     paths = []
     for i in range(3):

@@ -2,6 +2,7 @@ import pickle
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from competition.errors import CompeteError
 from competition.models.embedder import Embedder, EmbedderConfig, build_embedder
 from competition.models.heads import make_head
 from competition.models.pooling import GeM, gem, mac, spoc
+from competition.models.projection import make_projection
 from competition.models.registry import REGISTRY, build_classifier, get_spec
 from competition.models.weights import WeightsUnavailable, load_pretrained
 from competition.train.checkpoint import load_checkpoint
@@ -35,7 +37,7 @@ def test_every_listed_backbone_builds_and_embeds_at_its_stated_size(name):
     with torch.no_grad():
         out = embedder(torch.rand(2, 3, 32, 32))
     assert origin == "random" and out.shape == (2, REGISTRY[name].feature_dim)
-    projected = Embedder(embedder.backbone, embedder.pooling, embedder.feature_dim, embedding_dim=24).eval()
+    projected = Embedder(embedder.backbone, embedder.pooling, make_projection("linear", embedder.feature_dim, 24)).eval()
     assert projected(torch.rand(1, 3, 32, 32)).shape == (1, 24)
     projected, _ = build_embedder(EmbedderConfig(backbone=name, pretrained=False, embedding_dim=24))
     assert projected.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 24)
@@ -96,3 +98,82 @@ def test_checkpoint_loading_never_runs_code(tmp_path):
     with pytest.raises(CompeteError, match="unreadable checkpoint"):
         load_checkpoint(path)
     assert not Path("/tmp/compete-pwned").exists()
+
+
+@pytest.mark.parametrize("name, pooling, tokens", [
+    ("test_vit", "avg", 100), ("test_vit", "gem", 100), ("test_vit", "cls", 1),
+    ("swin_tiny_patch4_window7_224", "gem", 49), ("test_convnext", "max", 25),
+])
+def test_transformer_and_channels_last_backbones_embed_through_every_pooling(name, pooling, tokens):
+    """Token sequences become a patch grid (or the class token), NHWC maps are permuted: the
+    embedding is the pooled channel vector, at the model's own input size and normalisation."""
+    from competition.models.registry import tokens_to_map
+
+    torch.manual_seed(0)
+    config = EmbedderConfig(backbone=name, pooling=pooling, pretrained=False)
+    embedder, _ = build_embedder(config)
+    embedder.eval()
+    size = config.resolved_image_size()
+    timm_model = embedder.backbone.body.model
+    assert size == timm_model.pretrained_cfg["input_size"][-1]
+    assert embedder.mean.flatten().tolist() == pytest.approx(list(timm_model.pretrained_cfg["mean"]))
+    images = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        feature_map = embedder.backbone((images - embedder.mean) / embedder.std)
+        raw = timm_model.forward_features((images - embedder.mean) / embedder.std)
+        out = embedder(images)
+    assert feature_map.shape[0] == 2 and feature_map.shape[1] == timm_model.num_features
+    assert feature_map.shape[2] * feature_map.shape[3] == tokens and out.shape == (2, timm_model.num_features)
+    if pooling == "cls":
+        assert torch.allclose(out, raw[:, 0])
+    elif raw.ndim == 3:  # patch tokens, the class token left out
+        assert torch.allclose(feature_map, tokens_to_map(raw, 1))
+        if pooling == "avg":
+            assert torch.allclose(out, raw[:, 1:].mean(1), atol=1e-6)
+    elif raw.shape[-1] == timm_model.num_features:  # channels last
+        assert torch.allclose(feature_map, raw.permute(0, 3, 1, 2))
+
+
+def test_class_token_pooling_is_refused_for_a_cnn():
+    with pytest.raises(CompeteError, match="cls"):
+        build_embedder(EmbedderConfig(backbone="resnet18", pooling="cls", pretrained=False))
+
+
+def test_safetensors_weights_without_the_classifier_load(tmp_path):
+    from safetensors.torch import save_file
+
+    spec = get_spec("resnet18")
+    source = build_classifier(spec)
+    save_file({k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}, tmp_path / "r18.safetensors")
+    target = build_classifier(spec)
+    assert load_pretrained(spec, target, tmp_path / "r18.safetensors").startswith("file:")
+    assert torch.equal(target.state_dict()["layer4.1.conv2.weight"], source.state_dict()["layer4.1.conv2.weight"])
+
+
+def test_whitening_at_identity_is_the_pretrained_embedding_and_a_fitted_one_shrinks_nuisance():
+    from competition.models.projection import LearnedWhitening
+    from competition.train.whitening import apply_whitening, fit_whitening
+
+    features = torch.rand(5, 8)
+    assert torch.allclose(LearnedWhitening(8)(features), torch.nn.functional.normalize(features))  # unfitted: unchanged
+
+    # Landmarks differ along axes 0-2; photos of one landmark vary strongly along axis 3
+    # (light, say), which swamps the landmark signal until the whitening shrinks it.
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:3] * 0.3 + 1.0
+    labels = np.repeat(np.arange(3), 12)
+    features = centres[labels] + rng.normal(0, 0.05, (36, 8)) + np.outer(rng.normal(0, 1.0, 36), np.eye(8)[3])
+    mean, matrix, shrinkage = fit_whitening(features, labels, power=1.0)
+    assert 0 <= shrinkage <= 1 and matrix.shape == (8, 8)
+
+    def top1(vectors):
+        x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        similarity = x @ x.T
+        np.fill_diagonal(similarity, -np.inf)
+        return float((labels[similarity.argmax(1)] == labels).mean())
+
+    assert top1(features) < 0.9 and top1(apply_whitening(features, mean, matrix)) == 1.0
+    module = LearnedWhitening(8)
+    module.set(mean, matrix)
+    assert np.allclose(module(torch.from_numpy(features).float()).numpy(), apply_whitening(features, mean, matrix),
+                       atol=1e-5)

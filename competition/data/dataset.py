@@ -12,12 +12,27 @@ import torch
 from torch.utils.data import Dataset
 
 from competition.data.images import UnreadableImage, read_image
+from competition.errors import CompeteError
+
+RESIZE_MODES = ("square", "aspect")
+MAX_VIEW_SIDE = 1024  # test-time scales beyond this add memory, not detail
+MAX_VIEWS = 5
 
 
-def resize_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """Resize the whole photo to size x size (no crop: a landmark at the edge stays in view)."""
-    interpolation = cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_CUBIC
-    resized = cv2.resize(image, (size, size), interpolation=interpolation)
+def view_shape(height: int, width: int, size: int, resize: str = "square") -> tuple[int, int]:
+    """(height, width) a photo is resized to: size x size, or its longer side to `size` with
+    the aspect ratio kept (sides rounded to a multiple of 32, the stride of most backbones)."""
+    if resize == "square":
+        return size, size
+    scale = size / max(height, width)
+    return tuple(max(32, int(round(side * scale / 32)) * 32) for side in (height, width))
+
+
+def resize_to_tensor(image: np.ndarray, size: int, resize: str = "square") -> torch.Tensor:
+    """The whole photo resized (no crop: a landmark at the edge stays in view), as a CHW tensor in [0, 1]."""
+    height, width = view_shape(*image.shape[:2], size, resize)
+    interpolation = cv2.INTER_AREA if min(image.shape[:2]) > min(height, width) else cv2.INTER_CUBIC
+    resized = cv2.resize(image, (width, height), interpolation=interpolation)
     return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -34,15 +49,48 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int) -> torch.Tensor:
+    def load(self, index: int):
         return self.transform(read_image(self.paths[index]))
+
+    def blank(self):
+        return torch.zeros(3, self.size, self.size)
 
     def __getitem__(self, index: int):
         try:
             tensor, ok = self.load(index), True
         except UnreadableImage:
-            tensor, ok = torch.zeros(3, self.size, self.size), False
+            tensor, ok = self.blank(), False
         return tensor, self.labels[index], index, ok
+
+
+def scaled_sizes(size: int, scales: Sequence[float]) -> list[int]:
+    """The input size of each test-time scale; refused when there are too many or one is absurd."""
+    scales = list(scales)
+    if not scales or len(scales) > MAX_VIEWS or any(not 0 < s for s in scales):
+        raise CompeteError(f"scales must be 1 to {MAX_VIEWS} positive numbers, not {scales}")
+    sizes = [max(32, int(round(size * s))) for s in scales]
+    if max(sizes) > MAX_VIEW_SIDE:
+        raise CompeteError(f"scale {max(scales):g} makes {max(sizes)} px inputs; the limit is {MAX_VIEW_SIDE} px")
+    return sizes
+
+
+class ViewsDataset(ImageDataset):
+    """Each photo decoded once and resized to every test-time scale from its own pixels
+    (as cirtorch does), so a larger scale sees real detail, not an upsampled tensor."""
+
+    def __init__(self, paths: Sequence[str | Path], size: int, scales: Sequence[float] = (1.0,),
+                 resize: str = "square"):
+        if resize not in RESIZE_MODES:
+            raise CompeteError(f"resize must be one of {RESIZE_MODES}, not '{resize}'")
+        super().__init__(paths, size=size)
+        self.sizes, self.resize = scaled_sizes(size, scales), resize
+
+    def load(self, index: int) -> list[torch.Tensor]:
+        image = read_image(self.paths[index])
+        return [resize_to_tensor(image, size, self.resize) for size in self.sizes]
+
+    def blank(self) -> list[torch.Tensor]:
+        return [torch.zeros(3, size, size) for size in self.sizes]
 
 
 def default_workers() -> int:

@@ -1,8 +1,8 @@
 """The retrieval model: backbone feature map -> pooling -> optional projection.
 
-The embedder takes images as float tensors in [0, 1] and normalises them itself, so
-models with different preprocessing can be mixed in an ensemble without the caller
-knowing about it.
+The embedder takes images as float tensors in [0, 1] and normalises them itself with
+its backbone's own mean/std, so models with different preprocessing can be mixed in an
+ensemble without the caller knowing about it.
 """
 
 from __future__ import annotations
@@ -13,20 +13,26 @@ import torch
 from torch import nn
 
 from competition.models.pooling import make_pooling
-from competition.models.registry import (DEFAULT_BACKBONE, IMAGENET_MEAN, IMAGENET_STD, build_classifier, get_spec,
-                                         to_feature_backbone)
+from competition.models.projection import make_projection
+from competition.models.registry import (DEFAULT_BACKBONE, FeatureMapBackbone, build_classifier, get_spec,
+                                         native_inputs, to_feature_backbone)
 from competition.models.weights import load_pretrained
 
 
 @dataclass
 class EmbedderConfig:
     backbone: str = DEFAULT_BACKBONE
-    pooling: str = "gem"  # avg | max | gem
+    pooling: str = "gem"  # avg | max | gem | cls (transformers: the class token)
     gem_p: float = 3.0
-    embedding_dim: int = 0  # 0: the pooled backbone feature is the embedding
-    image_size: int = 224
+    projection: str = "none"  # none | linear (trained with a loss) | whitening (fitted, see models/projection.py)
+    embedding_dim: int = 0  # linear projection size; 0: the pooled feature's size
+    image_size: int = 0  # 0: the size the pretrained weights were trained at
     pretrained: bool = True
     weights_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.projection == "none" and self.embedding_dim:  # a size asks for a linear projection (and old runs)
+            self.projection = "linear"
 
     @classmethod
     def from_dict(cls, data: dict) -> "EmbedderConfig":
@@ -36,17 +42,23 @@ class EmbedderConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def resolved_image_size(self) -> int:
+        return self.image_size or native_inputs(get_spec(self.backbone)).size
+
 
 class Embedder(nn.Module):
-    def __init__(self, backbone: nn.Module, pooling: nn.Module, feature_dim: int, embedding_dim: int = 0):
+    def __init__(self, backbone: FeatureMapBackbone, pooling: nn.Module, projection: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
-        self.feature_dim = feature_dim
-        self.projection = nn.Linear(feature_dim, embedding_dim) if embedding_dim else nn.Identity()
-        self.output_dim = embedding_dim or feature_dim
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.feature_dim = backbone.feature_dim
+        self.projection = projection if projection is not None else nn.Identity()
+        with torch.no_grad():
+            probe = self.projection(torch.ones(1, self.feature_dim))
+        self.output_dim = probe.shape[-1]
+        inputs = backbone.inputs
+        self.register_buffer("mean", torch.tensor(inputs.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(inputs.std).view(1, 3, 1, 1), persistent=False)
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """The pooled backbone feature: what the last-layer regime caches."""
@@ -59,8 +71,8 @@ class Embedder(nn.Module):
 def build_embedder(config: EmbedderConfig) -> tuple[Embedder, str]:
     """The embedder and where its backbone weights came from ("random" if not pretrained)."""
     spec = get_spec(config.backbone)
-    classifier = build_classifier(spec)
+    classifier = build_classifier(spec, config.image_size)
     origin = load_pretrained(spec, classifier, config.weights_file) if config.pretrained else "random"
-    backbone = to_feature_backbone(spec, classifier)
-    embedder = Embedder(backbone, make_pooling(config.pooling, config.gem_p), backbone.feature_dim, config.embedding_dim)
-    return embedder, origin
+    backbone = to_feature_backbone(spec, classifier, token_output="cls" if config.pooling == "cls" else "patches")
+    projection = make_projection(config.projection, backbone.feature_dim, config.embedding_dim)
+    return Embedder(backbone, make_pooling(config.pooling, config.gem_p), projection), origin

@@ -49,7 +49,8 @@ class GeM(nn.Module):
         return f"p={self.p.item():.3f}"
 
 
-POOLINGS = {"avg": SPoC, "max": MAC, "gem": GeM}
+# "cls": the backbone hands over a transformer's class token as a 1x1 map; averaging it is the identity.
+POOLINGS = {"avg": SPoC, "max": MAC, "gem": GeM, "cls": SPoC}
 
 
 def make_pooling(name: str, gem_p: float = 3.0) -> nn.Module:

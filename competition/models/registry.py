@@ -1,7 +1,11 @@
 """Backbones by name, the way timm does it: a name maps to a builder and a few facts.
 
 Every backbone is built to return a feature map (B, C, H, W); pooling and projection
-happen in the embedder so that any backbone can be paired with any pooling.
+happen in the embedder so that any backbone can be paired with any pooling. Models
+that return something else are brought to that form here: channels-last maps (Swin)
+are permuted, and transformer token sequences (ViT, DeiT...) become a map of their
+patch tokens, or the class token alone as a 1x1 map for `--pooling cls`. Each backbone
+also carries the input size and mean/std its pretrained weights expect.
 """
 
 from __future__ import annotations
@@ -65,31 +69,84 @@ def get_spec(name: str) -> BackboneSpec:
     raise CompeteError(f"unknown backbone '{name}': use one of {known}, or any timm model name")
 
 
-class FeatureMapBackbone(nn.Module):
-    """Wraps a classifier so forward() returns its last feature map."""
+@dataclass(frozen=True)
+class InputConfig:
+    """What the pretrained weights were trained on: square input size and normalisation."""
 
-    def __init__(self, body: nn.Module, feature_dim: int):
+    size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class FeatureMapBackbone(nn.Module):
+    """Wraps a classifier so forward() returns its last feature map (B, C, H, W)."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, inputs: InputConfig = InputConfig()):
         super().__init__()
         self.body = body
         self.feature_dim = feature_dim
+        self.inputs = inputs
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.body(images)
         return out["features"] if isinstance(out, dict) else out
 
 
+TOKEN_OUTPUTS = ("patches", "cls")
+
+
+def tokens_to_map(tokens: torch.Tensor, prefix_tokens: int, keep: str = "patches") -> torch.Tensor:
+    """(B, N, C) transformer tokens -> (B, C, h, w): the patch grid, or the class token as 1x1."""
+    if keep == "cls":
+        if prefix_tokens < 1:
+            raise CompeteError("--pooling cls needs a model with a class token (ViT, DeiT, ...)")
+        return tokens[:, 0, :, None, None]
+    patches = tokens[:, prefix_tokens:]
+    side = int(round(patches.shape[1] ** 0.5))
+    grid = (side, side) if side * side == patches.shape[1] else (1, patches.shape[1])
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+
+
 class _TimmFeatures(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, token_output: str = "patches"):
         super().__init__()
         self.model = model
+        self.token_output = token_output
+        self.channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
+        out = self.model.forward_features(images)
+        if out.ndim == 3:
+            return tokens_to_map(out, getattr(self.model, "num_prefix_tokens", 0), self.token_output)
+        if self.token_output == "cls":
+            raise CompeteError("--pooling cls needs a transformer backbone; this one gives a feature map")
+        return out.permute(0, 3, 1, 2) if self.channels_last else out
 
 
-def build_classifier(spec: BackboneSpec) -> nn.Module:
-    """The randomly initialised ImageNet classifier whose weights files we can load."""
+def native_inputs(spec: BackboneSpec) -> InputConfig:
+    """The input size and normalisation of the backbone's pretrained weights."""
+    if spec.source != "timm":
+        return InputConfig()
+    cfg = timm.get_pretrained_cfg(spec.name)
+    if cfg is None:
+        return InputConfig()
+    cfg = cfg.to_dict()
+    return InputConfig(int(cfg.get("input_size", (3, 224, 224))[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)),
+                       tuple(cfg.get("std", IMAGENET_STD)))
+
+
+def build_classifier(spec: BackboneSpec, image_size: int = 0) -> nn.Module:
+    """The randomly initialised ImageNet classifier whose weights files we can load.
+
+    Transformers are built for `image_size` when it differs from their native size
+    (timm interpolates their position embeddings)."""
     if spec.source == "timm":
+        native = native_inputs(spec).size
+        if image_size and image_size != native:
+            try:
+                return timm.create_model(spec.name, pretrained=False, dynamic_img_size=True)
+            except TypeError:  # CNNs take any size and have no such argument
+                pass
         return timm.create_model(spec.name, pretrained=False)
     if spec.name == "googlenet":
         # transform_input=True is how the ImageNet weights were trained.
@@ -97,9 +154,12 @@ def build_classifier(spec: BackboneSpec) -> nn.Module:
     return torchvision.models.get_model(spec.name, weights=None)
 
 
-def to_feature_backbone(spec: BackboneSpec, classifier: nn.Module) -> FeatureMapBackbone:
+def to_feature_backbone(spec: BackboneSpec, classifier: nn.Module, token_output: str = "patches") -> FeatureMapBackbone:
     if spec.source == "timm":
         classifier.reset_classifier(0)  # unused by forward_features; would only sit in checkpoints and DDP
-        return FeatureMapBackbone(_TimmFeatures(classifier), classifier.num_features)
+        return FeatureMapBackbone(_TimmFeatures(classifier, token_output), classifier.num_features,
+                                  native_inputs(spec))
+    if token_output == "cls":
+        raise CompeteError(f"--pooling cls needs a transformer backbone; {spec.name} gives a feature map")
     body = create_feature_extractor(classifier, return_nodes={spec.feature_node: "features"})
     return FeatureMapBackbone(body, spec.feature_dim)

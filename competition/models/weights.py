@@ -22,13 +22,19 @@ class WeightsUnavailable(CompeteError):
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load tensors only: weights_only=True never runs code hidden in a checkpoint."""
+    """Load tensors only: safetensors, or torch files with weights_only=True, which never
+    runs code hidden in a checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailable(f"{path}: weights file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors come in many types
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle and safetensors errors come in many types
         raise WeightsUnavailable(f"{path}: not a loadable weights file ({error})") from error
     for key in ("state_dict", "model"):  # common wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -38,11 +44,17 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+CLASSIFIER_NAMES = ("fc", "classifier", "head", "last_linear")  # the ImageNet layer retrieval never uses
+
+
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Load by name, or by position when only the names differ (e.g. the lite0 package)."""
+    """Load by name (a file without the ImageNet classifier is fine: retrieval drops it),
+    or by position when only the names differ (e.g. the lite0 package)."""
     target = model.state_dict()
-    if set(state) == set(target):
-        model.load_state_dict(state)
+    missing = set(target) - set(state)
+    if (set(state) <= set(target) and all(state[k].shape == target[k].shape for k in state)
+            and all(k.split(".")[0] in CLASSIFIER_NAMES for k in missing)):
+        model.load_state_dict(state, strict=False)
         return
     if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())):
         model.load_state_dict(dict(zip(target, state.values())))

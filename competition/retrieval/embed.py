@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from competition.data.dataset import ImageDataset, default_workers
+from competition.data.dataset import ViewsDataset, default_workers
 from competition.errors import CompeteError
 from competition.io import atomic_path
 
@@ -65,20 +65,6 @@ class FeatureStore:
                 np.savez(handle, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
 
 
-def tta_views(images: torch.Tensor, flip: bool, scales: Sequence[float]) -> list[torch.Tensor]:
-    """The batch at each scale, and mirrored when `flip`; scale 1 keeps the input size."""
-    views = []
-    for scale in scales:
-        size = max(32, int(round(images.shape[-1] * scale / 32)) * 32) if scale != 1 else images.shape[-1]
-        scaled = images if size == images.shape[-1] else F.interpolate(
-            images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        views.append(scaled)
-        if flip:
-            views.append(torch.flip(scaled, dims=[-1]))
-    return views
-
-
-
 SAVE_EVERY = 200  # batches between cache saves, so a killed run loses little
 
 
@@ -92,6 +78,7 @@ def extract_features(
     batch_size: int = 32,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
+    resize: str = "square",
     normalize_views: bool = True,
     strict: bool = False,
     description: str = "embedding",
@@ -99,28 +86,34 @@ def extract_features(
 ) -> tuple[np.ndarray, list[Path]]:
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
-    With several TTA views, each view is L2-normalised before averaging so no view
-    dominates; an unreadable file gets a zero vector and is reported. Vectors computed
-    before an interruption stay in the cache.
+    Test-time views: the photo resized to each scale of `image_size` from its own pixels
+    (`resize` square, or aspect-preserving with one photo per batch), each also mirrored
+    when `flip`; each view is L2-normalised before averaging so no view dominates. An
+    unreadable file gets a zero vector and is reported. Vectors computed before an
+    interruption stay in the cache.
     """
     paths = [Path(p) for p in paths]
     store = FeatureStore(cache_file)
-    tta_tag = f"|s{image_size}|f{int(flip)}|{','.join(map(str, scales))}"
+    tta_tag = f"|s{image_size}|f{int(flip)}|{','.join(map(str, scales))}|{resize}"
     keys = [file_key(p) + tta_tag if p.exists() else f"{p}|missing" for p in paths]
     todo = [i for i, k in enumerate(keys) if k not in store.vectors]
     failed: list[Path] = []
     if todo:
-        dataset = ImageDataset([paths[i] for i in todo], size=image_size)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=default_workers(),
+        dataset = ViewsDataset([paths[i] for i in todo], image_size, scales, resize)
+        loader = DataLoader(dataset, batch_size=batch_size if resize == "square" else 1, num_workers=default_workers(),
                             pin_memory=device.type == "cuda", persistent_workers=False)
         batches = tqdm(loader, desc=description, disable=not progress, unit="batch")
         try:
-            for batch, (images, _, indices, ok) in enumerate(batches):
-                images = images.to(device, non_blocking=True)
-                if device.type == "cuda":
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast_for(device):
-                    outputs = [model_fn(view).float() for view in tta_views(images, flip, scales)]
+            for batch, (views, _, indices, ok) in enumerate(batches):
+                outputs = []
+                for images in views:
+                    images = images.to(device, non_blocking=True)
+                    if device.type == "cuda":
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    with autocast_for(device):
+                        outputs.append(model_fn(images).float())
+                        if flip:
+                            outputs.append(model_fn(torch.flip(images, dims=[-1])).float())
                 if normalize_views and len(outputs) > 1:
                     outputs = [F.normalize(o, dim=-1) for o in outputs]
                 vectors = torch.stack(outputs).mean(0).cpu().numpy().astype(np.float32)
