@@ -41,14 +41,17 @@ def test_augment_train_submit_score_leaderboard(tiny_competition, tmp_path):
     runs, subs, board = tmp_path / "runs", tmp_path / "submissions", tmp_path / "leaderboard.md"
     out = ok("augment", "--data", tiny_competition, "--recipe", "light", "--target", 6, "--workers", 1)
     assert "8 written" in out
-    ok(*_train_args(tiny_competition, runs, "last"))
+    train_out = ok(*_train_args(tiny_competition, runs, "last"))
+    assert "head whitening" in train_out and "unseen" in train_out  # the verdict on held-out landmarks is printed
     run = runs / "last"
-    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "curves.png", "summary.json", "baseline.json"):
+    for name in ("config.json", "metrics.csv", "best.pt", "summary.json"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     assert config["provenance"]["data_fingerprint"] and config["weights_origin"].startswith("package:")
-    assert config["provenance"]["split"]["unseen_classes"] == 1  # 20% of 4 classes held out whole
+    assert config["provenance"]["folds"] == 4 and config["head_resolved"] == "whitening"
     assert not _backbone_changed(run)  # last-layer regime: only the projection/head train
+    ok(*_train_args(tiny_competition, runs, "softmax", epochs=1), "--head", "softmax")
+    assert (runs / "softmax" / "curves.png").is_file()  # a loss head has epochs to draw
 
     common = ["--data", tiny_competition, "--runs-dir", runs, "--submissions-dir", subs, "--leaderboard", board]
     out = ok("submit", "-m", run, "--name", "trained", "-k", 3, *common)
@@ -60,9 +63,12 @@ def test_augment_train_submit_score_leaderboard(tiny_competition, tmp_path):
     assert all(len(set(r[1:])) == 3 for r in rows[1:])
 
     ok("submit", "-m", "efficientnet_lite0", "-m", "last", "--weights", "1,0.5", "--flip", "--name", "ensemble", *common)
+    ok("submit", "-m", "softmax", "--if-worse", "keep", "--name", "softmax", *common)
     table = board.read_text()
     assert "| trained |" in table and "| ensemble |" in table and "efficientnet_lite0 + efficientnet_lite0" in table
-    assert "light×6" in table  # the augmentation recipe is recorded
+    trained_row = next(line for line in table.splitlines() if line.startswith("| trained |"))
+    assert "light×6" not in trained_row  # the whitening is fitted on the original photos only
+    assert "light×6" in table  # a loss head trains on the variants: the recipe is recorded
 
     scored = ok("score", subs / "trained.csv", "--data", tiny_competition)
     assert "top1" in scored and "seen" in scored

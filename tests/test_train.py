@@ -11,7 +11,7 @@ import torch
 
 from competition.errors import CompeteError
 from competition.models.embedder import Embedder, build_embedder
-from competition.train import loop
+from competition.train import full_layer, loop
 from competition.train.checkpoint import LAST, load_checkpoint
 from competition.train.config import TrainConfig
 from conftest import state_of, tiny_config
@@ -65,12 +65,12 @@ def test_triplet_loss_learns_to_separate_classes(mining):
     assert gap() > before + 0.1 and loss.item() < first / 2
 
 
-@pytest.mark.parametrize("regime, head", [("last", "softmax"), ("full", "arcface"), ("last", "triplet")])
+@pytest.mark.parametrize("regime, head", [("full", "arcface"), ("full", "triplet")])
 def test_resume_after_interrupt_equals_uninterrupted_run(tiny_competition, tmp_path, monkeypatch, regime, head):
     straight = tiny_config(tiny_competition, tmp_path, "straight", regime=regime, head=head, epochs=3)
     train(straight, progress=False)
 
-    original = loop.Trainer._end_epoch
+    original = full_layer.FullLayerTrainer._end_epoch
 
     def interrupt_after_first_epoch(self, *args, **kwargs):
         stop = original(self, *args, **kwargs)
@@ -79,11 +79,11 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tiny_competition, tmp_p
         return stop
 
     interrupted = tiny_config(tiny_competition, tmp_path, "interrupted", regime=regime, head=head, epochs=3)
-    monkeypatch.setattr(loop.Trainer, "_end_epoch", interrupt_after_first_epoch)
+    monkeypatch.setattr(full_layer.FullLayerTrainer, "_end_epoch", interrupt_after_first_epoch)
     with pytest.raises(CompeteError, match="--resume"):
         train(interrupted, progress=False)
     assert load_checkpoint(tmp_path / "interrupted" / LAST)["state"]["epoch"] == 1
-    monkeypatch.setattr(loop.Trainer, "_end_epoch", original)
+    monkeypatch.setattr(full_layer.FullLayerTrainer, "_end_epoch", original)
     train(tiny_config(tiny_competition, tmp_path, "interrupted", regime=regime, head=head, epochs=3), resume=True,
           progress=False)
 
@@ -97,9 +97,10 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tiny_competition, tmp_p
 
 
 def test_resume_refuses_changed_settings(tiny_competition, tmp_path):
-    train(tiny_config(tiny_competition, tmp_path, "run", epochs=1), progress=False)
+    train(tiny_config(tiny_competition, tmp_path, "run", regime="full", epochs=1), progress=False)
     with pytest.raises(CompeteError, match="embedding_dim"):
-        train(tiny_config(tiny_competition, tmp_path, "run", epochs=2, embedding_dim=8), resume=True, progress=False)
+        train(tiny_config(tiny_competition, tmp_path, "run", regime="full", epochs=2, embedding_dim=8), resume=True,
+              progress=False)
 
 
 def test_last_regime_reuses_cached_features(tiny_competition, tmp_path, monkeypatch):

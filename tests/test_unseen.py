@@ -1,4 +1,4 @@
-"""Unseen landmarks: class-level hold-out, selection on held-out classes, and each safety option."""
+"""Unseen landmarks: folds over landmarks, validation verdicts, selection, and each safety option."""
 
 import json
 from pathlib import Path
@@ -8,39 +8,58 @@ import pandas as pd
 import pytest
 import torch
 
-from competition.data.discover import discover_train
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.retrieval.submit import LoadedModel, guard_unseen
-from competition.train import loop
+from competition.train import full_layer, loop
 from competition.train.checkpoint import BEST, load_checkpoint
-from competition.train.loop import selection_key, train
+from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
-from competition.train.splits import make_split
+from competition.train.validation import TOO_FEW, PoolScores, class_folds, compare, objective, score_pool
 from conftest import state_of, tiny_config
 
 
-def test_holdout_keeps_whole_classes_out_of_training(tiny_competition):
-    records = discover_train(tiny_competition / "train")
-    split = make_split(records, tiny_competition, None, holdout_classes=0.5, holdout_images=0.25, seed=0)
-    unseen = {r.label for r in split.val_unseen}
-    assert len(unseen) == 2 and unseen.isdisjoint(r.label for r in split.train)
-    assert {r.label for r in split.val_seen} <= {r.label for r in split.train}
-    assert {r.path for r in split.val_seen}.isdisjoint(r.path for r in split.train)
+def test_folds_hold_every_landmark_out_once_and_never_train_on_held_out_photos():
+    labels = np.repeat([f"c{i}" for i in range(9)], [3, 4, 5, 6, 8, 10, 12, 2, 9])
+    folds = class_folds(labels, folds=3, seed=0)
+    unseen = [set(labels[f.pool][f.unseen]) for f in folds]
+    assert sorted(c for group in unseen for c in group) == sorted(set(labels))  # each landmark unseen exactly once
+    for fold, held_out in zip(folds, unseen):
+        assert held_out.isdisjoint(labels[fold.train])  # no photo of a held-out landmark trains
+        assert set(fold.train.tolist()).isdisjoint(fold.pool.tolist())
+        lent = labels[fold.pool][~fold.unseen]
+        for label in set(lent):  # a seen landmark lends >= 2 photos (a match in the pool) and keeps >= 2
+            assert (lent == label).sum() >= 2 and (labels[fold.train] == label).sum() >= 2
+        assert "c0" in held_out or "c0" not in lent  # 3 photos: too few to lend and keep two
 
 
-def test_selection_prefers_held_out_classes_over_seen_ones():
-    better_unseen = {"unseen_top1": 0.6, "unseen_map@10": 0.5, "seen_top1": 0.2}
-    better_seen = {"unseen_top1": 0.5, "unseen_map@10": 0.9, "seen_top1": 1.0}
-    assert selection_key(better_unseen) > selection_key(better_seen)
+def test_pool_scores_and_verdicts():
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7]], dtype=np.float32)
+    scores = score_pool(vectors, ["a", "a", "b", "b", "lonely"], np.array([False, False, True, True, True]))
+    assert scores.top1.tolist() == [True, True, True, True] and len(scores.ap) == 4  # "lonely" has no match
+    assert scores.means() == {"seen_top1": 1.0, "seen_map@10": 1.0, "unseen_top1": 1.0, "unseen_map@10": 1.0}
+    assert objective({"seen_map@10": 0.2, "unseen_map@10": 0.6, "seen_top1": 1.0}) == pytest.approx(0.4)
+
+    def group(values, unseen):
+        values = np.asarray(values, dtype=float)
+        return PoolScores(values > 0.5, values, np.full(len(values), unseen))
+
+    better, base = PoolScores.concat([group([1.0] * 30, False), group([0.5] * 10, True)]), \
+        PoolScores.concat([group([0.5] * 30, False), group([1.0] * 10, True)])
+    verdict = compare(better, base)
+    assert verdict["seen"]["verdict"] == "better" and verdict["seen"]["beats"] is True
+    assert verdict["unseen"]["verdict"] == TOO_FEW and verdict["unseen"]["beats"] is None  # 10 queries
+    worse = compare(base, better)
+    assert worse["seen"]["verdict"] == "worse" and worse["seen"]["beats"] is False
+    assert worse["seen"]["difference"]["map@10"][0] == pytest.approx(-0.5)
 
 
-def test_best_checkpoint_is_the_best_held_out_class_epoch(tiny_competition, tmp_path):
-    summary = train(tiny_config(tiny_competition, tmp_path, "run", epochs=4, patience=10), progress=False)
+def test_loss_head_keeps_the_epoch_count_the_folds_score_best(tiny_competition, tmp_path):
+    summary = train(tiny_config(tiny_competition, tmp_path, "run", head="softmax", epochs=4), progress=False)
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
-    keys = [selection_key(row) for row in metrics.to_dict("records")]
-    assert summary["best_epoch"] == keys.index(max(keys)) + 1
+    values = [objective(row) for row in metrics.to_dict("records")]
+    assert len(values) == 4 and summary["best_epoch"] == values.index(max(values)) + 1
     assert load_checkpoint(tmp_path / "run" / BEST)["epoch"] == summary["best_epoch"]
-    assert summary["baseline"]["unseen_top1"] >= 0 and "unseen" in summary["beats_pretrained"]
+    assert set(summary["validation"]) == {"seen", "unseen"} and "unseen" in summary["beats_pretrained"]
 
 
 def test_batchnorm_frozen_automatically_when_classes_are_small(tiny_competition, tmp_path):
@@ -80,9 +99,9 @@ def _distance_from_start(run_dir, initial: dict) -> float:
 def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path):
     loop.seed_everything(0)
     initial = build_embedder(tiny_config(tiny_competition, tmp_path, "x").embedder_config())[0].state_dict()
-    common = dict(regime="full", epochs=2, lr=0.05)
+    common = dict(regime="full", epochs=3, lr=0.05)
     train(tiny_config(tiny_competition, tmp_path, "plain", **common), progress=False)
-    train(tiny_config(tiny_competition, tmp_path, "l2sp", l2_sp=10.0, **common), progress=False)
+    train(tiny_config(tiny_competition, tmp_path, "l2sp", l2_sp=100.0, **common), progress=False)
     plain, anchored = _distance_from_start(tmp_path / "plain", initial), _distance_from_start(tmp_path / "l2sp", initial)
     assert anchored < 0.5 * plain
 
@@ -93,10 +112,10 @@ def test_wise_ft_picks_alpha_on_held_out_classes_and_saves_those_weights(tiny_co
     initial = build_embedder(config.embedder_config())[0].state_dict()
     summary = train(config, progress=False)
     table = pd.read_csv(tmp_path / "wise" / "wise_ft.csv")
-    assert table["alpha"].tolist() == list(loop.WISE_FT_ALPHAS)
-    chosen = max(table.to_dict("records"), key=lambda row: (selection_key(row), -row["alpha"]))
+    assert table["alpha"].tolist() == list(full_layer.WISE_FT_ALPHAS)
+    chosen = max(table.to_dict("records"), key=lambda row: (objective(row), -row["alpha"]))
     best = load_checkpoint(tmp_path / "wise" / BEST)
-    assert best["wise_ft_alpha"] == chosen["alpha"] and summary["best"]["alpha"] == chosen["alpha"]
+    assert best["wise_ft_alpha"] == chosen["alpha"] and summary["wise_ft_alpha"] == chosen["alpha"]
     finetuned = state_of(tmp_path / "wise")  # one epoch: last.pt holds the plain fine-tuned best
     expected = interpolate_weights(initial, finetuned, chosen["alpha"])
     assert all(torch.allclose(best["embedder"][k].float(), expected[k].float()) for k in expected)
@@ -109,20 +128,21 @@ def test_interpolation_endpoints():
     assert interpolate_weights(start, end, 0.25)["n"].item() == 5  # counters are not interpolated
 
 
-def _run_model(beats: bool | None) -> LoadedModel:
+def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
     config = EmbedderConfig(image_size=32)
-    return LoadedModel("run", config.backbone, None, 32, "full", "none", "tag", config, beats)
+    return LoadedModel("run", config.backbone, None, 32, "full", "none", "tag", config, beats, verdict)
 
 
-@pytest.mark.parametrize("policy, beats, expected", [
-    ("ensemble", False, ["run", "efficientnet_lite0"]),
-    ("fallback", False, ["efficientnet_lite0"]),
-    ("keep", False, ["run"]),
-    ("fallback", True, ["run"]),
-    ("ensemble", None, ["run"]),
+@pytest.mark.parametrize("policy, beats, verdict, expected", [
+    ("ensemble", False, "worse", ["run", "efficientnet_lite0"]),
+    ("fallback", False, "no clear difference", ["efficientnet_lite0"]),
+    ("keep", False, "worse", ["run"]),
+    ("fallback", True, "better", ["run"]),
+    ("fallback", None, TOO_FEW, ["efficientnet_lite0"]),  # validation could not tell: keep off-the-shelf
+    ("ensemble", None, "", ["run"]),  # a run without a recorded verdict
 ])
-def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, expected):
-    models, weights, notes = guard_unseen([_run_model(beats)], [2.0], policy, with_pretrained=0.0)
+def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, verdict, expected):
+    models, weights, notes = guard_unseen([_run_model(beats, verdict)], [2.0], policy, with_pretrained=0.0)
     assert [m.label for m in models] == expected
     assert all(m.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run"):])
     assert weights == [2.0] * len(expected) and bool(notes) == (expected != ["run"])

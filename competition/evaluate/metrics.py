@@ -38,15 +38,43 @@ def per_class_top1(hits: np.ndarray, query_labels: Sequence[str]) -> dict[str, f
     return {label: float(np.mean(values)) for label, values in sorted(correct.items())}
 
 
-def mean_average_precision(hits: np.ndarray, k: int, relevant_counts: np.ndarray) -> float:
-    """mAP@k with AP@k = sum_i P@i * rel_i / min(relevant in gallery, k)."""
-    if not len(hits):
-        return float("nan")
+def average_precision(hits: np.ndarray, k: int, relevant_counts: np.ndarray) -> np.ndarray:
+    """AP@k of each query: sum_i P@i * rel_i / min(relevant in gallery, k)."""
     hits = hits[:, :k].astype(np.float64)
     precision_at_i = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
     denominators = np.minimum(relevant_counts, k)
-    ap = np.where(denominators > 0, (precision_at_i * hits).sum(1) / np.maximum(denominators, 1), 0.0)
-    return float(ap.mean())
+    return np.where(denominators > 0, (precision_at_i * hits).sum(1) / np.maximum(denominators, 1), 0.0)
+
+
+def mean_average_precision(hits: np.ndarray, k: int, relevant_counts: np.ndarray) -> float:
+    """mAP@k: the mean of `average_precision` over queries."""
+    return float(average_precision(hits, k, relevant_counts).mean()) if len(hits) else float("nan")
+
+
+def bootstrap_interval(values: np.ndarray, level: float = 0.9, resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-query values (one query = one point).
+
+    Pass per-query differences between two methods on the same queries for a paired interval."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rows = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
+    means = values[rows].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def per_query_scores(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str],
+                     ks: Sequence[int] = (1, 3, 10), map_k: int = 10) -> dict[str, np.ndarray]:
+    """Each query's top-k hit (0/1) and AP@map_k: the points a bootstrap over queries resamples."""
+    hits = relevance(ranking, query_labels, gallery_labels)
+    per_class = Counter(gallery_labels)
+    counts = np.array([per_class[q] for q in query_labels], dtype=np.int64)
+    scores = {f"top{k}": hits[:, :k].any(axis=1).astype(np.float64) for k in ks}
+    scores[f"map@{map_k}"] = average_precision(hits, map_k, counts)
+    return scores
 
 
 def score_ranking(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str],

@@ -22,17 +22,18 @@ def save_figure(figure, path: str | Path) -> Path:
 
 
 def plot_training_curves(metrics: pd.DataFrame, baseline: dict, path: str | Path) -> Path:
-    """Loss on the left; validation top-1 for seen/unseen with the untrained baseline dashed."""
+    """Loss on the left; validation mAP@10 (what epochs are chosen by) for seen/unseen
+    landmarks, with the untrained backbone's score dashed."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     left.plot(metrics["epoch"], metrics["loss"], marker="o", color="tab:gray")
     left.set(xlabel="epoch", ylabel="training loss", title="loss")
     for group, colour in (("seen", "tab:blue"), ("unseen", "tab:orange")):
-        column = f"{group}_top1"
+        column = f"{group}_map@10"
         if column in metrics and metrics[column].notna().any():
             right.plot(metrics["epoch"], metrics[column], marker="o", color=colour, label=f"{group} (trained)")
-            if f"{group}_top1" in baseline:
+            if column in baseline:
                 right.axhline(baseline[column], color=colour, linestyle="--", label=f"{group} (pretrained)")
-    right.set(xlabel="epoch", ylabel="top-1", title="validation retrieval", ylim=(0, 1.02))
+    right.set(xlabel="epoch", ylabel="mAP@10", title="validation retrieval (held-out photos)", ylim=(0, 1.02))
     right.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     return save_figure(figure, path)

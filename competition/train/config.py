@@ -15,6 +15,7 @@ from competition.models.registry import DEFAULT_BACKBONE, get_spec
 from competition.train.losses import LOSSES, TRIPLET_MINING
 
 REGIMES = ("last", "full")
+HEAD_CHOICES = ("auto", "whitening", *LOSSES)  # auto: whitening in the last regime, softmax in the full one
 
 
 @dataclass
@@ -26,12 +27,15 @@ class TrainConfig:
     regime: str = "last"  # last: frozen backbone, cached features; full: all layers train
     pooling: str = "gem"
     gem_p: float = 3.0
-    embedding_dim: int = 512
-    head: str = "softmax"  # softmax | arcface | cosface (classifier heads) | triplet (no head)
+    embedding_dim: int = 512  # the linear projection that loss heads train
+    # whitening: learned whitening fitted in closed form on the training photos (last regime);
+    # softmax | arcface | cosface (classifier heads) | triplet (no head): trained with that loss.
+    head: str = "auto"
+    whiten_power: float = 0.5  # learned whitening: 1 full, 0.5 square-root (milder, for small training sets)
     triplet_margin: float = 0.1
     triplet_mining: str = "semihard"  # hard | semihard | all negatives inside the margin
     samples_per_class: int = 4  # triplet: photos of one class side by side in a batch
-    image_size: int = 224
+    image_size: int = 0  # 0: the size the backbone's pretrained weights were trained at
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -41,8 +45,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: int = 1
     grad_clip: float = 1.0
-    holdout_classes: float = 0.2  # fraction of classes kept out of training, to measure unseen landmarks
-    holdout_images: float = 0.2  # fraction of each training class's photos kept out
+    folds: int = 4  # validation folds: each holds out 1/folds of the landmarks whole (the full regime uses one)
+    holdout_photos: float = 0.25  # share of each other landmark's photos held out for validation (at least 2)
     augmented: str = ""  # folder from `compete augment`; default <data>/augmented when present
     use_augmented: bool = True
     # Safety for unseen landmarks (full regime), see train/safety.py:
@@ -59,10 +63,19 @@ class TrainConfig:
     device: str = ""
     strict: bool = False  # an unreadable training photo stops the run instead of being skipped
 
+    @property
+    def loss(self) -> str:
+        """The head with "auto" resolved for the regime."""
+        if self.head == "auto":
+            return "whitening" if self.regime == "last" else "softmax"
+        return self.head
+
     def embedder_config(self) -> EmbedderConfig:
-        return EmbedderConfig(backbone=self.backbone, pooling=self.pooling, gem_p=self.gem_p,
-                              embedding_dim=self.embedding_dim, image_size=self.image_size,
-                              pretrained=self.pretrained, weights_file=self.weights_file or None)
+        projection = "whitening" if self.loss == "whitening" else "linear" if self.embedding_dim > 0 else "none"
+        return EmbedderConfig(backbone=self.backbone, pooling=self.pooling, gem_p=self.gem_p, projection=projection,
+                              embedding_dim=self.embedding_dim if projection == "linear" else 0,
+                              image_size=self.image_size, pretrained=self.pretrained,
+                              weights_file=self.weights_file or None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,8 +89,15 @@ class TrainConfig:
         config = cls(**data)
         if config.regime not in REGIMES:
             raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
-        if config.head not in LOSSES:
-            raise CompeteError(f"head must be one of {LOSSES}, not '{config.head}'")
+        if config.head not in HEAD_CHOICES:
+            raise CompeteError(f"head must be one of {HEAD_CHOICES}, not '{config.head}'")
+        if config.regime == "full" and config.loss == "whitening":
+            raise CompeteError("the full regime trains the backbone with a loss: --head softmax, arcface, cosface "
+                               "or triplet (whitening is the last regime's closed-form head)")
+        if config.regime == "last" and config.loss != "whitening" and config.embedding_dim <= 0:
+            raise CompeteError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
+        if config.folds < 1 or not 0 < config.holdout_photos < 1 or config.whiten_power <= 0:
+            raise CompeteError("folds must be >= 1, holdout_photos in (0, 1) and whiten_power > 0")
         if config.triplet_mining not in TRIPLET_MINING:
             raise CompeteError(f"triplet_mining must be one of {TRIPLET_MINING}, not '{config.triplet_mining}'")
         if config.freeze_bn not in (True, False, "auto"):

@@ -1,0 +1,71 @@
+"""What a run trains and validates on: readable original photos, their augmented
+variants, optional pseudo-labelled photos, and the validation folds over landmarks.
+
+Validation pools hold original photos only; a held-out photo's augmented variants never
+train in that fold (that would leak the photo).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from competition.augment.generate import MANIFEST
+from competition.data.checks import cross_class_duplicates, readable_records, require_every_class
+from competition.data.discover import ImageRecord, discover_train
+from competition.errors import CompeteError
+from competition.train.validation import Fold, class_folds
+
+
+@dataclass
+class TrainingData:
+    photos: list[ImageRecord]  # readable original training photos; folds index into this list
+    variants: list[list[ImageRecord]]  # augmented variants of each photo, in the same order
+    folds: list[Fold]
+    skipped: list[str] = field(default_factory=list)  # unreadable photos, one message each
+    extra: list[ImageRecord] = field(default_factory=list)  # pseudo-labelled photos: always train, never validate
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.photos], dtype=object)
+
+    def training_records(self, indices: np.ndarray | None = None) -> list[ImageRecord]:
+        """The photos at `indices` (default: all), each followed by its variants, then the extra photos."""
+        chosen = range(len(self.photos)) if indices is None else indices.tolist()
+        return [record for i in chosen for record in (self.photos[i], *self.variants[i])] + self.extra
+
+    def classes(self) -> list[str]:
+        return sorted({r.label for r in self.photos + self.extra})
+
+
+def augmented_variants(augmented_dir: Path) -> dict[str, list[Path]]:
+    """Map each source photo ('train/<class>/<file>') to its augmented files, via the manifest."""
+    manifest = augmented_dir / MANIFEST
+    variants: dict[str, list[Path]] = defaultdict(list)
+    if not manifest.exists():
+        return variants
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            output = augmented_dir / row["output"]
+            if output.exists():
+                variants[Path(row["source"]).as_posix()].append(output)
+    return variants
+
+
+def load_training_data(root: Path, augmented: Path | None, folds: int, photo_share: float, seed: int,
+                       strict: bool = False) -> TrainingData:
+    found = discover_train(root / "train")
+    cross_class_duplicates(found)
+    photos, skipped = readable_records(found, strict=strict)
+    require_every_class(found, photos)
+    if len({r.label for r in photos}) < 2:
+        raise CompeteError(f"{root / 'train'}: need at least 2 training classes, found {len({r.label for r in photos})}")
+    by_source = augmented_variants(augmented) if augmented is not None else {}
+    variants = [[ImageRecord(path, f"{r.name}#{path.name}", "augmented", r.label) for path in by_source.get(r.key, [])]
+                for r in photos]
+    labels = [r.label for r in photos]
+    return TrainingData(photos, variants, class_folds(labels, folds, seed, photo_share), skipped)

@@ -1,0 +1,141 @@
+"""The last-layer regime: a head on cached features of the frozen backbone.
+
+Each validation fold fits the head on its training photos and scores its pool; the
+final head is fitted on every photo. The learned whitening is fitted in closed form on
+the original photos (measured on real photos, augmented variants describe the wrong
+within-landmark variation and lowered retrieval); the loss heads train a linear
+projection on originals and variants for the number of epochs the folds score best.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from competition.data.discover import ImageRecord
+from competition.models.projection import make_projection
+from competition.train.loop import Run, seed_epoch
+from competition.train.losses import make_loss
+from competition.train.optim import make_optimizer
+from competition.train.sampling import epoch_order
+from competition.train.validation import PoolScores, compare, objective
+from competition.train.whitening import apply_whitening, fit_whitening
+
+log = logging.getLogger(__name__)
+
+
+def _stack(features: dict, records: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+    kept = [r for r in records if r.path in features]
+    return np.stack([features[r.path] for r in kept]), np.array([r.label for r in kept], dtype=object)
+
+
+def fit_last_layer(run: Run, started: float) -> dict:
+    run.folder.path.mkdir(parents=True, exist_ok=True)
+    run.write_config()
+    data = run.data
+    features = run.pretrained_features(data.training_records(), "features")
+    baseline = run.baseline()
+    if run.config.loss == "whitening":
+        history, scores, extra = _fit_whitening(run, features)
+    else:
+        history, scores, extra = _fit_loss_head(run, features)
+    comparison = compare(scores, baseline, seed=run.config.seed)
+    run.folder.write_history(history, baseline.means())
+    run.embedder.eval()
+    run.folder.save_best({"embedder_config": run.config.embedder_config().to_dict(),
+                          "embedder": run.embedder.state_dict(), "epoch": extra.get("best_epoch", 0),
+                          "scores": scores.means()})
+    return run.summary(started, comparison, baseline, scores.means(), **extra)
+
+
+def _fit_whitening(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:
+    data, power = run.data, run.config.whiten_power
+    per_fold, shrinkages = [], []
+    for fold in data.folds:
+        x, y = _stack(features, [data.photos[i] for i in fold.train] + data.extra)
+        mean, matrix, shrinkage = fit_whitening(x, y, power)
+        pool = np.stack([features[data.photos[i].path] for i in fold.pool])
+        per_fold.append(run.score(apply_whitening(pool, mean, matrix), fold))
+        shrinkages.append(shrinkage)
+    scores = PoolScores.concat(per_fold)
+    x, y = _stack(features, data.photos + data.extra)
+    mean, matrix, shrinkage = fit_whitening(x, y, power)
+    run.embedder.projection.set(mean, matrix)
+    history = [{"epoch": 0, **scores.means()}]
+    return history, scores, {"whitening_shrinkage": round(shrinkage, 4),
+                             "fold_shrinkage": [round(s, 4) for s in shrinkages]}
+
+
+def train_projection(run: Run, x: torch.Tensor, labels: np.ndarray, epochs: int,
+                     after_epoch=None) -> tuple[nn.Module, list[float]]:
+    """A linear projection (and its loss head) trained on features; `after_epoch(projection,
+    epoch)` is called after each epoch. Seeded: the same inputs give the same projection."""
+    config = run.config
+    classes = sorted(set(labels.tolist()))
+    y = torch.tensor([classes.index(label) for label in labels], device=run.device)
+    torch.manual_seed(config.seed + 1)
+    projection = make_projection("linear", x.shape[1], config.embedding_dim).to(run.device)
+    criterion = make_loss(config.loss, config.embedding_dim, len(classes), config.label_smoothing,
+                          config.triplet_margin, config.triplet_mining).to(run.device)
+    per_class = config.samples_per_class if config.loss == "triplet" else 1
+    steps = max(1, len(epoch_order(y.cpu().numpy(), per_class, config.seed, 0)) // config.batch_size)
+    trainable = list(projection.parameters()) + list(criterion.parameters())
+    optimizer, scheduler = make_optimizer(config, [{"params": trainable}], steps)
+    losses = []
+    for epoch in range(epochs):
+        seed_epoch(config.seed, epoch)
+        projection.train()
+        criterion.train()
+        order = torch.from_numpy(epoch_order(y.cpu().numpy(), per_class, config.seed, epoch))
+        batch_losses = []
+        for batch in torch.split(order, config.batch_size)[:steps]:
+            batch = batch.to(run.device)
+            loss = criterion(projection(x[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            batch_losses.append(loss.item())
+        losses.append(float(np.mean(batch_losses)))
+        projection.eval()
+        if after_epoch is not None:
+            after_epoch(projection, epoch)
+    return projection, losses
+
+
+def _project(projection: nn.Module, vectors: np.ndarray, device) -> np.ndarray:
+    with torch.no_grad():
+        return projection(torch.from_numpy(vectors).to(device)).cpu().numpy()
+
+
+def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:
+    """Every fold trains for all epochs and is scored after each; the epoch count with the best
+    validation over all folds is then trained on every photo."""
+    data, config = run.data, run.config
+    per_epoch: list[list[PoolScores]] = [[] for _ in range(config.epochs)]
+    fold_losses = []
+    for fold in tqdm(data.folds, desc="validation folds", disable=not run.progress):
+        x, y = _stack(features, data.training_records(fold.train))
+        pool = np.stack([features[data.photos[i].path] for i in fold.pool])
+
+        def score_epoch(projection, epoch, pool=pool, fold=fold):
+            per_epoch[epoch].append(run.score(_project(projection, pool, run.device), fold))
+
+        _, losses = train_projection(run, torch.from_numpy(x).to(run.device), y, config.epochs, score_epoch)
+        fold_losses.append(losses)
+    epoch_scores = [PoolScores.concat(parts) for parts in per_epoch]
+    history = [{"epoch": e + 1, "loss": float(np.mean([losses[e] for losses in fold_losses])), **s.means()}
+               for e, s in enumerate(epoch_scores)]
+    best = int(np.argmax([objective(s.means()) for s in epoch_scores]))
+    started = time.time()
+    x, y = _stack(features, data.training_records())
+    projection, _ = train_projection(run, torch.from_numpy(x).to(run.device), y, best + 1)
+    run.embedder.projection.load_state_dict(projection.state_dict())
+    log.info("final projection: %d epochs on %d photos in %.1fs", best + 1, len(x), time.time() - started)
+    return history, epoch_scores[best], {"best_epoch": best + 1, "epochs_run": config.epochs}

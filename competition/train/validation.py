@@ -1,0 +1,163 @@
+"""Validation that predicts the test: folds of whole landmarks held out, queried together.
+
+Each fold holds out a share of the training landmarks whole (stand-ins for landmarks the
+model will meet only at test time) and a few photos of every other landmark (new photos
+of seen landmarks). The held-out photos form one pool in which every photo queries all
+the others, as a test query meets seen and unseen landmarks in one gallery. Augmented
+copies never enter a pool and no photo of a held-out landmark trains. Over the folds
+every landmark is unseen once, so a few hundred photos give a few hundred queries.
+
+The trained and the pretrained embeddings are scored on the same queries, and their
+difference gets a bootstrap interval over queries. The organisers' unlabeled gallery is
+not used as distractors: it holds photos of the very landmarks the pool queries come
+from, and a correct match there would count as a miss.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from competition.evaluate.metrics import average_precision, bootstrap_interval, relevance
+from competition.retrieval.search import leave_one_out_ranking
+
+GROUPS = ("seen", "unseen")
+MAP_K = 10
+MIN_QUERIES = 20  # fewer validation queries than this in a group: too few to tell
+TOO_FEW = "too few photos to tell"
+
+
+@dataclass(frozen=True)
+class Fold:
+    train: np.ndarray  # indices of the photos that train
+    pool: np.ndarray  # indices of the held-out photos
+    unseen: np.ndarray  # per pool photo: its landmark is held out whole
+
+
+def class_folds(labels: Sequence[str], folds: int = 4, seed: int = 0, photo_share: float = 0.25) -> list[Fold]:
+    """Folds over landmarks; each keeps at least two training landmarks.
+
+    A seen landmark lends max(2, photo_share of its photos) to the pool when it keeps two
+    for training (two: so a held-out photo has a match in the pool)."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    rng = np.random.default_rng([seed, 4242])
+    shuffled = rng.permutation(classes)
+    count = max(1, min(folds, len(classes)))
+    result = []
+    for fold in range(count):
+        held_out = set(shuffled[fold::count].tolist())
+        if len(classes) - len(held_out) < 2:
+            held_out = set()
+        train, pool, unseen = [], [], []
+        for label in classes:
+            members = np.flatnonzero(labels == label)
+            if label in held_out:
+                pool += members.tolist()
+                unseen += [True] * len(members)
+                continue
+            lend = max(2, int(round(photo_share * len(members))))
+            lend = lend if len(members) - lend >= 2 else 0
+            lent = set(rng.permutation(members)[:lend].tolist())
+            pool += sorted(lent)
+            unseen += [False] * len(lent)
+            train += [i for i in members.tolist() if i not in lent]
+        result.append(Fold(np.array(train, dtype=np.int64), np.array(pool, dtype=np.int64),
+                           np.array(unseen, dtype=bool)))
+    return result
+
+
+@dataclass
+class PoolScores:
+    """Per-query results of leave-one-out retrieval in validation pools."""
+
+    top1: np.ndarray
+    ap: np.ndarray  # AP@MAP_K
+    unseen: np.ndarray
+
+    @staticmethod
+    def concat(parts: Sequence["PoolScores"]) -> "PoolScores":
+        return PoolScores(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("top1", "ap", "unseen")))
+
+    def group(self, name: str) -> np.ndarray:
+        return self.unseen if name == "unseen" else ~self.unseen
+
+    def means(self) -> dict[str, float]:
+        """{'seen_top1', 'seen_map@10', 'unseen_top1', ...} for groups that have queries."""
+        scores = {}
+        for name in GROUPS:
+            mask = self.group(name)
+            if mask.any():
+                scores[f"{name}_top1"] = float(self.top1[mask].mean())
+                scores[f"{name}_map@{MAP_K}"] = float(self.ap[mask].mean())
+        return scores
+
+
+def score_pool(vectors: np.ndarray, labels: Sequence[str], unseen: np.ndarray) -> PoolScores:
+    """Every pool photo whose landmark has another photo in the pool queries all the others."""
+    labels = np.asarray(labels)
+    counts = Counter(labels.tolist())
+    queries = np.array([counts[label] > 1 for label in labels], dtype=bool)
+    if queries.sum() == 0:
+        return PoolScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, bool))
+    ranking = leave_one_out_ranking(vectors, k=MAP_K)[queries]
+    hits = relevance(ranking, labels[queries], labels)
+    relevant = np.array([counts[label] - 1 for label in labels[queries]])
+    return PoolScores(hits[:, 0], average_precision(hits, MAP_K, relevant), np.asarray(unseen, bool)[queries])
+
+
+def objective(scores: dict[str, float]) -> float:
+    """What epochs and settings are chosen by: mAP@10 averaged over the seen and unseen groups."""
+    values = [scores[f"{g}_map@{MAP_K}"] for g in GROUPS if f"{g}_map@{MAP_K}" in scores]
+    return float(np.mean(values)) if values else float("-inf")
+
+
+def compare(trained: PoolScores, pretrained: PoolScores, seed: int = 0) -> dict[str, dict]:
+    """Per group: both scores, the paired 90% interval of the difference, and a verdict.
+
+    The verdict reads the mAP@10 interval: 'better' when it lies above 0, 'worse' below,
+    'no clear difference' across it; with fewer than MIN_QUERIES queries, 'too few photos
+    to tell'. `beats` is the sign of the measured difference, None when too few."""
+    result = {}
+    for name in GROUPS:
+        mask = trained.group(name)
+        queries = int(mask.sum())
+        if not queries:
+            result[name] = {"queries": 0, "verdict": TOO_FEW, "beats": None}
+            continue
+        difference = {}
+        for metric, attribute in (("top1", "top1"), (f"map@{MAP_K}", "ap")):
+            delta = getattr(trained, attribute)[mask].astype(float) - getattr(pretrained, attribute)[mask]
+            difference[metric] = [float(delta.mean()), *bootstrap_interval(delta, seed=seed)]
+        mean, low, high = difference[f"map@{MAP_K}"]
+        if queries < MIN_QUERIES:
+            verdict = TOO_FEW
+        else:
+            verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+        result[name] = {
+            "queries": queries,
+            "pretrained": {"top1": float(pretrained.top1[mask].mean()), f"map@{MAP_K}": float(pretrained.ap[mask].mean())},
+            "trained": {"top1": float(trained.top1[mask].mean()), f"map@{MAP_K}": float(trained.ap[mask].mean())},
+            "difference": difference,
+            "verdict": verdict,
+            "beats": None if queries < MIN_QUERIES else mean > 0,
+        }
+    return result
+
+
+def describe(comparison: dict[str, dict]) -> list[str]:
+    """One line per group, for the terminal."""
+    lines = []
+    for name, group in comparison.items():
+        if not group["queries"] or "difference" not in group:
+            lines.append(f"{name:<6} {group['verdict']} ({group['queries']} validation queries)")
+            continue
+        mean, low, high = group["difference"][f"map@{MAP_K}"]
+        lines.append(f"{name:<6} mAP@{MAP_K} {group['trained'][f'map@{MAP_K}']:.3f} vs pretrained "
+                     f"{group['pretrained'][f'map@{MAP_K}']:.3f} ({mean:+.3f}, 90% [{low:+.3f}, {high:+.3f}]), "
+                     f"top-1 {group['trained']['top1']:.3f} vs {group['pretrained']['top1']:.3f} "
+                     f"over {group['queries']} queries: {group['verdict']}")
+    return lines
