@@ -9,10 +9,10 @@ from pathlib import Path
 from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.sample import make_sample_competition
-from competition.retrieval.postprocess import PostProcess
 from competition.retrieval.submit import SubmitConfig, submit
 from competition.train.config import TrainConfig
 from competition.train.loop import train
+from competition.train.validation import describe
 
 
 def comparison_table(rows: list[tuple[str, dict]]) -> str:
@@ -35,22 +35,23 @@ def run_demo(root: str | Path = "data/sample", target: int = 40, epochs: int = 3
     echo(f"2/4 augment (recipe default, {target} per class)")
     augment_competition(root, load_recipe("default", target_per_class=target), progress=progress,
                         replace_if_changed=True)
-    echo("3/4 train efficientnet_lite0, last-layer regime")
-    config = TrainConfig(data=str(root), run_name=f"demo-{stamp}", runs_dir=runs_dir, epochs=epochs)
-    summary = train(config, progress=progress)
-    echo(f"    best epoch {summary['best_epoch']}, held-out classes top-1 "
-         f"{summary['best'].get('unseen_top1', float('nan')):.3f} vs pretrained "
-         f"{summary['baseline'].get('unseen_top1', float('nan')):.3f}")
-    echo("4/4 submit: off-the-shelf features, then the trained run")
+    runs = {}
+    for label, head in (("default: learned whitening on the original photos", "auto"),
+                        ("CosFace head on the augmented set", "cosface")):
+        echo(f"3/4 train efficientnet_lite0, last layer, {label}")
+        config = TrainConfig(data=str(root), run_name=f"demo-{stamp}-{head}", runs_dir=runs_dir, epochs=epochs,
+                             head=head)
+        summary = train(config, progress=progress)
+        for line in describe(summary["validation"]):
+            echo(f"    {line}")
+        runs[label] = str(Path(runs_dir) / config.run_name)
+    echo("4/4 submit (flip TTA): off-the-shelf features, then each run")
     common = dict(data=str(root), submissions_dir=submissions_dir, leaderboard=leaderboard, runs_dir=runs_dir)
-    baseline = submit(SubmitConfig(models=["efficientnet_lite0"], name=f"demo-{stamp}-pretrained", **common), progress)
-    run = str(Path(runs_dir) / config.run_name)
-    trained = submit(SubmitConfig(models=[run], name=f"demo-{stamp}-trained", **common), progress)
-    # The same embeddings (cached), re-ranked: square-root PCA-whitening and DBA cost a second.
-    polished = submit(SubmitConfig(models=[run], name=f"demo-{stamp}-trained-whiten-dba",
-                                   postprocess=PostProcess(whiten="gallery", dba=2), **common), progress)
-    table = comparison_table([("efficientnet_lite0 off-the-shelf (GeM)", baseline.scores or {}),
-                              (f"trained last layer ({config.run_name})", trained.scores or {}),
-                              ("trained + PCA-whitening (gallery) + DBA", polished.scores or {})])
-    return (f"{table}\n\nsubmissions: {baseline.path}, {trained.path}, {polished.path}\nleaderboard: {leaderboard}\n"
-            f"training curves: {Path(runs_dir) / config.run_name / 'curves.png'}")
+    rows, paths = [], []
+    for label, model in [("efficientnet_lite0 off-the-shelf (GeM)", "efficientnet_lite0"), *runs.items()]:
+        name = f"demo-{stamp}-{'pretrained' if model == 'efficientnet_lite0' else Path(model).name.rsplit('-', 1)[-1]}"
+        result = submit(SubmitConfig(models=[model], name=name, **common), progress)
+        rows.append((label, result.scores or {}))
+        paths.append(str(result.path))
+    return (f"{comparison_table(rows)}\n\nsubmissions: {', '.join(paths)}\nleaderboard: {leaderboard}\n"
+            f"runs: {', '.join(runs.values())}")

@@ -263,21 +263,21 @@ def test_disk_full_while_writing_a_submission_keeps_the_previous_one(tiny_compet
 def test_ctrl_c_during_submit_keeps_embeddings_and_rerun_finishes(tiny_competition, tmp_path, monkeypatch):
     from competition.models.embedder import Embedder
 
-    real_forward, calls = Embedder.forward, []
+    real_pooled, calls = Embedder.pooled, []  # off-the-shelf: the backbone's pooled features
 
     def interrupted(self, images):
         calls.append(len(images))
         if len(calls) == 3:  # the second batch (each batch is embedded plain and mirrored)
             raise KeyboardInterrupt
-        return real_forward(self, images)
+        return real_pooled(self, images)
 
-    monkeypatch.setattr(Embedder, "forward", interrupted)
+    monkeypatch.setattr(Embedder, "pooled", interrupted)
     result = _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut")
     assert result.exit_code == 130 and "interrupted" in result.output
     assert not (tmp_path / "subs" / "cut.csv").exists()
     caches = list((tmp_path / "runs" / "embedding-cache").glob("*.npz"))
     assert len(caches) == 1 and not list(caches[0].parent.glob("*.tmp"))  # first batch kept, atomically
-    monkeypatch.setattr(Embedder, "forward", real_forward)
+    monkeypatch.setattr(Embedder, "pooled", real_pooled)
     assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut").exit_code == 0
 
 

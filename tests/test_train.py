@@ -159,3 +159,21 @@ def test_two_process_gloo_run_matches_one_process_with_double_batch(tiny_competi
     for name, weights in state_of(tmp_path / "ddp").items():
         torch.testing.assert_close(weights, state_of(tmp_path / "single")[name], rtol=0, atol=5e-3)
     assert load_checkpoint(tmp_path / "ddp" / LAST)["state"]["epoch"] == 2
+
+
+def test_last_layer_runs_share_the_backbones_pooled_features_at_submit(tiny_competition, tmp_path, monkeypatch):
+    """A frozen backbone embeds the query/gallery photos once; each run adds only its projection."""
+    from competition.retrieval.submit import SubmitConfig, submit
+
+    for name, head in (("whiten", "auto"), ("cos", "cosface")):
+        train(tiny_config(tiny_competition, tmp_path, name, head=head, pretrained=True, epochs=1), progress=False)
+    common = dict(data=str(tiny_competition), runs_dir=str(tmp_path), submissions_dir=str(tmp_path / "subs"),
+                  leaderboard=str(tmp_path / "board.md"), image_size=32, if_worse="keep")
+    first = submit(SubmitConfig(models=["efficientnet_lite0"], name="plain", **common), progress=False)
+    calls = []
+    real_pooled = Embedder.pooled
+    monkeypatch.setattr(Embedder, "pooled", lambda self, images: calls.append(len(images)) or real_pooled(self, images))
+    both = submit(SubmitConfig(models=[str(tmp_path / "whiten"), str(tmp_path / "cos")], name="runs", **common),
+                  progress=False)
+    assert calls == []  # both runs reused the off-the-shelf pooled features
+    assert first.scores is not None and both.scores is not None and both.scores != first.scores

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from competition.data.checks import leaked_photos
 from competition.data.discover import discover_competition
@@ -76,10 +77,17 @@ class LoadedModel:
     image_size: int
     regime: str
     augmentation: str
-    cache_tag: str
+    cache_tag: str  # what the cached vectors are: the pretrained pooled features when `frozen`
     embedder_config: EmbedderConfig
     beats_pretrained: bool | None = None  # on held-out landmarks during training; None: unknown / not a run
     validation: str = ""  # the run's verdict on held-out landmarks ("" when not a run or not recorded)
+    # The backbone is the pretrained one (off-the-shelf, last regime): its pooled features are
+    # cached once per backbone and shared by every such model; only the projection differs.
+    frozen: bool = False
+
+
+def pooled_cache_tag(backbone: str, weights_origin: str, config: EmbedderConfig) -> str:
+    return f"{backbone}-pretrained-{fingerprint([weights_origin, config.pooling, str(config.gem_p)])[:8]}"
 
 
 def _is_run(model: str, runs_dir: str) -> bool:
@@ -92,9 +100,8 @@ def pretrained_model(config: EmbedderConfig) -> LoadedModel:
                             image_size=config.image_size, weights_file=config.weights_file)
     embedder, origin = build_embedder(config)
     embedder.eval()
-    tag = fingerprint([origin, config.pooling, str(config.gem_p)])[:8]
     return LoadedModel(config.backbone, config.backbone, embedder, config.resolved_image_size(), "off-the-shelf",
-                       "none", f"{config.backbone}-pretrained-{tag}", config)
+                       "none", pooled_cache_tag(config.backbone, origin, config), config, frozen=True)
 
 
 def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
@@ -105,11 +112,13 @@ def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         embedder_config = EmbedderConfig.from_dict(config["embedder_config"])
+        frozen = config.get("regime") == "last" and "weights_origin" in config
+        tag = (pooled_cache_tag(embedder_config.backbone, config["weights_origin"], embedder_config) if frozen else
+               f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}")
         return LoadedModel(run_dir.name, embedder_config.backbone, embedder, embedder_config.resolved_image_size(),
-                           config.get("regime", "?"), _augmentation_of(config),
-                           f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}",
-                           embedder_config, summary.get("beats_pretrained", {}).get("unseen"),
-                           summary.get("validation", {}).get("unseen", {}).get("verdict", ""))
+                           config.get("regime", "?"), _augmentation_of(config), tag, embedder_config,
+                           summary.get("beats_pretrained", {}).get("unseen"),
+                           summary.get("validation", {}).get("unseen", {}).get("verdict", ""), frozen)
     get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
     return pretrained_model(EmbedderConfig(backbone=model, pooling=pooling))
 
@@ -192,12 +201,15 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
         size = config.image_size or model.image_size
         tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}-{config.resize}"
         cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.npz"
+        model_fn = model.embedder.pooled if model.frozen else model.embedder
         for records, out in ((competition.query, query_vectors), (competition.gallery, gallery_vectors)):
-            vectors, failed = extract_features(model.embedder, [r.path for r in records], size, device, cache_file=cache,
-                                          batch_size=config.batch_size, flip=config.flip, scales=config.scales,
-                                          resize=config.resize,
-                                          strict=config.strict, description=f"{model.label}: {records[0].split}",
-                                          progress=progress)
+            vectors, failed = extract_features(model_fn, [r.path for r in records], size, device, cache_file=cache,
+                                               batch_size=config.batch_size, flip=config.flip, scales=config.scales,
+                                               resize=config.resize, strict=config.strict,
+                                               description=f"{model.label}: {records[0].split}", progress=progress)
+            if model.frozen:  # the run's own projection on the shared pooled features
+                with torch.no_grad():
+                    vectors = model.embedder.projection(torch.from_numpy(vectors).to(device)).cpu().numpy()
             out.append(vectors)
             skipped.update(str(p) for p in failed)
     queries = fuse_concat(query_vectors, weights)

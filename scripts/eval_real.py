@@ -1,0 +1,162 @@
+"""The documented pipelines on a real-photo competition folder, next to the off-the-shelf
+backbone: all / seen / unseen top-1, top-3, top-10 and mAP@10, each with a bootstrap 90%
+interval over queries (one query is one point), the paired top-1 difference against the
+off-the-shelf row, training's own validation verdict, and the wall time of each row.
+
+    python scripts/eval_real.py ../shared/realdev --out docs/real-photos.md
+
+Each pipeline works in its own folder under --work (cold caches, so wall times are
+honest); the competition folder is only read. Rows:
+- off-the-shelf: efficientnet_lite0 + GeM, no flip (the reference of issue 12)
+- off-the-shelf + flip: the same with `compete submit`'s default test-time flip
+- v0.1 recipe: augment heavy x60 -> last layer, softmax head on a 512-d projection, no guard
+- default: `compete train` -> `compete submit` with every default (learned whitening, flip)
+- best: lite0 and lite1 default runs, ensembled, with k-reciprocal re-ranking (k1=8, k2=3)
+- full (with --full): full-layer fine-tuning (--epochs, ArcFace), then submit
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from competition.augment.generate import augment_competition
+from competition.augment.recipes import load_recipe
+from competition.data.discover import discover_competition
+from competition.evaluate.metrics import bootstrap_interval, per_query_scores
+from competition.evaluate.scoring import load_ranked_submission
+from competition.retrieval.postprocess import PostProcess
+from competition.retrieval.submit import SubmitConfig, submit
+from competition.train.config import TrainConfig
+from competition.train.loop import train
+from competition.train.validation import MAP_K
+
+METRICS = ("top1", "top3", "top10", f"map@{MAP_K}")
+
+
+def run_pipeline(name: str, data: Path, work: Path, steps) -> dict:
+    """Run `steps(folder)` -> submission path in a fresh folder; per-query scores and wall time."""
+    folder = work / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    started = time.time()
+    path, verdicts = steps(folder)
+    seconds = time.time() - started
+    ranked = load_ranked_submission(path, data)
+    scores = per_query_scores(ranked.ranking, ranked.query_labels, ranked.gallery_labels, map_k=MAP_K)
+    seen = np.array([q in ranked.seen_classes for q in ranked.query_labels])
+    return {"name": name, "seconds": seconds, "scores": scores, "seen": seen, "verdicts": verdicts}
+
+
+def submit_in(folder: Path, data: Path, models: list[str], **settings) -> Path:
+    config = SubmitConfig(data=str(data), models=models, name="submission", runs_dir=str(folder / "runs"),
+                          submissions_dir=str(folder / "submissions"), leaderboard=str(folder / "leaderboard.md"),
+                          **settings)
+    return submit(config, progress=False).path
+
+
+def train_in(folder: Path, data: Path, name: str, **settings) -> str:
+    summary = train(TrainConfig(data=str(data), runs_dir=str(folder / "runs"), run_name=name, **settings),
+                    progress=False)
+    validation = summary["validation"]
+    verdict = "; ".join(f"{g} {validation[g]['verdict']}" for g in ("seen", "unseen") if g in validation)
+    return f"{name}: {verdict}"
+
+
+def pipelines(data: Path, epochs: int, with_full: bool):
+    def off_the_shelf(flip):
+        return lambda folder: (submit_in(folder, data, ["efficientnet_lite0"], flip=flip), "")
+
+    def v01(folder):
+        augmented = folder / "augmented"
+        augment_competition(data, load_recipe("heavy", target_per_class=60), out_dir=augmented, progress=False)
+        verdict = train_in(folder, data, "v01", head="softmax", augmented=str(augmented))
+        return submit_in(folder, data, [str(folder / "runs" / "v01")], flip=False, if_worse="keep"), verdict
+
+    def default(folder):
+        verdict = train_in(folder, data, "default")
+        return submit_in(folder, data, [str(folder / "runs" / "default")]), verdict
+
+    def best(folder):
+        verdicts = [train_in(folder, data, backbone, backbone=backbone)
+                    for backbone in ("efficientnet_lite0", "efficientnet_lite1")]
+        runs = [str(folder / "runs" / b) for b in ("efficientnet_lite0", "efficientnet_lite1")]
+        return (submit_in(folder, data, runs, postprocess=PostProcess(rerank=True, rerank_k1=8, rerank_k2=3)),
+                "; ".join(verdicts))
+
+    def full(folder):
+        verdict = train_in(folder, data, "full", regime="full", head="arcface", epochs=epochs)
+        return submit_in(folder, data, [str(folder / "runs" / "full")]), verdict
+
+    rows = [("off-the-shelf efficientnet_lite0 (GeM, no flip)", off_the_shelf(False)),
+            ("off-the-shelf + flip", off_the_shelf(True)),
+            ("v0.1 recipe: heavy x60 -> last layer softmax-512 -> submit (no guard, no flip)", v01),
+            ("**default**: train -> submit (learned whitening, flip)", default),
+            ("**best**: lite0 + lite1 default runs, ensemble, flip, k-reciprocal k1=8 k2=3", best)]
+    if with_full:
+        rows.append((f"full layer, ArcFace, {epochs} epochs, WiSE-FT -> submit", full))
+    return rows
+
+
+def cell(values: np.ndarray) -> str:
+    low, high = bootstrap_interval(values)
+    return f"{values.mean():.3f} [{low:.2f}, {high:.2f}]"
+
+
+def table(results: list[dict]) -> str:
+    reference = results[0]
+    lines = ["| pipeline | group | queries | top-1 | top-3 | top-10 | mAP@10 | top-1 vs off-the-shelf | wall time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        for group in ("all", "seen", "unseen"):
+            mask = np.ones_like(result["seen"]) if group == "all" else result["seen"] == (group == "seen")
+            cells = [cell(result["scores"][m][mask]) for m in METRICS]
+            delta = result["scores"]["top1"][mask] - reference["scores"]["top1"][mask]
+            low, high = bootstrap_interval(delta)
+            name = result["name"] if group == "all" else ""
+            seconds = f"{result['seconds']:.0f} s" if group == "all" else ""
+            lines.append(f"| {name} | {group} | {int(mask.sum())} | " + " | ".join(cells)
+                         + f" | {delta.mean():+.3f} [{low:+.2f}, {high:+.2f}] | {seconds} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("runs/eval-real"), help="scratch folder for every pipeline")
+    parser.add_argument("--out", type=Path, help="also write the table as Markdown here (e.g. docs/real-photos.md)")
+    parser.add_argument("--full", action="store_true", help="add the full-layer row (minutes per epoch on a CPU)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the full-layer row")
+    args = parser.parse_args()
+
+    found = discover_competition(args.data)
+    results, verdicts = [], []
+    for name, steps in pipelines(args.data, args.epochs, args.full):
+        result = run_pipeline(name, args.data, args.work, steps)
+        results.append(result)
+        if result["verdicts"]:
+            verdicts.append(f"- {name}: training's validation said {result['verdicts']}")
+        print(f"{name}: top-1 {result['scores']['top1'].mean():.3f} in {result['seconds']:.0f} s", flush=True)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    text = (f"# Real photos: {args.data.name}\n\n"
+            f"{len(found.query)} queries, {len(found.gallery)} gallery photos, {len(found.train_classes)} landmarks in "
+            f"train/. Measured {datetime.now():%Y-%m-%d} on {platform.machine()} {device} with "
+            f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}`. Each cell: the mean over "
+            "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
+            "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
+            f"{table(results)}\n\n" + "\n".join(verdicts) + "\n")
+    print("\n" + text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
