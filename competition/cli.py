@@ -217,7 +217,10 @@ def submit(
                                                                             "off-the-shelf features; repeat for an ensemble.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Ensemble weights, e.g. 1,0.5.")] = None,
     name: Annotated[str, typer.Option(help="Submission name (file submissions/<name>.csv).")] = "",
-    k: Annotated[int, typer.Option("--k", "-k", help="Gallery images per query.")] = 10,
+    k: Annotated[int, typer.Option("--k", "-k", help="Gallery images per query (0: 100 for --format kaggle, "
+                                                     "its limit, else 10).")] = 0,
+    map_k: Annotated[int, typer.Option(help="Local mAP@k next to mAP@10 (0: 100 for --format kaggle, as the "
+                                            "Google Landmark Retrieval competitions score).")] = 0,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Test-time augmentation: average with the mirrored "
                                                                 "photo (measured on real photos: +2 points mAP@10).")] = True,
     scales: Annotated[str, typer.Option(help="Test-time scales, e.g. 0.707,1,1.414: the photo is resized to each "
@@ -227,7 +230,9 @@ def submit(
                                              "to size, aspect ratio kept (one photo per batch).")] = "square",
     pooling: Annotated[str, typer.Option(help="Pooling for off-the-shelf backbones: gem, avg, max, or cls "
                                               "(transformers' class token); trained runs keep their own.")] = "gem",
-    fmt: Annotated[str, typer.Option("--format", help="csv (query,rank_1..rank_k), kaggle (id,images) or json.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", help="csv (query,rank_1..rank_k), kaggle (id,images: ids without "
+                                                      "extension, space-separated, as Google Landmark Retrieval "
+                                                      "wants) or json.")] = "csv",
     submissions_dir: Annotated[Path, typer.Option()] = Path("submissions"),
     leaderboard: Annotated[Path, typer.Option(help="Leaderboard to record the scored run in.")] = Path("leaderboard.md"),
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
@@ -265,7 +270,7 @@ def submit(
             raise CompeteError(f"--{what} must be numbers separated by commas, not '{text}'") from None
 
     def go():
-        config = SubmitConfig(data=str(data), models=model or ["efficientnet_lite0"], name=name, k=k, flip=flip,
+        config = SubmitConfig(data=str(data), models=model or ["efficientnet_lite0"], name=name, k=k, map_k=map_k, flip=flip,
                               scales=parse_floats(scales, "scales"), image_size=image_size, resize=resize,
                               pooling=pooling, fmt=fmt,
                               weights=parse_floats(weights, "weights") if weights else None,
@@ -290,7 +295,8 @@ def _format_scores(scores: dict) -> str:
     for prefix, title in (("", "all"), ("seen_", "seen"), ("unseen_", "unseen")):
         if f"{prefix}top1" in scores:
             lines.append(f"  {title:<6} " + "  ".join(f"{m} {scores[prefix + m]:.3f}"
-                                                       for m in ("top1", "top3", "top5", "top10", "map@10", "p@10")
+                                                       for m in ("top1", "top3", "top5", "top10", "map@10", "p@10",
+                                                                 "map@100")
                                                        if prefix + m in scores))
     return "\n".join(lines)
 
@@ -300,6 +306,7 @@ def score(
     submission: Annotated[Path, typer.Argument(help="Submission file (any format compete writes).")],
     data: DataOption = Path("data/sample"),
     weakest_classes: Annotated[int, typer.Option(help="How many of the worst landmarks to list.")] = 10,
+    map_k: Annotated[int, typer.Option(help="Also report mAP@k (e.g. 100, as Google Landmark Retrieval scores).")] = 10,
 ) -> None:
     """Score a submission against <data>/labels.csv.
 
@@ -307,7 +314,7 @@ def score(
     """
     from competition.evaluate.scoring import per_class_accuracy, score_submission
 
-    typer.echo(_format_scores(_run(lambda: score_submission(submission, data))))
+    typer.echo(_format_scores(_run(lambda: score_submission(submission, data, map_k))))
     per_class = _run(lambda: per_class_accuracy(submission, data))
     weakest = sorted(per_class.items(), key=lambda item: (item[1], item[0]))[:weakest_classes]
     if weakest:
@@ -321,8 +328,10 @@ def validate(
     data: DataOption = Path("data/sample"),
     k: Annotated[Optional[int], typer.Option("--k", "-k", help="Gallery names expected per query "
                                                                "(default: as many as the first row).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="The format the file must be in (e.g. kaggle: "
+                                                                "header id,images, at most 100 ids per row).")] = None,
 ) -> None:
-    """Check a submission before upload: every query once, k names each, all in the gallery, no repeats."""
+    """Check a submission before upload: every query once, known names only, no repeats, k per row (kaggle: <= 100)."""
     from competition.data.discover import discover_competition
     from competition.evaluate.validate import validate_submission
 
@@ -330,8 +339,10 @@ def validate(
         competition = discover_competition(data, need_train=False)
         if not competition.query:
             raise CompeteError(f"{data}: no query/ images to validate against")
+        for skipped in competition.skipped:
+            typer.secho(f"note: {skipped}", fg="yellow", err=True)
         return validate_submission(submission, [r.name for r in competition.query],
-                                   [r.name for r in competition.gallery], k)
+                                   [r.name for r in competition.gallery], k, fmt)
 
     problems = _run(go)
     for problem in problems:
@@ -348,15 +359,20 @@ def upload(
     message: Annotated[str, typer.Option("--message", "-m", help="Submission description shown on Kaggle.")],
     data: DataOption = Path("data/sample"),
     leaderboard: Annotated[Path, typer.Option(help="Leaderboard whose row records the upload.")] = Path("leaderboard.md"),
+    notebook: Annotated[str, typer.Option(help="Code competitions: the owner/slug of the Kaggle notebook that "
+                                               "writes this file (the file name is sent, not the file).")] = "",
+    version: Annotated[Optional[int], typer.Option(help="Code competitions: the notebook version "
+                                                       "(default: its latest).")] = None,
 ) -> None:
     """Validate a submission, send it to Kaggle, record the upload in the leaderboard.
 
-    Uses the official kaggle client (the optional kaggle extra) and its credentials; time, message and file
-    hash go beside the submission's leaderboard row.
+    Uses the official kaggle client (the optional kaggle extra) and its credentials (KAGGLE_API_TOKEN,
+    ~/.kaggle/access_token, KAGGLE_USERNAME + KAGGLE_KEY or kaggle.json); time, message and file hash go
+    beside the submission's leaderboard row.
     """
     from competition.evaluate.upload import upload_submission
 
-    done = _run(lambda: upload_submission(submission, competition, message, data, leaderboard))
+    done = _run(lambda: upload_submission(submission, competition, message, data, leaderboard, notebook, version))
     typer.echo(f"uploaded {submission} to {competition} (sha256 {done['sha256'][:12]}), recorded in {leaderboard}")
 
 

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from competition.cli import app
 from competition.data.images import read_image
+from competition.errors import CompeteError
 from competition.train.checkpoint import BEST, load_checkpoint, save_checkpoint
 
 runner = CliRunner()
@@ -371,6 +372,10 @@ class FakeKaggleApi:
         self.calls.append(("submit", file_name, message, competition))
         return "Successfully submitted"
 
+    def competition_submit_code(self, file_name, message, competition, kernel=None, kernel_version=None):
+        self.calls.append(("submit_code", file_name, message, competition, kernel, kernel_version))
+        return "Successfully submitted"
+
 
 @pytest.fixture()
 def fake_kaggle(monkeypatch, tmp_path):
@@ -384,6 +389,7 @@ def fake_kaggle(monkeypatch, tmp_path):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
     monkeypatch.delenv("KAGGLE_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
     return FakeKaggleApi
 
 
@@ -425,3 +431,46 @@ def test_upload_refuses_an_invalid_file_before_sending(tiny_competition, tmp_pat
                     "--leaderboard", tmp_path / "board.md")
     assert result.exit_code == 1 and "not uploaded" in result.output and "not-in-gallery.jpg" in result.output
     assert fake_kaggle.calls == []
+
+
+def test_real_kaggle_client_without_credentials_is_one_line(tmp_path, monkeypatch, capsys):
+    """The real client prints a page and calls exit(1) when it cannot authenticate: one line instead."""
+    import competition.evaluate.upload as upload
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name in [m for m in sys.modules if m == "kaggle" or m.startswith("kaggle.")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert upload.credentials_found() is None
+    with pytest.raises(CompeteError, match="could not authenticate.*KAGGLE_API_TOKEN"):
+        upload.kaggle_api()
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "abc")
+    assert upload.credentials_found() == "environment (KAGGLE_API_TOKEN)"
+    monkeypatch.delenv("KAGGLE_API_TOKEN")
+    (tmp_path / "home" / ".kaggle").mkdir(parents=True)
+    (tmp_path / "home" / ".kaggle" / "access_token").write_text("abc")
+    assert upload.credentials_found().endswith("access_token")
+
+
+def test_upload_reports_the_real_import_error(tmp_path, monkeypatch):
+    import competition.evaluate.upload as upload
+
+    def broken(name):
+        raise ModuleNotFoundError("No module named 'six'")
+
+    monkeypatch.setattr(upload.importlib, "import_module", broken)
+    with pytest.raises(CompeteError, match="No module named 'six'"):
+        upload.kaggle_api()
+
+
+def test_code_competition_submits_the_notebook(tiny_competition, tmp_path, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "token")
+    board = tmp_path / "board.md"
+    assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "code", "-k", 3,
+                   "--leaderboard", board).exit_code == 0
+    result = invoke("upload", tmp_path / "subs" / "code.csv", "--competition", "glr-2026", "-m", "v1", "--data",
+                    tiny_competition, "--leaderboard", board, "--notebook", "me/landmarks", "--version", 3)
+    assert result.exit_code == 0, result.output
+    assert fake_kaggle.calls[-1] == ("submit_code", "code.csv", "v1", "glr-2026", "me/landmarks", 3)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from competition.augment.recipes import Recipe
 from competition.augment.transforms import build_transform
 from competition.data.checks import require_every_class, unreadable_reason
-from competition.data.discover import ImageRecord, discover_train
+from competition.data.discover import ImageRecord, training_photos
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
 from competition.io import atomic_path, atomic_write_json, atomic_write_text
@@ -190,7 +190,7 @@ def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | 
                         progress: bool = True, replace_if_changed: bool = False) -> AugmentResult:
     """Grow <root>/train into <root>/augmented (or `out_dir`) following `recipe`."""
     root = Path(root)
-    records = discover_train(root / "train")
+    records = training_photos(root)
     out_dir = Path(out_dir) if out_dir else root / AUGMENTED_DIR
     workers = workers or os.cpu_count() or 1
     _prepare_out_dir(out_dir, recipe, seed, overwrite, replace_if_changed)

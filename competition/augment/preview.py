@@ -14,7 +14,7 @@ import numpy as np
 
 from competition.augment.generate import augment_image, choose_steps, fit_longest_side, resolved_steps
 from competition.augment.recipes import Recipe, Step
-from competition.data.discover import ImageRecord, discover_train
+from competition.data.discover import ImageRecord, training_photos
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
 from competition.report.sheets import Tile, render_sheet, save_png
@@ -47,7 +47,7 @@ def step_label(step: Step) -> str:
 def preview_recipe(root: str | Path, recipe: Recipe, out_path: str | Path, photos: int = 3, chained_rows: int = 2,
                    seed: int = 0, tile: int = 150) -> Path:
     """Write a PNG contact sheet of `recipe` on `photos` training photos; returns its path."""
-    sources = pick_sources(discover_train(Path(root) / "train"), photos)
+    sources = pick_sources(training_photos(root), photos)
     images = [fit_longest_side(image, recipe.output_size) for _, image in sources]
     transforms = resolved_steps(recipe)
     rows = []

@@ -1,11 +1,16 @@
 """Turn a competition folder into records: which photo, which class (if known), which split.
 
-Layout (see data/README.md)::
+Two layouts (see data/README.md)::
 
-    <root>/train/<class>/<photo>     labelled training photos, one folder per class
-    <root>/query/<photo>             photos to find matches for
-    <root>/gallery/<photo>           photos to search in
-    <root>/labels.csv                optional: image,class for query and gallery photos
+    compete (default)                      glr (Google Landmark Retrieval, detected)
+    <root>/train/<class>/<photo>           <root>/train.csv  id,landmark_id
+    <root>/query/**/<photo>                <root>/train/a/b/c/<id>.jpg
+    <root>/gallery/**/<photo>              <root>/test/a/b/c/<id>.jpg    (the queries)
+    <root>/labels.csv  (optional)          <root>/index/a/b/c/<id>.jpg   (the gallery)
+
+Query and gallery photos may sit in sub-folders; a photo's name is its path inside its
+split folder. A file that is skipped (not an image, hidden, a listed photo missing on disk)
+is named and counted in `Competition.skipped`, never dropped silently.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ from competition.errors import CompeteError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "query", "gallery")
+LAYOUTS = ("auto", "compete", "glr")
+GLR_FOLDERS = {"query": "test", "gallery": "index"}
 _JUNK_DIRS = {"__MACOSX", ".ipynb_checkpoints"}
 
 
 @dataclass(frozen=True)
 class ImageRecord:
     path: Path  # absolute path on disk
-    name: str  # id inside its split: "q_0001.jpg" for query/gallery, "<class>/x.jpg" for train
+    name: str  # id inside its split: "q_0001.jpg" or "sub/q.jpg" for query/gallery, "<class>/x.jpg" for train
     split: str
     label: str | None = None
 
@@ -44,6 +51,8 @@ class Competition:
     train: list[ImageRecord] = field(default_factory=list)
     query: list[ImageRecord] = field(default_factory=list)
     gallery: list[ImageRecord] = field(default_factory=list)
+    layout: str = "compete"
+    skipped: list[str] = field(default_factory=list)  # "path: why", for every file left out
 
     @property
     def train_classes(self) -> list[str]:
@@ -53,9 +62,33 @@ class Competition:
     def has_eval_labels(self) -> bool:
         return bool(self.query) and all(r.label is not None for r in self.query + self.gallery)
 
+    @property
+    def has_partial_labels(self) -> bool:
+        return any(r.label is not None for r in self.query + self.gallery) and not self.has_eval_labels
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p)), key=lambda p: p.name)
+    def label_coverage(self) -> str:
+        photos = self.query + self.gallery
+        unlabelled = [r.key for r in photos if r.label is None]
+        return (f"{len(photos) - len(unlabelled)} of {len(photos)} query/gallery photos (without a class: "
+                f"{', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''})")
+
+
+def _is_junk(path: Path, top: Path) -> bool:
+    return any(part.startswith(".") or part in _JUNK_DIRS for part in path.relative_to(top).parts)
+
+
+def _image_files(folder: Path, recursive: bool = False, skipped: list[str] | None = None) -> list[Path]:
+    """Photos in `folder` (and below it when `recursive`), sorted by relative path; anything
+    else that is not hidden or junk is reported in `skipped`."""
+    found = []
+    for path in folder.rglob("*") if recursive else folder.iterdir():
+        if not path.is_file() or _is_junk(path, folder):
+            continue
+        if is_image_file(path):
+            found.append(path)
+        elif skipped is not None:
+            skipped.append(f"{path}: not a photo compete reads (extension {path.suffix or 'none'})")
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def _class_dirs(train_dir: Path) -> list[Path]:
@@ -85,46 +118,112 @@ def discover_train(train_dir: Path) -> list[ImageRecord]:
     return records
 
 
-def _discover_flat(folder: Path, split: str) -> list[ImageRecord]:
+def glr_photo(root: Path, folder: str, photo_id: str) -> Path:
+    """Where Google Landmarks keeps a photo: <folder>/a/b/c/abc....jpg (its id's first three characters)."""
+    return root / folder / photo_id[0] / photo_id[1] / photo_id[2] / f"{photo_id}.jpg"
+
+
+def discover_glr_train(root: Path, skipped: list[str] | None = None) -> list[ImageRecord]:
+    """Training photos listed in train.csv (id, landmark_id); listed photos missing on disk are skipped."""
+    csv_file = root / "train.csv"
+    try:
+        table = pd.read_csv(csv_file, dtype=str, keep_default_na=False, usecols=["id", "landmark_id"])
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise CompeteError(f"{csv_file}: expected columns id,landmark_id ({error})") from error
+    records, missing = [], []
+    for photo_id, landmark in zip(table["id"], table["landmark_id"]):
+        path = glr_photo(root, "train", photo_id) if len(photo_id) >= 3 else root / "train" / f"{photo_id}.jpg"
+        if path.is_file():
+            records.append(ImageRecord(path.resolve(), f"{landmark}/{path.name}", "train", landmark))
+        else:
+            missing.append(f"{path}: listed in train.csv but not on disk")
+    if missing:
+        log.warning("%s: %d listed photo(s) not on disk, skipped; first: %s", csv_file, len(missing), missing[0])
+        if skipped is not None:
+            skipped += missing
+    if not records:
+        raise CompeteError(f"{csv_file}: none of its photos are under {root / 'train'}/a/b/c/<id>.jpg")
+    return records
+
+
+def detect_layout(root: Path, layout: str = "auto") -> str:
+    if layout not in LAYOUTS:
+        raise CompeteError(f"layout must be one of {LAYOUTS}, not '{layout}'")
+    if layout != "auto":
+        return layout
+    glr = (root / "train.csv").is_file() and (root / "index").is_dir() and not (root / "gallery").is_dir()
+    return "glr" if glr else "compete"
+
+
+def training_photos(root: str | Path, layout: str = "auto") -> list[ImageRecord]:
+    """The labelled training photos of either layout."""
+    root = Path(root)
+    return discover_glr_train(root) if detect_layout(root, layout) == "glr" else discover_train(root / "train")
+
+
+def _discover_split(folder: Path, split: str, skipped: list[str]) -> list[ImageRecord]:
     if not folder.is_dir():
         return []
-    return [ImageRecord(f.resolve(), f.name, split) for f in _image_files(folder)]
+    return [ImageRecord(f.resolve(), f.relative_to(folder).as_posix(), split)
+            for f in _image_files(folder, recursive=True, skipped=skipped)]
 
 
 def read_labels(labels_csv: Path, root: Path) -> dict[str, str]:
-    """Map 'query/x.jpg' / 'gallery/y.jpg' to a class, checking the file is well formed."""
+    """Map 'query/x.jpg' / 'gallery/y.jpg' to a class, checking the file is well formed.
+
+    A blank class would merge landmarks: refused. Spaces around a name are removed, with a
+    warning (they would make every query of that landmark "unseen")."""
     try:
         table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise CompeteError(f"{labels_csv}: cannot parse as CSV ({error})") from error
+    table.columns = [str(c).strip() for c in table.columns]
     missing = {"image", "class"} - set(table.columns)
     if missing:
         raise CompeteError(f"{labels_csv}: missing column(s) {sorted(missing)}; expected 'image,class'")
+    blank = [f"row {i + 2} ({image})" for i, (image, label) in enumerate(zip(table["image"], table["class"]))
+             if not label.strip()]
+    if blank:
+        raise CompeteError(f"{labels_csv}: blank class in {len(blank)} row(s): {', '.join(blank[:5])}")
+    padded = [f"row {i + 2}" for i, (image, label) in enumerate(zip(table["image"], table["class"]))
+              if image != image.strip() or label != label.strip()]
+    if padded:
+        log.warning("%s: removed spaces around names in %d row(s): %s", labels_csv, len(padded), ", ".join(padded[:5]))
+        table["image"], table["class"] = table["image"].str.strip(), table["class"].str.strip()
     duplicated = table["image"][table["image"].duplicated()].tolist()
     if duplicated:
         raise CompeteError(f"{labels_csv}: image(s) listed twice: {', '.join(duplicated[:5])}")
     root = root.resolve()
-    for name in table["image"]:
+    labels = {}
+    for name, label in zip(table["image"], table["class"]):
         resolved = (root / name).resolve()
         if not resolved.is_relative_to(root):
             raise CompeteError(f"{labels_csv}: path escapes the competition folder: {name}")
-        if Path(name).parts[:1] not in (("query",), ("gallery",)):
+        top, *rest = Path(name).parts or ("",)
+        split = {folder: split for split, folder in GLR_FOLDERS.items()}.get(top, top)  # test/ = query/ in GLR
+        if split not in ("query", "gallery"):
             raise CompeteError(f"{labels_csv}: image must be under query/ or gallery/: {name}")
-    return dict(zip(table["image"], table["class"]))
+        labels[Path(split, *rest).as_posix()] = label
+    return labels
 
 
-def discover_competition(root: str | Path, need_train: bool = True) -> Competition:
+def discover_competition(root: str | Path, need_train: bool = True, layout: str = "auto") -> Competition:
     """Read a competition folder; labels are attached to query/gallery when labels.csv exists."""
     root = Path(root)
     if not root.is_dir():
         raise CompeteError(f"{root}: competition folder not found")
-    competition = Competition(root=root.resolve())
-    if need_train or (root / "train").is_dir():
+    layout = detect_layout(root, layout)
+    competition = Competition(root=root.resolve(), layout=layout)
+    skipped = competition.skipped
+    if layout == "glr":
+        competition.train = discover_glr_train(root, skipped)
+    elif need_train or (root / "train").is_dir():
         competition.train = discover_train(root / "train")
-    query = _discover_flat(root / "query", "query")
-    gallery = _discover_flat(root / "gallery", "gallery")
+    folders = GLR_FOLDERS if layout == "glr" else {"query": "query", "gallery": "gallery"}
+    query = _discover_split(root / folders["query"], "query", skipped)
+    gallery = _discover_split(root / folders["gallery"], "gallery", skipped)
     if query and not gallery:
-        raise CompeteError(f"{root}: has query images but no gallery/ images to search")
+        raise CompeteError(f"{root}: has query images but no {folders['gallery']}/ images to search")
     labels_csv = root / "labels.csv"
     if labels_csv.exists():
         labels = read_labels(labels_csv, root)
@@ -135,4 +234,6 @@ def discover_competition(root: str | Path, need_train: bool = True) -> Competiti
         query = [ImageRecord(r.path, r.name, r.split, labels.get(r.key)) for r in query]
         gallery = [ImageRecord(r.path, r.name, r.split, labels.get(r.key)) for r in gallery]
     competition.query, competition.gallery = query, gallery
+    if skipped:
+        log.warning("%s: %d file(s) skipped; first: %s", root, len(skipped), skipped[0])
     return competition

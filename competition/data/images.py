@@ -14,7 +14,8 @@ from PIL import Image, ImageFile, ImageOps
 
 from competition.errors import CompeteError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# .jfif/.jpe are JPEG under other names; a .gif is read as its first frame.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 # Nothing we train on needs more pixels than this on its longer side; larger photos
 # are decoded reduced (JPEG draft mode) and then resized, so a 12000x9000 photo does

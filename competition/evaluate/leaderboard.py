@@ -18,6 +18,7 @@ COLUMNS = [  # (record key, column title)
     ("name", "run"), ("backbones", "backbones"), ("regime", "regime"), ("augmentation", "augmentation"),
     ("tta", "TTA"), ("postprocess", "post-processing"), ("unseen_guard", "unseen guard"),
     ("top1", "top-1"), ("top3", "top-3"), ("top10", "top-10"), ("map@10", "mAP@10"),
+    ("map@100", "mAP@100"),  # what the Google Landmark Retrieval competitions score (kaggle-format submissions)
     ("seen_top1", "seen top-1"), ("unseen_top1", "unseen top-1"), ("date", "date"), ("uploaded", "uploaded"),
 ]
 

@@ -16,9 +16,16 @@ DEFAULT_KS = (1, 3, 5, 10)
 
 
 def relevance(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str]) -> np.ndarray:
-    """Boolean (num_queries, k): is the gallery image at each rank of the query's class?"""
+    """Boolean (num_queries, k): is the gallery image at each rank of the query's class?
+
+    A gallery image listed again in the same row counts only where it first appears, so
+    mAP and precision stay within [0, 1] whatever a submission file holds."""
     gallery_labels = np.asarray(gallery_labels, dtype=object)
-    return gallery_labels[ranking] == np.asarray(query_labels, dtype=object)[:, None]
+    hits = gallery_labels[ranking] == np.asarray(query_labels, dtype=object)[:, None]
+    first = np.zeros(ranking.shape, dtype=bool)
+    for row, indices in enumerate(ranking):
+        first[row, np.unique(indices, return_index=True)[1]] = True
+    return hits & first
 
 
 def topk_accuracy(hits: np.ndarray, k: int) -> float:
@@ -83,8 +90,9 @@ def score_ranking(ranking: np.ndarray, query_labels: Sequence[str], gallery_labe
     per_class = Counter(gallery_labels)
     counts = np.array([per_class[q] for q in query_labels], dtype=np.int64)
     scores = {f"top{k}": topk_accuracy(hits, k) for k in ks}
-    scores[f"map@{map_k}"] = mean_average_precision(hits, map_k, counts)
-    scores[f"p@{map_k}"] = precision_at_k(hits, map_k)
+    for cutoff in sorted({10, map_k}):  # @10 always, and @map_k (100 for Kaggle's GLR) too
+        scores[f"map@{cutoff}"] = mean_average_precision(hits, cutoff, counts)
+        scores[f"p@{cutoff}"] = precision_at_k(hits, cutoff)
     scores["queries"] = float(len(query_labels))
     return scores
 

@@ -10,7 +10,7 @@ import numpy as np
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.metrics import per_class_top1, relevance, score_by_group
-from competition.evaluate.submission import read_submission
+from competition.evaluate.submission import photo_id, read_submission
 
 
 def flatten_scores(groups: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -34,15 +34,15 @@ def load_ranked_submission(submission: str | Path, data: str | Path) -> RankedSu
     competition = discover_competition(data, need_train=False)
     if not competition.has_eval_labels:
         raise CompeteError(f"{data}: labels.csv must give a class for every query and gallery image to score")
-    rows = read_submission(submission)
-    query_label = {r.name: r.label for r in competition.query}
+    fmt, rows = read_submission(submission)
+    query_label = {photo_id(r.name, fmt): r.label for r in competition.query}
     unknown = sorted(set(rows) - set(query_label))
     if unknown:
         raise CompeteError(f"{submission}: queries not in {data}/query: {', '.join(unknown[:5])}")
-    gallery_index = {r.name: i for i, r in enumerate(competition.gallery)}
+    gallery_index = {photo_id(r.name, fmt): i for i, r in enumerate(competition.gallery)}
     missing_slot = len(competition.gallery)  # a rank left empty or naming an unknown image counts as a miss
     k = max((len(v) for v in rows.values()), default=1)
-    queries = [r.name for r in competition.query]  # a query missing from the file counts as all misses
+    queries = [photo_id(r.name, fmt) for r in competition.query]  # a query missing from the file: all misses
     ranking = np.full((len(queries), k), missing_slot, dtype=np.int64)
     for row, query in enumerate(queries):
         for rank, name in enumerate(rows.get(query, [])):
@@ -52,10 +52,10 @@ def load_ranked_submission(submission: str | Path, data: str | Path) -> RankedSu
                             set(competition.train_classes) or None)
 
 
-def score_submission(submission: str | Path, data: str | Path) -> dict[str, float]:
+def score_submission(submission: str | Path, data: str | Path, map_k: int = 10) -> dict[str, float]:
     ranked = load_ranked_submission(submission, data)
     return flatten_scores(score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels,
-                                         ranked.seen_classes))
+                                         ranked.seen_classes, map_k=map_k))
 
 
 def per_class_accuracy(submission: str | Path, data: str | Path) -> dict[str, float]:

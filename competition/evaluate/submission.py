@@ -6,8 +6,9 @@ Default format (CSV, header included), one row per query, gallery names best fir
     q_0001.jpg,g_0132.jpg,g_0007.jpg,...
 
 Separate columns (rather than Kaggle's space-joined single column) keep file names that
-contain spaces intact; `kaggle` writes `id,images` with space-joined names, and `json`
-writes {query: [gallery, ...]}.
+contain spaces intact; `json` writes {query: [gallery, ...]}. `kaggle` writes what the
+Google Landmark Retrieval competitions score (mAP@100): `id,images`, ids being file names
+without their extension, space-joined, at most 100 per row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -24,6 +25,29 @@ from competition.errors import CompeteError
 from competition.io import atomic_write_text
 
 FORMATS = ("csv", "kaggle", "json")
+KAGGLE_MAX_IMAGES = 100  # per row, in the Google Landmark Retrieval competitions
+KAGGLE_MAX_ROW = 131_072  # characters: Python's csv module refuses longer fields when reading
+
+
+def photo_id(name: str, fmt: str) -> str:
+    """How a photo is named in a submission: its file name, or for kaggle its id (name without extension)."""
+    return PurePosixPath(name).stem if fmt == "kaggle" else name
+
+
+def check_unique_ids(names: Sequence[str], fmt: str, what: str) -> None:
+    """Kaggle ids drop the extension, so a.jpg and a.png would become one id: refuse."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(photo_id(name, fmt), name)
+        if other != name:
+            raise CompeteError(f"{what} photos {other} and {name} share the id '{photo_id(name, fmt)}', which the "
+                               "kaggle format cannot tell apart: rename one")
+
+
+def submission_format(path: str | Path, header: Sequence[str] | None = None) -> str:
+    if Path(path).suffix == ".json":
+        return "json"
+    return "kaggle" if header is not None and list(header) == ["id", "images"] else "csv"
 
 
 def ranked_names(ranking: np.ndarray, gallery_names: Sequence[str]) -> list[list[str]]:
@@ -37,11 +61,14 @@ def render_submission(query_names: Sequence[str], results: Sequence[Sequence[str
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if fmt == "kaggle":
-        bad = [name for row in results for name in row if " " in name]
+        bad = [name for row in results for name in row if " " in photo_id(name, fmt)]
         if bad:
-            raise CompeteError(f"the kaggle format joins names with spaces; these contain one: {bad[:3]}")
+            raise CompeteError(f"the kaggle format joins ids with spaces; these contain one: {bad[:3]}")
+        if max((len(row) for row in results), default=0) > KAGGLE_MAX_IMAGES:
+            raise CompeteError(f"the kaggle format takes at most {KAGGLE_MAX_IMAGES} images per query: lower -k")
         writer.writerow(["id", "images"])
-        writer.writerows([q, " ".join(row)] for q, row in zip(query_names, results))
+        writer.writerows([photo_id(q, fmt), " ".join(photo_id(g, fmt) for g in row)]
+                         for q, row in zip(query_names, results))
     elif fmt == "csv":
         k = max((len(r) for r in results), default=0)
         writer.writerow(["query"] + [f"rank_{i}" for i in range(1, k + 1)])
@@ -58,14 +85,14 @@ def write_submission(path: str | Path, query_names: Sequence[str], results: Sequ
     return path
 
 
-def read_submission_rows(path: str | Path) -> list[tuple[str, list[str]]]:
-    """Any of the formats as (query, [gallery names, best first]) rows, in file order,
-    duplicates kept (the validator reports them)."""
+def read_submission_rows(path: str | Path) -> tuple[str, list[tuple[str, list[str]]]]:
+    """The file's format and its (query, [gallery names or ids, best first]) rows, in file
+    order, duplicates kept (the validator reports them). A UTF-8 byte-order mark is fine."""
     path = Path(path)
     if not path.is_file():
         raise CompeteError(f"{path}: submission file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise CompeteError(f"{path}: not UTF-8 text ({error})") from error
     if path.suffix == ".json":
@@ -75,23 +102,27 @@ def read_submission_rows(path: str | Path) -> list[tuple[str, list[str]]]:
             raise CompeteError(f"{path}: not valid JSON ({error})") from error
         if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
             raise CompeteError(f"{path}: JSON must map each query to a list of gallery names")
-        return [(str(q), [str(g) for g in row]) for q, row in data.items()]
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        return "json", [(str(q), [str(g) for g in row]) for q, row in data.items()]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as error:  # e.g. a field longer than the csv module's limit
+        raise CompeteError(f"{path}: not a readable CSV ({error})") from error
     if not rows:
         raise CompeteError(f"{path}: empty submission")
     header, body = rows[0], rows[1:]
-    if header == ["id", "images"]:
-        return [(row[0], row[1].split() if len(row) > 1 else []) for row in body]
+    if submission_format(path, header) == "kaggle":
+        return "kaggle", [(row[0], row[1].split() if len(row) > 1 else []) for row in body]
     if header[0] != "query":
         raise CompeteError(f"{path}: header must start with 'query' (or be 'id,images'), found {header[:3]}")
-    return [(row[0], [name for name in row[1:] if name]) for row in body]
+    return "csv", [(row[0], [name for name in row[1:] if name]) for row in body]
 
 
-def read_submission(path: str | Path) -> dict[str, list[str]]:
-    """{query: [gallery names, best first]}; a query listed twice is an error."""
+def read_submission(path: str | Path) -> tuple[str, dict[str, list[str]]]:
+    """The file's format and {query: [gallery names or ids, best first]}; a query listed twice is an error."""
+    fmt, rows = read_submission_rows(path)
     result: dict[str, list[str]] = {}
-    for query, names in read_submission_rows(path):
+    for query, names in rows:
         if query in result:
             raise CompeteError(f"{path}: query {query} appears twice")
         result[query] = names
-    return result
+    return fmt, result

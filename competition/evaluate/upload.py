@@ -1,14 +1,18 @@
 """`compete upload`: validate, send to Kaggle with the official client, record it.
 
-The `kaggle` package is an optional extra (`pip install 'compete[kaggle]'`); credentials
-are found the way the kaggle CLI finds them: KAGGLE_USERNAME + KAGGLE_KEY in the
-environment, or kaggle.json in $KAGGLE_CONFIG_DIR, ~/.config/kaggle or ~/.kaggle. A
-failure (no client, no credentials, no network) is one clear line and changes nothing.
+The `kaggle` package is an optional extra (`pip install 'compete[kaggle]'`). Credentials
+are found the way current kaggle releases find them: an API token in KAGGLE_API_TOKEN or
+~/.kaggle/access_token, KAGGLE_USERNAME + KAGGLE_KEY in the environment, or kaggle.json
+in $KAGGLE_CONFIG_DIR, ~/.config/kaggle or ~/.kaggle. File competitions take the file;
+code competitions take the notebook that writes it (`--notebook owner/slug --version N`).
+A failure (no client, no credentials, no network) is one clear line and changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 from datetime import datetime
 from pathlib import Path
@@ -19,41 +23,64 @@ from competition.evaluate.leaderboard import mark_uploaded
 from competition.evaluate.validate import validate_submission
 from competition.io import sha256_of_file
 
+NO_CREDENTIALS = ("no Kaggle credentials: set KAGGLE_API_TOKEN (Kaggle > Settings > API > Generate New Token) or "
+                  "save the token to ~/.kaggle/access_token, or use KAGGLE_USERNAME + KAGGLE_KEY or kaggle.json "
+                  "in ~/.kaggle/; nothing was uploaded")
+
 
 def credentials_found() -> str | None:
     """Where the kaggle client will find credentials, or None."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "environment (KAGGLE_API_TOKEN)"
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
         return "environment (KAGGLE_USERNAME, KAGGLE_KEY)"
-    folders = [os.environ.get("KAGGLE_CONFIG_DIR"), Path.home() / ".config" / "kaggle", Path.home() / ".kaggle"]
+    kaggle_home = Path.home() / ".kaggle"
+    for token in (kaggle_home / "access_token", kaggle_home / "access_token.txt"):
+        if token.is_file():
+            return str(token)
+    folders = [os.environ.get("KAGGLE_CONFIG_DIR"), Path.home() / ".config" / "kaggle", kaggle_home]
     for folder in filter(None, folders):
         if (Path(folder) / "kaggle.json").is_file():
             return str(Path(folder) / "kaggle.json")
     return None
 
 
-def _kaggle_api():
+def kaggle_api():
+    """An authenticated client. Some releases call exit() while importing or authenticating
+    without credentials, and a broken install fails on its own imports: each is one line."""
+    chatter = io.StringIO()  # the client prints a page of advice before it exits: we say one line
     try:
-        module = importlib.import_module("kaggle.api.kaggle_api_extended")
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            module = importlib.import_module("kaggle.api.kaggle_api_extended")
+            api = module.KaggleApi()
+            api.authenticate()
     except ImportError as error:
-        raise CompeteError("the kaggle client is not installed: pip install 'compete[kaggle]'") from error
-    api = module.KaggleApi()
-    api.authenticate()
+        raise CompeteError(f"the kaggle client could not be imported ({type(error).__name__}: {error}): "
+                           "pip install 'compete[kaggle]'") from error
+    except SystemExit as error:
+        raise CompeteError(f"the kaggle client could not authenticate (it exited with {error.code}); "
+                           + NO_CREDENTIALS) from None
     return api
 
 
 def upload_submission(submission: str | Path, competition: str, message: str, data: str | Path,
-                      leaderboard: str | Path = "leaderboard.md") -> dict:
+                      leaderboard: str | Path = "leaderboard.md", notebook: str = "",
+                      notebook_version: int | None = None) -> dict:
     submission = Path(submission)
     found = discover_competition(data, need_train=False)
     problems = validate_submission(submission, [r.name for r in found.query], [r.name for r in found.gallery])
     if problems:
         raise CompeteError(f"{submission} is not valid, not uploaded: " + "; ".join(problems))
+    if notebook and notebook.count("/") != 1:
+        raise CompeteError(f"--notebook must be owner/notebook-slug, not '{notebook}'")
     if not credentials_found():
-        raise CompeteError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json in "
-                           "~/.kaggle/ (Kaggle > Settings > API > Create New Token); nothing was uploaded")
+        raise CompeteError(NO_CREDENTIALS)
     try:
-        api = _kaggle_api()
-        response = api.competition_submit(str(submission), message, competition)
+        api = kaggle_api()
+        if notebook:  # a code competition: Kaggle runs the notebook, which writes the file
+            response = api.competition_submit_code(submission.name, message, competition, notebook, notebook_version)
+        else:
+            response = api.competition_submit(str(submission), message, competition)
     except CompeteError:
         raise
     except Exception as error:  # the client raises many kinds: network, HTTP, auth
@@ -61,6 +88,7 @@ def upload_submission(submission: str | Path, competition: str, message: str, da
                            f"nothing was recorded, {submission} is unchanged") from error
     upload = {"competition": competition, "message": message, "sha256": sha256_of_file(submission),
               "file": str(submission), "time": datetime.now().isoformat(timespec="seconds"),
+              "notebook": f"{notebook} v{notebook_version}" if notebook else "",
               "response": str(response or "")[:500]}
     mark_uploaded(leaderboard, submission.stem, upload)
     return upload

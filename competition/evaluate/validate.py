@@ -1,4 +1,9 @@
-"""Check a submission before upload and say exactly what is wrong with it."""
+"""Check a submission before upload and say exactly what is wrong with it.
+
+For the kaggle format the checks are the Google Landmark Retrieval rules: header
+`id,images`, one row per query id, only known ids, at most 100 space-separated images
+per row, none twice. The other formats must also list exactly k names per row.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from competition.evaluate.submission import read_submission_rows
+from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission_rows
 
 SHOWN = 5  # examples listed per kind of problem
 
@@ -18,35 +23,44 @@ def _some(items: Sequence[str]) -> str:
 
 
 def validate_submission(path: str | Path, query_names: Sequence[str], gallery_names: Sequence[str],
-                        k: int | None = None) -> list[str]:
+                        k: int | None = None, expected_format: str | None = None) -> list[str]:
     """Problems found, one line each; empty when the file is ready to upload.
 
-    Checks: every query exactly once, no unknown query, k gallery names per row (k from
-    the first row when not given), every name in the gallery, no name twice in a row.
-    """
-    rows = read_submission_rows(path)
-    queries, gallery = set(query_names), set(gallery_names)
-    counts = Counter(q for q, _ in rows)
+    `k`: names per row (csv/json; default: as many as the first row); `expected_format`:
+    the format the file must be in (e.g. kaggle), default whatever its header says."""
+    fmt, rows = read_submission_rows(path)
     problems = []
-    missing = [q for q in query_names if q not in counts]
+    if expected_format and fmt != expected_format:
+        problems.append(f"the file is in {fmt} format, not {expected_format}"
+                        + (" (its header must be exactly: id,images)" if expected_format == "kaggle" else ""))
+    query_ids = [photo_id(name, fmt) for name in query_names]
+    gallery = {photo_id(name, fmt) for name in gallery_names}
+    counts = Counter(q for q, _ in rows)
+    missing = [q for q in query_ids if q not in counts]
     if missing:
         problems.append(f"{len(missing)} query(ies) missing: {_some(missing)}")
     twice = [q for q, n in counts.items() if n > 1]
     if twice:
         problems.append(f"{len(twice)} query(ies) listed more than once: {_some(twice)}")
-    unknown = [q for q in counts if q not in queries]
+    unknown = [q for q in counts if q not in set(query_ids)]
     if unknown:
         problems.append(f"{len(unknown)} row(s) name a query that is not in query/: {_some(unknown)}")
-    expected = k if k is not None else (len(rows[0][1]) if rows else 0)
-    wrong_length = [f"{q} ({len(names)})" for q, names in rows if len(names) != expected]
-    if wrong_length:
-        problems.append(f"{len(wrong_length)} row(s) without exactly {expected} gallery names: {_some(wrong_length)}")
+    if fmt == "kaggle":
+        too_long = [f"{q} ({len(names)})" for q, names in rows if len(names) > KAGGLE_MAX_IMAGES]
+        if too_long:
+            problems.append(f"{len(too_long)} row(s) with more than {KAGGLE_MAX_IMAGES} images: {_some(too_long)}")
+    else:
+        expected = k if k is not None else (len(rows[0][1]) if rows else 0)
+        wrong_length = [f"{q} ({len(names)})" for q, names in rows if len(names) != expected]
+        if wrong_length:
+            problems.append(f"{len(wrong_length)} row(s) without exactly {expected} gallery names: "
+                            f"{_some(wrong_length)}")
+        if expected > len(gallery):
+            problems.append(f"k={expected} is more than the {len(gallery)} gallery images")
     not_in_gallery = sorted({name for _, names in rows for name in names if name not in gallery})
     if not_in_gallery:
         problems.append(f"{len(not_in_gallery)} name(s) not in gallery/: {_some(not_in_gallery)}")
     repeated = [q for q, names in rows if len(set(names)) != len(names)]
     if repeated:
         problems.append(f"{len(repeated)} row(s) list a gallery image twice: {_some(repeated)}")
-    if expected > len(gallery):
-        problems.append(f"k={expected} is more than the {len(gallery)} gallery images")
     return problems

@@ -36,11 +36,12 @@ def resolve_index(kind: str, gallery_size: int) -> str:
     return kind
 
 
-def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None = None) -> faiss.Index:
+def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None = None, k: int = 100) -> faiss.Index:
     """Inner-product index over L2-normalised vectors.
 
     exact: brute force (right up to ~1e5 images, and on a GPU well beyond); ivf: inverted
-    lists, 4*sqrt(n) cells, 1/16 of them probed; hnsw: a graph index, CPU only."""
+    lists, 4*sqrt(n) cells, 1/16 of them probed (more when that holds fewer than 2k
+    photos); hnsw: a graph index, CPU only, exploring at least 2k candidates."""
     vectors = l2_normalize(gallery)
     dim, count = vectors.shape[1], len(vectors)
     kind = resolve_index(kind, count)
@@ -50,10 +51,10 @@ def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None =
         cells = max(1, min(int(4 * np.sqrt(count)), count // 39))  # faiss wants ~39 training points per cell
         index = faiss.index_factory(dim, f"IVF{cells},Flat", faiss.METRIC_INNER_PRODUCT)
         index.train(vectors)
-        index.nprobe = max(1, cells // 16)
+        index.nprobe = min(cells, max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
     else:
         index = faiss.index_factory(dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 128
+        index.hnsw.efSearch = max(128, 2 * k)
     if kind != "hnsw" and ((use_gpu is None and _gpu_count() > 0) or use_gpu):
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(vectors)
@@ -64,12 +65,16 @@ def search(queries: np.ndarray, gallery: np.ndarray, k: int, use_gpu: bool | Non
            batch_size: int = 8192, index: str = "exact") -> tuple[np.ndarray, np.ndarray]:
     """(similarities, gallery indices), each (num_queries, min(k, gallery size)), best first."""
     k = min(k, len(gallery))
-    built = build_index(gallery, index, use_gpu)
+    built = build_index(gallery, index, use_gpu, k)
     queries = l2_normalize(queries)
     parts = [built.search(queries[start:start + batch_size], k) for start in range(0, len(queries), batch_size)]
     if not parts:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    similarities, indices = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    short = np.flatnonzero((indices < 0).any(axis=1))
+    if len(short) and index != "exact":  # an approximate index found fewer than k: those rows exactly
+        similarities[short], indices[short] = search(queries[short], gallery, k, use_gpu, batch_size, "exact")
+    return similarities, indices
 
 
 def recall_against_exact(queries: np.ndarray, gallery: np.ndarray, approximate: np.ndarray, k: int,

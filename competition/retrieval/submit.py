@@ -21,7 +21,8 @@ from competition.errors import CompeteError
 from competition.evaluate.leaderboard import add_record
 from competition.evaluate.metrics import score_by_group
 from competition.evaluate.scoring import flatten_scores
-from competition.evaluate.submission import ranked_names, write_submission
+from competition.evaluate.submission import KAGGLE_MAX_IMAGES, check_unique_ids, ranked_names, write_submission
+from competition.evaluate.validate import validate_submission
 from competition.io import atomic_path, fingerprint
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.registry import REGISTRY, get_spec
@@ -41,7 +42,8 @@ class SubmitConfig:
     models: list[str] = field(default_factory=lambda: ["efficientnet_lite0"])
     weights: list[float] | None = None
     name: str = ""
-    k: int = 10
+    k: int = 0  # gallery photos per query; 0: 100 for the kaggle format (its limit, scored by mAP@100), else 10
+    map_k: int = 0  # local mAP@k next to mAP@10; 0: 100 for the kaggle format, else 10
     # Mirrored photo averaged in: measured on real photos (realdev), mAP@10 +2 points off the
     # shelf and in held-out validation, for twice the embedding time.
     flip: bool = True
@@ -123,6 +125,14 @@ def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
     return pretrained_model(EmbedderConfig(backbone=model, pooling=pooling))
 
 
+def check_weights(weights: list[float], models: int) -> None:
+    """Ensemble weights must be finite, not negative, and not all zero (else NaN embeddings)."""
+    if len(weights) != models:
+        raise CompeteError(f"{len(weights)} weight(s) for {models} model(s)")
+    if not all(np.isfinite(weights)) or min(weights) < 0 or sum(weights) <= 0:
+        raise CompeteError(f"ensemble weights must be finite, >= 0 and not all 0, not {weights}")
+
+
 def guard_unseen(models: list[LoadedModel], weights: list[float], if_worse: str,
                  with_pretrained: float) -> tuple[list[LoadedModel], list[float], list[str]]:
     """Apply --if-worse and --with-pretrained; returns models, weights and what was done."""
@@ -186,14 +196,17 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
-    if config.k < 1:
-        raise CompeteError("k must be at least 1")
+    k = config.k or (KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10)
+    map_k = config.map_k or (KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10)
+    if k < 1 or map_k < 1:
+        raise CompeteError("k and map_k must be at least 1")
+    for names, what in (([r.name for r in competition.query], "query"), ([r.name for r in competition.gallery], "gallery")):
+        check_unique_ids(names, config.fmt, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
+    weights = list(config.weights) if config.weights else [1.0] * len(config.models)
+    check_weights(weights, len(config.models))
     device = pick_device(config.device or None)
     models = [load_model(m, config.runs_dir, config.pooling) for m in config.models]
-    weights = list(config.weights) if config.weights else [1.0] * len(models)
-    if len(weights) != len(models):
-        raise CompeteError(f"{len(weights)} weight(s) for {len(models)} model(s)")
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained)
     query_vectors, gallery_vectors, skipped = [], [], set()
     for model in models:
@@ -216,22 +229,30 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     gallery = fuse_concat(gallery_vectors, weights)
     queries, gallery = config.postprocess.vectors(queries, gallery)
     index = resolve_index(config.index, len(gallery))
-    ranking = config.postprocess.rank_vectors(queries, gallery, config.k, index)
+    ranking = config.postprocess.rank_vectors(queries, gallery, k, index)
     if index != "exact":  # say what the approximation costs
-        recall = recall_against_exact(queries, gallery, ranking, config.k)
-        index = f"{index} (recall@{config.k} vs exact {recall:.3f})"
+        recall = recall_against_exact(queries, gallery, ranking, k)
+        index = f"{index} (recall@{k} vs exact {recall:.3f})"
         log.warning("approximate search: %s", index)
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
     path = write_submission(Path(config.submissions_dir) / f"{name}.{extension}", [r.name for r in competition.query],
                             ranked_names(ranking, [r.name for r in competition.gallery]), config.fmt)
+    problems = validate_submission(path, [r.name for r in competition.query], [r.name for r in competition.gallery],
+                                   min(k, len(competition.gallery)))
+    if problems:  # never score or record a file the competition would reject
+        raise CompeteError(f"{path} was written but is not valid, so it was not scored: " + "; ".join(problems))
     save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
     scores = None
     if competition.has_eval_labels:
         seen = set(competition.train_classes) or None
         scores = flatten_scores(score_by_group(ranking, [r.label for r in competition.query],
-                                               [r.label for r in competition.gallery], seen_classes=seen))
+                                               [r.label for r in competition.gallery], seen_classes=seen,
+                                               map_k=map_k))
+    elif competition.has_partial_labels:
+        log.warning("labels.csv gives a class to %s; scoring needs every query and gallery photo, so this "
+                    "submission is not scored", competition.label_coverage())
     tta_parts = ((["flip"] if config.flip else []) + ([f"scales {','.join(map(str, config.scales))}"]
                                                        if list(config.scales) != [1.0] else [])
                  + (["aspect-preserving resize"] if config.resize == "aspect" else []))

@@ -16,7 +16,7 @@ import numpy as np
 
 from competition.augment.generate import MANIFEST
 from competition.data.checks import cross_class_duplicates, readable_records, require_every_class
-from competition.data.discover import ImageRecord, discover_train
+from competition.data.discover import ImageRecord, training_photos
 from competition.errors import CompeteError
 from competition.train.validation import Fold, class_folds
 
@@ -58,7 +58,7 @@ def augmented_variants(augmented_dir: Path) -> dict[str, list[Path]]:
 
 def load_training_data(root: Path, augmented: Path | None, folds: int, photo_share: float, seed: int,
                        strict: bool = False) -> TrainingData:
-    found = discover_train(root / "train")
+    found = training_photos(root)
     cross_class_duplicates(found)
     photos, skipped = readable_records(found, strict=strict)
     require_every_class(found, photos)

@@ -1,0 +1,166 @@
+"""Submissions Kaggle accepts, and scores that cannot lie."""
+
+import csv
+import io
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from competition.data.discover import discover_competition
+from competition.errors import CompeteError
+from competition.evaluate.metrics import score_ranking
+from competition.evaluate.scoring import score_submission
+from competition.evaluate.validate import validate_submission
+from competition.retrieval.search import search
+from competition.retrieval.submit import SubmitConfig, check_weights, submit
+
+
+def kaggle_rules(text: str, query_ids: set[str], index_ids: set[str]) -> list[str]:
+    """The Google Landmark Retrieval submission rules, written from the competition page:
+    header id,images; one row per test id; images are index ids, space separated, at most
+    100, none twice. Independent of compete's own reader and validator."""
+    text = text.removeprefix("\ufeff")
+    rows = list(csv.reader(io.StringIO(text)))
+    errors = [] if rows and rows[0] == ["id", "images"] else ["header"]
+    seen = set()
+    for row in rows[1:]:
+        if len(row) != 2 or row[0] not in query_ids or row[0] in seen:
+            errors.append(f"row {row}")
+            continue
+        seen.add(row[0])
+        images = row[1].split(" ") if row[1] else []
+        if len(images) > 100 or len(set(images)) != len(images) or not set(images) <= index_ids:
+            errors.append(f"images of {row[0]}")
+    return errors + (["missing ids"] if seen != query_ids else [])
+
+
+def _common(tmp_path, data, **settings):
+    return dict(data=str(data), runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"),
+                leaderboard=str(tmp_path / "board.md"), image_size=32, **settings)
+
+
+def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competition, tmp_path):
+    result = submit(SubmitConfig(models=["efficientnet_lite0"], name="k", fmt="kaggle", **_common(tmp_path, tiny_competition)),
+                    progress=False)
+    found = discover_competition(tiny_competition)
+    query_ids = {r.path.stem for r in found.query}
+    index_ids = {r.path.stem for r in found.gallery}
+    text = result.path.read_text()
+    assert text.splitlines()[1].split(",")[0] in query_ids and ".jpg" not in text  # ids, not file names
+    assert len(text.splitlines()[1].split(",")[1].split()) == len(index_ids)  # k: 100 capped by the gallery
+    assert kaggle_rules(text, query_ids, index_ids) == []
+    assert validate_submission(result.path, [r.name for r in found.query], [r.name for r in found.gallery],
+                               expected_format="kaggle") == []
+    assert score_submission(result.path, tiny_competition)["top1"] == result.scores["top1"]  # read back by id
+    assert "map@100" in result.scores
+    bom = tmp_path / "bom.csv"
+    bom.write_text("\ufeff" + text, encoding="utf-8")
+    assert validate_submission(bom, [r.name for r in found.query], [r.name for r in found.gallery]) == []
+    plain = submit(SubmitConfig(models=["efficientnet_lite0"], name="plain", **_common(tmp_path, tiny_competition)),
+                   progress=False)
+    problems = validate_submission(plain.path, [r.name for r in found.query], [r.name for r in found.gallery],
+                                   expected_format="kaggle")
+    assert problems and "id,images" in problems[0]
+
+
+def test_two_gallery_photos_with_one_kaggle_id_are_refused(tiny_competition, tmp_path):
+    first = sorted((tiny_competition / "gallery").iterdir())[0]
+    Image.open(first).save(first.with_suffix(".png"))
+    with pytest.raises(CompeteError, match="share the id"):
+        submit(SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, tiny_competition)),
+               progress=False)
+
+
+def test_a_repeated_right_photo_counts_once(tiny_competition, tmp_path):
+    found = discover_competition(tiny_competition)
+    query = found.query[0]
+    right = next(g for g in found.gallery if g.label == query.label)
+    rows = ["query," + ",".join(f"rank_{i}" for i in range(1, 11))]
+    rows += [f"{q.name}," + ",".join([right.name if q is query else found.gallery[0].name] * 10) for q in found.query]
+    path = tmp_path / "repeats.csv"
+    path.write_text("\n".join(rows) + "\n")
+    scores = score_submission(path, tiny_competition)
+    assert all(0 <= scores[k] <= 1 for k in scores)
+    once = score_ranking(np.zeros((1, 10), dtype=int), ["a"], ["a", "b"])  # the one right photo, ten times
+    assert once["p@10"] == pytest.approx(0.1) and once["map@10"] == 1.0 and once["top1"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_with_k_as_large_as_the_gallery_gives_full_rows(kind):
+    rng = np.random.default_rng(0)
+    gallery, queries = rng.normal(size=(200, 16)).astype(np.float32), rng.normal(size=(20, 16)).astype(np.float32)
+    _, indices = search(queries, gallery, k=200, index=kind)
+    assert (indices >= 0).all() and all(len(set(row)) == 200 for row in indices)
+
+
+@pytest.mark.parametrize("weights", [[1.0, -1.0], [0.0, 0.0], [float("nan"), 1.0], [1.0]])
+def test_bad_ensemble_weights_are_refused(weights):
+    with pytest.raises(CompeteError, match="weight"):
+        check_weights(weights, 2)
+
+
+def _labels(root, rows):
+    (root / "labels.csv").write_text("image,class\n" + "\n".join(rows) + "\n")
+
+
+def test_labels_blank_padded_or_partial(tiny_competition, tmp_path, caplog):
+    found = discover_competition(tiny_competition)
+    photos = found.query + found.gallery
+    _labels(tiny_competition, [f"{r.key},{'' if i == 0 else r.label}" for i, r in enumerate(photos)])
+    with pytest.raises(CompeteError, match="blank class in 1 row"):
+        discover_competition(tiny_competition)
+    _labels(tiny_competition, [f"{r.key}, {r.label} " for r in photos])
+    with caplog.at_level(logging.WARNING):
+        padded = discover_competition(tiny_competition)
+    assert "removed spaces" in caplog.text and [r.label for r in padded.query] == [r.label for r in found.query]
+    assert {r.label for r in padded.query} & set(padded.train_classes)  # seen landmarks stay seen
+    _labels(tiny_competition, [f"{r.key},{r.label}" for r in photos[1:]])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        result = submit(SubmitConfig(models=["efficientnet_lite0"], **_common(tmp_path, tiny_competition)),
+                        progress=False)
+    assert result.scores is None and f"{len(photos) - 1} of {len(photos)}" in caplog.text and photos[0].key in caplog.text
+
+
+def _jpeg(path, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), colour).save(path, format="JPEG")
+
+
+def test_glr_layout_is_read_from_train_csv_and_nested_folders(tmp_path):
+    root = tmp_path / "glr"
+    rows = []
+    for landmark in range(3):
+        for photo in range(3):
+            photo_id = f"{landmark}{photo}a{'f' * 13}"
+            _jpeg(root / "train" / photo_id[0] / photo_id[1] / photo_id[2] / f"{photo_id}.jpg", (80 * landmark, 0, 0))
+            rows.append(f"{photo_id},{100 + landmark}")
+    rows.append("fffmissing,101")  # listed, not on disk: named and counted
+    (root / "train.csv").write_text("id,landmark_id\n" + "\n".join(rows) + "\n")
+    for folder, ids in (("index", ["abc1", "abd2", "bcd3"]), ("test", ["cde4", "cdf5"])):
+        for photo_id in ids:
+            _jpeg(root / folder / photo_id[0] / photo_id[1] / photo_id[2] / f"{photo_id}.jpg", (0, 90, 0))
+    (root / "test" / "c" / "d" / "e" / "notes.txt").write_text("not a photo")
+    found = discover_competition(root)
+    assert found.layout == "glr" and found.train_classes == ["100", "101", "102"] and len(found.train) == 9
+    assert [r.name for r in found.query] == ["c/d/e/cde4.jpg", "c/d/f/cdf5.jpg"] and len(found.gallery) == 3
+    assert any("fffmissing" in s for s in found.skipped) and any("notes.txt" in s for s in found.skipped)
+    result = submit(SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, root)), progress=False)
+    lines = result.path.read_text().splitlines()
+    assert lines[0] == "id,images" and lines[1].startswith("cde4,") and len(lines[1].split(",")[1].split()) == 3
+
+
+def test_nested_query_folders_and_other_extensions_are_found_or_named(tiny_competition):
+    first = sorted((tiny_competition / "query").iterdir())[0]
+    (tiny_competition / "query" / "sub").mkdir()
+    first.rename(tiny_competition / "query" / "sub" / first.name)
+    Image.open(tiny_competition / "query" / "sub" / first.name).save(tiny_competition / "query" / "extra.gif")
+    (tiny_competition / "query" / "clip.mp4").write_bytes(b"\0")
+    labels = tiny_competition / "labels.csv"
+    labels.write_text(labels.read_text().replace(f"query/{first.name}", f"query/sub/{first.name}"))
+    found = discover_competition(tiny_competition)
+    names = [r.name for r in found.query]
+    assert f"sub/{first.name}" in names and "extra.gif" in names
+    assert [s for s in found.skipped if "clip.mp4" in s]
