@@ -177,3 +177,53 @@ def test_whitening_at_identity_is_the_pretrained_embedding_and_a_fitted_one_shri
     module.set(mean, matrix)
     assert np.allclose(module(torch.from_numpy(features).float()).numpy(), apply_whitening(features, mean, matrix),
                        atol=1e-5)
+
+
+def test_open_clip_image_tower_embeds_with_its_own_normalisation(monkeypatch, tmp_path):
+    """open_clip is optional: a stand-in module with its API shows the tower is used as is."""
+    import sys
+    import types
+
+    class Tower(torch.nn.Module):
+        output_dim = 6
+
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 6)
+
+        def forward(self, images):
+            return self.proj(images.mean(dim=(2, 3)))  # signed vectors, as CLIP towers give
+
+    class Clip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = Tower()
+
+    fake = types.ModuleType("open_clip")
+    fake.OPENAI_DATASET_MEAN, fake.OPENAI_DATASET_STD = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+    fake.get_model_config = lambda architecture: {"vision_cfg": {"image_size": 64}}
+    fake.get_pretrained_cfg = lambda architecture, tag: {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    trained = Clip()
+    fake.create_model = lambda architecture, pretrained=None: trained if pretrained else Clip()
+    monkeypatch.setitem(sys.modules, "open_clip", fake)
+
+    config = EmbedderConfig(backbone="open_clip:ViT-Tiny/test", pooling="gem")
+    embedder, origin = build_embedder(config)
+    assert origin == "open_clip (ViT-Tiny/test)" and config.resolved_image_size() == 64
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = trained.visual((images - 0.5) / 0.5)
+        assert torch.allclose(embedder.eval()(images), expected, atol=1e-6)  # GeM left out: it would clamp
+    monkeypatch.delitem(sys.modules, "open_clip")
+    monkeypatch.setattr("builtins.__import__", _refuse_open_clip(__import__))
+    with pytest.raises(CompeteError, match="pip install open_clip_torch"):
+        build_embedder(EmbedderConfig(backbone="open_clip:ViT-B-32/laion2b_s34b_b79k"))
+
+
+def _refuse_open_clip(real_import):
+    def guarded(name, *args, **kwargs):
+        if name == "open_clip":
+            raise ImportError("No module named 'open_clip'")
+        return real_import(name, *args, **kwargs)
+
+    return guarded

