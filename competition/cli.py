@@ -103,6 +103,7 @@ def augment(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: DataOption = Path("data/sample"),
     backbone: Annotated[Optional[list[str]], typer.Option(help="Backbone (repeat to train several for an ensemble); "
                                                               "`compete models` lists them.")] = None,
@@ -152,36 +153,50 @@ def train(
     Several GPUs (or CPU processes, gloo): torchrun --nproc_per_node N -m competition.cli train --regime full ...
     (--batch-size is per process; rank 0 validates and writes the run folder).
     """
-    from competition.train.checkpoint import load_checkpoint, LAST
-    from competition.train.config import TrainConfig, load_train_config
+    from competition.train.config import resume_settings, training_settings
     from competition.train.loop import train as train_run
 
-    def settings_for(one_backbone: str | None) -> TrainConfig:
+    given = _given(ctx)
+    flags = {setting: _plain(value) for setting, value in (
+        ("data", data), ("regime", regime), ("epochs", epochs), ("image_size", image_size),
+        ("embedding_dim", embedding_dim), ("head", head), ("unfreeze_from", unfreeze_from),
+        ("whiten_power", whiten_power), ("folds", folds), ("pooling", pooling), ("lr", lr), ("freeze_bn", freeze_bn),
+        ("layer_decay", layer_decay), ("l2_sp", l2_sp), ("wise_ft", wise_ft), ("pseudo_labels", pseudo_labels),
+        ("batch_size", batch_size), ("seed", seed), ("runs_dir", runs_dir), ("weights_file", weights),
+        ("augmented", augmented), ("run_name", name), ("use_augmented", not no_augmented),
+        ("pretrained", not no_pretrained), ("strict", strict))
+        if given.get(setting, False)}
+
+    def settings_for(one_backbone: str | None) -> object:
         if resume:
-            return TrainConfig.from_dict(load_checkpoint(resume / LAST)["config"] | ({"epochs": epochs} if epochs else {}))
-        base = load_train_config(config) if config else {}
-        flags = {"data": str(data), "backbone": one_backbone, "regime": regime, "epochs": epochs,
-                 "image_size": image_size, "embedding_dim": embedding_dim, "head": head, "unfreeze_from": unfreeze_from,
-                 "whiten_power": whiten_power, "folds": folds,
-                 "pooling": pooling, "lr": lr, "freeze_bn": freeze_bn, "layer_decay": layer_decay, "l2_sp": l2_sp,
-                 "wise_ft": wise_ft, "pseudo_labels": pseudo_labels,
-                 "batch_size": batch_size, "seed": seed, "runs_dir": str(runs_dir),
-                 "weights_file": str(weights) if weights else None, "augmented": str(augmented) if augmented else None}
-        merged = base | {k: v for k, v in flags.items() if v is not None}
-        if no_augmented:
-            merged["use_augmented"] = False
-        if no_pretrained:
-            merged["pretrained"] = False
-        if strict:
-            merged["strict"] = True
-        if name:
-            merged["run_name"] = name if len(backbone or []) <= 1 else f"{name}-{one_backbone}"
-        return TrainConfig.from_dict(merged)
+            return resume_settings(resume, flags)
+        named = flags | ({"backbone": one_backbone} if one_backbone else {})
+        if name and len(backbone or []) > 1:
+            named["run_name"] = f"{name}-{one_backbone}"
+        return training_settings(named, config)
 
     for one in (backbone or [None]) if not resume else [None]:
         settings = _run(lambda: settings_for(one))
         summary = _run(lambda: train_run(settings, resume=bool(resume), progress=_progress()))
         _print_train_summary(settings, summary)
+
+
+_FLAG_OF_SETTING = {"weights_file": "weights", "run_name": "name", "use_augmented": "no_augmented",
+                    "pretrained": "no_pretrained"}
+
+
+def _given(ctx: typer.Context) -> dict[str, bool]:
+    """Which settings the user typed (flags with defaults must not override a config file or a resumed run)."""
+    # compared by name: typer vendors its own click, whose ParameterSource is another class
+    typed = {name for name in ctx.params
+             if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
+    settings = {name: True for name in typed}
+    settings.update({setting: flag in typed for setting, flag in _FLAG_OF_SETTING.items()})
+    return settings
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Path) else value
 
 
 def _report_skipped(skipped: list[str], what: str) -> None:

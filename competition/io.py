@@ -1,15 +1,20 @@
-"""Atomic writes and a file lock: a killed process never leaves a half-written file."""
+"""Atomic writes and file locks: a killed process never leaves a half-written file, and two
+processes never write one folder at once. Locks use the `filelock` package (it works on
+Windows too, and the OS releases a lock when its process dies)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+from competition.errors import CompeteError
 
 
 def _umask() -> int:
@@ -18,10 +23,17 @@ def _umask() -> int:
     return mask
 
 
+def ensure_writable(target: Path) -> None:
+    """A read-only file is refused: renaming a new file over it would bypass its mode."""
+    if target.exists() and not target.stat().st_mode & stat.S_IWUSR:
+        raise CompeteError(f"{target}: the file is read-only; not replaced")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it over `target` only on success."""
     target = Path(target)
+    ensure_writable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result should be an ordinary file
@@ -45,15 +57,37 @@ def atomic_write_json(target: str | Path, data: object) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock held for the duration of the block (POSIX processes)."""
+    """An exclusive lock held for the duration of the block; waits for another holder."""
+    from filelock import FileLock
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
+
+
+@contextlib.contextmanager
+def exclusive_use(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold `folder` for this process, or fail at once naming the process that holds it
+    (two trainings of one run, or two augments of one folder, would overwrite each other)."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    lock_file = folder.parent / f".{folder.name}.lock"
+    owner_file = folder.parent / f".{folder.name}.owner"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner_file.read_text().strip() if owner_file.exists() else "another process"
+        raise CompeteError(f"{folder} is in use by {holder}; wait for it to finish or stop it") from None
+    try:
+        owner_file.write_text(f"compete (pid {os.getpid()}) since {time.strftime('%H:%M:%S')}\n")
+        yield
+    finally:
+        owner_file.unlink(missing_ok=True)
+        lock.release()
 
 
 def sha256_of_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -9,15 +9,17 @@ leaves whole files or none.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import multiprocessing
 import os
 import shutil
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -29,7 +31,7 @@ from competition.data.checks import require_every_class, unreadable_reason
 from competition.data.discover import ImageRecord, training_photos
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
-from competition.io import atomic_path, atomic_write_json, atomic_write_text
+from competition.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_use
 
 log = logging.getLogger(__name__)
 AUGMENTED_DIR = "augmented"
@@ -70,11 +72,16 @@ def plan_jobs(records: list[ImageRecord], recipe: Recipe, out_dir: Path, seed: i
     jobs = []
     for label in sorted(by_class):
         sources = sorted(by_class[label], key=lambda r: r.name)  # input order must not matter
+        stems = Counter(PurePosixPath(r.name).stem for r in sources)
         for record, count in zip(sources, variants_per_source(len(sources), recipe.target_per_class)):
             source_hash = zlib.crc32(record.name.encode("utf-8"))
+            # named as in the class folder (a link keeps its own name); a.jpg and a.png must not
+            # write the same variant files
+            name = PurePosixPath(record.name)
+            base = name.stem if stems[name.stem] == 1 else name.name.replace(".", "-")
             for variant in range(count):
                 rng = np.random.default_rng([seed, source_hash, variant])
-                output = out_dir / label / f"{record.path.stem}__{variant:03d}.{recipe.output_format}"
+                output = out_dir / label / f"{base}__{variant:03d}.{recipe.output_format}"
                 jobs.append(Job(record.path, output, label, int(rng.integers(2**31 - 1)), choose_steps(recipe, rng)))
     return jobs
 
@@ -159,11 +166,28 @@ class AugmentResult:
     per_class: dict[str, int]
 
 
+def check_out_dir(out_dir: Path, root: Path) -> None:
+    """The output folder may neither hold the source photos nor sit among them."""
+    out, sources = out_dir.resolve(), (root / "train").resolve()
+    if out == sources or out in sources.parents:
+        raise CompeteError(f"--out {out_dir} holds the training photos ({sources}): choose a folder of its own, "
+                           f"e.g. {root / AUGMENTED_DIR}")
+    if sources in out.parents:
+        raise CompeteError(f"--out {out_dir} is inside {sources}: its variants would be read as training classes")
+
+
+def made_by_compete(folder: Path) -> bool:
+    return (folder / RECIPE_FILE).is_file() or (folder / MANIFEST).is_file()
+
+
 def _prepare_out_dir(out_dir: Path, recipe: Recipe, seed: int, overwrite: bool, replace_if_changed: bool) -> None:
     recorded = out_dir / RECIPE_FILE
     wanted = {"recipe": recipe.to_dict(), "seed": seed}
     changed = recorded.exists() and json.loads(recorded.read_text()) != wanted
     if out_dir.exists() and (overwrite or (changed and replace_if_changed)):
+        if any(out_dir.iterdir()) and not made_by_compete(out_dir):  # only ever delete what compete made
+            raise CompeteError(f"{out_dir} was not made by compete augment (no {RECIPE_FILE}): not deleted; "
+                               "choose another --out")
         shutil.rmtree(out_dir)
     elif changed:
         raise CompeteError(f"{out_dir} was made with another recipe or seed: pass --overwrite to regenerate it, "
@@ -175,14 +199,15 @@ def _prepare_out_dir(out_dir: Path, recipe: Recipe, seed: int, overwrite: bool, 
 
 
 def write_manifest(out_dir: Path, jobs: list[Job], recipe: Recipe, root: Path) -> None:
-    lines = ["output,source,class,transforms,seed"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # quotes commas and quotes in class names
+    writer.writerow(["output", "source", "class", "transforms", "seed"])
     for job in jobs:
         if job.output.exists():
             names = ";".join(recipe.steps[i].name for i in job.steps)
-            source = os.path.relpath(job.source, root)
-            fields = [job.output.relative_to(out_dir).as_posix(), source, job.label, names, str(job.seed)]
-            lines.append(",".join(f'"{f}"' if ("," in f or '"' in f) else f for f in fields))
-    atomic_write_text(out_dir / MANIFEST, "\n".join(lines) + "\n")
+            source = Path(os.path.relpath(job.source, root)).as_posix()
+            writer.writerow([job.output.relative_to(out_dir).as_posix(), source, job.label, names, job.seed])
+    atomic_write_text(out_dir / MANIFEST, buffer.getvalue())
 
 
 def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | None = None, seed: int = 0,
@@ -192,9 +217,17 @@ def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | 
     root = Path(root)
     records = training_photos(root)
     out_dir = Path(out_dir) if out_dir else root / AUGMENTED_DIR
+    check_out_dir(out_dir, root)
+    if workers is not None and workers < 0:
+        raise CompeteError(f"--workers must be 0 (all cores) or more, not {workers}")
     workers = workers or os.cpu_count() or 1
-    _prepare_out_dir(out_dir, recipe, seed, overwrite, replace_if_changed)
+    with exclusive_use(out_dir, "augmented folder"):
+        return _augment(root, records, recipe, out_dir, seed, workers, overwrite, strict, progress, replace_if_changed)
 
+
+def _augment(root: Path, records: list[ImageRecord], recipe: Recipe, out_dir: Path, seed: int, workers: int,
+             overwrite: bool, strict: bool, progress: bool, replace_if_changed: bool) -> AugmentResult:
+    _prepare_out_dir(out_dir, recipe, seed, overwrite, replace_if_changed)
     with _pool(workers, recipe) as pool:
         problems = list(tqdm(pool.imap(unreadable_reason, [r.path for r in records], chunksize=8),
                              total=len(records), desc="checking sources", disable=not progress))

@@ -25,6 +25,9 @@ MAX_SIDE = 2048
 # Pillow refuses images above ~179 MP as a "decompression bomb"; real panoramas can be
 # larger, and we bound memory ourselves with draft mode and MAX_SIDE.
 Image.MAX_IMAGE_PIXELS = 400_000_000
+# Only JPEG can be decoded at reduced size; any other format is decoded whole first, so
+# beyond this many pixels (a 381 KB 14000x14000 PNG took 5 GB) the file is refused instead.
+MAX_FULL_DECODE_PIXELS = 64_000_000
 
 
 class UnreadableImage(CompeteError):
@@ -38,7 +41,7 @@ def is_image_file(path: Path) -> bool:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit grayscale: scale the actual range to 8 bits instead of clipping.
-        array = np.asarray(image, dtype=np.float64)
+        array = np.asarray(image, dtype=np.float32)
         high = array.max() or 1.0
         image = Image.fromarray((array / high * 255.0).astype(np.uint8))
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
@@ -57,6 +60,10 @@ def read_image(path: str | Path, max_side: int = MAX_SIDE) -> np.ndarray:
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; we only need pixels
             with Image.open(path) as image:
                 image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale
+                if image.width * image.height > MAX_FULL_DECODE_PIXELS:
+                    raise UnreadableImage(f"{path}: {image.width}x{image.height} {image.format or ''} image is too large "
+                                          f"to decode safely (over {MAX_FULL_DECODE_PIXELS // 1_000_000} MP that cannot "
+                                          "be decoded reduced); save it smaller or as JPEG")
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
                 image.load()
                 image = ImageOps.exif_transpose(image)

@@ -9,10 +9,13 @@ sees half a table.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, file_lock
+from competition.io import atomic_write_text, ensure_writable, file_lock
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [  # (record key, column title)
     ("name", "run"), ("backbones", "backbones"), ("regime", "regime"), ("augmentation", "augmentation"),
@@ -36,10 +39,33 @@ def records_file(markdown: Path) -> Path:
 
 
 def read_records(markdown: str | Path) -> list[dict]:
+    """The rows; a damaged line (a disk filled mid-write, a hand edit) is skipped and named."""
     path = records_file(Path(markdown))
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records, bad = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(str(number))
+    if bad:
+        log.warning("%s: skipped %d damaged line(s): %s", path, len(bad), ", ".join(bad[:10]))
+    return records
+
+
+def _write_records(markdown: Path, records: list[dict]) -> None:
+    for path in (markdown, records_file(markdown)):  # both or neither
+        ensure_writable(path)
+    atomic_write_text(records_file(markdown), "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
+                                                      for r in records))
+    atomic_write_text(markdown, render(records))
 
 
 def _cell(value) -> str:
@@ -59,11 +85,8 @@ def render(records: list[dict]) -> str:
 
 def add_record(markdown: str | Path, record: dict) -> None:
     markdown = Path(markdown)
-    with file_lock(markdown.with_suffix(".lock")):
-        with open(records_file(markdown), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-            handle.flush()
-        atomic_write_text(markdown, render(read_records(markdown)))
+    with file_lock(markdown.with_suffix(".lock")):  # the whole file rewritten: an append cannot be cut short
+        _write_records(markdown, read_records(markdown) + [record])
 
 
 def mark_uploaded(markdown: str | Path, name: str, upload: dict) -> None:
@@ -78,9 +101,7 @@ def mark_uploaded(markdown: str | Path, name: str, upload: dict) -> None:
             records.append(matching)
         matching.setdefault("uploads", []).append(upload)
         matching["uploaded"] = f"{upload['time'][:16].replace('T', ' ')} {upload['message']}"
-        atomic_write_text(records_file(markdown), "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
-                                                          for r in records))
-        atomic_write_text(markdown, render(records))
+        _write_records(markdown, records)
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

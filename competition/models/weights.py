@@ -35,7 +35,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle and safetensors errors come in many types
-        raise WeightsUnavailable(f"{path}: not a loadable weights file ({error})") from error
+        reason = "it holds Python objects, not only tensors" if "weights_only" in str(error) else type(error).__name__
+        raise WeightsUnavailable(f"{path}: not a loadable weights file ({reason})") from error
     for key in ("state_dict", "model"):  # common wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -1,7 +1,8 @@
 """Batched image embedding with test-time augmentation and an on-disk cache.
 
-The cache keys each vector by (file path, size on disk, modification time), so a cache
-survives new files being added and never serves a vector for a changed photo.
+The cache keys each vector by (file path, size on disk, modification and status-change
+time), so a cache survives new files being added and never serves a vector for a changed
+photo.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def autocast_for(device: torch.device):
 
 
 def file_key(path: Path) -> str:
+    """Path, size, modification and status-change time: a photo replaced by another of the same
+    size and modification time (cp -p, an unpacked archive) still changes its ctime."""
     stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
 
 
 class FeatureStore:

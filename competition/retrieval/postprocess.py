@@ -123,6 +123,18 @@ class PostProcess:
     rerank_k1: int = 20  # about twice the photos a landmark has in query + gallery works best
     rerank_k2: int = 6
 
+    def check(self) -> None:
+        """One line for the first setting out of range, before any work."""
+        if self.whiten not in ("", "gallery", "query+gallery"):
+            raise CompeteError(f"--whiten must be gallery or query+gallery, not '{self.whiten}'")
+        for name, value, low in (("whiten-dim", self.whiten_dim, 0), ("dba", self.dba, 0), ("qe", self.qe, 0),
+                                 ("alpha", self.alpha, 0), ("rerank-k1", self.rerank_k1, 1),
+                                 ("rerank-k2", self.rerank_k2, 1)):
+            if not np.isfinite(value) or value < low:
+                raise CompeteError(f"--{name} must be >= {low}, not {value}")
+        if not np.isfinite(self.whiten_shrinkage) or self.whiten_shrinkage <= 0:
+            raise CompeteError(f"--whiten-power must be > 0, not {self.whiten_shrinkage}")
+
     def describe(self) -> str:
         steps = []
         if self.whiten:
@@ -138,8 +150,7 @@ class PostProcess:
 
     def vectors(self, queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The embedding steps (whitening, DBA, QE): the vectors the ranking is made from."""
-        if self.whiten not in ("", "gallery", "query+gallery"):
-            raise CompeteError(f"--whiten must be gallery or query+gallery, not '{self.whiten}'")
+        self.check()
         if self.whiten:
             fit_on = gallery if self.whiten == "gallery" else np.concatenate([queries, gallery])
             whitening = learn_whitening(fit_on, self.whiten_dim, self.whiten_shrinkage)

@@ -21,7 +21,9 @@ from competition.errors import CompeteError
 from competition.evaluate.leaderboard import add_record
 from competition.evaluate.metrics import score_by_group
 from competition.evaluate.scoring import flatten_scores
-from competition.evaluate.submission import KAGGLE_MAX_IMAGES, check_unique_ids, ranked_names, write_submission
+from competition.data.dataset import RESIZE_MODES, scaled_sizes
+from competition.evaluate.submission import (FORMATS, KAGGLE_MAX_IMAGES, check_unique_ids, ranked_names,
+                                             write_submission)
 from competition.evaluate.validate import validate_submission
 from competition.io import atomic_path, fingerprint
 from competition.models.embedder import EmbedderConfig, build_embedder
@@ -125,6 +127,22 @@ def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
     return pretrained_model(EmbedderConfig(backbone=model, pooling=pooling))
 
 
+def check_settings(config: SubmitConfig, k: int, map_k: int) -> None:
+    """Every setting in range, with one line for the first that is not, before any work."""
+    if k < 1 or map_k < 1 or config.batch_size < 1:
+        raise CompeteError(f"k, map_k and batch size must be at least 1, not {k}, {map_k}, {config.batch_size}")
+    if config.name and (Path(config.name).name != config.name or config.name in (".", "..")):
+        raise CompeteError(f"--name '{config.name}' must be a plain file name (use --submissions-dir for the folder)")
+    if config.fmt not in FORMATS:
+        raise CompeteError(f"--format must be one of {', '.join(FORMATS)}, not '{config.fmt}'")
+    if config.image_size < 0 or 0 < config.image_size < 32:
+        raise CompeteError(f"--image-size must be 0 (each model's own) or at least 32, not {config.image_size}")
+    if config.resize not in RESIZE_MODES:
+        raise CompeteError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not '{config.resize}'")
+    scaled_sizes(config.image_size or 224, config.scales)
+    config.postprocess.check()
+
+
 def check_weights(weights: list[float], models: int) -> None:
     """Ensemble weights must be finite, not negative, and not all zero (else NaN embeddings)."""
     if len(weights) != models:
@@ -198,8 +216,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
     k = config.k or (KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10)
     map_k = config.map_k or (KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10)
-    if k < 1 or map_k < 1:
-        raise CompeteError("k and map_k must be at least 1")
+    check_settings(config, k, map_k)
     for names, what in (([r.name for r in competition.query], "query"), ([r.name for r in competition.gallery], "gallery")):
         check_unique_ids(names, config.fmt, what)
     leaked_photos(competition.train, competition.query + competition.gallery)

@@ -33,7 +33,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CompeteError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from error
+        # torch's own message advises loading with weights_only=False, which would run any code
+        # hidden in the file: never pass that advice on.
+        reason = "it holds Python objects, not only tensors" if "weights_only" in str(error) else type(error).__name__
+        raise CompeteError(f"{path}: unreadable checkpoint ({reason}); compete loads only plain tensors") from error
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CompeteError(f"{path}: not a compete checkpoint of format {FORMAT_VERSION}")
     return payload
@@ -55,6 +58,8 @@ def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, dict]:
     """The trained embedder of a run, and the run's config."""
     run_dir = Path(run_dir)
     payload = load_checkpoint(run_dir / BEST)
+    if not isinstance(payload.get("embedder_config"), dict) or not isinstance(payload.get("embedder"), dict):
+        raise CompeteError(f"{run_dir / BEST}: holds no model settings or weights (not written by compete train?)")
     config = EmbedderConfig.from_dict({**payload["embedder_config"], "pretrained": False})
     embedder, _ = build_embedder(config)
     try:

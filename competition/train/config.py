@@ -15,6 +15,31 @@ from competition.models.registry import DEFAULT_BACKBONE, get_spec
 from competition.train.losses import LOSSES, TRIPLET_MINING
 
 REGIMES = ("last", "full")
+# What a run adds to its config.json beside the settings: a run's config.json can be fed back.
+RUN_RECORD_KEYS = {"head_resolved", "weights_origin", "pseudo_labels_added", "classes", "provenance",
+                   "freeze_bn_resolved"}
+# setting: (lowest allowed, whether the lowest itself is allowed, highest or None)
+NUMBER_RANGES = {
+    "epochs": (1, True, None), "batch_size": (1, True, None), "lr": (0, False, None), "embedding_dim": (0, True, None),
+    "image_size": (0, True, 4096), "gem_p": (0, False, None), "weight_decay": (0, True, None),
+    "label_smoothing": (0, True, 0.99), "warmup_epochs": (0, True, None), "grad_clip": (0, False, None),
+    "backbone_lr_scale": (0, False, None), "patience": (1, True, None), "samples_per_class": (2, True, None),
+    "triplet_margin": (0, False, None), "pseudo_precision": (0, True, 1), "folds": (1, True, None),
+    "whiten_power": (0, False, 2), "l2_sp": (0, True, None), "layer_decay": (0, False, 1), "seed": (0, True, None),
+}
+
+
+def check_numbers(config) -> None:
+    """Every numeric setting in its range, with one line naming the first that is not."""
+    for name, (low, inclusive, high) in NUMBER_RANGES.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CompeteError(f"{name} must be a number, not {value!r}")
+        if value < low or (value == low and not inclusive) or (high is not None and value > high):
+            bound = f"{'>=' if inclusive else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+            raise CompeteError(f"{name} must be {bound}, not {value}")
+    if 0 < config.image_size < 32:
+        raise CompeteError(f"image_size must be 0 (the backbone's own) or at least 32, not {config.image_size}")
 HEAD_CHOICES = ("auto", "whitening", *LOSSES)  # auto: whitening in the last regime, softmax in the full one
 
 
@@ -83,10 +108,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
+        unknown = set(data) - names - RUN_RECORD_KEYS
         if unknown:
             raise CompeteError(f"unknown training setting(s): {sorted(unknown)}")
-        config = cls(**data)
+        config = cls(**{k: v for k, v in data.items() if k in names})
+        check_numbers(config)
         if config.regime not in REGIMES:
             raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
         if config.head not in HEAD_CHOICES:
@@ -96,14 +122,12 @@ class TrainConfig:
                                "or triplet (whitening is the last regime's closed-form head)")
         if config.regime == "last" and config.loss != "whitening" and config.embedding_dim <= 0:
             raise CompeteError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
-        if config.folds < 1 or not 0 < config.holdout_photos < 1 or config.whiten_power <= 0:
-            raise CompeteError("folds must be >= 1, holdout_photos in (0, 1) and whiten_power > 0")
+        if not 0 < config.holdout_photos < 1:
+            raise CompeteError(f"holdout_photos must be in (0, 1), not {config.holdout_photos}")
         if config.triplet_mining not in TRIPLET_MINING:
             raise CompeteError(f"triplet_mining must be one of {TRIPLET_MINING}, not '{config.triplet_mining}'")
         if config.freeze_bn not in (True, False, "auto"):
             raise CompeteError(f"freeze_bn must be true, false or auto, not '{config.freeze_bn}'")
-        if not 0 < config.layer_decay <= 1 or config.l2_sp < 0:
-            raise CompeteError("layer_decay must be in (0, 1] and l2_sp >= 0")
         if config.unfreeze_from and config.regime != "full":
             raise CompeteError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
         if config.pooling not in POOLINGS:
@@ -116,7 +140,40 @@ def load_train_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CompeteError(f"{path}: config file not found")
-    data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    try:
+        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CompeteError(f"{path}: cannot parse ({str(error).splitlines()[0]})") from error
     if not isinstance(data, dict):
         raise CompeteError(f"{path}: expected a mapping of settings")
     return data
+
+
+def training_settings(flags: dict, config_file: str | Path | None = None) -> TrainConfig:
+    """A config file's settings (a run's own config.json works), the given flags over them."""
+    return TrainConfig.from_dict((load_train_config(config_file) if config_file else {}) | flags)
+
+
+RESUME_MAY_CHANGE = ("epochs", "patience", "device")
+
+
+def resume_settings(run_dir: str | Path, flags: dict) -> TrainConfig:
+    """The settings of the run in `run_dir`, which stays where it is (a moved or copied run
+    continues in its new place). Flags that would change it are refused, except these:
+    RESUME_MAY_CHANGE."""
+    from competition.train.checkpoint import LAST, load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / LAST).is_file():
+        raise CompeteError(f"{run_dir}: nothing to resume (no {LAST}; the last-layer regime keeps no training state: "
+                           "it re-runs in seconds from cached features under a new --name)")
+    saved = load_checkpoint(run_dir / LAST).get("config")
+    if not isinstance(saved, dict):
+        raise CompeteError(f"{run_dir / LAST}: holds no training settings")
+    place = {"run_name": run_dir.name, "runs_dir": str(run_dir.parent)}
+    conflicts = sorted(k for k, v in flags.items()
+                       if k not in RESUME_MAY_CHANGE and place.get(k, saved.get(k)) != v)
+    if conflicts:
+        raise CompeteError(f"--resume continues {run_dir} with its own settings; these flags would change it: "
+                           f"{', '.join(conflicts)} (train a new run instead)")
+    return TrainConfig.from_dict(saved | {k: flags[k] for k in RESUME_MAY_CHANGE if k in flags} | place)

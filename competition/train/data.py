@@ -43,10 +43,16 @@ class TrainingData:
 
 
 def augmented_variants(augmented_dir: Path) -> dict[str, list[Path]]:
-    """Map each source photo ('train/<class>/<file>') to its augmented files, via the manifest."""
+    """Map each source photo ('train/<class>/<file>') to its augmented files, via the manifest.
+
+    A folder with photos but no manifest (an augment killed before writing it) is an error:
+    which photo each variant came from is unknown, and a held-out photo's copies could train."""
     manifest = augmented_dir / MANIFEST
     variants: dict[str, list[Path]] = defaultdict(list)
     if not manifest.exists():
+        if any(p.is_file() and p.suffix != ".json" for p in augmented_dir.rglob("*")):
+            raise CompeteError(f"{augmented_dir} has no {MANIFEST} (an interrupted compete augment?): run the same "
+                               "augment command again to finish it, or --no-augmented")
         return variants
     with open(manifest, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):

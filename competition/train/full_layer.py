@@ -28,6 +28,7 @@ from competition.errors import CompeteError
 from competition.io import atomic_write_text
 from competition.models.embedder import Embedder
 from competition.retrieval.embed import autocast_for
+from competition.train.config import RESUME_MAY_CHANGE
 from competition.train.freezing import full_training_mode
 from competition.train.loop import Run, seed_epoch
 from competition.train.losses import make_loss
@@ -218,7 +219,8 @@ class FullLayerTrainer:
         return run.dist.agree(state.stale_epochs >= self.config.patience)
 
     def _restore(self, payload: dict, optimizer, scheduler) -> None:
-        saved = {k: v for k, v in payload["config"].items() if k not in ("epochs", "patience", "device")}
+        may_change = (*RESUME_MAY_CHANGE, "run_name", "runs_dir")  # a moved run continues in its new place
+        saved = {k: v for k, v in payload["config"].items() if k not in may_change}
         current = {k: v for k, v in self.config.to_dict().items() if k in saved}
         if saved != current:
             changed = sorted(k for k in saved if saved[k] != current.get(k))

@@ -14,6 +14,7 @@ a run that lost on held-out landmarks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import subprocess
@@ -28,7 +29,7 @@ import torch
 import competition
 from competition.data.discover import ImageRecord, discover_competition
 from competition.errors import CompeteError
-from competition.io import fingerprint
+from competition.io import exclusive_use, fingerprint
 from competition.models.embedder import Embedder, build_embedder
 from competition.retrieval.embed import extract_features, pick_device
 from competition.train.config import TrainConfig
@@ -188,13 +189,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     if not config.run_name:
         config.run_name = default_run_name(config)
+    if Path(config.run_name).name != config.run_name or config.run_name in (".", ".."):
+        raise CompeteError(f"run name '{config.run_name}' must be a plain name, not a path (use --runs-dir)")
     started = time.time()
     folder = RunFolder(Path(config.runs_dir) / config.run_name)
-    if folder.finished and not resume:
-        raise CompeteError(f"{folder.path} already exists: pick another --name, or --resume to continue it")
-    run = prepare_run(config, progress)
-    if config.regime == "last":
-        if not run.dist.is_main:  # seconds of work on cached features: rank 0 does it alone
-            return {"run": config.run_name, "rank": run.dist.rank}
-        return fit_last_layer(run, started)
-    return FullLayerTrainer(run).fit(started, resume)
+    # One process writes a run folder: a second `train --name same` stops at once (rank 0 holds it under torchrun).
+    held = exclusive_use(folder.path, "run") if init_distributed().is_main else contextlib.nullcontext()
+    with held:
+        if folder.finished and not resume:
+            raise CompeteError(f"{folder.path} already exists: pick another --name, or --resume to continue it")
+        run = prepare_run(config, progress)
+        if config.regime == "last":
+            if not run.dist.is_main:  # seconds of work on cached features: rank 0 does it alone
+                return {"run": config.run_name, "rank": run.dist.rank}
+            return fit_last_layer(run, started)
+        return FullLayerTrainer(run).fit(started, resume)

@@ -1,0 +1,239 @@
+"""Reliability, second round: nothing a user does deletes their photos, every bad value is one line."""
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from competition.cli import app
+from competition.io import exclusive_use
+from conftest import tiny_config
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def files_under(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("out", ["{root}", "{root}/train", "{root}/train/x", "."])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_augment_never_writes_over_or_among_the_sources(tiny_competition, monkeypatch, out, overwrite):
+    before = files_under(tiny_competition)
+    monkeypatch.chdir(tiny_competition)
+    result = invoke("augment", "--data", tiny_competition, "--out", out.format(root=tiny_competition), "--target", 6,
+                    "--workers", 1, *(["--overwrite"] if overwrite else []))
+    one_line_error(result, "--out")
+    assert files_under(tiny_competition) == before
+
+
+def test_overwrite_only_deletes_a_folder_compete_made(tiny_competition, tmp_path):
+    precious = tmp_path / "photos"
+    (precious / "keep").mkdir(parents=True)
+    (precious / "keep" / "holiday.jpg").write_bytes(b"x")
+    result = invoke("augment", "--data", tiny_competition, "--out", precious, "--overwrite", "--target", 6,
+                    "--workers", 1)
+    one_line_error(result, "not made by compete")
+    assert (precious / "keep" / "holiday.jpg").exists()
+
+
+def test_two_sources_with_one_stem_keep_their_variants_apart(tiny_competition):
+    from competition.train.data import augmented_variants
+
+    folder = next(p for p in sorted((tiny_competition / "train").iterdir()))
+    first = sorted(folder.iterdir())[0]
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first.with_suffix(".png"))
+    assert invoke("augment", "--data", tiny_competition, "--target", 10, "--workers", 1).exit_code == 0
+    variants = augmented_variants(tiny_competition / "augmented")
+    jpg, png = (variants[f"train/{folder.name}/{first.stem}{suffix}"] for suffix in (".jpg", ".png"))
+    assert jpg and png and set(jpg).isdisjoint(png)
+    assert len(list((tiny_competition / "augmented" / folder.name).iterdir())) == 10 - 5  # none written twice
+
+
+def test_a_class_name_with_quotes_and_commas_keeps_its_variants(tiny_competition):
+    from competition.train.data import augmented_variants
+
+    old = next(p for p in sorted((tiny_competition / "train").iterdir()))
+    odd = old.with_name('Sacré "Cœur", Paris')
+    old.rename(odd)
+    assert invoke("augment", "--data", tiny_competition, "--target", 6, "--workers", 1).exit_code == 0
+    variants = augmented_variants(tiny_competition / "augmented")
+    assert sum(len(v) for k, v in variants.items() if k.startswith(f"train/{odd.name}/")) == 2
+
+
+def test_an_augmented_folder_without_its_manifest_is_not_used_silently(tiny_competition, tmp_path):
+    assert invoke("augment", "--data", tiny_competition, "--target", 6, "--workers", 1).exit_code == 0
+    (tiny_competition / "augmented" / "manifest.csv").unlink()  # as after kill -9
+    result = invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path, "--name", "r", "--no-pretrained",
+                    "--image-size", 32)
+    one_line_error(result, "manifest.csv", "augment")
+
+
+def _full_run(tiny_competition, runs, name, epochs=1):
+    from competition.train.loop import train
+
+    train(tiny_config(tiny_competition, runs, name, regime="full", epochs=epochs), progress=False)
+    return runs / name
+
+
+def test_resume_continues_a_copied_or_moved_run_in_its_new_place(tiny_competition, tmp_path):
+    original = _full_run(tiny_competition, tmp_path / "runs", "first")
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(original, copy)
+    before = (original / "metrics.csv").read_text()
+    result = invoke("--quiet", "train", "--resume", copy, "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert (original / "metrics.csv").read_text() == before  # the original is untouched
+    assert len((copy / "metrics.csv").read_text().splitlines()) == 3  # epoch 2 added to epoch 1, not restarted
+    conflicting = invoke("train", "--resume", copy, "--epochs", 3, "--lr", 0.5, "--head", "arcface")
+    one_line_error(conflicting, "head", "lr")
+    nothing = invoke("train", "--resume", tmp_path / "nowhere")
+    one_line_error(nothing, "nothing to resume")
+
+
+def test_a_run_folder_or_augmented_folder_in_use_is_refused_naming_the_holder(tiny_competition, tmp_path):
+    with exclusive_use(tmp_path / "runs" / "busy", "run"):
+        result = invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path / "runs", "--name", "busy",
+                        "--no-pretrained", "--image-size", 32, "--no-augmented")
+        one_line_error(result, "in use by compete (pid")
+    with exclusive_use(tiny_competition / "augmented", "augmented folder"):
+        result = invoke("augment", "--data", tiny_competition, "--overwrite", "--target", 6, "--workers", 1)
+        one_line_error(result, "in use by")
+    assert not (tiny_competition / "augmented").exists()
+
+
+def _submit(data, tmp_path, *extra):
+    return invoke("submit", "--data", data, "-m", "efficientnet_lite0", "--runs-dir", tmp_path / "runs",
+                  "--submissions-dir", tmp_path / "subs", "--leaderboard", tmp_path / "board.md", "--image-size", 32,
+                  "--no-flip", *extra)
+
+
+def test_a_damaged_leaderboard_line_is_skipped_and_named(tiny_competition, tmp_path, caplog):
+    assert _submit(tiny_competition, tmp_path, "--name", "a").exit_code == 0
+    with open(tmp_path / "board.jsonl", "a") as handle:
+        handle.write('{"name": "half-writ')  # a disk that filled mid-append
+    result = _submit(tiny_competition, tmp_path, "--name", "b")
+    assert result.exit_code == 0 and "skipped 1 damaged line(s): 2" in caplog.text, result.output
+    lines = (tmp_path / "board.jsonl").read_text().splitlines()
+    assert [json.loads(line)["name"] for line in lines] == ["a", "b"]
+    assert invoke("leaderboard", tmp_path / "board.md", "--diff", "a", "--diff", "b").exit_code == 0
+
+
+def test_a_read_only_leaderboard_is_not_replaced(tiny_competition, tmp_path):
+    assert _submit(tiny_competition, tmp_path, "--name", "a").exit_code == 0
+    board = tmp_path / "board.md"
+    board.chmod(stat.S_IRUSR | stat.S_IRGRP)
+    before = board.read_text()
+    one_line_error(_submit(tiny_competition, tmp_path, "--name", "b"), "read-only")
+    assert board.read_text() == before and "| b |" not in (tmp_path / "board.jsonl").read_text()
+
+
+def test_huge_photos_that_cannot_be_decoded_reduced_are_refused(tmp_path, monkeypatch):
+    from competition.data import images
+
+    Image.new("I;16", (300, 300)).save(tmp_path / "big.png")
+    monkeypatch.setattr(images, "MAX_FULL_DECODE_PIXELS", 50_000)
+    with pytest.raises(images.UnreadableImage, match="too large"):
+        images.read_image(tmp_path / "big.png")
+    Image.new("RGB", (300, 300)).save(tmp_path / "big.jpg")
+    assert images.read_image(tmp_path / "big.jpg", max_side=64).shape[0] <= 300  # JPEG decodes reduced: fine
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--lr", -1], "lr"), (["--batch-size", 0], "batch_size"), (["--image-size", 10], "image_size"),
+    (["--epochs", 0], "epochs"), (["--folds", 0], "folds"), (["--whiten-power", 0], "whiten_power"),
+])
+def test_bad_training_numbers_are_one_line_before_any_work(tiny_competition, tmp_path, flags, fragment):
+    result = invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path, "--name", "x", *flags)
+    one_line_error(result, fragment)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_config_files_are_one_line(tiny_competition, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: [3\nlr: 0.1\n")
+    one_line_error(invoke("train", "--data", tiny_competition, "--config", broken), "cannot parse")
+    typed = tmp_path / "typed.yaml"
+    typed.write_text("epochs: three\n")
+    one_line_error(invoke("train", "--data", tiny_competition, "--config", typed), "epochs must be a number")
+
+
+def test_a_runs_own_config_feeds_back_with_flags_over_it(tiny_competition, tmp_path):
+    from competition.train.config import training_settings
+
+    run = _full_run(tiny_competition, tmp_path / "runs", "source")
+    settings = training_settings({"epochs": 5, "run_name": "again"}, run / "config.json")
+    assert settings.regime == "full" and settings.epochs == 5 and settings.image_size == 32
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--dba", -3], "--dba"), (["--qe", -3], "--qe"), (["--scales", "0"], "scales"), (["--scales", "50"], "scale"),
+    (["--alpha", -1], "--alpha"), (["--whiten-power", -1], "--whiten-power"), (["--rerank-k1", 0], "--rerank-k1"),
+    (["--name", "../outside"], "plain file name"), (["--weights", "-1"], "weights"),
+])
+def test_bad_submit_values_are_one_line_before_any_work(tiny_competition, tmp_path, flags, fragment):
+    one_line_error(_submit(tiny_competition, tmp_path, *flags), fragment)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outside.csv").exists()
+
+
+def test_augment_workers_must_not_be_negative(tiny_competition):
+    one_line_error(invoke("augment", "--data", tiny_competition, "--workers=-3"), "--workers")
+
+
+def test_a_best_pt_without_settings_and_a_pickled_one_are_one_line(tiny_competition, tmp_path):
+    import pickle
+
+    from competition.train.checkpoint import save_checkpoint
+
+    run = tmp_path / "runs" / "hollow"
+    save_checkpoint(run / "best.pt", {"epoch": 1})
+    one_line_error(_submit(tiny_competition, tmp_path, "-m", run), "no model settings")
+    (run / "best.pt").write_bytes(pickle.dumps({"format_version": 1, "x": object()}))
+    result = _submit(tiny_competition, tmp_path, "-m", run)
+    one_line_error(result, "unreadable checkpoint")
+    assert "weights_only=False" not in result.output
+
+
+def test_a_kaggle_row_too_long_for_csv_is_one_line(tiny_competition, tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("id,images\nq_0001," + " ".join(f"g{i:07d}" for i in range(20_000)) + "\n")
+    one_line_error(invoke("validate", path, "--data", tiny_competition), "not a readable CSV")
+
+
+def test_a_replaced_photo_of_the_same_size_and_time_is_embedded_again(tmp_path):
+    import torch
+
+    from competition.retrieval.embed import extract_features
+
+    first, second = tmp_path / "a.bmp", tmp_path / "b.bmp"  # uncompressed: one size for both
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(first)
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(second)
+    assert first.stat().st_size == second.stat().st_size
+
+    def colour(batch):
+        return batch.mean(dim=(2, 3))
+
+    cache = tmp_path / "cache.npz"
+    red, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_file=cache, progress=False)
+    times = first.stat()
+    os.replace(second, first)  # the same name, size and modification time, another photo
+    os.utime(first, ns=(times.st_atime_ns, times.st_mtime_ns))
+    blue, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_file=cache, progress=False)
+    assert not np.allclose(red, blue) and blue[0, 2] > blue[0, 0]
