@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,10 +40,16 @@ def _run(action):
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
-         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False) -> None:
+         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+         offline: Annotated[bool, typer.Option("--offline", help="Never download weights (also COMPETE_OFFLINE=1 "
+                                                                  "or HF_HUB_OFFLINE=1).")] = False) -> None:
     _state["debug"] = debug
+    if offline:
+        os.environ["COMPETE_OFFLINE"] = "1"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
+    if not quiet and not sys.stderr.isatty():  # no progress bar (nohup, CI, a notebook): a line per epoch instead
+        logging.getLogger("competition.train").setLevel(logging.INFO)
     _state["progress"] = not quiet
 
 
@@ -444,7 +451,11 @@ def models() -> None:
     typer.echo(f"{'backbone':<20} {'dim':>5}  weights here")
     for spec in REGISTRY.values():
         typer.echo(f"{spec.name:<20} {spec.feature_dim:>5}  {weights_available(spec)}")
-    typer.echo("and any timm model name (weights from the timm cache or --weights FILE)")
+    typer.echo("and any timm model name (weights from the timm cache or --weights FILE), or "
+               "open_clip:<architecture>/<tag> with open_clip_torch installed")
+    from competition.retrieval.search import faiss_build
+
+    typer.echo(f"search: {faiss_build()}")
 
 
 @app.command()

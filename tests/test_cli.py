@@ -126,3 +126,14 @@ def test_report_page_shows_queries_with_green_and_red_frames(tiny_competition, t
     from competition.io import _umask
 
     assert (tmp_path / "report" / "index.html").stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+
+
+def test_training_prints_a_line_per_epoch_when_stderr_is_not_a_terminal(tiny_competition, tmp_path, caplog):
+    import logging
+
+    logging.getLogger("competition.train").setLevel(logging.NOTSET)
+    caplog.handler.setLevel(logging.INFO)  # record what reaches the handlers; the CLI decides what is logged
+    ok(*_train_args(tiny_competition, tmp_path / "runs", "logged", regime="full", epochs=2), "--no-augmented",
+       "--no-wise-ft")
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"] and all("loss" in line for line in epochs)

@@ -203,3 +203,16 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_embeddings_stay_norma
     assert plain.shape == flipped.shape == (3, 6) and not np.allclose(plain, flipped)
     # each view is L2-normalised before averaging: the mean of two unit vectors has norm <= 1
     assert np.all(np.linalg.norm(flipped, axis=1) <= 1 + 1e-6) and np.all(np.linalg.norm(flipped, axis=1) > 0.9)
+
+
+def test_compete_says_which_faiss_build_searches(monkeypatch):
+    import faiss
+
+    from competition.retrieval import search
+
+    assert search.faiss_build().startswith(f"faiss {faiss.__version__} (")
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2, raising=False)
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    assert search.faiss_build().endswith("(GPU build, 2 GPU(s) in use)")
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
+    assert search.faiss_build().endswith("(GPU build, no GPU visible)")

@@ -227,3 +227,44 @@ def _refuse_open_clip(real_import):
         return real_import(name, *args, **kwargs)
 
     return guarded
+
+
+def test_weights_download_into_the_cache_unless_offline(tmp_path, monkeypatch):
+    """The hub calls replaced: a first use downloads (torchvision URL, or the timm model's Hugging
+    Face repo), --offline / HF_HUB_OFFLINE never does."""
+    from safetensors.torch import save_file
+
+    from competition.models import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("COMPETE_OFFLINE", raising=False)
+    spec, calls = get_spec("resnet18"), []
+    published = build_classifier(spec).state_dict()
+
+    def from_url(url, **kwargs):
+        calls.append(url)
+        return published
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", from_url)
+    target = build_classifier(spec)
+    assert load_pretrained(spec, target).startswith("download:https://download.pytorch.org/")
+    assert torch.equal(target.state_dict()["fc.weight"], published["fc.weight"]) and len(calls) == 1
+
+    timm_spec = get_spec("test_vit")
+    timm_published = build_classifier(timm_spec).state_dict()
+    save_file({k: v.contiguous() for k, v in timm_published.items()}, tmp_path / "model.safetensors")
+    monkeypatch.setattr(weights, "_timm_cached_file", lambda spec: None)
+    monkeypatch.setattr(weights, "download_hub_file", lambda repo, name: calls.append(repo) or tmp_path / name)
+    timm_target = build_classifier(timm_spec)
+    assert load_pretrained(timm_spec, timm_target) == "download:timm/test_vit.r160_in1k/model.safetensors"
+    assert torch.equal(timm_target.state_dict()["head.weight"], timm_published["head.weight"])
+
+    calls.clear()
+    for variable in ("COMPETE_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(variable, "1")
+        for offline_spec in (spec, timm_spec):
+            with pytest.raises(WeightsUnavailable, match="--weights"):
+                load_pretrained(offline_spec, build_classifier(offline_spec))
+        monkeypatch.delenv(variable)
+    assert calls == []

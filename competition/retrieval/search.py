@@ -24,6 +24,14 @@ def _gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+def faiss_build() -> str:
+    """Which faiss is installed and whether it searches on GPUs (for `compete models`)."""
+    gpus = _gpu_count()
+    where = f"GPU build, {gpus} GPU(s) in use" if gpus else (
+        "GPU build, no GPU visible" if hasattr(faiss, "StandardGpuResources") else "CPU build")
+    return f"faiss {getattr(faiss, '__version__', '?')} ({where})"
+
+
 INDEXES = ("auto", "exact", "ivf", "hnsw")
 APPROXIMATE_FROM = 100_000  # gallery size from which "auto" picks IVF over exact search
 

@@ -201,7 +201,8 @@ class FullLayerTrainer:
         row = {"epoch": state.epoch, "loss": loss, "lr": optimizer.param_groups[-1]["lr"],
                "seconds": round(time.time() - started, 2), **scores}
         state.history.append(row)
-        log.info("epoch %d loss %.3f %s", state.epoch, loss, scores)
+        log.info("epoch %d/%d  loss %.3f  %s  %.0f s", state.epoch, self.config.epochs, loss,
+                 "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if "map" in k), row["seconds"])
         value = objective(scores)
         if value > state.best_value:
             state.best_value, state.best_epoch, state.stale_epochs = value, state.epoch, 0
