@@ -165,7 +165,8 @@ def main() -> None:
             f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}{' --family' if args.family else ''}`. Each cell: the mean over "
             "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
             "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
-            f"{table(results)}\n\n" + "\n".join(verdicts) + "\n")
+            f"{table(results)}\n\n" + "\n".join(verdicts) + "\n\nWhat else was tried, and why the defaults are what "
+            "they are: [real-photos-experiments.md](real-photos-experiments.md).\n")
     print("\n" + text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,6 @@ def tiny_config(data, runs, name, **overrides):
 
 def state_of(run_dir, part="embedder"):
     """A part of a run's last.pt (embedder, criterion, optimizer...)."""
-    from competition.train.checkpoint import LAST, load_checkpoint
+    from competition.runs import LAST, load_checkpoint
 
     return load_checkpoint(Path(run_dir) / LAST)[part]

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from competition.cli import app
 from competition.data.images import read_image
 from competition.errors import CompeteError
-from competition.train.checkpoint import BEST, load_checkpoint, save_checkpoint
+from competition.runs import BEST, load_checkpoint, save_checkpoint
 
 runner = CliRunner()
 

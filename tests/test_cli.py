@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from competition.cli import app
 from competition.models.embedder import EmbedderConfig, build_embedder
-from competition.train.checkpoint import load_run_embedder
+from competition.runs import load_run_embedder
 
 runner = CliRunner()
 

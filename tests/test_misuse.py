@@ -200,7 +200,7 @@ def test_augment_workers_must_not_be_negative(tiny_competition):
 def test_a_best_pt_without_settings_and_a_pickled_one_are_one_line(tiny_competition, tmp_path):
     import pickle
 
-    from competition.train.checkpoint import save_checkpoint
+    from competition.runs import save_checkpoint
 
     run = tmp_path / "runs" / "hollow"
     save_checkpoint(run / "best.pt", {"epoch": 1})

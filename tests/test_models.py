@@ -15,7 +15,7 @@ from competition.models.pooling import GeM, gem, mac, spoc
 from competition.models.projection import make_projection
 from competition.models.registry import REGISTRY, build_classifier, get_spec
 from competition.models.weights import WeightsUnavailable, load_pretrained
-from competition.train.checkpoint import load_checkpoint
+from competition.runs import load_checkpoint
 
 def test_offline_weights_classify_a_known_photo():
     """ImageNet class 652 is 'military uniform': Grace Hopper's portrait, shipped by matplotlib."""

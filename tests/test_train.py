@@ -12,7 +12,7 @@ import torch
 from competition.errors import CompeteError
 from competition.models.embedder import Embedder, build_embedder
 from competition.train import full_layer, loop
-from competition.train.checkpoint import LAST, load_checkpoint
+from competition.runs import LAST, load_checkpoint
 from competition.train.config import TrainConfig
 from conftest import state_of, tiny_config
 from competition.train.loop import train

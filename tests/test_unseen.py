@@ -11,10 +11,11 @@ import torch
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.retrieval.submit import LoadedModel, guard_unseen
 from competition.train import full_layer, loop
-from competition.train.checkpoint import BEST, load_checkpoint
+from competition.runs import BEST, load_checkpoint
 from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
-from competition.train.validation import TOO_FEW, PoolScores, class_folds, compare, objective, score_pool
+from competition.runs import TOO_FEW
+from competition.train.validation import PoolScores, class_folds, compare, objective, score_pool
 from conftest import state_of, tiny_config
 
 

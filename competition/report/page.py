@@ -23,7 +23,7 @@ from competition.evaluate.scoring import flatten_scores, load_ranked_submission
 from competition.io import atomic_write_text
 from competition.report.plots import plt, save_figure
 from competition.report.sheets import GREEN, RED, Tile, render_sheet, save_png
-from competition.retrieval.submit import embeddings_file
+from competition.runs import embeddings_file
 
 
 def _thumbnail(path: Path) -> np.ndarray:

@@ -32,8 +32,7 @@ from competition.retrieval.embed import extract_features, pick_device
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.postprocess import PostProcess
 from competition.retrieval.search import recall_against_exact, resolve_index
-from competition.train.checkpoint import BEST, load_run_embedder, resolve_run_dir
-from competition.train.validation import TOO_FEW
+from competition.runs import BEST, TOO_FEW, embeddings_file, load_run_embedder, resolve_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +195,6 @@ class SubmitResult:
     scores: dict | None
     record: dict
     skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
-
-
-def embeddings_file(runs_dir: str | Path, submission_name: str) -> Path:
-    """Where a submission's final query/gallery vectors are kept, for `compete report`."""
-    return Path(runs_dir) / "submission-embeddings" / f"{submission_name}.npz"
 
 
 def save_ranked_vectors(path: Path, competition, queries: np.ndarray, gallery: np.ndarray) -> None:

@@ -161,7 +161,7 @@ def resume_settings(run_dir: str | Path, flags: dict) -> TrainConfig:
     """The settings of the run in `run_dir`, which stays where it is (a moved or copied run
     continues in its new place). Flags that would change it are refused, except these:
     RESUME_MAY_CHANGE."""
-    from competition.train.checkpoint import LAST, load_checkpoint
+    from competition.runs import LAST, load_checkpoint
 
     run_dir = Path(run_dir)
     if not (run_dir / LAST).is_file():

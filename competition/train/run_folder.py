@@ -12,7 +12,7 @@ import pandas as pd
 
 from competition.io import atomic_write_json, atomic_write_text
 from competition.report.plots import plot_training_curves
-from competition.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from competition.runs import BEST, LAST, load_checkpoint, save_checkpoint
 
 
 class RunFolder:

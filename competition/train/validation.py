@@ -23,11 +23,11 @@ import numpy as np
 
 from competition.evaluate.metrics import average_precision, bootstrap_interval, relevance
 from competition.retrieval.search import leave_one_out_ranking
+from competition.runs import TOO_FEW
 
 GROUPS = ("seen", "unseen")
 MAP_K = 10
 MIN_QUERIES = 20  # fewer validation queries than this in a group: too few to tell
-TOO_FEW = "too few photos to tell"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Checkpoints and run folders: save atomically, load without executing anything.
+"""Runs on disk, below both training (which writes them) and retrieval (which reads them):
+checkpoints, where a run or a submission's vectors live, and loading a run's model.
 
 `best.pt` holds what retrieval needs (embedder config + weights); `last.pt` holds the
 whole training state for --resume. Both are plain tensors and containers, loaded with
@@ -19,6 +20,12 @@ from competition.models.embedder import Embedder, EmbedderConfig, build_embedder
 BEST = "best.pt"
 LAST = "last.pt"
 FORMAT_VERSION = 1
+TOO_FEW = "too few photos to tell"  # a validation verdict: training could not be judged
+
+
+def embeddings_file(runs_dir: str | Path, submission_name: str) -> Path:
+    """Where a submission's final query/gallery vectors are kept, for `compete report`."""
+    return Path(runs_dir) / "submission-embeddings" / f"{submission_name}.npz"
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
