@@ -38,7 +38,9 @@ def fit_last_layer(run: Run, started: float) -> dict:
     run.folder.path.mkdir(parents=True, exist_ok=True)
     run.write_config()
     data = run.data
-    features = run.pretrained_features(data.training_records(), "features")
+    # the whitening is fitted on the original photos: their variants need no features
+    records = data.photos + data.extra if run.config.loss == "whitening" else data.training_records()
+    features = run.pretrained_features(records, "features")
     baseline = run.baseline()
     if run.config.loss == "whitening":
         history, scores, extra = _fit_whitening(run, features)
