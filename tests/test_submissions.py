@@ -164,3 +164,17 @@ def test_nested_query_folders_and_other_extensions_are_found_or_named(tiny_compe
     names = [r.name for r in found.query]
     assert f"sub/{first.name}" in names and "extra.gif" in names
     assert [s for s in found.skipped if "clip.mp4" in s]
+
+
+def test_submit_pooling_and_aspect_resize_reach_the_embedding(tiny_competition, tmp_path):
+    settings = _common(tmp_path, tiny_competition, flip=False)
+    gem = submit(SubmitConfig(models=["efficientnet_lite0"], name="gem", **settings), progress=False)
+    avg = submit(SubmitConfig(models=["efficientnet_lite0"], name="avg", pooling="avg", **settings), progress=False)
+    aspect = submit(SubmitConfig(models=["efficientnet_lite0"], name="aspect", resize="aspect", **settings),
+                    progress=False)
+    vectors = {name: np.load(tmp_path / "runs" / "submission-embeddings" / f"{name}.npz")["gallery"]
+               for name in ("gem", "avg", "aspect")}
+    assert not np.allclose(vectors["gem"], vectors["avg"]) and not np.allclose(vectors["gem"], vectors["aspect"])
+    assert "aspect-preserving resize" in aspect.record["tta"] and gem.record["tta"] == "none"
+    caches = sorted(p.name for p in (tmp_path / "runs" / "embedding-cache").glob("*.npz"))
+    assert len(caches) == 3  # each setting its own cache entry, never a stale vector
