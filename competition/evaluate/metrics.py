@@ -22,10 +22,12 @@ def relevance(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: 
     mAP and precision stay within [0, 1] whatever a submission file holds."""
     gallery_labels = np.asarray(gallery_labels, dtype=object)
     hits = gallery_labels[ranking] == np.asarray(query_labels, dtype=object)[:, None]
-    first = np.zeros(ranking.shape, dtype=bool)
-    for row, indices in enumerate(ranking):
-        first[row, np.unique(indices, return_index=True)[1]] = True
-    return hits & first
+    order = np.argsort(ranking, axis=1, kind="stable")  # equal indices side by side, earliest rank first
+    repeated_sorted = np.zeros(ranking.shape, dtype=bool)
+    repeated_sorted[:, 1:] = np.diff(np.take_along_axis(ranking, order, axis=1), axis=1) == 0
+    repeated = np.zeros(ranking.shape, dtype=bool)
+    np.put_along_axis(repeated, order, repeated_sorted, axis=1)
+    return hits & ~repeated
 
 
 def topk_accuracy(hits: np.ndarray, k: int) -> float:
@@ -73,12 +75,18 @@ def bootstrap_interval(values: np.ndarray, level: float = 0.9, resamples: int = 
     return float(low), float(high)
 
 
+def _hits_and_relevant(ranking: np.ndarray, query_labels: Sequence[str],
+                       gallery_labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`relevance`, and how many gallery photos share each query's class (AP's denominator)."""
+    per_class = Counter(gallery_labels)
+    counts = np.array([per_class[q] for q in query_labels], dtype=np.int64)
+    return relevance(ranking, query_labels, gallery_labels), counts
+
+
 def per_query_scores(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str],
                      ks: Sequence[int] = (1, 3, 10), map_k: int = 10) -> dict[str, np.ndarray]:
     """Each query's top-k hit (0/1) and AP@map_k: the points a bootstrap over queries resamples."""
-    hits = relevance(ranking, query_labels, gallery_labels)
-    per_class = Counter(gallery_labels)
-    counts = np.array([per_class[q] for q in query_labels], dtype=np.int64)
+    hits, counts = _hits_and_relevant(ranking, query_labels, gallery_labels)
     scores = {f"top{k}": hits[:, :k].any(axis=1).astype(np.float64) for k in ks}
     scores[f"map@{map_k}"] = average_precision(hits, map_k, counts)
     return scores
@@ -86,9 +94,7 @@ def per_query_scores(ranking: np.ndarray, query_labels: Sequence[str], gallery_l
 
 def score_ranking(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str],
                   ks: Sequence[int] = DEFAULT_KS, map_k: int = 10) -> dict[str, float]:
-    hits = relevance(ranking, query_labels, gallery_labels)
-    per_class = Counter(gallery_labels)
-    counts = np.array([per_class[q] for q in query_labels], dtype=np.int64)
+    hits, counts = _hits_and_relevant(ranking, query_labels, gallery_labels)
     scores = {f"top{k}": topk_accuracy(hits, k) for k in ks}
     for cutoff in sorted({10, map_k}):  # @10 always, and @map_k (100 for Kaggle's GLR) too
         scores[f"map@{cutoff}"] = mean_average_precision(hits, cutoff, counts)

@@ -26,7 +26,6 @@ from competition.io import atomic_write_text
 
 FORMATS = ("csv", "kaggle", "json")
 KAGGLE_MAX_IMAGES = 100  # per row, in the Google Landmark Retrieval competitions
-KAGGLE_MAX_ROW = 131_072  # characters: Python's csv module refuses longer fields when reading
 
 
 def photo_id(name: str, fmt: str) -> str:

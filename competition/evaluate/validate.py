@@ -42,7 +42,8 @@ def validate_submission(path: str | Path, query_names: Sequence[str], gallery_na
     twice = [q for q, n in counts.items() if n > 1]
     if twice:
         problems.append(f"{len(twice)} query(ies) listed more than once: {_some(twice)}")
-    unknown = [q for q in counts if q not in set(query_ids)]
+    known = set(query_ids)
+    unknown = [q for q in counts if q not in known]
     if unknown:
         problems.append(f"{len(unknown)} row(s) name a query that is not in query/: {_some(unknown)}")
     if fmt == "kaggle":

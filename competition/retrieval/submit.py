@@ -208,11 +208,11 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
-    k = config.k or (KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10)
-    map_k = config.map_k or (KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10)
+    format_k = KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10
+    k, map_k = config.k or format_k, config.map_k or format_k
     check_settings(config, k, map_k)
-    for names, what in (([r.name for r in competition.query], "query"), ([r.name for r in competition.gallery], "gallery")):
-        check_unique_ids(names, config.fmt, what)
+    for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
+        check_unique_ids([r.name for r in records], config.fmt, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
     weights = list(config.weights) if config.weights else [1.0] * len(config.models)
     check_weights(weights, len(config.models))
@@ -270,7 +270,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     record = {"name": name, "backbones": " + ".join(m.backbone for m in models),
               "regime": " + ".join(sorted({m.regime for m in models})),
               "augmentation": " + ".join(sorted({m.augmentation for m in models})),
-              "tta": ", ".join(tta_parts) or "none", "postprocess": config.postprocess.describe(), "unseen_guard": "; ".join(guard_notes), "index": index,
+              "tta": ", ".join(tta_parts) or "none", "postprocess": config.postprocess.describe(),
+              "unseen_guard": "; ".join(guard_notes), "index": index,
               "models": [m.label for m in models], "weights": weights, "submission": str(path),
               "date": datetime.now().strftime("%Y-%m-%d %H:%M"), **(scores or {})}
     if scores is not None:

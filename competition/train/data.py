@@ -68,8 +68,9 @@ def load_training_data(root: Path, augmented: Path | None, folds: int, photo_sha
     cross_class_duplicates(found)
     photos, skipped = readable_records(found, strict=strict)
     require_every_class(found, photos)
-    if len({r.label for r in photos}) < 2:
-        raise CompeteError(f"{root / 'train'}: need at least 2 training classes, found {len({r.label for r in photos})}")
+    classes = len({r.label for r in photos})
+    if classes < 2:
+        raise CompeteError(f"{root / 'train'}: need at least 2 training classes, found {classes}")
     by_source = augmented_variants(augmented) if augmented is not None else {}
     variants = [[ImageRecord(path, f"{r.name}#{path.name}", "augmented", r.label) for path in by_source.get(r.key, [])]
                 for r in photos]

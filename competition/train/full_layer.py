@@ -103,7 +103,7 @@ class FullLayerTrainer:
 
     def _baseline(self) -> PoolScores:
         features = self.run.pretrained_features(self.pool, "validation (pretrained)")
-        return self.run.score(np.stack([features[r.path] for r in self.pool]), self.fold)
+        return self.run.score(self.run.pool_features(features, self.fold), self.fold)
 
     # the loop
     def fit(self, started: float, resume: bool = False) -> dict:
@@ -124,10 +124,12 @@ class FullLayerTrainer:
             return {"run": config.run_name, "rank": run.dist.rank}
         best = run.folder.load_best()
         run.embedder.load_state_dict(best["embedder"])
-        scores = self._wise_ft(best) if self.initial_weights is not None else self._pool_scores(run.embedder)
+        if self.initial_weights is not None:
+            alpha, scores = self._wise_ft(best)
+        else:
+            alpha, scores = None, self._pool_scores(run.embedder)
         return run.summary(started, compare(scores, baseline, seed=config.seed), baseline, scores.means(),
-                           best_epoch=self.state.best_epoch, epochs_run=self.state.epoch,
-                           wise_ft_alpha=run.folder.load_best().get("wise_ft_alpha"))
+                           best_epoch=self.state.best_epoch, epochs_run=self.state.epoch, wise_ft_alpha=alpha)
 
     def _param_groups(self) -> tuple[list[dict], L2SP | None]:
         config, embedder = self.config, self.run.embedder
@@ -158,7 +160,8 @@ class FullLayerTrainer:
             self._restore(last, optimizer, scheduler)
         model = EmbeddingLoss(run.embedder, self.criterion)
         if run.dist.active:  # gradients averaged across ranks; each rank sees its share of the epoch
-            model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None else None)
+            device_ids = [device.index] if device.index is not None else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
         for epoch in range(self.state.epoch, config.epochs):
             started = time.time()
@@ -233,7 +236,7 @@ class FullLayerTrainer:
         s = payload["state"]
         self.state = RunState(s["epoch"], s["history"], s["best_value"], s["best_epoch"], s["stale_epochs"])
 
-    def _wise_ft(self, best: dict) -> PoolScores:
+    def _wise_ft(self, best: dict) -> tuple[float, PoolScores]:
         """Interpolate the best checkpoint towards the pretrained weights; keep the alpha that
         retrieves best on the validation pool (ties go to the smaller, safer alpha)."""
         finetuned = best["embedder"]
@@ -249,4 +252,4 @@ class FullLayerTrainer:
         self.run.folder.save_best({**best, "embedder": mixed, "wise_ft_alpha": chosen,
                                    "scores": scores[chosen].means()})
         log.info("WiSE-FT: alpha %.2f chosen on the validation pool", chosen)
-        return scores[chosen]
+        return chosen, scores[chosen]

@@ -41,7 +41,7 @@ def fit_last_layer(run: Run, started: float) -> dict:
     # the whitening is fitted on the original photos: their variants need no features
     records = data.photos + data.extra if run.config.loss == "whitening" else data.training_records()
     features = run.pretrained_features(records, "features")
-    baseline = run.baseline()
+    baseline = run.baseline(features)
     if run.config.loss == "whitening":
         history, scores, extra = _fit_whitening(run, features)
     else:
@@ -61,8 +61,7 @@ def _fit_whitening(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
     for fold in data.folds:
         x, y = _stack(features, [data.photos[i] for i in fold.train] + data.extra)
         mean, matrix, shrinkage = fit_whitening(x, y, power)
-        pool = np.stack([features[data.photos[i].path] for i in fold.pool])
-        per_fold.append(run.score(apply_whitening(pool, mean, matrix), fold))
+        per_fold.append(run.score(apply_whitening(run.pool_features(features, fold), mean, matrix), fold))
         shrinkages.append(shrinkage)
     scores = PoolScores.concat(per_fold)
     x, y = _stack(features, data.photos + data.extra)
@@ -124,7 +123,7 @@ def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
     fold_losses = []
     for fold in tqdm(data.folds, desc="validation folds", disable=not run.progress):
         x, y = _stack(features, data.training_records(fold.train))
-        pool = np.stack([features[data.photos[i].path] for i in fold.pool])
+        pool = run.pool_features(features, fold)
 
         def score_epoch(projection, epoch, pool=pool, fold=fold):
             per_epoch[epoch].append(run.score(_project(projection, pool, run.device), fold))

@@ -108,20 +108,22 @@ class Run:
         unreadable = set(failed)
         return {r.path: v for r, v in zip(records, vectors) if r.path not in unreadable}
 
-    def baseline(self) -> PoolScores:
+    def pool_features(self, features: dict[Path, np.ndarray], fold) -> np.ndarray:
+        """The rows of `features` for a fold's validation pool, in pool order."""
+        return np.stack([features[self.data.photos[i].path] for i in fold.pool])
+
+    def baseline(self, features: dict[Path, np.ndarray]) -> PoolScores:
         """The pretrained backbone on every fold's validation pool: the score to beat."""
-        features = self.pretrained_features(self.data.photos, "features")
-        return PoolScores.concat([self.score(np.stack([features[self.data.photos[i].path] for i in fold.pool]), fold)
-                                  for fold in self.data.folds])
+        return PoolScores.concat([self.score(self.pool_features(features, fold), fold) for fold in self.data.folds])
 
     def score(self, vectors: np.ndarray, fold) -> PoolScores:
         return score_pool(vectors, self.data.labels[fold.pool], fold.unseen)
 
     def write_config(self, **extra) -> None:
         self.folder.write_json("config.json", {**self.config.to_dict(), "head_resolved": self.config.loss,
-                                               "weights_origin": self.weights_origin, "pseudo_labels_added": self.pseudo,
-                                               "classes": self.data.classes(), **extra,
-                                               "provenance": provenance(self.data)})
+                                               "weights_origin": self.weights_origin,
+                                               "pseudo_labels_added": self.pseudo, "classes": self.data.classes(),
+                                               **extra, "provenance": provenance(self.data)})
 
     def add_pseudo_labels(self) -> None:
         """Extra training classes from confident mutual neighbours among query/gallery photos,

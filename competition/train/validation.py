@@ -139,7 +139,8 @@ def compare(trained: PoolScores, pretrained: PoolScores, seed: int = 0) -> dict[
             verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
         result[name] = {
             "queries": queries,
-            "pretrained": {"top1": float(pretrained.top1[mask].mean()), f"map@{MAP_K}": float(pretrained.ap[mask].mean())},
+            "pretrained": {"top1": float(pretrained.top1[mask].mean()),
+                           f"map@{MAP_K}": float(pretrained.ap[mask].mean())},
             "trained": {"top1": float(trained.top1[mask].mean()), f"map@{MAP_K}": float(trained.ap[mask].mean())},
             "difference": difference,
             "verdict": verdict,
