@@ -56,8 +56,10 @@ def resolve_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
             return candidate
     for candidate in (Path(run), Path(runs_dir) / str(run)):
         if candidate.is_dir():
-            raise CompeteError(f"{candidate}: run has no {BEST} (training unfinished or interrupted? "
-                               f"resume it with `compete train --resume {candidate}`)")
+            raise CompeteError(
+                f"{candidate}: run has no {BEST} (training unfinished or interrupted? "
+                f"resume it with `compete train --resume {candidate}`)"
+            )
     raise CompeteError(f"run '{run}' not found (looked for {Path(run)} and {Path(runs_dir) / str(run)})")
 
 
@@ -72,8 +74,9 @@ def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, dict]:
     try:
         embedder.load_state_dict(payload["embedder"])
     except RuntimeError as error:
-        raise CompeteError(f"{run_dir / BEST}: weights do not match backbone {config.backbone} "
-                           f"({str(error).splitlines()[0]})") from error
+        raise CompeteError(
+            f"{run_dir / BEST}: weights do not match backbone {config.backbone} ({str(error).splitlines()[0]})"
+        ) from error
     embedder.eval()
     run_config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
     return embedder, {**run_config, "embedder_config": payload["embedder_config"]}

@@ -68,8 +68,13 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-augment-"))
     try:
-        root = Path(args.data) if args.data else make_sample_competition(
-            scratch / "data", SampleConfig(seen_classes=args.classes, unseen_classes=2), progress=False)
+        root = (
+            Path(args.data)
+            if args.data
+            else make_sample_competition(
+                scratch / "data", SampleConfig(seen_classes=args.classes, unseen_classes=2), progress=False
+            )
+        )
         recipe = load_recipe(args.recipe, target_per_class=args.target)
         print(f"recipe {recipe.name}, {args.target}/class, output {recipe.output_size}px, data {root}")
         rates = {}
@@ -82,8 +87,10 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             memory.done.set()
             rates[workers] = result.written / elapsed
-            print(f"workers={workers:<3} {result.written} images in {elapsed:6.1f}s = {rates[workers]:6.1f} img/s   "
-                  f"peak RSS: parent {peak_rss_mib():.0f} MiB, largest worker (PSS) {memory.largest:.0f} MiB")
+            print(
+                f"workers={workers:<3} {result.written} images in {elapsed:6.1f}s = {rates[workers]:6.1f} img/s   "
+                f"peak RSS: parent {peak_rss_mib():.0f} MiB, largest worker (PSS) {memory.largest:.0f} MiB"
+            )
             shutil.rmtree(out)
         low, high = min(rates), max(rates)
         print(f"speed-up {high} vs {low} worker(s): {rates[high] / rates[low]:.2f}x")

@@ -32,8 +32,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for size in args.gallery:
         gallery, centres = landmark_like(size, args.dim, max(100, size // 40), rng)
-        queries = l2_normalize(centres[rng.integers(0, len(centres), args.queries)]
-                               + 0.6 * rng.normal(size=(args.queries, args.dim)).astype(np.float32))
+        queries = l2_normalize(
+            centres[rng.integers(0, len(centres), args.queries)]
+            + 0.6 * rng.normal(size=(args.queries, args.dim)).astype(np.float32)
+        )
         _, exact = search(queries, gallery, args.k)
         timings = {}
         for kind in ("exact", "ivf", "hnsw"):
@@ -44,10 +46,14 @@ def main() -> None:
             searched = time.perf_counter()
             recall = np.mean([len(set(f) & set(e)) / args.k for f, e in zip(found, exact)])
             timings[kind] = searched - built
-            print(f"gallery {size:>8}  {kind:<5}  build {built - started:6.2f}s  search {searched - built:6.2f}s "
-                  f"({args.queries / (searched - built):8.0f} queries/s)  recall@{args.k} {recall:.3f}")
-        print(f"search speed-up vs exact: ivf {timings['exact'] / timings['ivf']:.1f}x, "
-              f"hnsw {timings['exact'] / timings['hnsw']:.1f}x")
+            print(
+                f"gallery {size:>8}  {kind:<5}  build {built - started:6.2f}s  search {searched - built:6.2f}s "
+                f"({args.queries / (searched - built):8.0f} queries/s)  recall@{args.k} {recall:.3f}"
+            )
+        print(
+            f"search speed-up vs exact: ivf {timings['exact'] / timings['ivf']:.1f}x, "
+            f"hnsw {timings['exact'] / timings['hnsw']:.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from competition.data.sample import SampleConfig, make_sample_competition  # noqa: E402
 
-TINY = SampleConfig(seen_classes=4, unseen_classes=2, train_per_class=4, query_per_class=1, gallery_per_class=2,
-                    size=64, seed=3)
+TINY = SampleConfig(
+    seen_classes=4, unseen_classes=2, train_per_class=4, query_per_class=1, gallery_per_class=2, size=64, seed=3
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +33,19 @@ def tiny_config(data, runs, name, **overrides):
     """Training settings that run in seconds on the tiny competition (random init, 32 px)."""
     from competition.train.config import TrainConfig
 
-    settings = dict(data=str(data), runs_dir=str(runs), run_name=name, pretrained=False, image_size=32,
-                    embedding_dim=16, batch_size=4, epochs=2, use_augmented=False, lr=1e-2, warmup_epochs=0)
+    settings = dict(
+        data=str(data),
+        runs_dir=str(runs),
+        run_name=name,
+        pretrained=False,
+        image_size=32,
+        embedding_dim=16,
+        batch_size=4,
+        epochs=2,
+        use_augmented=False,
+        lr=1e-2,
+        warmup_epochs=0,
+    )
     return TrainConfig(**(settings | overrides))
 
 

@@ -6,8 +6,20 @@ from pathlib import Path
 import competition
 
 # Lowest first. A module may import from its own stage and any stage before it.
-STAGES = ["errors", "io", "data", "models", "runs", "evaluate", "report", "augment", "retrieval", "train",
-          "pipeline", "cli"]
+STAGES = [
+    "errors",
+    "io",
+    "data",
+    "models",
+    "runs",
+    "evaluate",
+    "report",
+    "augment",
+    "retrieval",
+    "train",
+    "pipeline",
+    "cli",
+]
 
 
 def stage_of(module: str) -> str:

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from competition.augment.generate import (augment_competition, augment_image, choose_steps, plan_jobs,
-                                          resolved_steps, variants_per_source)
+from competition.augment.generate import (
+    augment_competition,
+    augment_image,
+    choose_steps,
+    plan_jobs,
+    resolved_steps,
+    variants_per_source,
+)
 from competition.augment.recipes import PRESETS, Recipe, Step, load_recipe, save_recipe
 from competition.augment.transforms import TRANSFORMS, build_transform
 from competition.data.discover import discover_train
@@ -37,8 +43,13 @@ def test_unknown_transform_is_refused():
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_recipe_file_round_trip(tmp_path, suffix):
-    recipe = Recipe("mine", [Step("gamma", 0.3, {"gamma_limit": [50, 150]}), Step("hflip", 1.0)],
-                    max_per_image=2, target_per_class=25, output_size=128)
+    recipe = Recipe(
+        "mine",
+        [Step("gamma", 0.3, {"gamma_limit": [50, 150]}), Step("hflip", 1.0)],
+        max_per_image=2,
+        target_per_class=25,
+        output_size=128,
+    )
     save_recipe(recipe, tmp_path / f"mine{suffix}")
     assert load_recipe(str(tmp_path / f"mine{suffix}")) == recipe
     assert load_recipe(str(tmp_path / f"mine{suffix}"), target_per_class=7).target_per_class == 7
@@ -141,9 +152,9 @@ def test_preview_has_a_row_per_step_and_shows_changed_pixels(tiny_competition, t
     sheet = np.asarray(Image.open(path).convert("RGB"))
     assert sheet.shape[0] == 3 * (40 + GAP) + GAP  # 2 steps + 1 whole-recipe row
     assert sheet.shape[1] == LABEL_WIDTH + 4 * (40 + GAP) + 2 * GAP  # 2 photos x (original, augmented)
-    original = sheet[GAP:GAP + 40, LABEL_WIDTH:LABEL_WIDTH + 40]
-    flipped = sheet[GAP:GAP + 40, LABEL_WIDTH + 40 + GAP:LABEL_WIDTH + 80 + GAP]
-    gray = sheet[2 * GAP + 40:2 * GAP + 80, LABEL_WIDTH + 40 + GAP:LABEL_WIDTH + 80 + GAP].astype(int)
+    original = sheet[GAP : GAP + 40, LABEL_WIDTH : LABEL_WIDTH + 40]
+    flipped = sheet[GAP : GAP + 40, LABEL_WIDTH + 40 + GAP : LABEL_WIDTH + 80 + GAP]
+    gray = sheet[2 * GAP + 40 : 2 * GAP + 80, LABEL_WIDTH + 40 + GAP : LABEL_WIDTH + 80 + GAP].astype(int)
     assert np.abs(original[:25].astype(int) - flipped[:25, ::-1].astype(int)).mean() < 3  # caption strip aside
     assert np.abs(gray[:25, :, 0] - gray[:25, :, 2]).max() <= 2 and not np.array_equal(original, flipped)
     assert all(p.read_bytes() == data for p, data in before.items())  # sources untouched
@@ -156,7 +167,8 @@ def test_cli_preview_writes_png_and_exits(tiny_competition, tmp_path):
     from competition.cli import app
 
     out = tmp_path / "preview.png"
-    result = CliRunner().invoke(app, ["augment", "--data", str(tiny_competition), "--recipe", "classic",
-                                      "--preview", str(out)])
+    result = CliRunner().invoke(
+        app, ["augment", "--data", str(tiny_competition), "--recipe", "classic", "--preview", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[1] > 27 * 100 and "27 steps" in result.output

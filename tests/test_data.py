@@ -47,12 +47,15 @@ def test_missing_folder_and_query_without_gallery(tmp_path):
         discover_competition(tmp_path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("picture,label\nquery/q.jpg,a\n", "missing column"),
-    ("image,class\nquery/q.jpg,a\nquery/q.jpg,b\n", "twice"),
-    ("image,class\n../secret.jpg,a\n", "escapes"),
-    ("image,class\nquery/unknown.jpg,a\n", "not found on disk"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("picture,label\nquery/q.jpg,a\n", "missing column"),
+        ("image,class\nquery/q.jpg,a\nquery/q.jpg,b\n", "twice"),
+        ("image,class\n../secret.jpg,a\n", "escapes"),
+        ("image,class\nquery/unknown.jpg,a\n", "not found on disk"),
+    ],
+)
 def test_bad_labels_csv(tmp_path, content, message):
     _save(tmp_path / "train" / "a" / "1.jpg", _photo())
     _save(tmp_path / "query" / "q.jpg", _photo())
@@ -63,8 +66,9 @@ def test_bad_labels_csv(tmp_path, content, message):
 
 
 def test_sample_set_is_deterministic_with_unseen_classes(tmp_path):
-    config = SampleConfig(seen_classes=3, unseen_classes=2, train_per_class=2, query_per_class=1,
-                          gallery_per_class=2, size=48, seed=5)
+    config = SampleConfig(
+        seen_classes=3, unseen_classes=2, train_per_class=2, query_per_class=1, gallery_per_class=2, size=48, seed=5
+    )
     a = make_sample_competition(tmp_path / "a", config, progress=False)
     b = make_sample_competition(tmp_path / "b", config, progress=False)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*.jpg"))

@@ -1,23 +1,32 @@
 import json
-import re
 import multiprocessing
+import re
 
 import numpy as np
 import pytest
 
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import add_record, read_records
-from competition.evaluate.metrics import (mean_average_precision, per_class_top1, relevance, score_by_group,
-                                          score_ranking)
+from competition.evaluate.metrics import (
+    mean_average_precision,
+    per_class_top1,
+    relevance,
+    score_by_group,
+    score_ranking,
+)
 from competition.evaluate.submission import read_submission, render_submission, write_submission
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.search import l2_normalize, leave_one_out_ranking, search
 
 GALLERY = ["a", "b", "a", "c", "b"]
 QUERIES = ["a", "b", "c"]
-RANKING = np.array([[1, 0, 2],   # a: miss, hit, hit
-                    [0, 3, 4],   # b: miss, miss, hit
-                    [3, 0, 1]])  # c: hit
+RANKING = np.array(
+    [
+        [1, 0, 2],  # a: miss, hit, hit
+        [0, 3, 4],  # b: miss, miss, hit
+        [3, 0, 1],
+    ]
+)  # c: hit
 
 
 def test_topk_and_map_on_a_hand_computed_example():
@@ -42,8 +51,11 @@ def test_scores_split_seen_and_unseen():
 
 
 def test_relevance_matches_labels():
-    assert relevance(RANKING, QUERIES, GALLERY).tolist() == [[False, True, True], [False, False, True],
-                                                             [True, False, False]]
+    assert relevance(RANKING, QUERIES, GALLERY).tolist() == [
+        [False, True, True],
+        [False, False, True],
+        [True, False, False],
+    ]
 
 
 def test_faiss_search_matches_brute_force():
@@ -124,11 +136,13 @@ def test_metrics_agree_with_scikit_learn_and_pytorch_metric_learning():
     ours = score_ranking(ranking, query_labels.astype(str), gallery_labels.astype(str), ks=(1,))
     predicted = gallery_labels[ranking[:, 0]]
     assert ours["top1"] == pytest.approx(accuracy_score(query_labels, predicted))
-    per_class = per_class_top1(relevance(ranking, query_labels.astype(str), gallery_labels.astype(str)),
-                               query_labels.astype(str))
+    per_class = per_class_top1(
+        relevance(ranking, query_labels.astype(str), gallery_labels.astype(str)), query_labels.astype(str)
+    )
     assert list(per_class.values()) == pytest.approx(recall_score(query_labels, predicted, average=None).tolist())
-    library = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count").get_accuracy(
-        queries, query_labels, gallery, gallery_labels, ref_includes_query=False)
+    library = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count"
+    ).get_accuracy(queries, query_labels, gallery, gallery_labels, ref_includes_query=False)
     assert ours["top1"] == pytest.approx(library["precision_at_1"])
     # MAP@R (R = 6 photos per landmark here) is our mAP@6: AP over the first R results, divided by R.
     ours_at_r = score_ranking(ranking, query_labels.astype(str), gallery_labels.astype(str), ks=(1,), map_k=6)
@@ -192,7 +206,9 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_embeddings_stay_norma
 
     paths = []
     for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
         paths.append(tmp_path / f"{i}.png")
 
     def mean_colour(batch):  # a tiny "model": not flip-invariant, so TTA must change the vectors

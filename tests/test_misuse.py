@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from PIL import Image
 from typer.testing import CliRunner
 
 from competition.cli import app
 from competition.io import exclusive_use
-from conftest import tiny_config
 
 runner = CliRunner()
 
@@ -38,8 +38,18 @@ def files_under(folder: Path) -> int:
 def test_augment_never_writes_over_or_among_the_sources(tiny_competition, monkeypatch, out, overwrite):
     before = files_under(tiny_competition)
     monkeypatch.chdir(tiny_competition)
-    result = invoke("augment", "--data", tiny_competition, "--out", out.format(root=tiny_competition), "--target", 6,
-                    "--workers", 1, *(["--overwrite"] if overwrite else []))
+    result = invoke(
+        "augment",
+        "--data",
+        tiny_competition,
+        "--out",
+        out.format(root=tiny_competition),
+        "--target",
+        6,
+        "--workers",
+        1,
+        *(["--overwrite"] if overwrite else []),
+    )
     one_line_error(result, "--out")
     assert files_under(tiny_competition) == before
 
@@ -48,8 +58,9 @@ def test_overwrite_only_deletes_a_folder_compete_made(tiny_competition, tmp_path
     precious = tmp_path / "photos"
     (precious / "keep").mkdir(parents=True)
     (precious / "keep" / "holiday.jpg").write_bytes(b"x")
-    result = invoke("augment", "--data", tiny_competition, "--out", precious, "--overwrite", "--target", 6,
-                    "--workers", 1)
+    result = invoke(
+        "augment", "--data", tiny_competition, "--out", precious, "--overwrite", "--target", 6, "--workers", 1
+    )
     one_line_error(result, "not made by compete")
     assert (precious / "keep" / "holiday.jpg").exists()
 
@@ -81,8 +92,18 @@ def test_a_class_name_with_quotes_and_commas_keeps_its_variants(tiny_competition
 def test_an_augmented_folder_without_its_manifest_is_not_used_silently(tiny_competition, tmp_path):
     assert invoke("augment", "--data", tiny_competition, "--target", 6, "--workers", 1).exit_code == 0
     (tiny_competition / "augmented" / "manifest.csv").unlink()  # as after kill -9
-    result = invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path, "--name", "r", "--no-pretrained",
-                    "--image-size", 32)
+    result = invoke(
+        "train",
+        "--data",
+        tiny_competition,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+        "--no-pretrained",
+        "--image-size",
+        32,
+    )
     one_line_error(result, "manifest.csv", "augment")
 
 
@@ -110,8 +131,19 @@ def test_resume_continues_a_copied_or_moved_run_in_its_new_place(tiny_competitio
 
 def test_a_run_folder_or_augmented_folder_in_use_is_refused_naming_the_holder(tiny_competition, tmp_path):
     with exclusive_use(tmp_path / "runs" / "busy", "run"):
-        result = invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path / "runs", "--name", "busy",
-                        "--no-pretrained", "--image-size", 32, "--no-augmented")
+        result = invoke(
+            "train",
+            "--data",
+            tiny_competition,
+            "--runs-dir",
+            tmp_path / "runs",
+            "--name",
+            "busy",
+            "--no-pretrained",
+            "--image-size",
+            32,
+            "--no-augmented",
+        )
         one_line_error(result, "in use by compete (pid")
     with exclusive_use(tiny_competition / "augmented", "augmented folder"):
         result = invoke("augment", "--data", tiny_competition, "--overwrite", "--target", 6, "--workers", 1)
@@ -120,9 +152,23 @@ def test_a_run_folder_or_augmented_folder_in_use_is_refused_naming_the_holder(ti
 
 
 def _submit(data, tmp_path, *extra):
-    return invoke("submit", "--data", data, "-m", "efficientnet_lite0", "--runs-dir", tmp_path / "runs",
-                  "--submissions-dir", tmp_path / "subs", "--leaderboard", tmp_path / "board.md", "--image-size", 32,
-                  "--no-flip", *extra)
+    return invoke(
+        "submit",
+        "--data",
+        data,
+        "-m",
+        "efficientnet_lite0",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--submissions-dir",
+        tmp_path / "subs",
+        "--leaderboard",
+        tmp_path / "board.md",
+        "--image-size",
+        32,
+        "--no-flip",
+        *extra,
+    )
 
 
 def test_a_damaged_leaderboard_line_is_skipped_and_named(tiny_competition, tmp_path, caplog):
@@ -156,10 +202,17 @@ def test_huge_photos_that_cannot_be_decoded_reduced_are_refused(tmp_path, monkey
     assert images.read_image(tmp_path / "big.jpg", max_side=64).shape[0] <= 300  # JPEG decodes reduced: fine
 
 
-@pytest.mark.parametrize("flags, fragment", [
-    (["--lr", -1], "lr"), (["--batch-size", 0], "batch_size"), (["--image-size", 10], "image_size"),
-    (["--epochs", 0], "epochs"), (["--folds", 0], "folds"), (["--whiten-power", 0], "whiten_power"),
-])
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--lr", -1], "lr"),
+        (["--batch-size", 0], "batch_size"),
+        (["--image-size", 10], "image_size"),
+        (["--epochs", 0], "epochs"),
+        (["--folds", 0], "folds"),
+        (["--whiten-power", 0], "whiten_power"),
+    ],
+)
 def test_bad_training_numbers_are_one_line_before_any_work(tiny_competition, tmp_path, flags, fragment):
     result = invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path, "--name", "x", *flags)
     one_line_error(result, fragment)
@@ -183,11 +236,20 @@ def test_a_runs_own_config_feeds_back_with_flags_over_it(tiny_competition, tmp_p
     assert settings.regime == "full" and settings.epochs == 5 and settings.image_size == 32
 
 
-@pytest.mark.parametrize("flags, fragment", [
-    (["--dba", -3], "--dba"), (["--qe", -3], "--qe"), (["--scales", "0"], "scales"), (["--scales", "50"], "scale"),
-    (["--alpha", -1], "--alpha"), (["--whiten-power", -1], "--whiten-power"), (["--rerank-k1", 0], "--rerank-k1"),
-    (["--name", "../outside"], "plain file name"), (["--weights", "-1"], "weights"),
-])
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--dba", -3], "--dba"),
+        (["--qe", -3], "--qe"),
+        (["--scales", "0"], "scales"),
+        (["--scales", "50"], "scale"),
+        (["--alpha", -1], "--alpha"),
+        (["--whiten-power", -1], "--whiten-power"),
+        (["--rerank-k1", 0], "--rerank-k1"),
+        (["--name", "../outside"], "plain file name"),
+        (["--weights", "-1"], "weights"),
+    ],
+)
 def test_bad_submit_values_are_one_line_before_any_work(tiny_competition, tmp_path, flags, fragment):
     one_line_error(_submit(tiny_competition, tmp_path, *flags), fragment)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "outside.csv").exists()

@@ -17,6 +17,7 @@ from competition.models.registry import REGISTRY, build_classifier, get_spec
 from competition.models.weights import WeightsUnavailable, load_pretrained
 from competition.runs import load_checkpoint
 
+
 def test_offline_weights_classify_a_known_photo():
     """ImageNet class 652 is 'military uniform': Grace Hopper's portrait, shipped by matplotlib."""
     spec = get_spec("efficientnet_lite0")
@@ -25,7 +26,9 @@ def test_offline_weights_classify_a_known_photo():
     model.eval()
     photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     x = resize_to_tensor(read_image(photo), 224)[None]
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         assert model(x).argmax().item() == 652
 
@@ -37,7 +40,9 @@ def test_every_listed_backbone_builds_and_embeds_at_its_stated_size(name):
     with torch.no_grad():
         out = embedder(torch.rand(2, 3, 32, 32))
     assert origin == "random" and out.shape == (2, REGISTRY[name].feature_dim)
-    projected = Embedder(embedder.backbone, embedder.pooling, make_projection("linear", embedder.feature_dim, 24)).eval()
+    projected = Embedder(
+        embedder.backbone, embedder.pooling, make_projection("linear", embedder.feature_dim, 24)
+    ).eval()
     assert projected(torch.rand(1, 3, 32, 32)).shape == (1, 24)
     projected, _ = build_embedder(EmbedderConfig(backbone=name, pretrained=False, embedding_dim=24))
     assert projected.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 24)
@@ -100,10 +105,16 @@ def test_checkpoint_loading_never_runs_code(tmp_path):
     assert not Path("/tmp/compete-pwned").exists()
 
 
-@pytest.mark.parametrize("name, pooling, tokens", [
-    ("test_vit", "avg", 100), ("test_vit", "gem", 100), ("test_vit", "cls", 1),
-    ("swin_tiny_patch4_window7_224", "gem", 49), ("test_convnext", "max", 25),
-])
+@pytest.mark.parametrize(
+    "name, pooling, tokens",
+    [
+        ("test_vit", "avg", 100),
+        ("test_vit", "gem", 100),
+        ("test_vit", "cls", 1),
+        ("swin_tiny_patch4_window7_224", "gem", 49),
+        ("test_convnext", "max", 25),
+    ],
+)
 def test_transformer_and_channels_last_backbones_embed_through_every_pooling(name, pooling, tokens):
     """Token sequences become a patch grid (or the class token), NHWC maps are permuted: the
     embedding is the pooled channel vector, at the model's own input size and normalisation."""
@@ -175,8 +186,9 @@ def test_whitening_at_identity_is_the_pretrained_embedding_and_a_fitted_one_shri
     assert top1(features) < 0.9 and top1(apply_whitening(features, mean, matrix)) == 1.0
     module = LearnedWhitening(8)
     module.set(mean, matrix)
-    assert np.allclose(module(torch.from_numpy(features).float()).numpy(), apply_whitening(features, mean, matrix),
-                       atol=1e-5)
+    assert np.allclose(
+        module(torch.from_numpy(features).float()).numpy(), apply_whitening(features, mean, matrix), atol=1e-5
+    )
 
 
 def test_open_clip_image_tower_embeds_with_its_own_normalisation(monkeypatch, tmp_path):

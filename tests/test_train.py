@@ -8,18 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import state_of, tiny_config
 
 from competition.errors import CompeteError
 from competition.models.embedder import Embedder, build_embedder
-from competition.train import full_layer, loop
 from competition.runs import LAST, load_checkpoint
+from competition.train import full_layer, loop
 from competition.train.config import TrainConfig
-from conftest import state_of, tiny_config
 from competition.train.loop import train
 from competition.train.losses import make_loss
 from competition.train.sampling import epoch_order
-
-
 
 
 def assert_same_tensors(a: dict, b: dict) -> None:
@@ -84,23 +82,34 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tiny_competition, tmp_p
         train(interrupted, progress=False)
     assert load_checkpoint(tmp_path / "interrupted" / LAST)["state"]["epoch"] == 1
     monkeypatch.setattr(full_layer.FullLayerTrainer, "_end_epoch", original)
-    train(tiny_config(tiny_competition, tmp_path, "interrupted", regime=regime, head=head, epochs=3), resume=True,
-          progress=False)
+    train(
+        tiny_config(tiny_competition, tmp_path, "interrupted", regime=regime, head=head, epochs=3),
+        resume=True,
+        progress=False,
+    )
 
     for part in ("embedder", "criterion", "optimizer"):
         a, b = state_of(tmp_path / "straight", part), state_of(tmp_path / "interrupted", part)
         if part == "optimizer":
-            a, b = {str(k): v["exp_avg"] for k, v in a["state"].items()}, {str(k): v["exp_avg"] for k, v in b["state"].items()}
+            a, b = (
+                {str(k): v["exp_avg"] for k, v in a["state"].items()},
+                {str(k): v["exp_avg"] for k, v in b["state"].items()},
+            )
         assert_same_tensors(a, b)
-    metrics = [pd.read_csv(tmp_path / run / "metrics.csv").drop(columns="seconds") for run in ("straight", "interrupted")]
+    metrics = [
+        pd.read_csv(tmp_path / run / "metrics.csv").drop(columns="seconds") for run in ("straight", "interrupted")
+    ]
     pd.testing.assert_frame_equal(*metrics)
 
 
 def test_resume_refuses_changed_settings(tiny_competition, tmp_path):
     train(tiny_config(tiny_competition, tmp_path, "run", regime="full", epochs=1), progress=False)
     with pytest.raises(CompeteError, match="embedding_dim"):
-        train(tiny_config(tiny_competition, tmp_path, "run", regime="full", epochs=2, embedding_dim=8), resume=True,
-              progress=False)
+        train(
+            tiny_config(tiny_competition, tmp_path, "run", regime="full", epochs=2, embedding_dim=8),
+            resume=True,
+            progress=False,
+        )
 
 
 def test_last_regime_reuses_cached_features(tiny_competition, tmp_path, monkeypatch):
@@ -115,8 +124,9 @@ def test_last_regime_reuses_cached_features(tiny_competition, tmp_path, monkeypa
 
 
 def test_full_regime_learns_gem_p_and_unfreeze_from_keeps_early_layers(tiny_competition, tmp_path):
-    config = tiny_config(tiny_competition, tmp_path, "partial", regime="full", backbone="resnet18", epochs=1,
-                         unfreeze_from="layer4")
+    config = tiny_config(
+        tiny_competition, tmp_path, "partial", regime="full", backbone="resnet18", epochs=1, unfreeze_from="layer4"
+    )
     train(config, progress=False)
     trained = state_of(tmp_path / "partial")
     loop.seed_everything(config.seed)  # as the trainer does: the same random initial weights
@@ -139,11 +149,41 @@ def test_unknown_unfreeze_layer_lists_the_real_ones(tiny_competition, tmp_path):
 
 def test_two_process_gloo_run_matches_one_process_with_double_batch(tiny_competition, tmp_path):
     """torchrun with 2 CPU processes: DDP averages gradients, so the result equals one process with twice the batch."""
-    common = ["--data", tiny_competition, "--runs-dir", tmp_path, "--regime", "full", "--epochs", 2, "--image-size", 32,
-              "--embedding-dim", 16, "--no-augmented", "--no-pretrained", "--lr", 0.01]
+    common = [
+        "--data",
+        tiny_competition,
+        "--runs-dir",
+        tmp_path,
+        "--regime",
+        "full",
+        "--epochs",
+        2,
+        "--image-size",
+        32,
+        "--embedding-dim",
+        16,
+        "--no-augmented",
+        "--no-pretrained",
+        "--lr",
+        0.01,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-              "-m", "competition.cli", "--quiet", "train", "--name", "ddp", "--batch-size", 2]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "competition.cli",
+        "--quiet",
+        "train",
+        "--name",
+        "ddp",
+        "--batch-size",
+        2,
+    ]
     done = subprocess.run([str(a) for a in launch + common], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     single = [sys.executable, "-m", "competition.cli", "--quiet", "train", "--name", "single", "--batch-size", 4]
@@ -167,13 +207,20 @@ def test_last_layer_runs_share_the_backbones_pooled_features_at_submit(tiny_comp
 
     for name, head in (("whiten", "auto"), ("cos", "cosface")):
         train(tiny_config(tiny_competition, tmp_path, name, head=head, pretrained=True, epochs=1), progress=False)
-    common = dict(data=str(tiny_competition), runs_dir=str(tmp_path), submissions_dir=str(tmp_path / "subs"),
-                  leaderboard=str(tmp_path / "board.md"), image_size=32, if_worse="keep")
+    common = dict(
+        data=str(tiny_competition),
+        runs_dir=str(tmp_path),
+        submissions_dir=str(tmp_path / "subs"),
+        leaderboard=str(tmp_path / "board.md"),
+        image_size=32,
+        if_worse="keep",
+    )
     first = submit(SubmitConfig(models=["efficientnet_lite0"], name="plain", **common), progress=False)
     calls = []
     real_pooled = Embedder.pooled
     monkeypatch.setattr(Embedder, "pooled", lambda self, images: calls.append(len(images)) or real_pooled(self, images))
-    both = submit(SubmitConfig(models=[str(tmp_path / "whiten"), str(tmp_path / "cos")], name="runs", **common),
-                  progress=False)
+    both = submit(
+        SubmitConfig(models=[str(tmp_path / "whiten"), str(tmp_path / "cos")], name="runs", **common), progress=False
+    )
     assert calls == []  # both runs reused the off-the-shelf pooled features
     assert first.scores is not None and both.scores is not None and both.scores != first.scores

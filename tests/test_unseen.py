@@ -7,16 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import state_of, tiny_config
 
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.retrieval.submit import LoadedModel, guard_unseen
+from competition.runs import BEST, TOO_FEW, load_checkpoint
 from competition.train import full_layer, loop
-from competition.runs import BEST, load_checkpoint
 from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
-from competition.runs import TOO_FEW
 from competition.train.validation import PoolScores, class_folds, compare, objective, score_pool
-from conftest import state_of, tiny_config
 
 
 def test_folds_hold_every_landmark_out_once_and_never_train_on_held_out_photos():
@@ -44,8 +43,10 @@ def test_pool_scores_and_verdicts():
         values = np.asarray(values, dtype=float)
         return PoolScores(values > 0.5, values, np.full(len(values), unseen))
 
-    better, base = PoolScores.concat([group([1.0] * 30, False), group([0.5] * 10, True)]), \
-        PoolScores.concat([group([0.5] * 30, False), group([1.0] * 10, True)])
+    better, base = (
+        PoolScores.concat([group([1.0] * 30, False), group([0.5] * 10, True)]),
+        PoolScores.concat([group([0.5] * 30, False), group([1.0] * 10, True)]),
+    )
     verdict = compare(better, base)
     assert verdict["seen"]["verdict"] == "better" and verdict["seen"]["beats"] is True
     assert verdict["unseen"]["verdict"] == TOO_FEW and verdict["unseen"]["beats"] is None  # 10 queries
@@ -69,10 +70,14 @@ def test_batchnorm_frozen_automatically_when_classes_are_small(tiny_competition,
 
     def running_mean_changed(name, **overrides):
         loop.seed_everything(0)
-        train(tiny_config(tiny_competition, tmp_path, name, regime="full", backbone="resnet18", epochs=1, **overrides),
-              progress=False)
-        return not torch.equal(state_of(tmp_path / name)["backbone.body.bn1.running_mean"],
-                                initial.state_dict()["backbone.body.bn1.running_mean"])
+        train(
+            tiny_config(tiny_competition, tmp_path, name, regime="full", backbone="resnet18", epochs=1, **overrides),
+            progress=False,
+        )
+        return not torch.equal(
+            state_of(tmp_path / name)["backbone.body.bn1.running_mean"],
+            initial.state_dict()["backbone.body.bn1.running_mean"],
+        )
 
     assert not running_mean_changed("auto")  # 4 photos per class: frozen by default
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["freeze_bn_resolved"] is True
@@ -83,18 +88,23 @@ def test_layer_decay_slows_early_blocks(tiny_competition, tmp_path):
     backbone = build_embedder(EmbedderConfig(backbone="resnet18", pretrained=False))[0].backbone
     groups = layer_decay_groups(backbone, 1e-3, 0.5)
     assert [g["block"] for g in groups][:3] == ["conv1", "bn1", "layer1.0"] and groups[-1]["block"] == "layer4.1"
-    assert groups[-1]["lr"] == 1e-3 and groups[-2]["lr"] == 5e-4 and groups[0]["lr"] == pytest.approx(1e-3 * 0.5 ** 9)
+    assert groups[-1]["lr"] == 1e-3 and groups[-2]["lr"] == 5e-4 and groups[0]["lr"] == pytest.approx(1e-3 * 0.5**9)
 
-    train(tiny_config(tiny_competition, tmp_path, "decay", regime="full", backbone="resnet18", epochs=1,
-                      layer_decay=0.5), progress=False)
+    train(
+        tiny_config(tiny_competition, tmp_path, "decay", regime="full", backbone="resnet18", epochs=1, layer_decay=0.5),
+        progress=False,
+    )
     lrs = [g["initial_lr"] for g in state_of(tmp_path / "decay", "optimizer")["param_groups"]]
     assert len(lrs) == 11 and all(a < b for a, b in zip(lrs[:9], lrs[1:10]))  # 10 blocks, then the head
 
 
 def _distance_from_start(run_dir, initial: dict) -> float:
     trained = state_of(run_dir)
-    return sum(float((trained[k] - initial[k]).pow(2).sum()) for k in trained
-               if k.startswith("backbone.") and trained[k].is_floating_point())
+    return sum(
+        float((trained[k] - initial[k]).pow(2).sum())
+        for k in trained
+        if k.startswith("backbone.") and trained[k].is_floating_point()
+    )
 
 
 def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path):
@@ -103,7 +113,10 @@ def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path
     common = dict(regime="full", epochs=3, lr=0.05)
     train(tiny_config(tiny_competition, tmp_path, "plain", **common), progress=False)
     train(tiny_config(tiny_competition, tmp_path, "l2sp", l2_sp=100.0, **common), progress=False)
-    plain, anchored = _distance_from_start(tmp_path / "plain", initial), _distance_from_start(tmp_path / "l2sp", initial)
+    plain, anchored = (
+        _distance_from_start(tmp_path / "plain", initial),
+        _distance_from_start(tmp_path / "l2sp", initial),
+    )
     assert anchored < 0.5 * plain
 
 
@@ -134,18 +147,21 @@ def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
     return LoadedModel("run", config.backbone, None, 32, "full", "none", "tag", config, beats, verdict)
 
 
-@pytest.mark.parametrize("policy, beats, verdict, expected", [
-    ("ensemble", False, "worse", ["run", "efficientnet_lite0"]),
-    ("fallback", False, "no clear difference", ["efficientnet_lite0"]),
-    ("keep", False, "worse", ["run"]),
-    ("fallback", True, "better", ["run"]),
-    ("fallback", None, TOO_FEW, ["efficientnet_lite0"]),  # validation could not tell: keep off-the-shelf
-    ("ensemble", None, "", ["run"]),  # a run without a recorded verdict
-])
+@pytest.mark.parametrize(
+    "policy, beats, verdict, expected",
+    [
+        ("ensemble", False, "worse", ["run", "efficientnet_lite0"]),
+        ("fallback", False, "no clear difference", ["efficientnet_lite0"]),
+        ("keep", False, "worse", ["run"]),
+        ("fallback", True, "better", ["run"]),
+        ("fallback", None, TOO_FEW, ["efficientnet_lite0"]),  # validation could not tell: keep off-the-shelf
+        ("ensemble", None, "", ["run"]),  # a run without a recorded verdict
+    ],
+)
 def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, verdict, expected):
     models, weights, notes = guard_unseen([_run_model(beats, verdict)], [2.0], policy, with_pretrained=0.0)
     assert [m.label for m in models] == expected
-    assert all(m.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run"):])
+    assert all(m.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run") :])
     assert weights == [2.0] * len(expected) and bool(notes) == (expected != ["run"])
 
 

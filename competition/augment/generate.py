@@ -91,7 +91,9 @@ def fit_longest_side(image: np.ndarray, size: int) -> np.ndarray:
     scale = size / max(height, width)
     if scale >= 1:
         return image
-    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+    )
 
 
 def encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
@@ -136,8 +138,9 @@ def _run_job(job: Job) -> str | None:
     recipe: Recipe = _worker_state["recipe"]
     try:
         image = fit_longest_side(read_image(job.source), recipe.output_size)
-        image = fit_longest_side(augment_image(image, _worker_state["transforms"], job.steps, job.seed),
-                                 recipe.output_size)
+        image = fit_longest_side(
+            augment_image(image, _worker_state["transforms"], job.steps, job.seed), recipe.output_size
+        )
         data = encode(image, recipe.output_format, recipe.quality)
         with atomic_path(job.output) as tmp:
             tmp.write_bytes(data)
@@ -157,6 +160,7 @@ def _pool(workers: int, recipe: Recipe):
 
 # --- the entry point --------------------------------------------------------------------
 
+
 @dataclass
 class AugmentResult:
     out_dir: Path
@@ -170,8 +174,10 @@ def check_out_dir(out_dir: Path, root: Path) -> None:
     """The output folder may neither hold the source photos nor sit among them."""
     out, sources = out_dir.resolve(), (root / "train").resolve()
     if out == sources or out in sources.parents:
-        raise CompeteError(f"--out {out_dir} holds the training photos ({sources}): choose a folder of its own, "
-                           f"e.g. {root / AUGMENTED_DIR}")
+        raise CompeteError(
+            f"--out {out_dir} holds the training photos ({sources}): choose a folder of its own, "
+            f"e.g. {root / AUGMENTED_DIR}"
+        )
     if sources in out.parents:
         raise CompeteError(f"--out {out_dir} is inside {sources}: its variants would be read as training classes")
 
@@ -186,12 +192,15 @@ def _prepare_out_dir(out_dir: Path, recipe: Recipe, seed: int, overwrite: bool, 
     changed = recorded.exists() and json.loads(recorded.read_text()) != wanted
     if out_dir.exists() and (overwrite or (changed and replace_if_changed)):
         if any(out_dir.iterdir()) and not made_by_compete(out_dir):  # only ever delete what compete made
-            raise CompeteError(f"{out_dir} was not made by compete augment (no {RECIPE_FILE}): not deleted; "
-                               "choose another --out")
+            raise CompeteError(
+                f"{out_dir} was not made by compete augment (no {RECIPE_FILE}): not deleted; choose another --out"
+            )
         shutil.rmtree(out_dir)
     elif changed:
-        raise CompeteError(f"{out_dir} was made with another recipe or seed: pass --overwrite to regenerate it, "
-                           "or --out for a separate folder")
+        raise CompeteError(
+            f"{out_dir} was made with another recipe or seed: pass --overwrite to regenerate it, "
+            "or --out for a separate folder"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.rglob(".*.tmp"):  # from a process killed mid-write
         leftover.unlink(missing_ok=True)
@@ -210,9 +219,17 @@ def write_manifest(out_dir: Path, jobs: list[Job], recipe: Recipe, root: Path) -
     atomic_write_text(out_dir / MANIFEST, buffer.getvalue())
 
 
-def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | None = None, seed: int = 0,
-                        workers: int | None = None, overwrite: bool = False, strict: bool = False,
-                        progress: bool = True, replace_if_changed: bool = False) -> AugmentResult:
+def augment_competition(
+    root: str | Path,
+    recipe: Recipe,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    overwrite: bool = False,
+    strict: bool = False,
+    progress: bool = True,
+    replace_if_changed: bool = False,
+) -> AugmentResult:
     """Grow <root>/train into <root>/augmented (or `out_dir`) following `recipe`."""
     root = Path(root)
     records = training_photos(root)
@@ -225,12 +242,28 @@ def augment_competition(root: str | Path, recipe: Recipe, out_dir: str | Path | 
         return _augment(root, records, recipe, out_dir, seed, workers, overwrite, strict, progress, replace_if_changed)
 
 
-def _augment(root: Path, records: list[ImageRecord], recipe: Recipe, out_dir: Path, seed: int, workers: int,
-             overwrite: bool, strict: bool, progress: bool, replace_if_changed: bool) -> AugmentResult:
+def _augment(
+    root: Path,
+    records: list[ImageRecord],
+    recipe: Recipe,
+    out_dir: Path,
+    seed: int,
+    workers: int,
+    overwrite: bool,
+    strict: bool,
+    progress: bool,
+    replace_if_changed: bool,
+) -> AugmentResult:
     _prepare_out_dir(out_dir, recipe, seed, overwrite, replace_if_changed)
     with _pool(workers, recipe) as pool:
-        problems = list(tqdm(pool.imap(unreadable_reason, [r.path for r in records], chunksize=8),
-                             total=len(records), desc="checking sources", disable=not progress))
+        problems = list(
+            tqdm(
+                pool.imap(unreadable_reason, [r.path for r in records], chunksize=8),
+                total=len(records),
+                desc="checking sources",
+                disable=not progress,
+            )
+        )
         unreadable = [p for p in problems if p]
         if unreadable and strict:
             raise CompeteError(f"{len(unreadable)} unreadable source image(s), e.g. {unreadable[0]}")
@@ -238,8 +271,17 @@ def _augment(root: Path, records: list[ImageRecord], recipe: Recipe, out_dir: Pa
         require_every_class(records, readable)
         jobs = plan_jobs(readable, recipe, out_dir, seed)
         todo = [j for j in jobs if not (j.output.exists() and j.output.stat().st_size > 0)]
-        errors = [e for e in tqdm(pool.imap_unordered(_run_job, todo, chunksize=4), total=len(todo),
-                                  desc="augmenting", unit="img", disable=not progress) if e]
+        errors = [
+            e
+            for e in tqdm(
+                pool.imap_unordered(_run_job, todo, chunksize=4),
+                total=len(todo),
+                desc="augmenting",
+                unit="img",
+                disable=not progress,
+            )
+            if e
+        ]
     for message in unreadable + errors:
         log.warning("skipped: %s", message)
     write_manifest(out_dir, jobs, recipe, root)

@@ -19,6 +19,7 @@ from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
 from competition.report.sheets import Tile, render_sheet, save_png
 
+
 def pick_sources(records: list[ImageRecord], count: int) -> list[tuple[ImageRecord, np.ndarray]]:
     """The first readable photo of `count` classes spread evenly over the sorted class list."""
     by_class: dict[str, list[ImageRecord]] = {}
@@ -44,8 +45,15 @@ def step_label(step: Step) -> str:
     return f"{step.name}  p={step.p:g}" + (f"\n{params}" if params else "")
 
 
-def preview_recipe(root: str | Path, recipe: Recipe, out_path: str | Path, photos: int = 3, chained_rows: int = 2,
-                   seed: int = 0, tile: int = 150) -> Path:
+def preview_recipe(
+    root: str | Path,
+    recipe: Recipe,
+    out_path: str | Path,
+    photos: int = 3,
+    chained_rows: int = 2,
+    seed: int = 0,
+    tile: int = 150,
+) -> Path:
     """Write a PNG contact sheet of `recipe` on `photos` training photos; returns its path."""
     sources = pick_sources(training_photos(root), photos)
     images = [fit_longest_side(image, recipe.output_size) for _, image in sources]

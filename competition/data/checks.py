@@ -75,9 +75,17 @@ def cross_class_duplicates(train: list[ImageRecord]) -> list[list[ImageRecord]]:
 
 def leaked_photos(train: list[ImageRecord], evaluation: list[ImageRecord]) -> list[ImageRecord]:
     """Query/gallery photos byte-identical to a training photo."""
-    leaked = [r for group in _identical_groups(train + evaluation) if any(t.split == "train" for t in group)
-              for r in group if r.split != "train"]
+    leaked = [
+        r
+        for group in _identical_groups(train + evaluation)
+        if any(t.split == "train" for t in group)
+        for r in group
+        if r.split != "train"
+    ]
     if leaked:
-        log.warning("%d query/gallery photo(s) are also in train/ (leakage: they inflate scores), e.g. %s",
-                    len(leaked), ", ".join(r.key for r in leaked[:3]))
+        log.warning(
+            "%d query/gallery photo(s) are also in train/ (leakage: they inflate scores), e.g. %s",
+            len(leaked),
+            ", ".join(r.key for r in leaked[:3]),
+        )
     return leaked

@@ -69,8 +69,10 @@ class Competition:
     def label_coverage(self) -> str:
         photos = self.query + self.gallery
         unlabelled = [r.key for r in photos if r.label is None]
-        return (f"{len(photos) - len(unlabelled)} of {len(photos)} query/gallery photos (without a class: "
-                f"{', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''})")
+        return (
+            f"{len(photos) - len(unlabelled)} of {len(photos)} query/gallery photos (without a class: "
+            f"{', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''})"
+        )
 
 
 def _is_junk(path: Path, top: Path) -> bool:
@@ -164,8 +166,10 @@ def training_photos(root: str | Path, layout: str = "auto") -> list[ImageRecord]
 def _discover_split(folder: Path, split: str, skipped: list[str]) -> list[ImageRecord]:
     if not folder.is_dir():
         return []
-    return [ImageRecord(f.resolve(), f.relative_to(folder).as_posix(), split)
-            for f in _image_files(folder, recursive=True, skipped=skipped)]
+    return [
+        ImageRecord(f.resolve(), f.relative_to(folder).as_posix(), split)
+        for f in _image_files(folder, recursive=True, skipped=skipped)
+    ]
 
 
 def read_labels(labels_csv: Path, root: Path) -> dict[str, str]:
@@ -181,12 +185,18 @@ def read_labels(labels_csv: Path, root: Path) -> dict[str, str]:
     missing = {"image", "class"} - set(table.columns)
     if missing:
         raise CompeteError(f"{labels_csv}: missing column(s) {sorted(missing)}; expected 'image,class'")
-    blank = [f"row {i + 2} ({image})" for i, (image, label) in enumerate(zip(table["image"], table["class"]))
-             if not label.strip()]
+    blank = [
+        f"row {i + 2} ({image})"
+        for i, (image, label) in enumerate(zip(table["image"], table["class"]))
+        if not label.strip()
+    ]
     if blank:
         raise CompeteError(f"{labels_csv}: blank class in {len(blank)} row(s): {', '.join(blank[:5])}")
-    padded = [f"row {i + 2}" for i, (image, label) in enumerate(zip(table["image"], table["class"]))
-              if image != image.strip() or label != label.strip()]
+    padded = [
+        f"row {i + 2}"
+        for i, (image, label) in enumerate(zip(table["image"], table["class"]))
+        if image != image.strip() or label != label.strip()
+    ]
     if padded:
         log.warning("%s: removed spaces around names in %d row(s): %s", labels_csv, len(padded), ", ".join(padded[:5]))
         table["image"], table["class"] = table["image"].str.strip(), table["class"].str.strip()

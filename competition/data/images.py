@@ -61,9 +61,11 @@ def read_image(path: str | Path, max_side: int = MAX_SIDE) -> np.ndarray:
             with Image.open(path) as image:
                 image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale
                 if image.width * image.height > MAX_FULL_DECODE_PIXELS:
-                    raise UnreadableImage(f"{path}: {image.width}x{image.height} {image.format or ''} image is too large "
-                                          f"to decode safely (over {MAX_FULL_DECODE_PIXELS // 1_000_000} MP that cannot "
-                                          "be decoded reduced); save it smaller or as JPEG")
+                    raise UnreadableImage(
+                        f"{path}: {image.width}x{image.height} {image.format or ''} image is too large "
+                        f"to decode safely (over {MAX_FULL_DECODE_PIXELS // 1_000_000} MP that cannot "
+                        "be decoded reduced); save it smaller or as JPEG"
+                    )
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
                 image.load()
                 image = ImageOps.exif_transpose(image)

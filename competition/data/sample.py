@@ -128,7 +128,9 @@ def _facade(c: _Canvas, spec: LandmarkSpec, x0: float, y0: float, x1: float, y1:
             cx = x0 + k * cw
             c.rect(cx - cw * 0.12, y0, cx + cw * 0.12, y1, spec.accent)
         for k in range(cols):
-            c.rect(x0 + k * cw + cw * 0.3, y0 + h * 0.3, x0 + k * cw + cw * 0.7, y1 - h * 0.1, (0.1, 0.1, 0.1), window=True)
+            c.rect(
+                x0 + k * cw + cw * 0.3, y0 + h * 0.3, x0 + k * cw + cw * 0.7, y1 - h * 0.1, (0.1, 0.1, 0.1), window=True
+            )
 
 
 def _draw_landmark(spec: LandmarkSpec) -> _Canvas:
@@ -184,7 +186,12 @@ def _draw_landmark(spec: LandmarkSpec) -> _Canvas:
         for px in (s * 0.3, s * 0.7):
             c.rect(px - 10, top, px + 10, base, spec.roof)
             for k in range(spec.detail):
-                c.line((px, top + 10), (px + (k + 1) * s * 0.2 / spec.detail * (1 if px > s / 2 else -1) * 2, deck), spec.accent, 1)
+                c.line(
+                    (px, top + 10),
+                    (px + (k + 1) * s * 0.2 / spec.detail * (1 if px > s / 2 else -1) * 2, deck),
+                    spec.accent,
+                    1,
+                )
     elif kind == "pyramid":
         steps = spec.tiers * 3
         for k in range(steps):
@@ -199,8 +206,17 @@ def _draw_landmark(spec: LandmarkSpec) -> _Canvas:
             half = width / 2 * (1 - 0.1 * t) * 0.7
             y1 = base - t * tier_h
             _facade(c, spec, cx - half * 0.8, y1 - tier_h * 0.7, cx + half * 0.8, y1)
-            c.poly([(cx - half * 1.25, y1 - tier_h * 0.6), (cx - half * 0.6, y1 - tier_h), (cx + half * 0.6, y1 - tier_h),
-                    (cx + half * 1.25, y1 - tier_h * 0.6), (cx + half * 1.05, y1 - tier_h * 0.7), (cx - half * 1.05, y1 - tier_h * 0.7)], spec.roof)
+            c.poly(
+                [
+                    (cx - half * 1.25, y1 - tier_h * 0.6),
+                    (cx - half * 0.6, y1 - tier_h),
+                    (cx + half * 0.6, y1 - tier_h),
+                    (cx + half * 1.25, y1 - tier_h * 0.6),
+                    (cx + half * 1.05, y1 - tier_h * 0.7),
+                    (cx - half * 1.05, y1 - tier_h * 0.7),
+                ],
+                spec.roof,
+            )
         c.line((cx, base - tiers * tier_h), (cx, top - 10), spec.accent, 3)
     elif kind == "castle":
         wall_top = base - height * 0.45
@@ -227,8 +243,15 @@ def _draw_landmark(spec: LandmarkSpec) -> _Canvas:
         c.rect(cx - width * 0.3, base - height * 0.1, cx + width * 0.3, base, spec.accent)
         c.rect(cx - width * 0.2, base - height * 0.16, cx + width * 0.2, base - height * 0.1, spec.roof)
         half = width * (0.05 + 0.01 * spec.detail)
-        c.poly([(cx - half, base - height * 0.16), (cx - half * 0.7, top + height * 0.08),
-                (cx + half * 0.7, top + height * 0.08), (cx + half, base - height * 0.16)], spec.body)
+        c.poly(
+            [
+                (cx - half, base - height * 0.16),
+                (cx - half * 0.7, top + height * 0.08),
+                (cx + half * 0.7, top + height * 0.08),
+                (cx + half, base - height * 0.16),
+            ],
+            spec.body,
+        )
         c.poly([(cx - half * 0.7, top + height * 0.08), (cx, top), (cx + half * 0.7, top + height * 0.08)], spec.roof)
         for k in range(spec.tiers):
             y = base - height * 0.2 - k * height * 0.12
@@ -237,6 +260,7 @@ def _draw_landmark(spec: LandmarkSpec) -> _Canvas:
 
 
 # --- the camera -------------------------------------------------------------------------
+
 
 def _sky(rng: np.random.Generator, size: int, time_of_day: str, season: str) -> np.ndarray:
     top, bottom = {
@@ -249,19 +273,31 @@ def _sky(rng: np.random.Generator, size: int, time_of_day: str, season: str) -> 
     image = np.broadcast_to(np.float32(top) * (1 - t) + np.float32(bottom) * t, (size, size, 3)).copy()
     for _ in range(int(rng.integers(0, 5))):  # clouds
         cloud = np.zeros((size, size), np.float32)
-        cv2.ellipse(cloud, (int(rng.integers(size)), int(rng.integers(size // 2))),
-                    (int(rng.integers(20, 70)), int(rng.integers(8, 20))), 0, 0, 360, 0.6, -1)
+        cv2.ellipse(
+            cloud,
+            (int(rng.integers(size)), int(rng.integers(size // 2))),
+            (int(rng.integers(20, 70)), int(rng.integers(8, 20))),
+            0,
+            0,
+            360,
+            0.6,
+            -1,
+        )
         cloud = cv2.GaussianBlur(cloud, (0, 0), 8)[..., None]
         shade = 0.3 if time_of_day == "night" else 0.95
         image = image * (1 - cloud) + shade * cloud
-    ground = {"summer": (0.30, 0.50, 0.25), "autumn": (0.55, 0.40, 0.20), "winter": (0.92, 0.93, 0.96),
-              "spring": (0.40, 0.60, 0.30)}[season]
+    ground = {
+        "summer": (0.30, 0.50, 0.25),
+        "autumn": (0.55, 0.40, 0.20),
+        "winter": (0.92, 0.93, 0.96),
+        "spring": (0.40, 0.60, 0.30),
+    }[season]
     horizon = int(size * rng.uniform(0.7, 0.9))
     image[horizon:] = _jitter(rng, ground, 0.05)
     for _ in range(int(rng.integers(2, 9))):  # an anonymous city skyline, shared by all classes
         x, w, h = int(rng.integers(size)), int(rng.integers(10, 40)), int(rng.integers(10, 70))
         grey = float(rng.uniform(0.3, 0.7))
-        image[max(horizon - h, 0):horizon, x:x + w] = (grey, grey, grey * 1.05)
+        image[max(horizon - h, 0) : horizon, x : x + w] = (grey, grey, grey * 1.05)
     return image
 
 
@@ -272,7 +308,13 @@ def _occluders(rng: np.random.Generator, image: np.ndarray, season: str) -> None
         what = rng.choice(["tree", "person", "car", "lamp"])
         if what == "tree":
             cv2.rectangle(image, (x - 3, y - 40), (x + 3, y), (0.3, 0.2, 0.1), -1)
-            leaves = (0.9, 0.9, 0.95) if season == "winter" else (0.55, 0.35, 0.1) if season == "autumn" else (0.1, 0.4, 0.15)
+            leaves = (
+                (0.9, 0.9, 0.95)
+                if season == "winter"
+                else (0.55, 0.35, 0.1)
+                if season == "autumn"
+                else (0.1, 0.4, 0.15)
+            )
             r = int(rng.integers(15, 40))
             cv2.circle(image, (x, y - 40 - r // 2), r, _jitter(rng, leaves), -1, cv2.LINE_AA)
         elif what == "person":
@@ -297,8 +339,14 @@ def render_photo(drawing: _Canvas, rng: np.random.Generator, size: int = 256) ->
     # Viewpoint: where the landmark lands in the frame, and a perspective tilt of its corners.
     scale = rng.uniform(0.55, 1.15) * size
     cx, bottom = size * rng.uniform(0.3, 0.7), size * rng.uniform(0.8, 1.1)
-    box = np.float32([[cx - scale / 2, bottom - scale], [cx + scale / 2, bottom - scale],
-                      [cx + scale / 2, bottom], [cx - scale / 2, bottom]])
+    box = np.float32(
+        [
+            [cx - scale / 2, bottom - scale],
+            [cx + scale / 2, bottom - scale],
+            [cx + scale / 2, bottom],
+            [cx - scale / 2, bottom],
+        ]
+    )
     box += rng.normal(0, 0.08 * scale, box.shape).astype(np.float32)
     source = np.float32([[0, 0], [CANVAS, 0], [CANVAS, CANVAS], [0, CANVAS]])
     warp = cv2.getPerspectiveTransform(source, box)
@@ -331,6 +379,7 @@ def render_photo(drawing: _Canvas, rng: np.random.Generator, size: int = 256) ->
 
 
 # --- the competition folder -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SampleConfig:

@@ -18,11 +18,22 @@ from competition.io import atomic_write_text, ensure_writable, file_lock
 log = logging.getLogger(__name__)
 
 COLUMNS = [  # (record key, column title)
-    ("name", "run"), ("backbones", "backbones"), ("regime", "regime"), ("augmentation", "augmentation"),
-    ("tta", "TTA"), ("postprocess", "post-processing"), ("unseen_guard", "unseen guard"),
-    ("top1", "top-1"), ("top3", "top-3"), ("top10", "top-10"), ("map@10", "mAP@10"),
+    ("name", "run"),
+    ("backbones", "backbones"),
+    ("regime", "regime"),
+    ("augmentation", "augmentation"),
+    ("tta", "TTA"),
+    ("postprocess", "post-processing"),
+    ("unseen_guard", "unseen guard"),
+    ("top1", "top-1"),
+    ("top3", "top-3"),
+    ("top10", "top-10"),
+    ("map@10", "mAP@10"),
     ("map@100", "mAP@100"),  # what the Google Landmark Retrieval competitions score (kaggle-format submissions)
-    ("seen_top1", "seen top-1"), ("unseen_top1", "unseen top-1"), ("date", "date"), ("uploaded", "uploaded"),
+    ("seen_top1", "seen top-1"),
+    ("unseen_top1", "unseen top-1"),
+    ("date", "date"),
+    ("uploaded", "uploaded"),
 ]
 
 HEADER = """# Leaderboard
@@ -63,8 +74,9 @@ def read_records(markdown: str | Path) -> list[dict]:
 def _write_records(markdown: Path, records: list[dict]) -> None:
     for path in (markdown, records_file(markdown)):  # both or neither
         ensure_writable(path)
-    atomic_write_text(records_file(markdown), "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
-                                                      for r in records))
+    atomic_write_text(
+        records_file(markdown), "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+    )
     atomic_write_text(markdown, render(records))
 
 
@@ -115,7 +127,9 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return flat
 
 
-def diff_configs(first: dict, second: dict, ignore: tuple[str, ...] = ("date", "created", "run_name", "name")) -> list[str]:
+def diff_configs(
+    first: dict, second: dict, ignore: tuple[str, ...] = ("date", "created", "run_name", "name")
+) -> list[str]:
     """One line per setting that differs: 'key: first -> second'."""
     a, b = flatten(first), flatten(second)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k.rsplit(".", 1)[-1] not in ignore)

@@ -39,8 +39,10 @@ def check_unique_ids(names: Sequence[str], fmt: str, what: str) -> None:
     for name in names:
         other = seen.setdefault(photo_id(name, fmt), name)
         if other != name:
-            raise CompeteError(f"{what} photos {other} and {name} share the id '{photo_id(name, fmt)}', which the "
-                               "kaggle format cannot tell apart: rename one")
+            raise CompeteError(
+                f"{what} photos {other} and {name} share the id '{photo_id(name, fmt)}', which the "
+                "kaggle format cannot tell apart: rename one"
+            )
 
 
 def submission_format(path: str | Path, header: Sequence[str] | None = None) -> str:
@@ -66,8 +68,9 @@ def render_submission(query_names: Sequence[str], results: Sequence[Sequence[str
         if max((len(row) for row in results), default=0) > KAGGLE_MAX_IMAGES:
             raise CompeteError(f"the kaggle format takes at most {KAGGLE_MAX_IMAGES} images per query: lower -k")
         writer.writerow(["id", "images"])
-        writer.writerows([photo_id(q, fmt), " ".join(photo_id(g, fmt) for g in row)]
-                         for q, row in zip(query_names, results))
+        writer.writerows(
+            [photo_id(q, fmt), " ".join(photo_id(g, fmt) for g in row)] for q, row in zip(query_names, results)
+        )
     elif fmt == "csv":
         k = max((len(r) for r in results), default=0)
         writer.writerow(["query"] + [f"rank_{i}" for i in range(1, k + 1)])
@@ -77,8 +80,9 @@ def render_submission(query_names: Sequence[str], results: Sequence[Sequence[str
     return buffer.getvalue()
 
 
-def write_submission(path: str | Path, query_names: Sequence[str], results: Sequence[Sequence[str]],
-                     fmt: str = "csv") -> Path:
+def write_submission(
+    path: str | Path, query_names: Sequence[str], results: Sequence[Sequence[str]], fmt: str = "csv"
+) -> Path:
     path = Path(path)
     atomic_write_text(path, render_submission(query_names, results, fmt))
     return path

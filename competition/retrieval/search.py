@@ -27,8 +27,11 @@ def _gpu_count() -> int:
 def faiss_build() -> str:
     """Which faiss is installed and whether it searches on GPUs (for `compete models`)."""
     gpus = _gpu_count()
-    where = f"GPU build, {gpus} GPU(s) in use" if gpus else (
-        "GPU build, no GPU visible" if hasattr(faiss, "StandardGpuResources") else "CPU build")
+    where = (
+        f"GPU build, {gpus} GPU(s) in use"
+        if gpus
+        else ("GPU build, no GPU visible" if hasattr(faiss, "StandardGpuResources") else "CPU build")
+    )
     return f"faiss {getattr(faiss, '__version__', '?')} ({where})"
 
 
@@ -69,13 +72,19 @@ def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None =
     return index
 
 
-def search(queries: np.ndarray, gallery: np.ndarray, k: int, use_gpu: bool | None = None,
-           batch_size: int = 8192, index: str = "exact") -> tuple[np.ndarray, np.ndarray]:
+def search(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    use_gpu: bool | None = None,
+    batch_size: int = 8192,
+    index: str = "exact",
+) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, gallery indices), each (num_queries, min(k, gallery size)), best first."""
     k = min(k, len(gallery))
     built = build_index(gallery, index, use_gpu, k)
     queries = l2_normalize(queries)
-    parts = [built.search(queries[start:start + batch_size], k) for start in range(0, len(queries), batch_size)]
+    parts = [built.search(queries[start : start + batch_size], k) for start in range(0, len(queries), batch_size)]
     if not parts:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     similarities, indices = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -85,8 +94,9 @@ def search(queries: np.ndarray, gallery: np.ndarray, k: int, use_gpu: bool | Non
     return similarities, indices
 
 
-def recall_against_exact(queries: np.ndarray, gallery: np.ndarray, approximate: np.ndarray, k: int,
-                         sample: int = 500, seed: int = 0) -> float:
+def recall_against_exact(
+    queries: np.ndarray, gallery: np.ndarray, approximate: np.ndarray, k: int, sample: int = 500, seed: int = 0
+) -> float:
     """Fraction of the exact top-k that the approximate top-k found, on a sample of queries."""
     rows = np.random.default_rng(seed).permutation(len(queries))[:sample]
     _, exact = search(queries[rows], gallery, k)

@@ -51,8 +51,10 @@ def augmented_variants(augmented_dir: Path) -> dict[str, list[Path]]:
     variants: dict[str, list[Path]] = defaultdict(list)
     if not manifest.exists():
         if any(p.is_file() and p.suffix != ".json" for p in augmented_dir.rglob("*")):
-            raise CompeteError(f"{augmented_dir} has no {MANIFEST} (an interrupted compete augment?): run the same "
-                               "augment command again to finish it, or --no-augmented")
+            raise CompeteError(
+                f"{augmented_dir} has no {MANIFEST} (an interrupted compete augment?): run the same "
+                "augment command again to finish it, or --no-augmented"
+            )
         return variants
     with open(manifest, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -62,8 +64,9 @@ def augmented_variants(augmented_dir: Path) -> dict[str, list[Path]]:
     return variants
 
 
-def load_training_data(root: Path, augmented: Path | None, folds: int, photo_share: float, seed: int,
-                       strict: bool = False) -> TrainingData:
+def load_training_data(
+    root: Path, augmented: Path | None, folds: int, photo_share: float, seed: int, strict: bool = False
+) -> TrainingData:
     found = training_photos(root)
     cross_class_duplicates(found)
     photos, skipped = readable_records(found, strict=strict)
@@ -72,7 +75,9 @@ def load_training_data(root: Path, augmented: Path | None, folds: int, photo_sha
     if classes < 2:
         raise CompeteError(f"{root / 'train'}: need at least 2 training classes, found {classes}")
     by_source = augmented_variants(augmented) if augmented is not None else {}
-    variants = [[ImageRecord(path, f"{r.name}#{path.name}", "augmented", r.label) for path in by_source.get(r.key, [])]
-                for r in photos]
+    variants = [
+        [ImageRecord(path, f"{r.name}#{path.name}", "augmented", r.label) for path in by_source.get(r.key, [])]
+        for r in photos
+    ]
     labels = [r.label for r in photos]
     return TrainingData(photos, variants, class_folds(labels, folds, seed, photo_share), skipped)

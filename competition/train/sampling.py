@@ -12,8 +12,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 
-def epoch_order(labels: np.ndarray, per_class: int, seed: int, epoch: int, rank: int = 0,
-                world: int = 1) -> np.ndarray:
+def epoch_order(labels: np.ndarray, per_class: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
     """Indices in runs of `per_class` same-class samples, the runs shuffled.
 
     Each class's samples are shuffled and cut into runs (the last one topped up from the

@@ -65,8 +65,9 @@ def class_folds(labels: Sequence[str], folds: int = 4, seed: int = 0, photo_shar
             pool += sorted(lent)
             unseen += [False] * len(lent)
             train += [i for i in members.tolist() if i not in lent]
-        result.append(Fold(np.array(train, dtype=np.int64), np.array(pool, dtype=np.int64),
-                           np.array(unseen, dtype=bool)))
+        result.append(
+            Fold(np.array(train, dtype=np.int64), np.array(pool, dtype=np.int64), np.array(unseen, dtype=bool))
+        )
     return result
 
 
@@ -139,8 +140,10 @@ def compare(trained: PoolScores, pretrained: PoolScores, seed: int = 0) -> dict[
             verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
         result[name] = {
             "queries": queries,
-            "pretrained": {"top1": float(pretrained.top1[mask].mean()),
-                           f"map@{MAP_K}": float(pretrained.ap[mask].mean())},
+            "pretrained": {
+                "top1": float(pretrained.top1[mask].mean()),
+                f"map@{MAP_K}": float(pretrained.ap[mask].mean()),
+            },
             "trained": {"top1": float(trained.top1[mask].mean()), f"map@{MAP_K}": float(trained.ap[mask].mean())},
             "difference": difference,
             "verdict": verdict,
@@ -157,8 +160,10 @@ def describe(comparison: dict[str, dict]) -> list[str]:
             lines.append(f"{name:<6} {group['verdict']} ({group['queries']} validation queries)")
             continue
         mean, low, high = group["difference"][f"map@{MAP_K}"]
-        lines.append(f"{name:<6} mAP@{MAP_K} {group['trained'][f'map@{MAP_K}']:.3f} vs pretrained "
-                     f"{group['pretrained'][f'map@{MAP_K}']:.3f} ({mean:+.3f}, 90% [{low:+.3f}, {high:+.3f}]), "
-                     f"top-1 {group['trained']['top1']:.3f} vs {group['pretrained']['top1']:.3f} "
-                     f"over {group['queries']} queries: {group['verdict']}")
+        lines.append(
+            f"{name:<6} mAP@{MAP_K} {group['trained'][f'map@{MAP_K}']:.3f} vs pretrained "
+            f"{group['pretrained'][f'map@{MAP_K}']:.3f} ({mean:+.3f}, 90% [{low:+.3f}, {high:+.3f}]), "
+            f"top-1 {group['trained']['top1']:.3f} vs {group['pretrained']['top1']:.3f} "
+            f"over {group['queries']} queries: {group['verdict']}"
+        )
     return lines

@@ -18,8 +18,11 @@ from competition.retrieval.search import l2_normalize
 
 def within_class_offsets(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each feature minus the mean of its class; classes of one photo carry no offset."""
-    offsets = [features[labels == label] - features[labels == label].mean(axis=0)
-               for label in np.unique(labels) if (labels == label).sum() > 1]
+    offsets = [
+        features[labels == label] - features[labels == label].mean(axis=0)
+        for label in np.unique(labels)
+        if (labels == label).sum() > 1
+    ]
     return np.concatenate(offsets) if offsets else np.zeros((0, features.shape[1]), features.dtype)
 
 
