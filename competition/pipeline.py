@@ -9,38 +9,39 @@ from pathlib import Path
 from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.sample import make_sample_competition
+from competition.report.tables import comparison_table
 from competition.retrieval.submit import SubmitConfig, submit
 from competition.train.config import TrainConfig
 from competition.train.loop import train
 from competition.train.validation import describe
 
 
-def comparison_table(rows: list[tuple[str, dict]]) -> str:
-    """Markdown table of top-1/3/10 for all, seen and unseen queries, one row per method."""
-    groups = [("", "all"), ("seen_", "seen"), ("unseen_", "unseen")]
-    header = "| method | " + " | ".join(f"{g} top-1/3/10" for _, g in groups) + " |"
-    lines = [header, "|---|" + "---|" * len(groups)]
-    for method, scores in rows:
-        cells = ["/".join(f"{scores.get(f'{p}top{k}', float('nan')):.3f}" for k in (1, 3, 10)) for p, _ in groups]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def run_demo(root: str | Path = "data/sample", target: int = 40, epochs: int = 30, runs_dir: str = "runs",
-             submissions_dir: str = "submissions", leaderboard: str = "leaderboard.md", progress: bool = True,
-             echo: Callable[[str], None] = print) -> str:
+def run_demo(
+    root: str | Path = "data/sample",
+    target: int = 40,
+    epochs: int = 30,
+    runs_dir: str = "runs",
+    submissions_dir: str = "submissions",
+    leaderboard: str = "leaderboard.md",
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     echo(f"1/4 sample data -> {root}")
     make_sample_competition(root, progress=progress)
     echo(f"2/4 augment (recipe default, {target} per class)")
-    augment_competition(root, load_recipe("default", target_per_class=target), progress=progress,
-                        replace_if_changed=True)
+    augment_competition(
+        root, load_recipe("default", target_per_class=target), progress=progress, replace_if_changed=True
+    )
     runs = {}
-    for label, head in (("default: learned whitening on the original photos", "auto"),
-                        ("CosFace head on the augmented set", "cosface")):
+    for label, head in (
+        ("default: learned whitening on the original photos", "auto"),
+        ("CosFace head on the augmented set", "cosface"),
+    ):
         echo(f"3/4 train efficientnet_lite0, last layer, {label}")
-        config = TrainConfig(data=str(root), run_name=f"demo-{stamp}-{head}", runs_dir=runs_dir, epochs=epochs,
-                             head=head)
+        config = TrainConfig(
+            data=str(root), run_name=f"demo-{stamp}-{head}", runs_dir=runs_dir, epochs=epochs, head=head
+        )
         summary = train(config, progress=progress)
         for line in describe(summary["validation"]):
             echo(f"    {line}")
@@ -53,5 +54,7 @@ def run_demo(root: str | Path = "data/sample", target: int = 40, epochs: int = 3
         result = submit(SubmitConfig(models=[model], name=name, **common), progress)
         rows.append((label, result.scores or {}))
         paths.append(str(result.path))
-    return (f"{comparison_table(rows)}\n\nsubmissions: {', '.join(paths)}\nleaderboard: {leaderboard}\n"
-            f"runs: {', '.join(runs.values())}")
+    return (
+        f"{comparison_table(rows)}\n\nsubmissions: {', '.join(paths)}\nleaderboard: {leaderboard}\n"
+        f"runs: {', '.join(runs.values())}"
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.sample import make_sample_competition
-from competition.pipeline import comparison_table
+from competition.report.tables import comparison_table
 from competition.retrieval.submit import SubmitConfig, submit
 from competition.train.config import TrainConfig
 from competition.train.loop import train
@@ -42,22 +42,44 @@ def main() -> None:
         augmented = ""
         if recipe_name != "none":
             out = root / f"augmented-{recipe_name}-{args.target}"
-            augment_competition(root, load_recipe(recipe_name, target_per_class=args.target), out,
-                                seed=args.seed, progress=False)
+            augment_competition(
+                root, load_recipe(recipe_name, target_per_class=args.target), out, seed=args.seed, progress=False
+            )
             augmented = str(out)
         augment_s = time.time() - started
         run_name = f"aug-{recipe_name}-{args.regime}-{args.image_size}px-s{args.seed}"
-        config = TrainConfig(data=str(root), run_name=run_name, runs_dir=args.runs_dir, regime=args.regime,
-                             epochs=args.epochs, image_size=args.image_size, seed=args.seed,
-                             augmented=augmented, use_augmented=bool(augmented))
+        config = TrainConfig(
+            data=str(root),
+            run_name=run_name,
+            runs_dir=args.runs_dir,
+            regime=args.regime,
+            epochs=args.epochs,
+            image_size=args.image_size,
+            seed=args.seed,
+            augmented=augmented,
+            use_augmented=bool(augmented),
+        )
         summary = train(config, progress=False)
         train_s = time.time() - started - augment_s
-        result = submit(SubmitConfig(data=str(root), models=[str(Path(args.runs_dir) / run_name)],
-                                     name=run_name, runs_dir=args.runs_dir, submissions_dir=args.runs_dir,
-                                     leaderboard=str(Path(args.runs_dir) / "leaderboard.md")), progress=False)
-        label = (f"{recipe_name} ({args.target}/class)" if augmented else "none (originals only)")
-        rows.append((f"{label}: augment {augment_s:.0f}s, train {train_s:.0f}s, "
-                     f"val unseen {summary['best'].get('unseen_top1', float('nan')):.3f}", result.scores or {}))
+        result = submit(
+            SubmitConfig(
+                data=str(root),
+                models=[str(Path(args.runs_dir) / run_name)],
+                name=run_name,
+                runs_dir=args.runs_dir,
+                submissions_dir=args.runs_dir,
+                leaderboard=str(Path(args.runs_dir) / "leaderboard.md"),
+            ),
+            progress=False,
+        )
+        label = f"{recipe_name} ({args.target}/class)" if augmented else "none (originals only)"
+        rows.append(
+            (
+                f"{label}: augment {augment_s:.0f}s, train {train_s:.0f}s, "
+                f"val unseen {summary['best'].get('unseen_top1', float('nan')):.3f}",
+                result.scores or {},
+            )
+        )
         print(comparison_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(comparison_table(rows))

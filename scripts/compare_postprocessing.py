@@ -29,17 +29,25 @@ def main() -> None:
     variants = [
         ("single", [args.single], {}, PostProcess()),
         ("single + flip", [args.single], {"flip": True}, PostProcess()),
-        ("single + flip + scales 0.707,1,1.414", [args.single], {"flip": True, "scales": [0.707, 1.0, 1.414]},
-         PostProcess()),
-        ("single + PCA-whiten (gallery, full)", [args.single], {}, PostProcess(whiten="gallery", whiten_shrinkage=1.0)),
+        (
+            "single + flip + scales 0.707,1,1.414",
+            [args.single],
+            {"flip": True, "scales": [0.707, 1.0, 1.414]},
+            PostProcess(),
+        ),
+        ("single + PCA-whiten (gallery, full)", [args.single], {}, PostProcess(whiten="gallery", whiten_power=1.0)),
         ("single + PCA-whiten (gallery, power 0.5)", [args.single], {}, PostProcess(whiten="gallery")),
         ("single + α-QE k=2", [args.single], {}, PostProcess(qe=2)),
         ("single + DBA k=2", [args.single], {}, PostProcess(dba=2)),
         ("single + DBA + QE", [args.single], {}, PostProcess(**both)),
         ("single + k-reciprocal (k1=20)", [args.single], {}, PostProcess(rerank=True)),
         ("single + k-reciprocal (k1=8, k2=3)", [args.single], {}, PostProcess(rerank=True, rerank_k1=8, rerank_k2=3)),
-        ("single + flip + scales + whiten + DBA", [args.single], {"flip": True, "scales": [0.707, 1.0, 1.414]},
-         PostProcess(whiten="gallery", dba=2)),
+        (
+            "single + flip + scales + whiten + DBA",
+            [args.single],
+            {"flip": True, "scales": [0.707, 1.0, 1.414]},
+            PostProcess(whiten="gallery", dba=2),
+        ),
         ("ensemble", args.ensemble, {}, PostProcess()),
         ("ensemble + pretrained", args.ensemble, {"with_pretrained": 1.0}, PostProcess()),
         ("ensemble + flip", args.ensemble, {"flip": True}, PostProcess()),
@@ -50,14 +58,27 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for index, (label, models, options, steps) in enumerate(variants):
         started = time.time()
-        result = submit(SubmitConfig(data=args.data, models=models, name=f"post-{index:02d}", runs_dir=args.runs_dir,
-                                     submissions_dir=args.out, leaderboard=str(Path(args.out) / "leaderboard.md"),
-                                     postprocess=steps, if_worse="keep", **options), progress=False)
+        result = submit(
+            SubmitConfig(
+                data=args.data,
+                models=models,
+                name=f"post-{index:02d}",
+                runs_dir=args.runs_dir,
+                submissions_dir=args.out,
+                leaderboard=str(Path(args.out) / "leaderboard.md"),
+                postprocess=steps,
+                if_worse="keep",
+                **options,
+            ),
+            progress=False,
+        )
         s = result.scores or {}
         top = "/".join(f"{s.get(f'top{k}', float('nan')):.3f}" for k in (1, 3, 10))
         unseen = "/".join(f"{s.get(f'unseen_top{k}', float('nan')):.3f}" for k in (1, 3, 10))
-        print(f"| {label} | {top} | {s.get('map@10', float('nan')):.3f} | {unseen} | {time.time() - started:.0f} |",
-              flush=True)
+        print(
+            f"| {label} | {top} | {s.get('map@10', float('nan')):.3f} | {unseen} | {time.time() - started:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

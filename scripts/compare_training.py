@@ -18,11 +18,10 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from competition.pipeline import comparison_table
+from competition.report.tables import comparison_table
 from competition.retrieval.submit import SubmitConfig, submit
 from competition.train.config import TrainConfig
 from competition.train.loop import train
-
 
 SUBMIT_KEYS = {f.name for f in fields(SubmitConfig)}
 
@@ -47,8 +46,11 @@ def run_name(backbone: str, settings: dict, image_size: int, seed: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/sample")
-    parser.add_argument("--variants", nargs="+", default=["pretrained", "last-softmax-gem", "last-arcface-gem",
-                                                            "last-softmax-avg", "full-softmax-gem"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["pretrained", "last-softmax-gem", "last-arcface-gem", "last-softmax-avg", "full-softmax-gem"],
+    )
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--augmented", default="", help="augmented folder for the last regime ('' = none)")
     parser.add_argument("--full-augmented", default="", help="augmented folder for the full regime ('' = none)")
@@ -61,33 +63,57 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    common = dict(data=args.data, runs_dir=args.runs_dir, submissions_dir=args.runs_dir,
-                  leaderboard=str(Path(args.runs_dir) / "leaderboard.md"))
+    common = dict(
+        data=args.data,
+        runs_dir=args.runs_dir,
+        submissions_dir=args.runs_dir,
+        leaderboard=str(Path(args.runs_dir) / "leaderboard.md"),
+    )
     for variant in args.variants:
         started = time.time()
         if variant == "pretrained":
-            result = submit(SubmitConfig(models=[args.backbone], name=f"{args.backbone}-pretrained", **common),
-                            progress=False)
+            result = submit(
+                SubmitConfig(models=[args.backbone], name=f"{args.backbone}-pretrained", **common), progress=False
+            )
             rows.append((f"{variant} (GeM): {time.time() - started:.0f}s", result.scores or {}))
         else:
             settings, submit_settings = parse_variant(variant)
             full = settings["regime"] == "full"
             augmented = args.full_augmented if full else args.augmented
             name = run_name(args.backbone, settings, args.image_size, args.seed)
-            config = TrainConfig(data=args.data, runs_dir=args.runs_dir, run_name=name, backbone=args.backbone,
-                                 image_size=args.image_size, seed=args.seed, augmented=augmented,
-                                 use_augmented=bool(augmented), epochs=args.full_epochs if full else args.last_epochs,
-                                 batch_size=args.batch_size if full else 64, **settings)
+            config = TrainConfig(
+                data=args.data,
+                runs_dir=args.runs_dir,
+                run_name=name,
+                backbone=args.backbone,
+                image_size=args.image_size,
+                seed=args.seed,
+                augmented=augmented,
+                use_augmented=bool(augmented),
+                epochs=args.full_epochs if full else args.last_epochs,
+                batch_size=args.batch_size if full else 64,
+                **settings,
+            )
             summary_file = Path(args.runs_dir) / name / "summary.json"
-            summary = (json.loads(summary_file.read_text()) if summary_file.exists()
-                       else train(config, progress=False))
+            summary = json.loads(summary_file.read_text()) if summary_file.exists() else train(config, progress=False)
             trained_s = summary["wall_seconds"]
             submission = name + "".join(f"-{k}{v}" for k, v in submit_settings.items())
-            result = submit(SubmitConfig(models=[str(Path(args.runs_dir) / name)], name=submission, if_worse="keep",
-                                         **(common | submit_settings)), progress=False)
-            rows.append((f"{variant}: train {trained_s:.0f}s, best epoch {summary['best_epoch']}, val unseen "
-                         f"{summary['baseline'].get('unseen_top1', 0):.3f}->{summary['best'].get('unseen_top1', 0):.3f}",
-                         result.scores or {}))
+            result = submit(
+                SubmitConfig(
+                    models=[str(Path(args.runs_dir) / name)],
+                    name=submission,
+                    if_worse="keep",
+                    **(common | submit_settings),
+                ),
+                progress=False,
+            )
+            rows.append(
+                (
+                    f"{variant}: train {trained_s:.0f}s, best epoch {summary['best_epoch']}, val unseen "
+                    f"{summary['baseline'].get('unseen_top1', 0):.3f}->{summary['best'].get('unseen_top1', 0):.3f}",
+                    result.scores or {},
+                )
+            )
         print(comparison_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(comparison_table(rows))

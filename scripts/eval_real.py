@@ -59,15 +59,22 @@ def run_pipeline(name: str, data: Path, work: Path, steps) -> dict:
 
 
 def submit_in(folder: Path, data: Path, models: list[str], **settings) -> Path:
-    config = SubmitConfig(data=str(data), models=models, name="submission", runs_dir=str(folder / "runs"),
-                          submissions_dir=str(folder / "submissions"), leaderboard=str(folder / "leaderboard.md"),
-                          **settings)
+    config = SubmitConfig(
+        data=str(data),
+        models=models,
+        name="submission",
+        runs_dir=str(folder / "runs"),
+        submissions_dir=str(folder / "submissions"),
+        leaderboard=str(folder / "leaderboard.md"),
+        **settings,
+    )
     return submit(config, progress=False).path
 
 
 def train_in(folder: Path, data: Path, name: str, **settings) -> str:
-    summary = train(TrainConfig(data=str(data), runs_dir=str(folder / "runs"), run_name=name, **settings),
-                    progress=False)
+    summary = train(
+        TrainConfig(data=str(data), runs_dir=str(folder / "runs"), run_name=name, **settings), progress=False
+    )
     validation = summary["validation"]
     verdict = "; ".join(f"{g} {validation[g]['verdict']}" for g in ("seen", "unseen") if g in validation)
     return f"{name}: {verdict}"
@@ -81,6 +88,7 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool):
         def steps(folder):
             verdict = train_in(folder, data, backbone, backbone=backbone)
             return submit_in(folder, data, [str(folder / "runs" / backbone)]), verdict
+
         return steps
 
     def v01(folder):
@@ -94,27 +102,35 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool):
         return submit_in(folder, data, [str(folder / "runs" / "default")]), verdict
 
     def best(folder):
-        verdicts = [train_in(folder, data, backbone, backbone=backbone)
-                    for backbone in ("efficientnet_lite0", "efficientnet_lite1")]
+        verdicts = [
+            train_in(folder, data, backbone, backbone=backbone)
+            for backbone in ("efficientnet_lite0", "efficientnet_lite1")
+        ]
         runs = [str(folder / "runs" / b) for b in ("efficientnet_lite0", "efficientnet_lite1")]
-        return (submit_in(folder, data, runs, postprocess=PostProcess(rerank=True, rerank_k1=8, rerank_k2=3)),
-                "; ".join(verdicts))
+        return (
+            submit_in(folder, data, runs, postprocess=PostProcess(rerank=True, rerank_k1=8, rerank_k2=3)),
+            "; ".join(verdicts),
+        )
 
     def full(folder):
         verdict = train_in(folder, data, "full", regime="full", head="arcface", epochs=epochs)
         return submit_in(folder, data, [str(folder / "runs" / "full")]), verdict
 
-    rows = [("off-the-shelf efficientnet_lite0 (GeM, no flip)", off_the_shelf(False)),
-            ("off-the-shelf + flip", off_the_shelf(True)),
-            ("v0.1 recipe: heavy x60 -> last layer softmax-512 -> submit (no guard, no flip)", v01),
-            ("**default**: train -> submit (learned whitening, flip)", default),
-            ("**best**: lite0 + lite1 default runs, ensemble, flip, k-reciprocal k1=8 k2=3", best)]
+    rows = [
+        ("off-the-shelf efficientnet_lite0 (GeM, no flip)", off_the_shelf(False)),
+        ("off-the-shelf + flip", off_the_shelf(True)),
+        ("v0.1 recipe: heavy x60 -> last layer softmax-512 -> submit (no guard, no flip)", v01),
+        ("**default**: train -> submit (learned whitening, flip)", default),
+        ("**best**: lite0 + lite1 default runs, ensemble, flip, k-reciprocal k1=8 k2=3", best),
+    ]
     if with_full:
         rows.append((f"full layer, ArcFace, {epochs} epochs, WiSE-FT -> submit", full))
     if family:
         for backbone in ("efficientnet_lite1", "efficientnet_lite2"):
-            rows += [(f"{backbone} off-the-shelf (GeM, flip)", off_the_shelf(True, backbone)),
-                     (f"{backbone} default: train -> submit", default_with(backbone))]
+            rows += [
+                (f"{backbone} off-the-shelf (GeM, flip)", off_the_shelf(True, backbone)),
+                (f"{backbone} default: train -> submit", default_with(backbone)),
+            ]
     return rows
 
 
@@ -125,8 +141,10 @@ def cell(values: np.ndarray) -> str:
 
 def table(results: list[dict]) -> str:
     reference = results[0]
-    lines = ["| pipeline | group | queries | top-1 | top-3 | top-10 | mAP@10 | top-1 vs off-the-shelf | wall time |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| pipeline | group | queries | top-1 | top-3 | top-10 | mAP@10 | top-1 vs off-the-shelf | wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for result in results:
         for group in ("all", "seen", "unseen"):
             mask = np.ones_like(result["seen"]) if group == "all" else result["seen"] == (group == "seen")
@@ -135,8 +153,11 @@ def table(results: list[dict]) -> str:
             low, high = bootstrap_interval(delta)
             name = result["name"] if group == "all" else ""
             seconds = f"{result['seconds']:.0f} s" if group == "all" else ""
-            lines.append(f"| {name} | {group} | {int(mask.sum())} | " + " | ".join(cells)
-                         + f" | {delta.mean():+.3f} [{low:+.2f}, {high:+.2f}] | {seconds} |")
+            lines.append(
+                f"| {name} | {group} | {int(mask.sum())} | "
+                + " | ".join(cells)
+                + f" | {delta.mean():+.3f} [{low:+.2f}, {high:+.2f}] | {seconds} |"
+            )
     return "\n".join(lines)
 
 
@@ -159,14 +180,17 @@ def main() -> None:
             verdicts.append(f"- {name}: training's validation said {result['verdicts']}")
         print(f"{name}: top-1 {result['scores']['top1'].mean():.3f} in {result['seconds']:.0f} s", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    text = (f"# Real photos: {args.data.name}\n\n"
-            f"{len(found.query)} queries, {len(found.gallery)} gallery photos, {len(found.train_classes)} landmarks in "
-            f"train/. Measured {datetime.now():%Y-%m-%d} on {platform.machine()} {device} with "
-            f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}{' --family' if args.family else ''}`. Each cell: the mean over "
-            "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
-            "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
-            f"{table(results)}\n\n" + "\n".join(verdicts) + "\n\nWhat else was tried, and why the defaults are what "
-            "they are: [real-photos-experiments.md](real-photos-experiments.md).\n")
+    text = (
+        f"# Real photos: {args.data.name}\n\n"
+        f"{len(found.query)} queries, {len(found.gallery)} gallery photos, {len(found.train_classes)} landmarks in "
+        f"train/. Measured {datetime.now():%Y-%m-%d} on {platform.machine()} {device} with "
+        f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}"
+        f"{' --family' if args.family else ''}`. Each cell: the mean over "
+        "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
+        "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
+        f"{table(results)}\n\n" + "\n".join(verdicts) + "\n\nWhat else was tried, and why the defaults are what "
+        "they are: [real-photos-experiments.md](real-photos-experiments.md).\n"
+    )
     print("\n" + text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,23 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 DEFAULT_KS = (1, 3, 5, 10)
+GROUPS = ("all", "seen", "unseen")  # seen: the query's landmark is in train/
+SHOWN_METRICS = ("top1", "top3", "top5", "top10", "map@10", "p@10", "map@100")
+
+
+def score_key(group: str, metric: str) -> str:
+    """The flat name tables, the leaderboard and summaries use: 'top1', 'seen_top1', 'unseen_map@10'."""
+    return metric if group == "all" else f"{group}_{metric}"
+
+
+def flatten_scores(groups: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{'all': {...}, 'seen': {...}} -> {'top1': .., 'seen_top1': .., ...}."""
+    return {
+        score_key(group, metric): value
+        for group, scores in groups.items()
+        for metric, value in scores.items()
+        if metric != "queries"
+    }
 
 
 def relevance(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str]) -> np.ndarray:
@@ -60,8 +77,9 @@ def mean_average_precision(hits: np.ndarray, k: int, relevant_counts: np.ndarray
     return float(average_precision(hits, k, relevant_counts).mean()) if len(hits) else float("nan")
 
 
-def bootstrap_interval(values: np.ndarray, level: float = 0.9, resamples: int = 2000,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, level: float = 0.9, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-query values (one query = one point).
 
     Pass per-query differences between two methods on the same queries for a paired interval."""
@@ -75,16 +93,22 @@ def bootstrap_interval(values: np.ndarray, level: float = 0.9, resamples: int = 
     return float(low), float(high)
 
 
-def _hits_and_relevant(ranking: np.ndarray, query_labels: Sequence[str],
-                       gallery_labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _hits_and_relevant(
+    ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """`relevance`, and how many gallery photos share each query's class (AP's denominator)."""
     per_class = Counter(gallery_labels)
     counts = np.array([per_class[q] for q in query_labels], dtype=np.int64)
     return relevance(ranking, query_labels, gallery_labels), counts
 
 
-def per_query_scores(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str],
-                     ks: Sequence[int] = (1, 3, 10), map_k: int = 10) -> dict[str, np.ndarray]:
+def per_query_scores(
+    ranking: np.ndarray,
+    query_labels: Sequence[str],
+    gallery_labels: Sequence[str],
+    ks: Sequence[int] = (1, 3, 10),
+    map_k: int = 10,
+) -> dict[str, np.ndarray]:
     """Each query's top-k hit (0/1) and AP@map_k: the points a bootstrap over queries resamples."""
     hits, counts = _hits_and_relevant(ranking, query_labels, gallery_labels)
     scores = {f"top{k}": hits[:, :k].any(axis=1).astype(np.float64) for k in ks}
@@ -92,8 +116,13 @@ def per_query_scores(ranking: np.ndarray, query_labels: Sequence[str], gallery_l
     return scores
 
 
-def score_ranking(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str],
-                  ks: Sequence[int] = DEFAULT_KS, map_k: int = 10) -> dict[str, float]:
+def score_ranking(
+    ranking: np.ndarray,
+    query_labels: Sequence[str],
+    gallery_labels: Sequence[str],
+    ks: Sequence[int] = DEFAULT_KS,
+    map_k: int = 10,
+) -> dict[str, float]:
     hits, counts = _hits_and_relevant(ranking, query_labels, gallery_labels)
     scores = {f"top{k}": topk_accuracy(hits, k) for k in ks}
     for cutoff in sorted({10, map_k}):  # @10 always, and @map_k (100 for Kaggle's GLR) too
@@ -103,16 +132,21 @@ def score_ranking(ranking: np.ndarray, query_labels: Sequence[str], gallery_labe
     return scores
 
 
-def score_by_group(ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str],
-                   seen_classes: Collection[str] | None = None, ks: Sequence[int] = DEFAULT_KS,
-                   map_k: int = 10) -> dict[str, dict[str, float]]:
+def score_by_group(
+    ranking: np.ndarray,
+    query_labels: Sequence[str],
+    gallery_labels: Sequence[str],
+    seen_classes: Collection[str] | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    map_k: int = 10,
+) -> dict[str, dict[str, float]]:
     """Scores overall and, when the training classes are known, for seen and unseen landmarks."""
     result = {"all": score_ranking(ranking, query_labels, gallery_labels, ks, map_k)}
     if seen_classes:
         seen_mask = np.array([q in seen_classes for q in query_labels], dtype=bool)
         for group, mask in (("seen", seen_mask), ("unseen", ~seen_mask)):
             if mask.any():
-                result[group] = score_ranking(ranking[mask], [q for q, m in zip(query_labels, mask) if m],
-                                              gallery_labels, ks, map_k)
+                result[group] = score_ranking(
+                    ranking[mask], [q for q, m in zip(query_labels, mask) if m], gallery_labels, ks, map_k
+                )
     return result
-

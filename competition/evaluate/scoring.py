@@ -7,18 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.data.discover import discover_competition
+from competition.data.discover import Competition, discover_competition
 from competition.errors import CompeteError
-from competition.evaluate.metrics import per_class_top1, relevance, score_by_group
+from competition.evaluate.metrics import flatten_scores, per_class_top1, relevance, score_by_group
 from competition.evaluate.submission import photo_id, read_submission
-
-
-def flatten_scores(groups: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{'all': {...}, 'seen': {...}} -> {'top1': .., 'seen_top1': .., ...} for tables and the leaderboard."""
-    flat = {k: v for k, v in groups["all"].items() if k != "queries"}
-    for group in ("seen", "unseen"):
-        flat.update({f"{group}_{k}": v for k, v in groups.get(group, {}).items() if k != "queries"})
-    return flat
 
 
 @dataclass
@@ -29,9 +21,11 @@ class RankedSubmission:
     seen_classes: set[str] | None
 
 
-def load_ranked_submission(submission: str | Path, data: str | Path) -> RankedSubmission:
+def load_ranked_submission(
+    submission: str | Path, data: str | Path, competition: Competition | None = None
+) -> RankedSubmission:
     """A submission file as a ranking over the competition's labelled gallery."""
-    competition = discover_competition(data, need_train=False)
+    competition = competition or discover_competition(data, need_train=False)
     if not competition.has_eval_labels:
         raise CompeteError(f"{data}: labels.csv must give a class for every query and gallery image to score")
     fmt, rows = read_submission(submission)
@@ -48,16 +42,32 @@ def load_ranked_submission(submission: str | Path, data: str | Path) -> RankedSu
         for rank, name in enumerate(rows.get(query, [])):
             ranking[row, rank] = gallery_index.get(name, missing_slot)
     gallery_labels = [r.label for r in competition.gallery] + [None]
-    return RankedSubmission(ranking, [query_label[q] for q in queries], gallery_labels,
-                            set(competition.train_classes) or None)
+    return RankedSubmission(
+        ranking, [query_label[q] for q in queries], gallery_labels, set(competition.train_classes) or None
+    )
+
+
+@dataclass
+class ScoredSubmission:
+    """What `compete score`, `compete report` and scripts read from one scoring of a file."""
+
+    ranked: RankedSubmission
+    competition: Competition
+    hits: np.ndarray  # (queries, k): is each rank of the query's landmark?
+    scores: dict[str, float]  # flat names: top1, seen_top1, ... (see metrics.score_key)
+    per_class: dict[str, float]  # top-1 of each landmark's queries
+
+
+def score_file(submission: str | Path, data: str | Path, map_k: int = 10) -> ScoredSubmission:
+    """Read a submission once and score it against the competition's labels."""
+    competition = discover_competition(data, need_train=False)
+    ranked = load_ranked_submission(submission, data, competition)
+    hits = relevance(ranked.ranking, ranked.query_labels, ranked.gallery_labels)
+    scores = flatten_scores(
+        score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels, ranked.seen_classes, map_k=map_k)
+    )
+    return ScoredSubmission(ranked, competition, hits, scores, per_class_top1(hits, ranked.query_labels))
 
 
 def score_submission(submission: str | Path, data: str | Path, map_k: int = 10) -> dict[str, float]:
-    ranked = load_ranked_submission(submission, data)
-    return flatten_scores(score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels,
-                                         ranked.seen_classes, map_k=map_k))
-
-
-def per_class_accuracy(submission: str | Path, data: str | Path) -> dict[str, float]:
-    ranked = load_ranked_submission(submission, data)
-    return per_class_top1(relevance(ranked.ranking, ranked.query_labels, ranked.gallery_labels), ranked.query_labels)
+    return score_file(submission, data, map_k).scores

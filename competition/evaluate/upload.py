@@ -17,15 +17,16 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from competition.data.discover import discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import mark_uploaded
-from competition.evaluate.validate import validate_submission
+from competition.evaluate.validate import validate_against
 from competition.io import sha256_of_file
 
-NO_CREDENTIALS = ("no Kaggle credentials: set KAGGLE_API_TOKEN (Kaggle > Settings > API > Generate New Token) or "
-                  "save the token to ~/.kaggle/access_token, or use KAGGLE_USERNAME + KAGGLE_KEY or kaggle.json "
-                  "in ~/.kaggle/; nothing was uploaded")
+NO_CREDENTIALS = (
+    "no Kaggle credentials: set KAGGLE_API_TOKEN (Kaggle > Settings > API > Generate New Token) or "
+    "save the token to ~/.kaggle/access_token, or use KAGGLE_USERNAME + KAGGLE_KEY or kaggle.json "
+    "in ~/.kaggle/; nothing was uploaded"
+)
 
 
 def credentials_found() -> str | None:
@@ -55,20 +56,27 @@ def kaggle_api():
             api = module.KaggleApi()
             api.authenticate()
     except ImportError as error:
-        raise CompeteError(f"the kaggle client could not be imported ({type(error).__name__}: {error}): "
-                           "pip install 'compete[kaggle]'") from error
+        raise CompeteError(
+            f"the kaggle client could not be imported ({type(error).__name__}: {error}): pip install 'compete[kaggle]'"
+        ) from error
     except SystemExit as error:
-        raise CompeteError(f"the kaggle client could not authenticate (it exited with {error.code}); "
-                           + NO_CREDENTIALS) from None
+        raise CompeteError(
+            f"the kaggle client could not authenticate (it exited with {error.code}); " + NO_CREDENTIALS
+        ) from None
     return api
 
 
-def upload_submission(submission: str | Path, competition: str, message: str, data: str | Path,
-                      leaderboard: str | Path = "leaderboard.md", notebook: str = "",
-                      notebook_version: int | None = None) -> dict:
+def upload_submission(
+    submission: str | Path,
+    competition: str,
+    message: str,
+    data: str | Path,
+    leaderboard: str | Path = "leaderboard.md",
+    notebook: str = "",
+    notebook_version: int | None = None,
+) -> dict:
     submission = Path(submission)
-    found = discover_competition(data, need_train=False)
-    problems = validate_submission(submission, [r.name for r in found.query], [r.name for r in found.gallery])
+    problems, _ = validate_against(submission, data)
     if problems:
         raise CompeteError(f"{submission} is not valid, not uploaded: " + "; ".join(problems))
     if notebook and notebook.count("/") != 1:
@@ -84,11 +92,18 @@ def upload_submission(submission: str | Path, competition: str, message: str, da
     except CompeteError:
         raise
     except Exception as error:  # the client raises many kinds: network, HTTP, auth
-        raise CompeteError(f"upload to '{competition}' failed ({type(error).__name__}: {error}); "
-                           f"nothing was recorded, {submission} is unchanged") from error
-    upload = {"competition": competition, "message": message, "sha256": sha256_of_file(submission),
-              "file": str(submission), "time": datetime.now().isoformat(timespec="seconds"),
-              "notebook": f"{notebook} v{notebook_version}" if notebook else "",
-              "response": str(response or "")[:500]}
+        raise CompeteError(
+            f"upload to '{competition}' failed ({type(error).__name__}: {error}); "
+            f"nothing was recorded, {submission} is unchanged"
+        ) from error
+    upload = {
+        "competition": competition,
+        "message": message,
+        "sha256": sha256_of_file(submission),
+        "file": str(submission),
+        "time": datetime.now().isoformat(timespec="seconds"),
+        "notebook": f"{notebook} v{notebook_version}" if notebook else "",
+        "response": str(response or "")[:500],
+    }
     mark_uploaded(leaderboard, submission.stem, upload)
     return upload

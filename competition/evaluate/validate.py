@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from competition.data.discover import discover_competition
+from competition.errors import CompeteError
 from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission_rows
 
 SHOWN = 5  # examples listed per kind of problem
@@ -22,8 +24,13 @@ def _some(items: Sequence[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
-def validate_submission(path: str | Path, query_names: Sequence[str], gallery_names: Sequence[str],
-                        k: int | None = None, expected_format: str | None = None) -> list[str]:
+def validate_submission(
+    path: str | Path,
+    query_names: Sequence[str],
+    gallery_names: Sequence[str],
+    k: int | None = None,
+    expected_format: str | None = None,
+) -> list[str]:
     """Problems found, one line each; empty when the file is ready to upload.
 
     `k`: names per row (csv/json; default: as many as the first row); `expected_format`:
@@ -31,8 +38,10 @@ def validate_submission(path: str | Path, query_names: Sequence[str], gallery_na
     fmt, rows = read_submission_rows(path)
     problems = []
     if expected_format and fmt != expected_format:
-        problems.append(f"the file is in {fmt} format, not {expected_format}"
-                        + (" (its header must be exactly: id,images)" if expected_format == "kaggle" else ""))
+        problems.append(
+            f"the file is in {fmt} format, not {expected_format}"
+            + (" (its header must be exactly: id,images)" if expected_format == "kaggle" else "")
+        )
     query_ids = [photo_id(name, fmt) for name in query_names]
     gallery = {photo_id(name, fmt) for name in gallery_names}
     counts = Counter(q for q, _ in rows)
@@ -54,8 +63,9 @@ def validate_submission(path: str | Path, query_names: Sequence[str], gallery_na
         expected = k if k is not None else (len(rows[0][1]) if rows else 0)
         wrong_length = [f"{q} ({len(names)})" for q, names in rows if len(names) != expected]
         if wrong_length:
-            problems.append(f"{len(wrong_length)} row(s) without exactly {expected} gallery names: "
-                            f"{_some(wrong_length)}")
+            problems.append(
+                f"{len(wrong_length)} row(s) without exactly {expected} gallery names: {_some(wrong_length)}"
+            )
         if expected > len(gallery):
             problems.append(f"k={expected} is more than the {len(gallery)} gallery images")
     not_in_gallery = sorted({name for _, names in rows for name in names if name not in gallery})
@@ -65,3 +75,15 @@ def validate_submission(path: str | Path, query_names: Sequence[str], gallery_na
     if repeated:
         problems.append(f"{len(repeated)} row(s) list a gallery image twice: {_some(repeated)}")
     return problems
+
+
+def validate_against(
+    submission: str | Path, data: str | Path, k: int | None = None, expected_format: str | None = None
+) -> tuple[list[str], list[str]]:
+    """`validate_submission` against a competition folder's query and gallery photos; also
+    returns what the folder itself skipped (files that are not photos), for the user to see."""
+    found = discover_competition(data, need_train=False)
+    if not found.query:
+        raise CompeteError(f"{data}: no query/ images to validate against")
+    names = [r.name for r in found.query], [r.name for r in found.gallery]
+    return validate_submission(submission, *names, k, expected_format), found.skipped

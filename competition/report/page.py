@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.data.discover import discover_competition
 from competition.data.images import UnreadableImage, read_image
-from competition.errors import CompeteError
-from competition.evaluate.metrics import per_class_top1, relevance, score_by_group
-from competition.evaluate.scoring import flatten_scores, load_ranked_submission
+from competition.evaluate.scoring import score_file
 from competition.io import atomic_write_text
 from competition.report.plots import plt, save_figure
 from competition.report.sheets import GREEN, RED, Tile, render_sheet, save_png
+from competition.report.tables import scores_html
 from competition.runs import embeddings_file
 
 
@@ -37,8 +35,10 @@ def query_sheet(query_paths, query_labels, result_paths, hits, out: Path, tile: 
     rows = []
     for path, label, results, row_hits in zip(query_paths, query_labels, result_paths, hits):
         cells = [Tile(_thumbnail(path), "query")]
-        cells += [Tile(_thumbnail(r), f"#{rank + 1} {r.name}", GREEN if hit else RED)
-                  for rank, (r, hit) in enumerate(zip(results, row_hits))]
+        cells += [
+            Tile(_thumbnail(r), f"#{rank + 1} {r.name}", GREEN if hit else RED)
+            for rank, (r, hit) in enumerate(zip(results, row_hits))
+        ]
         rows.append((f"{path.name}\n{label}\n{'correct' if row_hits[0] else 'wrong'} at top-1", cells))
     return save_png(render_sheet(rows, tile), out)
 
@@ -75,32 +75,30 @@ def confusion_figure(true_labels: list[str], predicted: list[str], out: Path) ->
 def embedding_map_figure(vectors: np.ndarray, labels: list[str], seen: set[str] | None, out: Path) -> Path:
     from sklearn.manifold import TSNE
 
-    points = TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (len(vectors) - 1) / 3)),
-                  method="exact" if len(vectors) <= 1000 else "barnes_hut",  # exact is quicker on small sets
-                  random_state=0).fit_transform(vectors)
+    points = TSNE(
+        n_components=2,
+        init="pca",
+        perplexity=min(30.0, max(2.0, (len(vectors) - 1) / 3)),
+        method="exact" if len(vectors) <= 1000 else "barnes_hut",  # exact is quicker on small sets
+        random_state=0,
+    ).fit_transform(vectors)
     classes = sorted(set(labels))
     colour_of = {c: plt.get_cmap("tab20")(i % 20) for i, c in enumerate(classes)}
     figure, axis = plt.subplots(figsize=(8, 8))
     for marker, group in (("o", True), ("^", False)):
         mask = np.array([(seen is None or label in seen) == group for label in labels])
         if mask.any():
-            axis.scatter(points[mask, 0], points[mask, 1], s=14, marker=marker,
-                         c=[colour_of[label] for label, m in zip(labels, mask) if m])
+            axis.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=14,
+                marker=marker,
+                c=[colour_of[label] for label, m in zip(labels, mask) if m],
+            )
     axis.set_xticks([])
     axis.set_yticks([])
     axis.set_title("Gallery embeddings, t-SNE, one colour per landmark" + (" (▲ unseen)" if seen else ""))
     return save_figure(figure, out)
-
-
-def _scores_table(scores: dict[str, float]) -> str:
-    metrics = ("top1", "top3", "top5", "top10", "map@10", "p@10")
-    header = "".join(f"<th>{m}</th>" for m in metrics)
-    rows = []
-    for prefix, title in (("", "all"), ("seen_", "seen"), ("unseen_", "unseen")):
-        if f"{prefix}top1" in scores:
-            cells = "".join(f"<td>{scores.get(prefix + m, float('nan')):.3f}</td>" for m in metrics)
-            rows.append(f"<tr><th>{title}</th>{cells}</tr>")
-    return f"<table><tr><th></th>{header}</tr>{''.join(rows)}</table>"
 
 
 PAGE = """<!doctype html>
@@ -119,45 +117,68 @@ img {{ max-width: 100%; border: 1px solid #ddd; background: white; }} section {{
 """
 
 
-def write_report(submission: str | Path, data: str | Path, out_dir: str | Path, runs_dir: str | Path = "runs",
-                 queries_shown: int = 16) -> Path:
+def write_report(
+    submission: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    runs_dir: str | Path = "runs",
+    queries_shown: int = 16,
+) -> Path:
     """Write <out_dir>/index.html and its PNGs for a scored submission; returns the page's path."""
     submission, out_dir = Path(submission), Path(out_dir)
-    competition = discover_competition(data, need_train=False)
-    if not competition.has_eval_labels:
-        raise CompeteError(f"{data}: a report needs labels.csv with a class for every query and gallery image")
-    ranked = load_ranked_submission(submission, data)
-    hits = relevance(ranked.ranking, ranked.query_labels, ranked.gallery_labels)
+    scored = score_file(submission, data)
+    ranked, hits, competition = scored.ranked, scored.hits, scored.competition
     gallery_paths = [r.path for r in competition.gallery]
-    scores = flatten_scores(score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels,
-                                           ranked.seen_classes))
     order = sorted(range(len(hits)), key=lambda i: (bool(hits[i, 0]), i))[:queries_shown]  # failures first
     missing = Path("/nonexistent")
-    sections = [("Queries and their top results (green: same landmark, red: another; failures first)",
-                 query_sheet([competition.query[i].path for i in order], [ranked.query_labels[i] for i in order],
-                             [[gallery_paths[j] if j < len(gallery_paths) else missing for j in ranked.ranking[i]]
-                              for i in order], hits[order], out_dir / "queries.png"))]
-    per_class = per_class_top1(hits, ranked.query_labels)
-    sections.append(("Top-1 accuracy per landmark", per_class_figure(per_class, ranked.seen_classes,
-                                                                      out_dir / "per_class.png")))
+    sections = [
+        (
+            "Queries and their top results (green: same landmark, red: another; failures first)",
+            query_sheet(
+                [competition.query[i].path for i in order],
+                [ranked.query_labels[i] for i in order],
+                [[gallery_paths[j] if j < len(gallery_paths) else missing for j in ranked.ranking[i]] for i in order],
+                hits[order],
+                out_dir / "queries.png",
+            ),
+        )
+    ]
+    sections.append(
+        (
+            "Top-1 accuracy per landmark",
+            per_class_figure(scored.per_class, ranked.seen_classes, out_dir / "per_class.png"),
+        )
+    )
     predicted = [str(ranked.gallery_labels[row[0]]) for row in ranked.ranking]
-    sections.append(("Confusion matrix at top-1", confusion_figure(ranked.query_labels, predicted,
-                                                                   out_dir / "confusion.png")))
+    sections.append(
+        ("Confusion matrix at top-1", confusion_figure(ranked.query_labels, predicted, out_dir / "confusion.png"))
+    )
     vectors_file = embeddings_file(runs_dir, submission.stem)
     note = ""
     if vectors_file.exists():
         with np.load(vectors_file, allow_pickle=False) as saved:
             label_of = {r.name: r.label for r in competition.gallery}
             labels = [label_of.get(str(n), "?") for n in saved["gallery_names"]]
-            sections.append(("Map of the gallery embeddings (t-SNE)", embedding_map_figure(
-                saved["gallery"], labels, ranked.seen_classes, out_dir / "embedding_map.png")))
+            sections.append(
+                (
+                    "Map of the gallery embeddings (t-SNE)",
+                    embedding_map_figure(saved["gallery"], labels, ranked.seen_classes, out_dir / "embedding_map.png"),
+                )
+            )
     else:
         note = f" No embedding map: {vectors_file} not found (made by `compete submit`)."
-    body = "\n".join(f'<section><h2>{html.escape(title)}</h2><img src="{html.escape(path.name)}" alt="{html.escape(title)}">'
-                     f"</section>" for title, path in sections)
-    page = PAGE.format(title=html.escape(f"Report: {submission.name}"),
-                       subtitle=html.escape(f"{len(ranked.query_labels)} queries, {len(gallery_paths)} gallery images, "
-                                            f"data {data}.{note}"),
-                       scores=_scores_table(scores), sections=body)
+    body = "\n".join(
+        f'<section><h2>{html.escape(title)}</h2><img src="{html.escape(path.name)}" alt="{html.escape(title)}">'
+        f"</section>"
+        for title, path in sections
+    )
+    page = PAGE.format(
+        title=html.escape(f"Report: {submission.name}"),
+        subtitle=html.escape(
+            f"{len(ranked.query_labels)} queries, {len(gallery_paths)} gallery images, data {data}.{note}"
+        ),
+        scores=scores_html(scored.scores),
+        sections=body,
+    )
     atomic_write_text(out_dir / "index.html", page)
     return out_dir / "index.html"
