@@ -39,8 +39,13 @@ def resize_to_tensor(image: np.ndarray, size: int, resize: str = "square") -> to
 class ImageDataset(Dataset):
     """Yields (image tensor in [0, 1], label, index, ok); a bad file gives a black image and ok=False."""
 
-    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int] | None = None,
-                 transform: Callable[[np.ndarray], torch.Tensor] | None = None, size: int = 224):
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        labels: Sequence[int] | None = None,
+        transform: Callable[[np.ndarray], torch.Tensor] | None = None,
+        size: int = 224,
+    ):
         self.paths = [Path(p) for p in paths]
         self.labels = list(labels) if labels is not None else [-1] * len(self.paths)
         self.transform = transform or (lambda image: resize_to_tensor(image, size))
@@ -78,8 +83,9 @@ class ViewsDataset(ImageDataset):
     """Each photo decoded once and resized to every test-time scale from its own pixels
     (as cirtorch does), so a larger scale sees real detail, not an upsampled tensor."""
 
-    def __init__(self, paths: Sequence[str | Path], size: int, scales: Sequence[float] = (1.0,),
-                 resize: str = "square"):
+    def __init__(
+        self, paths: Sequence[str | Path], size: int, scales: Sequence[float] = (1.0,), resize: str = "square"
+    ):
         if resize not in RESIZE_MODES:
             raise CompeteError(f"resize must be one of {RESIZE_MODES}, not '{resize}'")
         super().__init__(paths, size=size)
@@ -93,7 +99,9 @@ class ViewsDataset(ImageDataset):
         return [torch.zeros(3, size, size) for size in self.sizes]
 
 
-def default_workers() -> int:
-    """Loader processes: decoding is cheap next to a CPU forward pass, so only spare cores."""
+def loader_workers(requested: int = -1) -> int:
+    """Loader processes; -1 picks: decoding is cheap next to a CPU forward pass, so only spare cores."""
+    if requested >= 0:
+        return requested
     cores = os.cpu_count() or 1
     return min(8, cores - 1) if torch.cuda.is_available() else (1 if cores > 2 else 0)

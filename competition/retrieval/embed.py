@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from competition.data.dataset import ViewsDataset, default_workers
+from competition.data.dataset import ViewsDataset, loader_workers
 from competition.errors import CompeteError
 from competition.io import atomic_path
 
@@ -86,6 +86,7 @@ def extract_features(
     strict: bool = False,
     description: str = "embedding",
     progress: bool = True,
+    workers: int = -1,
 ) -> tuple[np.ndarray, list[Path]]:
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
@@ -103,8 +104,13 @@ def extract_features(
     failed: list[Path] = []
     if todo:
         dataset = ViewsDataset([paths[i] for i in todo], image_size, scales, resize)
-        loader = DataLoader(dataset, batch_size=batch_size if resize == "square" else 1, num_workers=default_workers(),
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size if resize == "square" else 1,
+            num_workers=loader_workers(workers),
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
         batches = tqdm(loader, desc=description, disable=not progress, unit="batch")
         try:
             for batch, (views, _, indices, ok) in enumerate(batches):

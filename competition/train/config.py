@@ -16,16 +16,37 @@ from competition.train.losses import LOSSES, TRIPLET_MINING
 
 REGIMES = ("last", "full")
 # What a run adds to its config.json beside the settings: a run's config.json can be fed back.
-RUN_RECORD_KEYS = {"head_resolved", "weights_origin", "pseudo_labels_added", "classes", "provenance",
-                   "freeze_bn_resolved"}
+RUN_RECORD_KEYS = {
+    "head_resolved",
+    "weights_origin",
+    "pseudo_labels_added",
+    "classes",
+    "provenance",
+    "freeze_bn_resolved",
+}
 # setting: (lowest allowed, whether the lowest itself is allowed, highest or None)
 NUMBER_RANGES = {
-    "epochs": (1, True, None), "batch_size": (1, True, None), "lr": (0, False, None), "embedding_dim": (0, True, None),
-    "image_size": (0, True, 4096), "gem_p": (0, False, None), "weight_decay": (0, True, None),
-    "label_smoothing": (0, True, 0.99), "warmup_epochs": (0, True, None), "grad_clip": (0, False, None),
-    "backbone_lr_scale": (0, False, None), "patience": (1, True, None), "samples_per_class": (2, True, None),
-    "triplet_margin": (0, False, None), "pseudo_precision": (0, True, 1), "folds": (1, True, None),
-    "whiten_power": (0, False, 2), "l2_sp": (0, True, None), "layer_decay": (0, False, 1), "seed": (0, True, None),
+    "epochs": (1, True, None),
+    "batch_size": (1, True, None),
+    "lr": (0, False, None),
+    "embedding_dim": (0, True, None),
+    "image_size": (0, True, 4096),
+    "gem_p": (0, False, None),
+    "weight_decay": (0, True, None),
+    "label_smoothing": (0, True, 0.99),
+    "warmup_epochs": (0, True, None),
+    "grad_clip": (0, False, None),
+    "backbone_lr_scale": (0, False, None),
+    "patience": (1, True, None),
+    "samples_per_class": (2, True, None),
+    "triplet_margin": (0, False, None),
+    "pseudo_precision": (0, True, 1),
+    "folds": (1, True, None),
+    "whiten_power": (0, False, 2),
+    "l2_sp": (0, True, None),
+    "layer_decay": (0, False, 1),
+    "seed": (0, True, None),
+    "workers": (-1, True, 64),
 }
 
 
@@ -40,6 +61,8 @@ def check_numbers(config) -> None:
             raise CompeteError(f"{name} must be {bound}, not {value}")
     if 0 < config.image_size < 32:
         raise CompeteError(f"image_size must be 0 (the backbone's own) or at least 32, not {config.image_size}")
+
+
 HEAD_CHOICES = ("auto", "whitening", *LOSSES)  # auto: whitening in the last regime, softmax in the full one
 
 
@@ -85,7 +108,8 @@ class TrainConfig:
     pretrained: bool = True
     weights_file: str = ""
     seed: int = 0
-    device: str = ""
+    device: str = ""  # cpu, cuda, cuda:1, mps; "" = CUDA when present
+    workers: int = -1  # image-loading processes; 0: in the main process; -1: by the cores and device
     strict: bool = False  # an unreadable training photo stops the run instead of being skipped
 
     @property
@@ -97,10 +121,16 @@ class TrainConfig:
 
     def embedder_config(self) -> EmbedderConfig:
         projection = "whitening" if self.loss == "whitening" else "linear" if self.embedding_dim > 0 else "none"
-        return EmbedderConfig(backbone=self.backbone, pooling=self.pooling, gem_p=self.gem_p, projection=projection,
-                              embedding_dim=self.embedding_dim if projection == "linear" else 0,
-                              image_size=self.image_size, pretrained=self.pretrained,
-                              weights_file=self.weights_file or None)
+        return EmbedderConfig(
+            backbone=self.backbone,
+            pooling=self.pooling,
+            gem_p=self.gem_p,
+            projection=projection,
+            embedding_dim=self.embedding_dim if projection == "linear" else 0,
+            image_size=self.image_size,
+            pretrained=self.pretrained,
+            weights_file=self.weights_file or None,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,8 +148,10 @@ class TrainConfig:
         if config.head not in HEAD_CHOICES:
             raise CompeteError(f"head must be one of {HEAD_CHOICES}, not '{config.head}'")
         if config.regime == "full" and config.loss == "whitening":
-            raise CompeteError("the full regime trains the backbone with a loss: --head softmax, arcface, cosface "
-                               "or triplet (whitening is the last regime's closed-form head)")
+            raise CompeteError(
+                "the full regime trains the backbone with a loss: --head softmax, arcface, cosface "
+                "or triplet (whitening is the last regime's closed-form head)"
+            )
         if config.regime == "last" and config.loss != "whitening" and config.embedding_dim <= 0:
             raise CompeteError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
         if not 0 < config.holdout_photos < 1:
@@ -154,7 +186,17 @@ def training_settings(flags: dict, config_file: str | Path | None = None) -> Tra
     return TrainConfig.from_dict((load_train_config(config_file) if config_file else {}) | flags)
 
 
-RESUME_MAY_CHANGE = ("epochs", "patience", "device")
+RESUME_MAY_CHANGE = ("epochs", "patience", "device", "workers")
+
+
+def check_same_settings(saved: dict, config: TrainConfig, where: str | Path) -> None:
+    """A resumed run's saved settings must equal the current ones, but for RESUME_MAY_CHANGE
+    and its place (a moved run continues in its new place)."""
+    may_change = (*RESUME_MAY_CHANGE, "run_name", "runs_dir")
+    current = config.to_dict()
+    changed = sorted(k for k, v in saved.items() if k not in may_change and k in current and current[k] != v)
+    if changed:
+        raise CompeteError(f"{where}: cannot resume with different settings ({', '.join(changed)})")
 
 
 def resume_settings(run_dir: str | Path, flags: dict) -> TrainConfig:
@@ -165,15 +207,18 @@ def resume_settings(run_dir: str | Path, flags: dict) -> TrainConfig:
 
     run_dir = Path(run_dir)
     if not (run_dir / LAST).is_file():
-        raise CompeteError(f"{run_dir}: nothing to resume (no {LAST}; the last-layer regime keeps no training state: "
-                           "it re-runs in seconds from cached features under a new --name)")
+        raise CompeteError(
+            f"{run_dir}: nothing to resume (no {LAST}; the last-layer regime keeps no training state: "
+            "it re-runs in seconds from cached features under a new --name)"
+        )
     saved = load_checkpoint(run_dir / LAST).get("config")
     if not isinstance(saved, dict):
         raise CompeteError(f"{run_dir / LAST}: holds no training settings")
     place = {"run_name": run_dir.name, "runs_dir": str(run_dir.parent)}
-    conflicts = sorted(k for k, v in flags.items()
-                       if k not in RESUME_MAY_CHANGE and place.get(k, saved.get(k)) != v)
+    conflicts = sorted(k for k, v in flags.items() if k not in RESUME_MAY_CHANGE and place.get(k, saved.get(k)) != v)
     if conflicts:
-        raise CompeteError(f"--resume continues {run_dir} with its own settings; these flags would change it: "
-                           f"{', '.join(conflicts)} (train a new run instead)")
+        raise CompeteError(
+            f"--resume continues {run_dir} with its own settings; these flags would change it: "
+            f"{', '.join(conflicts)} (train a new run instead)"
+        )
     return TrainConfig.from_dict(saved | {k: flags[k] for k in RESUME_MAY_CHANGE if k in flags} | place)

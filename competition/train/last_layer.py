@@ -20,8 +20,8 @@ from tqdm import tqdm
 from competition.data.discover import ImageRecord
 from competition.models.projection import make_projection
 from competition.train.loop import Run, seed_epoch
-from competition.train.losses import make_loss
-from competition.train.optim import make_optimizer
+from competition.train.losses import loss_for
+from competition.train.optim import make_optimizer, optimizer_step
 from competition.train.sampling import epoch_order
 from competition.train.validation import PoolScores, compare, objective
 from competition.train.whitening import apply_whitening, fit_whitening
@@ -49,9 +49,7 @@ def fit_last_layer(run: Run, started: float) -> dict:
     comparison = compare(scores, baseline, seed=run.config.seed)
     run.folder.write_history(history, baseline.means())
     run.embedder.eval()
-    run.folder.save_best({"embedder_config": run.config.embedder_config().to_dict(),
-                          "embedder": run.embedder.state_dict(), "epoch": extra.get("best_epoch", 0),
-                          "scores": scores.means()})
+    run.save_best(extra.get("best_epoch", 0), scores.means())
     return run.summary(started, comparison, baseline, scores.means(), **extra)
 
 
@@ -68,12 +66,16 @@ def _fit_whitening(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
     mean, matrix, shrinkage = fit_whitening(x, y, power)
     run.embedder.projection.set(mean, matrix)
     history = [{"epoch": 0, **scores.means()}]
-    return history, scores, {"whitening_shrinkage": round(shrinkage, 4),
-                             "fold_shrinkage": [round(s, 4) for s in shrinkages]}
+    return (
+        history,
+        scores,
+        {"whitening_shrinkage": round(shrinkage, 4), "fold_shrinkage": [round(s, 4) for s in shrinkages]},
+    )
 
 
-def train_projection(run: Run, x: torch.Tensor, labels: np.ndarray, epochs: int,
-                     after_epoch=None) -> tuple[nn.Module, list[float]]:
+def train_projection(
+    run: Run, x: torch.Tensor, labels: np.ndarray, epochs: int, after_epoch=None
+) -> tuple[nn.Module, list[float]]:
     """A linear projection (and its loss head) trained on features; `after_epoch(projection,
     epoch)` is called after each epoch. Seeded: the same inputs give the same projection."""
     config = run.config
@@ -81,8 +83,7 @@ def train_projection(run: Run, x: torch.Tensor, labels: np.ndarray, epochs: int,
     y = torch.tensor([classes.index(label) for label in labels], device=run.device)
     torch.manual_seed(config.seed + 1)
     projection = make_projection("linear", x.shape[1], config.embedding_dim).to(run.device)
-    criterion = make_loss(config.loss, config.embedding_dim, len(classes), config.label_smoothing,
-                          config.triplet_margin, config.triplet_mining).to(run.device)
+    criterion = loss_for(config, config.embedding_dim, len(classes)).to(run.device)
     per_class = config.samples_per_class if config.loss == "triplet" else 1
     steps = max(1, len(epoch_order(y.cpu().numpy(), per_class, config.seed, 0)) // config.batch_size)
     trainable = list(projection.parameters()) + list(criterion.parameters())
@@ -97,11 +98,7 @@ def train_projection(run: Run, x: torch.Tensor, labels: np.ndarray, epochs: int,
         for batch in torch.split(order, config.batch_size)[:steps]:
             batch = batch.to(run.device)
             loss = criterion(projection(x[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, trainable, config.grad_clip)
             batch_losses.append(loss.item())
         losses.append(float(np.mean(batch_losses)))
         projection.eval()
@@ -131,8 +128,10 @@ def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
         _, losses = train_projection(run, torch.from_numpy(x).to(run.device), y, config.epochs, score_epoch)
         fold_losses.append(losses)
     epoch_scores = [PoolScores.concat(parts) for parts in per_epoch]
-    history = [{"epoch": e + 1, "loss": float(np.mean([losses[e] for losses in fold_losses])), **s.means()}
-               for e, s in enumerate(epoch_scores)]
+    history = [
+        {"epoch": e + 1, "loss": float(np.mean([losses[e] for losses in fold_losses])), **s.means()}
+        for e, s in enumerate(epoch_scores)
+    ]
     best = int(np.argmax([objective(s.means()) for s in epoch_scores]))
     started = time.time()
     x, y = _stack(features, data.training_records())

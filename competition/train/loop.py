@@ -55,8 +55,13 @@ def seed_epoch(seed: int, epoch: int) -> None:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(competition.__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(competition.__file__).parent,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -66,11 +71,20 @@ def provenance(data: TrainingData) -> dict:
     import torchvision
 
     files = sorted(f"{r.name}|{r.path.stat().st_size}" for r in data.training_records())
-    return {"git_commit": _git_commit(), "compete": competition.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "numpy": np.__version__, "data_fingerprint": fingerprint(files),
-            "photos": len(data.photos), "variants": sum(map(len, data.variants)), "folds": len(data.folds),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "git_commit": _git_commit(),
+        "compete": competition.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "data_fingerprint": fingerprint(files),
+        "photos": len(data.photos),
+        "variants": sum(map(len, data.variants)),
+        "folds": len(data.folds),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 @dataclass
@@ -96,11 +110,20 @@ class Run:
         tag = fingerprint([self.weights_origin])[:8]
         return Path(c.runs_dir) / "feature-cache" / f"{c.backbone}-{tag}-{c.pooling}{c.gem_p:g}-{self.image_size}.npz"
 
-    def extract(self, fn, records: list[ImageRecord], description: str, cached: bool = True
-                ) -> tuple[np.ndarray, list[Path]]:
-        return extract_features(fn, [r.path for r in records], self.image_size, self.device,
-                                cache_file=self.cache_file() if cached else None, batch_size=self.config.batch_size,
-                                description=description, progress=self.progress)
+    def extract(
+        self, fn, records: list[ImageRecord], description: str, cached: bool = True
+    ) -> tuple[np.ndarray, list[Path]]:
+        return extract_features(
+            fn,
+            [r.path for r in records],
+            self.image_size,
+            self.device,
+            cache_file=self.cache_file() if cached else None,
+            batch_size=self.config.batch_size,
+            description=description,
+            progress=self.progress,
+            workers=self.config.workers,
+        )
 
     def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
         """Pooled features of the (frozen) pretrained backbone by path, unreadable files left out."""
@@ -120,10 +143,18 @@ class Run:
         return score_pool(vectors, self.data.labels[fold.pool], fold.unseen)
 
     def write_config(self, **extra) -> None:
-        self.folder.write_json("config.json", {**self.config.to_dict(), "head_resolved": self.config.loss,
-                                               "weights_origin": self.weights_origin,
-                                               "pseudo_labels_added": self.pseudo, "classes": self.data.classes(),
-                                               **extra, "provenance": provenance(self.data)})
+        self.folder.write_json(
+            "config.json",
+            {
+                **self.config.to_dict(),
+                "head_resolved": self.config.loss,
+                "weights_origin": self.weights_origin,
+                "pseudo_labels_added": self.pseudo,
+                "classes": self.data.classes(),
+                **extra,
+                "provenance": provenance(self.data),
+            },
+        )
 
     def add_pseudo_labels(self) -> None:
         """Extra training classes from confident mutual neighbours among query/gallery photos,
@@ -135,11 +166,14 @@ class Run:
             return
         features = self.pretrained_features(self.data.photos, "calibrate")
         labelled = [r for r in self.data.photos if r.path in features]
-        threshold = calibrate_threshold(np.stack([features[r.path] for r in labelled]), [r.label for r in labelled],
-                                        self.config.pseudo_precision)
+        threshold = calibrate_threshold(
+            np.stack([features[r.path] for r in labelled]), [r.label for r in labelled], self.config.pseudo_precision
+        )
         if threshold is None:
-            log.warning("pseudo-labels: no similarity reaches precision %.2f on the training landmarks; none added",
-                        self.config.pseudo_precision)
+            log.warning(
+                "pseudo-labels: no similarity reaches precision %.2f on the training landmarks; none added",
+                self.config.pseudo_precision,
+            )
             return
         vectors = self.pretrained_features(unlabeled, "pseudo-labels")
         readable = [r for r in unlabeled if r.path in vectors]  # unreadable photos must not pair up
@@ -147,11 +181,31 @@ class Run:
         self.data.extra = added
         self.pseudo = {"threshold": threshold, "images": len(added), "classes": len({r.label for r in added})}
 
+    def save_best(self, epoch: int, scores: dict, **extra) -> None:
+        """best.pt: what `compete submit` loads (the embedder's settings and weights as they are now)."""
+        self.folder.save_best(
+            {
+                "embedder_config": self.config.embedder_config().to_dict(),
+                "embedder": self.embedder.state_dict(),
+                "epoch": epoch,
+                "scores": scores,
+                **extra,
+            }
+        )
+
     def summary(self, started: float, comparison: dict, baseline: PoolScores, best: dict, **extra) -> dict:
-        summary = {"run": self.config.run_name, "regime": self.config.regime, "head": self.config.loss,
-                   **extra, "validation": comparison, "best": best, "baseline": baseline.means(),
-                   "beats_pretrained": {g: c["beats"] for g, c in comparison.items()},
-                   "skipped_files": self.data.skipped, "wall_seconds": round(time.time() - started, 1)}
+        summary = {
+            "run": self.config.run_name,
+            "regime": self.config.regime,
+            "head": self.config.loss,
+            **extra,
+            "validation": comparison,
+            "best": best,
+            "baseline": baseline.means(),
+            "beats_pretrained": {g: c["beats"] for g, c in comparison.items()},
+            "skipped_files": self.data.skipped,
+            "wall_seconds": round(time.time() - started, 1),
+        }
         self.folder.write_json("summary.json", summary)
         return summary
 
@@ -163,8 +217,9 @@ def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
     if config.augmented and config.use_augmented and not augmented.is_dir():
         raise CompeteError(f"{augmented}: augmented folder not found (run `compete augment --out {augmented}`)")
     use_augmented = config.use_augmented and augmented.is_dir()
-    data = load_training_data(root, augmented if use_augmented else None, config.folds, config.holdout_photos,
-                              config.seed, config.strict)
+    data = load_training_data(
+        root, augmented if use_augmented else None, config.folds, config.holdout_photos, config.seed, config.strict
+    )
     seed_everything(config.seed)
     embedder, origin = build_embedder(config.embedder_config())
     if config.unfreeze_from:
@@ -173,8 +228,16 @@ def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
     embedder.to(device).eval()  # BatchNorm on running statistics until an epoch trains
     if device.type == "cuda":
         embedder.to(memory_format=torch.channels_last)
-    run = Run(config, data, embedder, origin, RunFolder(Path(config.runs_dir) / config.run_name), device, dist,
-              progress and dist.is_main)
+    run = Run(
+        config,
+        data,
+        embedder,
+        origin,
+        RunFolder(Path(config.runs_dir) / config.run_name),
+        device,
+        dist,
+        progress and dist.is_main,
+    )
     if config.pseudo_labels:
         run.add_pseudo_labels()
     return run

@@ -51,10 +51,23 @@ class TripletLoss(nn.Module):
         return self.loss(embedding, labels, self.miner(embedding, labels))
 
 
-def make_loss(name: str, dim: int, num_classes: int, label_smoothing: float = 0.0, triplet_margin: float = 0.1,
-              triplet_mining: str = "semihard") -> nn.Module:
+def make_loss(
+    name: str,
+    dim: int,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    triplet_margin: float = 0.1,
+    triplet_mining: str = "semihard",
+) -> nn.Module:
     if name == "triplet":
         return TripletLoss(triplet_margin, triplet_mining)
     if name in HEADS:
         return ClassifierLoss(make_head(name, dim, num_classes), label_smoothing)
     raise ValueError(f"unknown loss '{name}': choose from {LOSSES}")
+
+
+def loss_for(config, dim: int, num_classes: int) -> nn.Module:
+    """The loss a TrainConfig asks for (its head, label smoothing and triplet settings)."""
+    return make_loss(
+        config.loss, dim, num_classes, config.label_smoothing, config.triplet_margin, config.triplet_mining
+    )

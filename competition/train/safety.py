@@ -41,8 +41,10 @@ def layer_decay_groups(backbone: nn.Module, lr: float, decay: float) -> list[dic
         if parameter.requires_grad:
             units.setdefault(_unit(name), []).append(parameter)
     count = len(units)
-    return [{"params": params, "lr": lr * decay ** (count - 1 - depth), "block": unit}
-            for depth, (unit, params) in enumerate(units.items())]
+    return [
+        {"params": params, "lr": lr * decay ** (count - 1 - depth), "block": unit}
+        for depth, (unit, params) in enumerate(units.items())
+    ]
 
 
 class L2SP:
@@ -54,6 +56,11 @@ class L2SP:
 
     def __call__(self) -> torch.Tensor:
         return 0.5 * self.alpha * sum(((p - start) ** 2).sum() for p, start in self.pairs)
+
+
+def cpu_copy(state: dict) -> dict:
+    """A snapshot of weights to interpolate towards later, kept off the accelerator."""
+    return {key: value.detach().cpu().clone() for key, value in state.items()}
 
 
 def interpolate_weights(pretrained: dict, finetuned: dict, alpha: float) -> dict:
