@@ -7,18 +7,27 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
 from competition.errors import CompeteError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Landmark image retrieval: augment a training set, train backbones, submit ranked results.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Landmark image retrieval: augment a training set, train backbones, submit ranked results.",
+)
 _state = {"debug": False}
 
-DataOption = Annotated[Path, typer.Option("--data", "-d", help="Competition folder: train/<class>/*, query/*, gallery/*, "
-                                                              "optional labels.csv (see data/README.md).")]
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Competition folder: train/<class>/*, query/*, gallery/*, optional labels.csv (see data/README.md).",
+    ),
+]
 
 
 def _run(action):
@@ -29,8 +38,11 @@ def _run(action):
     except (CompeteError, OSError) as error:
         if _state["debug"]:
             raise
-        message = str(error) if isinstance(error, CompeteError) else (
-            f"{error.filename}: {error.strerror}" if error.filename else f"{type(error).__name__}: {error}")
+        message = (
+            str(error)
+            if isinstance(error, CompeteError)
+            else (f"{error.filename}: {error.strerror}" if error.filename else f"{type(error).__name__}: {error}")
+        )
         typer.secho(f"error: {message}", fg="red", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -39,15 +51,19 @@ def _run(action):
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
-         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
-         offline: Annotated[bool, typer.Option("--offline", help="Never download weights (also COMPETE_OFFLINE=1 "
-                                                                  "or HF_HUB_OFFLINE=1).")] = False) -> None:
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never download weights (also COMPETE_OFFLINE=1 or HF_HUB_OFFLINE=1).")
+    ] = False,
+) -> None:
     _state["debug"] = debug
     if offline:
         os.environ["COMPETE_OFFLINE"] = "1"
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
+    )
     if not quiet and not sys.stderr.isatty():  # no progress bar (nohup, CI, a notebook): a line per epoch instead
         logging.getLogger("competition.train").setLevel(logging.INFO)
     _state["progress"] = not quiet
@@ -58,8 +74,10 @@ def _progress() -> bool:
 
 
 @app.command("sample-data")
-def sample_data(out: Annotated[Path, typer.Option(help="Where to write the embedded landmark set.")] = Path("data/sample"),
-                seed: Annotated[int, typer.Option(help="Same seed, same photos, on every machine.")] = 0) -> None:
+def sample_data(
+    out: Annotated[Path, typer.Option(help="Where to write the embedded landmark set.")] = Path("data/sample"),
+    seed: Annotated[int, typer.Option(help="Same seed, same photos, on every machine.")] = 0,
+) -> None:
     """Write the embedded landmark set: 50 landmarks in train/, 50 more seen only in query/gallery."""
     from competition.data.sample import SampleConfig, make_sample_competition
 
@@ -70,17 +88,29 @@ def sample_data(out: Annotated[Path, typer.Option(help="Where to write the embed
 @app.command()
 def augment(
     data: DataOption = Path("data/sample"),
-    recipe: Annotated[str, typer.Option(help="Preset (light, default, heavy, classic) or a .yaml/.json recipe file.")] = "default",
-    target: Annotated[Optional[int], typer.Option(help="Images per class, originals included (overrides the recipe).")] = None,
+    recipe: Annotated[
+        str, typer.Option(help="Preset (light, default, heavy, classic) or a .yaml/.json recipe file.")
+    ] = "default",
+    target: Annotated[
+        Optional[int], typer.Option(help="Images per class, originals included (overrides the recipe).")
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default <data>/augmented).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed and recipe give the same files.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes (default: all cores).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Delete and regenerate an existing augmented folder.")] = False,
-    strict: Annotated[bool, typer.Option(help="Stop at the first unreadable source photo instead of skipping it.")] = False,
-    list_transforms: Annotated[bool, typer.Option("--list", help="List every transform and preset, then exit.")] = False,
-    preview: Annotated[Optional[Path], typer.Option(
-        help="Write a PNG grid (each step alone on a few training photos, then whole-recipe outputs) to this "
-             "path and exit without generating.")] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Stop at the first unreadable source photo instead of skipping it.")
+    ] = False,
+    list_transforms: Annotated[
+        bool, typer.Option("--list", help="List every transform and preset, then exit.")
+    ] = False,
+    preview: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Write a PNG grid (each step alone on a few training photos, then whole-recipe outputs) to this "
+            "path and exit without generating."
+        ),
+    ] = None,
 ) -> None:
     """Grow train/ into an augmented set (sources are never modified); re-running resumes."""
     from competition.augment.generate import augment_competition
@@ -99,61 +129,187 @@ def augment(
         path = _run(lambda: preview_recipe(data, resolved, preview, seed=seed))
         typer.echo(f"preview of recipe {resolved.name} ({len(resolved.steps)} steps) -> {path}")
         return
-    result = _run(lambda: augment_competition(data, resolved, out, seed=seed, workers=workers or None,
-                                              overwrite=overwrite, strict=strict, progress=_progress()))
+    result = _run(
+        lambda: augment_competition(
+            data,
+            resolved,
+            out,
+            seed=seed,
+            workers=workers or None,
+            overwrite=overwrite,
+            strict=strict,
+            progress=_progress(),
+        )
+    )
     counts = result.per_class.values()
-    typer.echo(f"{result.written} written, {result.skipped_existing} already there, {len(result.failed)} skipped "
-               f"in {time.time() - started:.1f}s -> {result.out_dir} (recipe {resolved.name}, "
-               f"{min(counts)}-{max(counts)} variants per class)")
+    typer.echo(
+        f"{result.written} written, {result.skipped_existing} already there, {len(result.failed)} skipped "
+        f"in {time.time() - started:.1f}s -> {result.out_dir} (recipe {resolved.name}, "
+        f"{min(counts)}-{max(counts)} variants per class)"
+    )
     _report_skipped(result.failed, "photo(s) or variant(s) skipped")
+
+
+# Choices spelled here so `--help` and shell completion list them without importing torch;
+# tests/test_cli.py checks each against the library's own tuple.
+Regime = Literal["last", "full"]
+Head = Literal["auto", "whitening", "softmax", "arcface", "cosface", "triplet"]
+Pooling = Literal["gem", "avg", "max", "cls"]
+Resize = Literal["square", "aspect"]
+Format = Literal["csv", "kaggle", "json"]
+IfWorse = Literal["fallback", "ensemble", "keep"]
+Index = Literal["auto", "exact", "ivf", "hnsw"]
+Whiten = Literal["off", "gallery", "query+gallery"]
+
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or mps ('' = CUDA when present).")]
+WorkersOption = Annotated[
+    int, typer.Option(help="Image-loading processes: 0 loads in the main process, -1 picks from the cores and device.")
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout (messages go to stderr), for scripts.")
+]
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="YAML/JSON file of settings (a run's own config.json works for train); flags typed here override it."
+    ),
+]
+
+
+def _typed(ctx: typer.Context) -> set[str]:
+    """The parameters the user typed: defaults must not override a config file or a resumed run."""
+    # compared by name: typer vendors its own click, whose ParameterSource is another class
+    return {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    }
+
+
+def _deprecated(old: str, new: str) -> None:
+    typer.secho(f"note: {old} is deprecated, use {new}", fg="yellow", err=True)
+
+
+def _print_json(payload: dict) -> None:
+    """One JSON object on stdout; NaN (a score with no queries to average) becomes null, as strict JSON wants."""
+    import json
+    import math
+
+    def strict(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(v) for v in value]
+        return value
+
+    typer.echo(json.dumps(strict(payload), indent=1, default=str, allow_nan=False))
 
 
 @app.command()
 def train(
     ctx: typer.Context,
     data: DataOption = Path("data/sample"),
-    backbone: Annotated[Optional[list[str]], typer.Option(help="Backbone (repeat to train several for an ensemble); "
-                                                              "`compete models` lists them.")] = None,
-    regime: Annotated[str, typer.Option(help="last: frozen backbone, cached features, head only; full: all layers.")] = "last",
+    backbone: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Backbone (repeat to train several for an ensemble); `compete models` lists them.",
+            show_default="efficientnet_lite0",
+        ),
+    ] = None,
+    regime: Annotated[
+        Regime, typer.Option(help="last: frozen backbone, cached features, head only; full: all layers.")
+    ] = "last",
     name: Annotated[str, typer.Option(help="Run name under runs/ (default <backbone>-<regime>-<time>).")] = "",
-    epochs: Annotated[Optional[int], typer.Option()] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
-    embedding_dim: Annotated[Optional[int], typer.Option(help="Projection size; 0 = pooled backbone feature.")] = None,
-    head: Annotated[Optional[str], typer.Option(help="auto (default): whitening in the last regime, softmax in the full. "
-                                                     "whitening: learned whitening fitted in closed form (last regime); "
-                                                     "softmax, arcface, cosface (classifier heads) or triplet "
-                                                     "(hard-negative mining): trained with that loss.")] = None,
-    whiten_power: Annotated[Optional[float], typer.Option(help="Learned whitening strength: 1 full, 0.5 square-root "
-                                                               "(default, milder for small training sets).")] = None,
-    folds: Annotated[Optional[int], typer.Option(help="Validation folds, each holding out 1/folds of the landmarks "
-                                                      "whole (default 4; the full regime validates on the first).")] = None,
-    unfreeze_from: Annotated[Optional[str], typer.Option(help="Full regime: freeze the backbone before this layer "
-                                                              "(e.g. layer4, blocks.5); a wrong name lists them.")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="avg, max or gem.")] = None,
-    lr: Annotated[Optional[float], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    augmented: Annotated[Optional[Path], typer.Option(help="Augmented folder to train on (default <data>/augmented "
-                                                           "when present).")] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Loss heads and the full regime: epochs (validation picks the best).")
+    ] = 30,
+    image_size: Annotated[int, typer.Option(help="Square input size in pixels (0: the backbone's own).")] = 0,
+    embedding_dim: Annotated[
+        int, typer.Option(help="Projection size of loss heads; 0 = pooled backbone feature.")
+    ] = 512,
+    head: Annotated[
+        Head,
+        typer.Option(
+            help="auto: whitening in the last regime, softmax in the full. whitening: "
+            "learned whitening fitted in closed form (last regime); softmax, arcface, "
+            "cosface (classifier heads) or triplet (hard-negative mining, no "
+            "classifier): trained with that loss."
+        ),
+    ] = "auto",
+    whiten_power: Annotated[
+        float,
+        typer.Option(help="Learned whitening strength: 1 full, 0.5 square-root (milder, for small training sets)."),
+    ] = 0.5,
+    folds: Annotated[
+        int,
+        typer.Option(
+            help="Validation folds, each holding out 1/folds of the landmarks whole "
+            "(the full regime validates on the first)."
+        ),
+    ] = 4,
+    unfreeze_from: Annotated[
+        str,
+        typer.Option(
+            help="Full regime: freeze the backbone before this layer (e.g. layer4, blocks.5); a wrong name lists them."
+        ),
+    ] = "",
+    pooling: Annotated[Pooling, typer.Option(help="gem, avg, max, or cls (a transformer's class token).")] = "gem",
+    lr: Annotated[float, typer.Option(help="Learning rate of the head (the backbone's is lower).")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Per process under torchrun.")] = 64,
+    seed: Annotated[int, typer.Option(help="Same seed, data and settings: the same run.")] = 0,
+    device: DeviceOption = "",
+    workers: WorkersOption = -1,
+    augmented: Annotated[
+        Optional[Path], typer.Option(help="Augmented folder to train on (default <data>/augmented when present).")
+    ] = None,
     no_augmented: Annotated[bool, typer.Option("--no-augmented", help="Ignore <data>/augmented.")] = False,
-    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Random init (for tests and research).")] = False,
-    weights: Annotated[Optional[Path], typer.Option(help="ImageNet weights file for the backbone.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML/JSON file of training settings; flags override it.")] = None,
+    no_pretrained: Annotated[
+        bool, typer.Option("--no-pretrained", help="Random init (for tests and research).")
+    ] = False,
+    weights_file: Annotated[
+        Optional[Path], typer.Option(help="ImageNet weights file for the backbone (.pth, .safetensors).")
+    ] = None,
+    old_weights: Annotated[Optional[Path], typer.Option("--weights", hidden=True)] = None,
+    config: ConfigOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at an unreadable training photo instead of skipping it.")] = False,
-    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--train-bn", help="Full regime: keep BatchNorm "
-                                                      "statistics pretrained (default: when a class has < 30 photos).")] = None,
-    layer_decay: Annotated[Optional[float], typer.Option(help="Full regime: each earlier backbone block learns this "
-                                                              "factor slower (e.g. 0.7; 1 = off).")] = None,
-    l2_sp: Annotated[Optional[float], typer.Option("--l2-sp", help="Full regime: penalty on the distance from the "
-                                                                  "pretrained weights (e.g. 0.01; 0 = off).")] = None,
-    wise_ft: Annotated[Optional[bool], typer.Option("--wise-ft/--no-wise-ft", help="Full regime: interpolate "
-                                                    "pretrained and fine-tuned weights, alpha chosen on held-out "
-                                                    "classes.")] = None,
-    pseudo_labels: Annotated[Optional[bool], typer.Option("--pseudo-labels/--no-pseudo-labels", help="Add classes "
-                                                          "of query/gallery photos that are confident mutual nearest "
-                                                          "neighbours (threshold set on held-out classes).")] = None,
+    freeze_bn: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--freeze-bn/--train-bn",
+            show_default="auto: when a class has < 30 photos",
+            help="Full regime: keep BatchNorm statistics pretrained.",
+        ),
+    ] = None,
+    layer_decay: Annotated[
+        float,
+        typer.Option(help="Full regime: each earlier backbone block learns this factor slower (e.g. 0.7; 1 = off)."),
+    ] = 1.0,
+    l2_sp: Annotated[
+        float,
+        typer.Option(
+            "--l2-sp", help="Full regime: penalty on the distance from the pretrained weights (e.g. 0.01; 0 = off)."
+        ),
+    ] = 0.0,
+    wise_ft: Annotated[
+        bool,
+        typer.Option(
+            "--wise-ft/--no-wise-ft",
+            help="Full regime: interpolate pretrained and fine-tuned weights, alpha chosen on held-out classes.",
+        ),
+    ] = True,
+    pseudo_labels: Annotated[
+        bool,
+        typer.Option(
+            "--pseudo-labels/--no-pseudo-labels",
+            help="Add classes of "
+            "query/gallery photos that are confident mutual nearest neighbours "
+            "(threshold set on held-out classes).",
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/.
 
@@ -163,16 +319,19 @@ def train(
     from competition.train.config import resume_settings, training_settings
     from competition.train.loop import train as train_run
 
-    given = _given(ctx)
-    flags = {setting: _plain(value) for setting, value in (
-        ("data", data), ("regime", regime), ("epochs", epochs), ("image_size", image_size),
-        ("embedding_dim", embedding_dim), ("head", head), ("unfreeze_from", unfreeze_from),
-        ("whiten_power", whiten_power), ("folds", folds), ("pooling", pooling), ("lr", lr), ("freeze_bn", freeze_bn),
-        ("layer_decay", layer_decay), ("l2_sp", l2_sp), ("wise_ft", wise_ft), ("pseudo_labels", pseudo_labels),
-        ("batch_size", batch_size), ("seed", seed), ("runs_dir", runs_dir), ("weights_file", weights),
-        ("augmented", augmented), ("run_name", name), ("use_augmented", not no_augmented),
-        ("pretrained", not no_pretrained), ("strict", strict))
-        if given.get(setting, False)}
+    typed = _typed(ctx)
+    if "old_weights" in typed:
+        _deprecated("train --weights", "--weights-file")
+        weights_file, typed = old_weights, typed | {"weights_file"}
+    values = ctx.params | {
+        "weights_file": weights_file,
+        "use_augmented": not no_augmented,
+        "pretrained": not no_pretrained,
+        "run_name": name,
+    }
+    renamed = {"no_augmented": "use_augmented", "no_pretrained": "pretrained", "name": "run_name"}
+    not_settings = {"backbone", "config", "resume", "old_weights"}
+    flags = {renamed.get(p, p): _plain(values[renamed.get(p, p)]) for p in typed if p not in not_settings}
 
     def settings_for(one_backbone: str | None) -> object:
         if resume:
@@ -183,23 +342,9 @@ def train(
         return training_settings(named, config)
 
     for one in (backbone or [None]) if not resume else [None]:
-        settings = _run(lambda: settings_for(one))
-        summary = _run(lambda: train_run(settings, resume=bool(resume), progress=_progress()))
+        settings = _run(lambda one=one: settings_for(one))
+        summary = _run(lambda settings=settings: train_run(settings, resume=bool(resume), progress=_progress()))
         _print_train_summary(settings, summary)
-
-
-_FLAG_OF_SETTING = {"weights_file": "weights", "run_name": "name", "use_augmented": "no_augmented",
-                    "pretrained": "no_pretrained"}
-
-
-def _given(ctx: typer.Context) -> dict[str, bool]:
-    """Which settings the user typed (flags with defaults must not override a config file or a resumed run)."""
-    # compared by name: typer vendors its own click, whose ParameterSource is another class
-    typed = {name for name in ctx.params
-             if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
-    settings = {name: True for name in typed}
-    settings.update({setting: flag in typed for setting, flag in _FLAG_OF_SETTING.items()})
-    return settings
 
 
 def _plain(value):
@@ -218,109 +363,200 @@ def _print_train_summary(settings, summary: dict) -> None:
         return
     _report_skipped(summary["skipped_files"], "unreadable training photo(s) skipped")
     epochs = f", best epoch {summary['best_epoch']} of {summary['epochs_run']}" if summary.get("epochs_run") else ""
-    typer.echo(f"run {settings.runs_dir}/{summary['run']} ({summary['regime']} regime, head {summary['head']}"
-               f"{epochs}) in {summary['wall_seconds']:.0f}s; validation on held-out photos vs the pretrained backbone:")
+    typer.echo(
+        f"run {settings.runs_dir}/{summary['run']} ({summary['regime']} regime, head {summary['head']}"
+        f"{epochs}) in {summary['wall_seconds']:.0f}s; validation on held-out photos vs the pretrained backbone:"
+    )
     for line in describe(summary["validation"]):
         typer.echo(f"  {line}")
     unseen = summary["beats_pretrained"].get("unseen")
     if unseen is None:
-        typer.secho("  warning: too few photos to tell whether training helps landmarks it has not seen; compete "
-                    "submit will use the pretrained backbone for this run (--if-worse keep to override)",
-                    fg="yellow", err=True)
+        typer.secho(
+            "  warning: too few photos to tell whether training helps landmarks it has not seen; compete "
+            "submit will use the pretrained backbone for this run (--if-worse keep to override)",
+            fg="yellow",
+            err=True,
+        )
     elif unseen is False:
-        typer.secho("  warning: the run did worse than the pretrained backbone on held-out landmarks; compete submit "
-                    "will use the backbone instead (--if-worse keep|ensemble to override)", fg="yellow", err=True)
+        typer.secho(
+            "  warning: the run did worse than the pretrained backbone on held-out landmarks; compete submit "
+            "will use the backbone instead (--if-worse keep|ensemble to override)",
+            fg="yellow",
+            err=True,
+        )
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CompeteError(f"--{flag} must be numbers separated by commas, not '{text}'") from None
 
 
 @app.command()
 def submit(
+    ctx: typer.Context,
     data: DataOption = Path("data/sample"),
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Run folder/name, or a backbone name for "
-                                                                            "off-the-shelf features; repeat for an ensemble.")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Ensemble weights, e.g. 1,0.5.")] = None,
-    name: Annotated[str, typer.Option(help="Submission name (file submissions/<name>.csv).")] = "",
-    k: Annotated[int, typer.Option("--k", "-k", help="Gallery images per query (0: 100 for --format kaggle, "
-                                                     "its limit, else 10).")] = 0,
-    map_k: Annotated[int, typer.Option(help="Local mAP@k next to mAP@10 (0: 100 for --format kaggle, as the "
-                                            "Google Landmark Retrieval competitions score).")] = 0,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Test-time augmentation: average with the mirrored "
-                                                                "photo (measured on real photos: +2 points mAP@10).")] = True,
-    scales: Annotated[str, typer.Option(help="Test-time scales, e.g. 0.707,1,1.414: the photo is resized to each "
-                                             "from its own pixels (at most 5, at most 1024 px).")] = "1",
+    model: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Run folder/name, or a backbone name for off-the-shelf features; repeat for an ensemble.",
+            show_default="efficientnet_lite0",
+        ),
+    ] = None,
+    ensemble_weights: Annotated[
+        str, typer.Option(help="Weight of each --model in the ensemble, e.g. 1,0.5 ('' = equal).")
+    ] = "",
+    old_weights: Annotated[str, typer.Option("--weights", hidden=True)] = "",
+    name: Annotated[
+        str, typer.Option(help="Submission name (file submissions/<name>.csv; default: the models and the time).")
+    ] = "",
+    k: Annotated[
+        int,
+        typer.Option("--k", "-k", help="Gallery images per query (0: 100 for --format kaggle, its limit, else 10)."),
+    ] = 0,
+    map_k: Annotated[
+        int,
+        typer.Option(
+            help="Local mAP@k next to mAP@10 (0: 100 for --format kaggle, as the "
+            "Google Landmark Retrieval competitions score)."
+        ),
+    ] = 0,
+    flip: Annotated[
+        bool,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Test-time augmentation: average with the mirrored photo (measured on real photos: +2 points mAP@10).",
+        ),
+    ] = True,
+    scales: Annotated[
+        str,
+        typer.Option(
+            help="Test-time scales, e.g. 0.707,1,1.414: the photo is resized to each "
+            "from its own pixels (at most 5, at most 1024 px)."
+        ),
+    ] = "1",
     image_size: Annotated[int, typer.Option(help="Override every model's input size (0: its own).")] = 0,
-    resize: Annotated[str, typer.Option(help="square: the whole photo squashed to size x size; aspect: longer side "
-                                             "to size, aspect ratio kept (one photo per batch).")] = "square",
-    pooling: Annotated[str, typer.Option(help="Pooling for off-the-shelf backbones: gem, avg, max, or cls "
-                                              "(transformers' class token); trained runs keep their own.")] = "gem",
-    fmt: Annotated[str, typer.Option("--format", help="csv (query,rank_1..rank_k), kaggle (id,images: ids without "
-                                                      "extension, space-separated, as Google Landmark Retrieval "
-                                                      "wants) or json.")] = "csv",
-    submissions_dir: Annotated[Path, typer.Option()] = Path("submissions"),
-    leaderboard: Annotated[Path, typer.Option(help="Leaderboard to record the scored run in.")] = Path("leaderboard.md"),
-    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    resize: Annotated[
+        Resize,
+        typer.Option(
+            help="square: the whole photo squashed to size x size; aspect: longer "
+            "side to size, aspect ratio kept (one photo per batch)."
+        ),
+    ] = "square",
+    pooling: Annotated[
+        Pooling,
+        typer.Option(
+            help="Pooling for off-the-shelf backbones (cls: a transformer's class token); trained runs keep their own."
+        ),
+    ] = "gem",
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="csv (query,rank_1..rank_k), kaggle (id,images: ids "
+            "without extension, space-separated, as Google Landmark "
+            "Retrieval wants) or json.",
+        ),
+    ] = "csv",
+    submissions_dir: Annotated[Path, typer.Option(help="Where submission files go.")] = Path("submissions"),
+    leaderboard: Annotated[Path, typer.Option(help="Leaderboard to record the scored run in.")] = Path(
+        "leaderboard.md"
+    ),
+    runs_dir: Annotated[Path, typer.Option(help="Where runs and embedding caches live.")] = Path("runs"),
+    batch_size: Annotated[int, typer.Option(help="Photos per forward pass.")] = 32,
+    device: DeviceOption = "",
+    workers: WorkersOption = -1,
     strict: Annotated[bool, typer.Option(help="Fail on an unreadable query/gallery image instead of warning.")] = False,
-    if_worse: Annotated[str, typer.Option(help="A run that did worse than its pretrained backbone on held-out "
-                                               "landmarks, or whose validation had too few photos to tell: fallback "
-                                               "(backbone only), ensemble (with the backbone, 1:1) or keep.")] = "fallback",
-    with_pretrained: Annotated[float, typer.Option(help="Add each run's pretrained backbone to the ensemble at this "
-                                                        "weight (0 = off): guards unseen landmarks.")] = 0.0,
-    whiten: Annotated[str, typer.Option(help="PCA-whitening learned on the unlabeled 'gallery' or 'query+gallery' "
-                                             "images ('' = off).")] = "",
+    if_worse: Annotated[
+        IfWorse,
+        typer.Option(
+            help="A run that did worse than its pretrained backbone on held-out "
+            "landmarks, or whose validation had too few photos to tell: "
+            "fallback (backbone only), ensemble (with the backbone, 1:1) or "
+            "keep."
+        ),
+    ] = "fallback",
+    with_pretrained: Annotated[
+        float,
+        typer.Option(
+            help="Add each run's pretrained backbone to the ensemble at this weight (0 = off): guards unseen landmarks."
+        ),
+    ] = 0.0,
+    whiten: Annotated[
+        Whiten, typer.Option(help="PCA-whitening learned on the unlabeled gallery or query+gallery images.")
+    ] = "off",
     whiten_dim: Annotated[int, typer.Option(help="Whitened dimensions (0 = as many as the data allow).")] = 0,
-    whiten_power: Annotated[float, typer.Option(help="Divide each component by eigenvalue**(power/2): 1 = full "
-                                                     "whitening, 0.5 = square-root (safer on small galleries).")] = 0.5,
-    dba: Annotated[int, typer.Option(help="Database-side augmentation: gallery neighbours averaged in (0 = off; "
-                                          "try 2).")] = 0,
-    qe: Annotated[int, typer.Option(help="α-query expansion: gallery neighbours averaged into each query (0 = off; "
-                                         "try 2).")] = 0,
+    whiten_power: Annotated[
+        float,
+        typer.Option(
+            help="Divide each component by eigenvalue**(power/2): 1 = full "
+            "whitening, 0.5 = square-root (safer on small galleries)."
+        ),
+    ] = 0.5,
+    dba: Annotated[
+        int, typer.Option(help="Database-side augmentation: gallery neighbours averaged in (0 = off; try 2).")
+    ] = 0,
+    qe: Annotated[
+        int, typer.Option(help="α-query expansion: gallery neighbours averaged into each query (0 = off; try 2).")
+    ] = 0,
     alpha: Annotated[float, typer.Option(help="Neighbour weight = similarity ** alpha, for DBA and QE.")] = 3.0,
     rerank: Annotated[bool, typer.Option(help="k-reciprocal re-ranking of the final ranking.")] = False,
-    rerank_k1: Annotated[int, typer.Option(help="Re-ranking neighbourhood: about twice the photos a landmark has in "
-                                                "query + gallery.")] = 20,
+    rerank_k1: Annotated[
+        int, typer.Option(help="Re-ranking neighbourhood: about twice the photos a landmark has in query + gallery.")
+    ] = 20,
     rerank_k2: Annotated[int, typer.Option(help="Re-ranking local expansion.")] = 6,
-    index: Annotated[str, typer.Option(help="exact, ivf, hnsw, or auto (IVF from 100k gallery images); an "
-                                            "approximate index reports its recall against exact.")] = "auto",
+    index: Annotated[
+        Index,
+        typer.Option(
+            help="exact, ivf, hnsw, or auto (IVF from 100k gallery images); an "
+            "approximate index reports its recall against exact."
+        ),
+    ] = "auto",
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Rank the gallery for every query, write the submission, score it when labels.csv exists."""
-    from competition.retrieval.postprocess import PostProcess
+    from competition.report.tables import format_scores
     from competition.retrieval.submit import SubmitConfig, submit as run_submit
+    from competition.train.config import load_train_config
 
-    def parse_floats(text: str, what: str) -> list[float]:
-        try:
-            return [float(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise CompeteError(f"--{what} must be numbers separated by commas, not '{text}'") from None
+    typed = _typed(ctx)
+    if "old_weights" in typed:
+        _deprecated("submit --weights", "--ensemble-weights")
+        ensemble_weights, typed = old_weights, typed | {"ensemble_weights"}
+    values = ctx.params | {"models": model, "weights": ensemble_weights}
+    renamed = {"model": "models", "ensemble_weights": "weights"}
+    parse = {"weights": lambda v: _floats(v, "ensemble-weights") or None, "scales": lambda v: _floats(v, "scales")}
+    flags = {}
+    for param in typed - {"config", "json_out", "old_weights"}:
+        setting = renamed.get(param, param)
+        value = _plain(values[setting])
+        flags[setting] = parse[setting](value) if setting in parse else value
 
     def go():
-        config = SubmitConfig(data=str(data), models=model or ["efficientnet_lite0"], name=name, k=k, map_k=map_k, flip=flip,
-                              scales=parse_floats(scales, "scales"), image_size=image_size, resize=resize,
-                              pooling=pooling, fmt=fmt,
-                              weights=parse_floats(weights, "weights") if weights else None,
-                              submissions_dir=str(submissions_dir), leaderboard=str(leaderboard),
-                              runs_dir=str(runs_dir), strict=strict, if_worse=if_worse,
-                              with_pretrained=with_pretrained,
-                              postprocess=PostProcess(whiten=whiten, whiten_dim=whiten_dim, whiten_shrinkage=whiten_power,
-                                                      dba=dba, qe=qe, alpha=alpha, rerank=rerank, rerank_k1=rerank_k1,
-                                                      rerank_k2=rerank_k2), index=index)
-        return run_submit(config, progress=_progress())
+        settings = SubmitConfig.from_dict((load_train_config(config) if config else {}) | flags)
+        return settings, run_submit(settings, progress=_progress())
 
-    result = _run(go)
-    typer.echo(f"submission written: {result.path}")
+    settings, result = _run(go)
     _report_skipped(result.skipped, "query/gallery image(s) unreadable, ranked with zero vectors")
+    if json_out:
+        _print_json(
+            {
+                "submission": str(result.path),
+                "scores": result.scores,
+                "skipped": result.skipped,
+                "record": result.record,
+                "settings": settings.to_dict(),
+            }
+        )
+        return
+    typer.echo(f"submission written: {result.path}")
     if result.scores:
-        typer.echo(_format_scores(result.scores))
-        typer.echo(f"recorded in {leaderboard}")
-
-
-def _format_scores(scores: dict) -> str:
-    lines = []
-    for prefix, title in (("", "all"), ("seen_", "seen"), ("unseen_", "unseen")):
-        if f"{prefix}top1" in scores:
-            lines.append(f"  {title:<6} " + "  ".join(f"{m} {scores[prefix + m]:.3f}"
-                                                       for m in ("top1", "top3", "top5", "top10", "map@10", "p@10",
-                                                                 "map@100")
-                                                       if prefix + m in scores))
-    return "\n".join(lines)
+        typer.echo(format_scores(result.scores))
+        typer.echo(f"recorded in {settings.leaderboard}")
 
 
 @app.command()
@@ -329,62 +565,85 @@ def score(
     data: DataOption = Path("data/sample"),
     weakest_classes: Annotated[int, typer.Option(help="How many of the worst landmarks to list.")] = 10,
     map_k: Annotated[int, typer.Option(help="Also report mAP@k (e.g. 100, as Google Landmark Retrieval scores).")] = 10,
+    json_out: JsonOption = False,
 ) -> None:
     """Score a submission against <data>/labels.csv.
 
     Prints top-1/3/5/10, mAP@10 and precision@10 (all, seen, unseen) and the landmarks with the lowest top-1.
     """
-    from competition.evaluate.scoring import per_class_accuracy, score_submission
+    from competition.evaluate.scoring import score_file
+    from competition.report.tables import format_scores
 
-    typer.echo(_format_scores(_run(lambda: score_submission(submission, data, map_k))))
-    per_class = _run(lambda: per_class_accuracy(submission, data))
-    weakest = sorted(per_class.items(), key=lambda item: (item[1], item[0]))[:weakest_classes]
+    scored = _run(lambda: score_file(submission, data, map_k))
+    if json_out:
+        _print_json({"submission": str(submission), "scores": scored.scores, "per_class_top1": scored.per_class})
+        return
+    typer.echo(format_scores(scored.scores))
+    weakest = sorted(scored.per_class.items(), key=lambda item: (item[1], item[0]))[:weakest_classes]
     if weakest:
-        typer.echo(f"  weakest landmarks (top-1 of their queries, {len(per_class)} in all): "
-                   + ", ".join(f"{label} {value:.2f}" for label, value in weakest))
+        typer.echo(
+            f"  weakest landmarks (top-1 of their queries, {len(scored.per_class)} in all): "
+            + ", ".join(f"{label} {value:.2f}" for label, value in weakest)
+        )
 
 
 @app.command()
 def validate(
     submission: Annotated[Path, typer.Argument(help="Submission file (csv, kaggle or json, as compete writes).")],
     data: DataOption = Path("data/sample"),
-    k: Annotated[Optional[int], typer.Option("--k", "-k", help="Gallery names expected per query "
-                                                               "(default: as many as the first row).")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="The format the file must be in (e.g. kaggle: "
-                                                                "header id,images, at most 100 ids per row).")] = None,
+    k: Annotated[
+        Optional[int],
+        typer.Option("--k", "-k", help="Gallery names expected per query.", show_default="as many as the first row"),
+    ] = None,
+    fmt: Annotated[
+        Optional[Format],
+        typer.Option(
+            "--format",
+            help="The format the file must be in (e.g. kaggle: header id,images, at most 100 ids per row).",
+            show_default="what its header says",
+        ),
+    ] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Check a submission before upload: every query once, known names only, no repeats, k per row (kaggle: <= 100)."""
-    from competition.data.discover import discover_competition
-    from competition.evaluate.validate import validate_submission
+    from competition.evaluate.validate import validate_against
 
-    def go() -> list[str]:
-        competition = discover_competition(data, need_train=False)
-        if not competition.query:
-            raise CompeteError(f"{data}: no query/ images to validate against")
-        for skipped in competition.skipped:
-            typer.secho(f"note: {skipped}", fg="yellow", err=True)
-        return validate_submission(submission, [r.name for r in competition.query],
-                                   [r.name for r in competition.gallery], k, fmt)
-
-    problems = _run(go)
-    for problem in problems:
-        typer.secho(f"invalid: {problem}", fg="red", err=True)
+    problems, notes = _run(lambda: validate_against(submission, data, k, fmt))
+    for note in notes:
+        typer.secho(f"note: {note}", fg="yellow", err=True)
+    if json_out:
+        _print_json({"submission": str(submission), "valid": not problems, "problems": problems})
+    else:
+        for problem in problems:
+            typer.secho(f"invalid: {problem}", fg="red", err=True)
+        if not problems:
+            typer.echo(f"{submission}: valid")
     if problems:
         raise typer.Exit(1)
-    typer.echo(f"{submission}: valid")
 
 
 @app.command()
 def upload(
     submission: Annotated[Path, typer.Argument(help="Submission file to send.")],
     competition: Annotated[str, typer.Option(help="Kaggle competition slug, as in its URL.")],
-    message: Annotated[str, typer.Option("--message", "-m", help="Submission description shown on Kaggle.")],
+    message: Annotated[
+        str, typer.Option(help="Submission description shown on Kaggle (required).", show_default=False)
+    ] = "",
+    old_message: Annotated[str, typer.Option("-m", hidden=True)] = "",
     data: DataOption = Path("data/sample"),
-    leaderboard: Annotated[Path, typer.Option(help="Leaderboard whose row records the upload.")] = Path("leaderboard.md"),
-    notebook: Annotated[str, typer.Option(help="Code competitions: the owner/slug of the Kaggle notebook that "
-                                               "writes this file (the file name is sent, not the file).")] = "",
-    version: Annotated[Optional[int], typer.Option(help="Code competitions: the notebook version "
-                                                       "(default: its latest).")] = None,
+    leaderboard: Annotated[Path, typer.Option(help="Leaderboard whose row records the upload.")] = Path(
+        "leaderboard.md"
+    ),
+    notebook: Annotated[
+        str,
+        typer.Option(
+            help="Code competitions: the owner/slug of the Kaggle notebook that "
+            "writes this file (the file name is sent, not the file)."
+        ),
+    ] = "",
+    version: Annotated[
+        Optional[int], typer.Option(help="Code competitions: the notebook version.", show_default="its latest")
+    ] = None,
 ) -> None:
     """Validate a submission, send it to Kaggle, record the upload in the leaderboard.
 
@@ -394,6 +653,12 @@ def upload(
     """
     from competition.evaluate.upload import upload_submission
 
+    if old_message:  # -m means --model in submit; one meaning across commands
+        _deprecated("upload -m", "--message")
+        message = message or old_message
+    if not message:
+        typer.secho("error: --message is required (the description Kaggle shows)", fg="red", err=True)
+        raise typer.Exit(2)
     done = _run(lambda: upload_submission(submission, competition, message, data, leaderboard, notebook, version))
     typer.echo(f"uploaded {submission} to {competition} (sha256 {done['sha256'][:12]}), recorded in {leaderboard}")
 
@@ -402,9 +667,13 @@ def upload(
 def report(
     submission: Annotated[Path, typer.Argument(help="A scored submission file written by compete submit.")],
     data: DataOption = Path("data/sample"),
-    out: Annotated[Optional[Path], typer.Option(help="Folder for index.html and the PNGs "
-                                                      "(default submissions/reports/<name>).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where compete submit kept the submission's embeddings.")] = Path("runs"),
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="Folder for index.html and the PNGs.", show_default="submissions/reports/<name>"),
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where compete submit kept the submission's embeddings.")] = Path(
+        "runs"
+    ),
     queries: Annotated[int, typer.Option(help="Queries shown with their results (failures first).")] = 16,
 ) -> None:
     """Write an HTML report of a submission, with PNGs.
@@ -421,25 +690,37 @@ def report(
 
 @app.command()
 def leaderboard(
-    path: Annotated[Path, typer.Argument()] = Path("leaderboard.md"),
-    diff: Annotated[Optional[list[str]], typer.Option(help="Two submission names (or run folders): print every "
-                                                           "setting that differs, runs' configs included.")] = None,
-    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    path: Annotated[Path, typer.Argument(help="The leaderboard's Markdown file.")] = Path("leaderboard.md"),
+    diff: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Two submission names (or run folders): print every setting that differs, runs' configs included."
+        ),
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the runs of --diff live.")] = Path("runs"),
+    json_out: JsonOption = False,
 ) -> None:
     """Print the leaderboard, or what differs between two of its entries (--diff A --diff B)."""
-    from competition.evaluate.leaderboard import describe_entry, diff_configs
+    from competition.evaluate.leaderboard import describe_entry, diff_configs, read_records
 
     if diff:
         if len(diff) != 2:
             typer.secho("error: --diff takes exactly two names", fg="red", err=True)
             raise typer.Exit(1)
         first, second = (_run(lambda name=name: describe_entry(name, path, runs_dir)) for name in diff)
-        typer.echo("\n".join(diff_configs(first, second)) or "no differences")
+        differences = diff_configs(first, second)
+        if json_out:
+            _print_json({"entries": diff, "differences": differences})
+        else:
+            typer.echo("\n".join(differences) or "no differences")
         return
     if not path.exists():
         typer.secho(f"error: {path}: no leaderboard yet (compete submit writes it)", fg="red", err=True)
         raise typer.Exit(1)
-    typer.echo(path.read_text(encoding="utf-8"))
+    if json_out:
+        _print_json({"leaderboard": str(path), "rows": _run(lambda: read_records(path))})
+    else:
+        typer.echo(path.read_text(encoding="utf-8"))
 
 
 @app.command()
@@ -451,8 +732,10 @@ def models() -> None:
     typer.echo(f"{'backbone':<20} {'dim':>5}  weights here")
     for spec in REGISTRY.values():
         typer.echo(f"{spec.name:<20} {spec.feature_dim:>5}  {weights_available(spec)}")
-    typer.echo("and any timm model name (weights from the timm cache or --weights FILE), or "
-               "open_clip:<architecture>/<tag> with open_clip_torch installed")
+    typer.echo(
+        "and any timm model name (weights from the timm cache or --weights FILE), or "
+        "open_clip:<architecture>/<tag> with open_clip_torch installed"
+    )
     from competition.retrieval.search import faiss_build
 
     typer.echo(f"search: {faiss_build()}")

@@ -50,8 +50,12 @@ def unreadable_files(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
     photo().save(png, format="PNG")
-    contents = {"truncated.jpg": jpeg_bytes(photo(200, 200))[:700], "truncated.png": png.getvalue()[:100],
-                "zero-byte.jpg": b"", "notes.jpg": b"this is a text file, not a photo\n"}
+    contents = {
+        "truncated.jpg": jpeg_bytes(photo(200, 200))[:700],
+        "truncated.png": png.getvalue()[:100],
+        "zero-byte.jpg": b"",
+        "notes.jpg": b"this is a text file, not a photo\n",
+    }
     paths = []
     for name, data in contents.items():
         (folder / name).write_bytes(data)
@@ -66,7 +70,9 @@ def odd_but_valid_files(folder: Path) -> list[Path]:
     exif[0x0112] = 6
     files = {
         "cmyk.jpg": lambda p: photo().convert("CMYK").save(p),
-        "deep-16bit.png": lambda p: Image.fromarray((np.arange(48 * 40).reshape(40, 48) * 30).astype(np.uint16)).save(p),
+        "deep-16bit.png": lambda p: Image.fromarray((np.arange(48 * 40).reshape(40, 48) * 30).astype(np.uint16)).save(
+            p
+        ),
         "palette.png": lambda p: photo().convert("P").save(p),
         "rgba.png": lambda p: photo().convert("RGBA").save(p),
         "grayscale.jpg": lambda p: photo().convert("L").save(p),
@@ -83,6 +89,7 @@ def odd_but_valid_files(folder: Path) -> list[Path]:
 
 
 # --- images ------------------------------------------------------------------------------
+
 
 def test_odd_but_valid_photos_are_read_correctly(tmp_path):
     paths = {p.name: p for p in odd_but_valid_files(tmp_path)}
@@ -110,14 +117,41 @@ def test_augment_uses_odd_photos_and_skips_unreadable_ones_by_name(tiny_competit
     assert all(read_image(m).shape[2] == 3 for m in made)
     assert all(p.read_bytes() == data for p, data in sources_before.items())  # sources never touched
 
-    strict = invoke("augment", "--data", tiny_competition, "--recipe", "classic", "--target", 30, "--workers", 1,
-                    "--overwrite", "--strict")
+    strict = invoke(
+        "augment",
+        "--data",
+        tiny_competition,
+        "--recipe",
+        "classic",
+        "--target",
+        30,
+        "--workers",
+        1,
+        "--overwrite",
+        "--strict",
+    )
     assert strict.exit_code == 1 and "unreadable" in strict.output and "Traceback" not in strict.output
 
 
 def _train(data, runs, name, *extra):
-    return invoke("train", "--data", data, "--runs-dir", runs, "--name", name, "--epochs", 1, "--image-size", 32,
-                  "--embedding-dim", 8, "--no-augmented", "--no-pretrained", *extra)
+    return invoke(
+        "train",
+        "--data",
+        data,
+        "--runs-dir",
+        runs,
+        "--name",
+        name,
+        "--epochs",
+        1,
+        "--image-size",
+        32,
+        "--embedding-dim",
+        8,
+        "--no-augmented",
+        "--no-pretrained",
+        *extra,
+    )
 
 
 def test_train_skips_and_counts_unreadable_photos_or_stops_with_strict(tiny_competition, tmp_path):
@@ -142,8 +176,16 @@ def test_train_names_a_class_with_no_readable_photo(tiny_competition, tmp_path):
 def test_submit_counts_unreadable_query_and_gallery_images(tiny_competition, tmp_path):
     (tiny_competition / "gallery" / "g_broken.jpg").write_bytes(b"")
     (tiny_competition / "query" / "q_broken.jpg").write_bytes(jpeg_bytes(photo(100, 100))[:300])
-    common = ["--data", tiny_competition, "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path,
-              "--leaderboard", tmp_path / "board.md"]
+    common = [
+        "--data",
+        tiny_competition,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--submissions-dir",
+        tmp_path,
+        "--leaderboard",
+        tmp_path / "board.md",
+    ]
     result = invoke("submit", "--name", "lenient", "-k", 3, *common)
     assert result.exit_code == 0, result.output
     assert "2 query/gallery image(s) unreadable" in result.output
@@ -153,6 +195,7 @@ def test_submit_counts_unreadable_query_and_gallery_images(tiny_competition, tmp
 
 
 # --- folders ------------------------------------------------------------------------------
+
 
 def test_empty_train_folder_and_empty_competition_are_one_line_errors(tmp_path):
     (tmp_path / "comp" / "train").mkdir(parents=True)
@@ -186,17 +229,31 @@ def test_identical_photo_in_two_classes_and_train_gallery_leakage_are_warned(tin
 
     caplog.clear()
     shutil.copy(next(first.iterdir()), tiny_competition / "gallery" / "g_leak.jpg")
-    result = invoke("submit", "--data", tiny_competition, "--runs-dir", tmp_path, "--submissions-dir", tmp_path,
-                    "--leaderboard", tmp_path / "board.md", "--name", "leaky")
+    result = invoke(
+        "submit",
+        "--data",
+        tiny_competition,
+        "--runs-dir",
+        tmp_path,
+        "--submissions-dir",
+        tmp_path,
+        "--leaderboard",
+        tmp_path / "board.md",
+        "--name",
+        "leaky",
+    )
     assert result.exit_code == 0, result.output
     assert "also in train/" in caplog.text and "g_leak.jpg" in caplog.text
 
 
-@pytest.mark.parametrize("labels, message", [
-    ("image,class\nquery/nope.jpg,x\n", "not found on disk"),
-    ("image,label\n", "missing column"),
-    ("image,class\n../../etc/passwd,x\n", "escapes"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ("image,class\nquery/nope.jpg,x\n", "not found on disk"),
+        ("image,label\n", "missing column"),
+        ("image,class\n../../etc/passwd,x\n", "escapes"),
+    ],
+)
 def test_bad_labels_stop_score_and_submit_with_one_line(tiny_competition, tmp_path, labels, message):
     (tiny_competition / "labels.csv").write_text(labels)
     submission = tmp_path / "s.csv"
@@ -208,6 +265,7 @@ def test_bad_labels_stop_score_and_submit_with_one_line(tiny_competition, tmp_pa
 
 # --- runs ---------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def trained_run(tiny_competition, tmp_path) -> Path:
     assert _train(tiny_competition, tmp_path / "runs", "good").exit_code == 0
@@ -215,8 +273,20 @@ def trained_run(tiny_competition, tmp_path) -> Path:
 
 
 def _submit(data, run, tmp_path, *extra):
-    return invoke("submit", "--data", data, "-m", run, "--runs-dir", tmp_path / "runs", "--submissions-dir",
-                  tmp_path / "subs", "--leaderboard", tmp_path / "board.md", *extra)
+    return invoke(
+        "submit",
+        "--data",
+        data,
+        "-m",
+        run,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--submissions-dir",
+        tmp_path / "subs",
+        "--leaderboard",
+        tmp_path / "board.md",
+        *extra,
+    )
 
 
 def test_checkpoint_of_another_backbone_or_version_is_refused(tiny_competition, tmp_path, trained_run):
@@ -291,10 +361,23 @@ def _interruptible() -> None:
 def test_ctrl_c_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition):
     target, sources = 300, 4  # ~1200 variants: seconds of work, so the signal lands mid-run
     expected = 4 * (target - sources)
-    command = [sys.executable, "-m", "competition.cli", "augment", "--data", str(tiny_competition), "--recipe", "heavy",
-               "--target", target, "--workers", 1]
-    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_interruptible)
+    command = [
+        sys.executable,
+        "-m",
+        "competition.cli",
+        "augment",
+        "--data",
+        str(tiny_competition),
+        "--recipe",
+        "heavy",
+        "--target",
+        target,
+        "--workers",
+        1,
+    ]
+    process = subprocess.Popen(
+        [str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible
+    )
     out_dir = tiny_competition / "augmented"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out_dir.rglob("*.jpg"))) < 20:
@@ -315,10 +398,30 @@ def test_ctrl_c_during_augment_leaves_whole_files_and_rerun_completes(tiny_compe
 
 def test_two_submits_at_once_both_land_in_the_leaderboard(tiny_competition, tmp_path):
     board = tmp_path / "board.md"
-    processes = [subprocess.Popen([sys.executable, "-m", "competition.cli", "submit", "--data", str(tiny_competition),
-                                   "--runs-dir", str(tmp_path / f"runs{i}"), "--submissions-dir", str(tmp_path),
-                                   "--leaderboard", str(board), "--name", f"parallel-{i}"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "competition.cli",
+                "submit",
+                "--data",
+                str(tiny_competition),
+                "--runs-dir",
+                str(tmp_path / f"runs{i}"),
+                "--submissions-dir",
+                str(tmp_path),
+                "--leaderboard",
+                str(board),
+                "--name",
+                f"parallel-{i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2)
+    ]
     for process in processes:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
@@ -330,14 +433,18 @@ def test_two_submits_at_once_both_land_in_the_leaderboard(tiny_competition, tmp_
 
 # --- validate ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rows, problem", [
-    ("query,rank_1,rank_2\n", "missing"),
-    ("query,rank_1,rank_2\nQ1,G1,G2\nQ1,G1,G2\nQ2,G1,G2\n", "more than once"),
-    ("query,rank_1,rank_2\nQ1,G1,G2\nQ2,G1,G2\nQ9,G1,G2\n", "not in query/"),
-    ("query,rank_1,rank_2\nQ1,G1,G2\nQ2,G1\n", "without exactly 2"),
-    ("query,rank_1,rank_2\nQ1,G1,G7\nQ2,G1,G2\n", "not in gallery/: G7"),
-    ("query,rank_1,rank_2\nQ1,G1,G1\nQ2,G1,G2\n", "gallery image twice"),
-])
+
+@pytest.mark.parametrize(
+    "rows, problem",
+    [
+        ("query,rank_1,rank_2\n", "missing"),
+        ("query,rank_1,rank_2\nQ1,G1,G2\nQ1,G1,G2\nQ2,G1,G2\n", "more than once"),
+        ("query,rank_1,rank_2\nQ1,G1,G2\nQ2,G1,G2\nQ9,G1,G2\n", "not in query/"),
+        ("query,rank_1,rank_2\nQ1,G1,G2\nQ2,G1\n", "without exactly 2"),
+        ("query,rank_1,rank_2\nQ1,G1,G7\nQ2,G1,G2\n", "not in gallery/: G7"),
+        ("query,rank_1,rank_2\nQ1,G1,G1\nQ2,G1,G2\n", "gallery image twice"),
+    ],
+)
 def test_validator_reports_each_problem(tmp_path, rows, problem):
     from competition.evaluate.validate import validate_submission
 
@@ -358,6 +465,7 @@ def test_validate_command_accepts_what_submit_wrote_and_rejects_a_broken_copy(ti
 
 
 # --- upload (the kaggle client replaced at its boundary: no network here) ------------------
+
 
 class FakeKaggleApi:
     calls: list = []
@@ -395,10 +503,24 @@ def fake_kaggle(monkeypatch, tmp_path):
 
 def test_upload_validates_sends_and_records(tiny_competition, tmp_path, fake_kaggle, monkeypatch):
     board = tmp_path / "board.md"
-    assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "final", "-k", 3,
-                   "--leaderboard", board).exit_code == 0
-    upload = ["upload", tmp_path / "subs" / "final.csv", "--competition", "landmarks-2026", "-m", "lite0 GeM",
-              "--data", tiny_competition, "--leaderboard", board]
+    assert (
+        _submit(
+            tiny_competition, "efficientnet_lite0", tmp_path, "--name", "final", "-k", 3, "--leaderboard", board
+        ).exit_code
+        == 0
+    )
+    upload = [
+        "upload",
+        tmp_path / "subs" / "final.csv",
+        "--competition",
+        "landmarks-2026",
+        "--message",
+        "lite0 GeM",
+        "--data",
+        tiny_competition,
+        "--leaderboard",
+        board,
+    ]
 
     no_credentials = invoke(*upload)
     assert no_credentials.exit_code == 1 and "no Kaggle credentials" in no_credentials.output
@@ -427,8 +549,18 @@ def test_upload_refuses_an_invalid_file_before_sending(tiny_competition, tmp_pat
     monkeypatch.setenv("KAGGLE_KEY", "secret")
     broken = tmp_path / "broken.csv"
     broken.write_text("query,rank_1\nq_0001.jpg,not-in-gallery.jpg\n")
-    result = invoke("upload", broken, "--competition", "x", "-m", "m", "--data", tiny_competition,
-                    "--leaderboard", tmp_path / "board.md")
+    result = invoke(
+        "upload",
+        broken,
+        "--competition",
+        "x",
+        "--message",
+        "m",
+        "--data",
+        tiny_competition,
+        "--leaderboard",
+        tmp_path / "board.md",
+    )
     assert result.exit_code == 1 and "not uploaded" in result.output and "not-in-gallery.jpg" in result.output
     assert fake_kaggle.calls == []
 
@@ -468,9 +600,27 @@ def test_upload_reports_the_real_import_error(tmp_path, monkeypatch):
 def test_code_competition_submits_the_notebook(tiny_competition, tmp_path, fake_kaggle, monkeypatch):
     monkeypatch.setenv("KAGGLE_API_TOKEN", "token")
     board = tmp_path / "board.md"
-    assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "code", "-k", 3,
-                   "--leaderboard", board).exit_code == 0
-    result = invoke("upload", tmp_path / "subs" / "code.csv", "--competition", "glr-2026", "-m", "v1", "--data",
-                    tiny_competition, "--leaderboard", board, "--notebook", "me/landmarks", "--version", 3)
+    assert (
+        _submit(
+            tiny_competition, "efficientnet_lite0", tmp_path, "--name", "code", "-k", 3, "--leaderboard", board
+        ).exit_code
+        == 0
+    )
+    result = invoke(
+        "upload",
+        tmp_path / "subs" / "code.csv",
+        "--competition",
+        "glr-2026",
+        "--message",
+        "v1",
+        "--data",
+        tiny_competition,
+        "--leaderboard",
+        board,
+        "--notebook",
+        "me/landmarks",
+        "--version",
+        3,
+    )
     assert result.exit_code == 0, result.output
     assert fake_kaggle.calls[-1] == ("submit_code", "code.csv", "v1", "glr-2026", "me/landmarks", 3)

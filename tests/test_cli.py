@@ -26,8 +26,25 @@ def ok(*args):
 
 
 def _train_args(data, runs, name, regime="last", epochs=3):
-    return ["train", "--data", data, "--runs-dir", runs, "--name", name, "--regime", regime, "--epochs", epochs,
-            "--image-size", 64, "--embedding-dim", 16, "--batch-size", 16]
+    return [
+        "train",
+        "--data",
+        data,
+        "--runs-dir",
+        runs,
+        "--name",
+        name,
+        "--regime",
+        regime,
+        "--epochs",
+        epochs,
+        "--image-size",
+        64,
+        "--embedding-dim",
+        16,
+        "--batch-size",
+        16,
+    ]
 
 
 def _backbone_changed(run_dir) -> bool:
@@ -62,7 +79,19 @@ def test_augment_train_submit_score_leaderboard(tiny_competition, tmp_path):
     assert sorted(r[0] for r in rows[1:]) == sorted(p.name for p in (tiny_competition / "query").iterdir())
     assert all(len(set(r[1:])) == 3 for r in rows[1:])
 
-    ok("submit", "-m", "efficientnet_lite0", "-m", "last", "--weights", "1,0.5", "--flip", "--name", "ensemble", *common)
+    ok(
+        "submit",
+        "-m",
+        "efficientnet_lite0",
+        "-m",
+        "last",
+        "--ensemble-weights",
+        "1,0.5",
+        "--flip",
+        "--name",
+        "ensemble",
+        *common,
+    )
     ok("submit", "-m", "softmax", "--if-worse", "keep", "--name", "softmax", *common)
     table = board.read_text()
     assert "| trained |" in table and "| ensemble |" in table and "efficientnet_lite0 + efficientnet_lite0" in table
@@ -77,19 +106,25 @@ def test_augment_train_submit_score_leaderboard(tiny_competition, tmp_path):
 
 def test_full_regime_trains_the_backbone(tiny_competition, tmp_path):
     # WiSE-FT off: on this tiny set it may rightly choose alpha 0 (the pretrained weights) for best.pt
-    ok(*_train_args(tiny_competition, tmp_path / "runs", "full", regime="full", epochs=1), "--no-augmented",
-       "--no-wise-ft")
+    ok(
+        *_train_args(tiny_competition, tmp_path / "runs", "full", regime="full", epochs=1),
+        "--no-augmented",
+        "--no-wise-ft",
+    )
     assert _backbone_changed(tmp_path / "runs" / "full")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--data", "/nonexistent/place"], "not found"),
-    (["submit", "--data", "/nonexistent/place"], "not found"),
-    (["augment", "--data", "/nonexistent/place"], "not found"),
-    (["augment", "--recipe", "no-such-recipe"], "unknown recipe"),
-    (["train", "--backbone", "resnet9000"], "unknown backbone"),
-    (["score", "/nonexistent/submission.csv"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "/nonexistent/place"], "not found"),
+        (["submit", "--data", "/nonexistent/place"], "not found"),
+        (["augment", "--data", "/nonexistent/place"], "not found"),
+        (["augment", "--recipe", "no-such-recipe"], "unknown recipe"),
+        (["train", "--backbone", "resnet9000"], "unknown backbone"),
+        (["score", "/nonexistent/submission.csv"], "not found"),
+    ],
+)
 def test_bad_input_is_one_clear_line(args, message):
     result = invoke(*args)
     assert result.exit_code == 1
@@ -97,8 +132,9 @@ def test_bad_input_is_one_clear_line(args, message):
 
 
 def test_missing_run_is_named(tiny_competition, tmp_path):
-    result = invoke("submit", "--data", tiny_competition, "-m", tmp_path / "runs" / "ghost",
-                    "--runs-dir", tmp_path / "runs")
+    result = invoke(
+        "submit", "--data", tiny_competition, "-m", tmp_path / "runs" / "ghost", "--runs-dir", tmp_path / "runs"
+    )
     assert result.exit_code == 1 and "ghost" in result.output
 
 
@@ -133,7 +169,10 @@ def test_training_prints_a_line_per_epoch_when_stderr_is_not_a_terminal(tiny_com
 
     logging.getLogger("competition.train").setLevel(logging.NOTSET)
     caplog.handler.setLevel(logging.INFO)  # record what reaches the handlers; the CLI decides what is logged
-    ok(*_train_args(tiny_competition, tmp_path / "runs", "logged", regime="full", epochs=2), "--no-augmented",
-       "--no-wise-ft")
+    ok(
+        *_train_args(tiny_competition, tmp_path / "runs", "logged", regime="full", epochs=2),
+        "--no-augmented",
+        "--no-wise-ft",
+    )
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"] and all("loss" in line for line in epochs)

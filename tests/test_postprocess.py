@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from competition.retrieval.postprocess import (PostProcess, database_augmentation, k_reciprocal_distance,
-                                               learn_whitening, query_expansion)
+from competition.retrieval.postprocess import (
+    PostProcess,
+    database_augmentation,
+    k_reciprocal_distance,
+    learn_whitening,
+    query_expansion,
+)
 from competition.retrieval.search import l2_normalize, search
 
 
@@ -55,11 +60,14 @@ def test_whitening_decorrelates_what_it_was_learned_on():
     assert not np.allclose(softer, whitening(data), atol=1e-3)
 
 
-@pytest.mark.parametrize("steps, seed", [
-    (PostProcess(whiten="gallery", whiten_shrinkage=1.0), 21),
-    (PostProcess(dba=3, alpha=1.0), 11),
-    (PostProcess(rerank=True), 2),
-])
+@pytest.mark.parametrize(
+    "steps, seed",
+    [
+        (PostProcess(whiten="gallery", whiten_power=1.0), 21),
+        (PostProcess(dba=3, alpha=1.0), 11),
+        (PostProcess(rerank=True), 2),
+    ],
+)
 def test_each_step_changes_the_ranking_for_the_better_on_a_noisy_case(steps, seed):
     queries, gallery, query_labels, gallery_labels = clusters(seed)
     before = correct_top1(search(queries, gallery, 1)[1], query_labels, gallery_labels)
@@ -75,5 +83,7 @@ def test_k_reciprocal_distances_are_a_ranking_of_every_gallery_image():
 
 def test_description_names_every_step_in_order():
     steps = PostProcess(whiten="query+gallery", whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
-    assert steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=20 k2=6"
+    assert (
+        steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=20 k2=6"
+    )
     assert PostProcess().describe() == "none"

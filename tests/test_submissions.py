@@ -37,13 +37,21 @@ def kaggle_rules(text: str, query_ids: set[str], index_ids: set[str]) -> list[st
 
 
 def _common(tmp_path, data, **settings):
-    return dict(data=str(data), runs_dir=str(tmp_path / "runs"), submissions_dir=str(tmp_path / "subs"),
-                leaderboard=str(tmp_path / "board.md"), image_size=32, **settings)
+    return dict(
+        data=str(data),
+        runs_dir=str(tmp_path / "runs"),
+        submissions_dir=str(tmp_path / "subs"),
+        leaderboard=str(tmp_path / "board.md"),
+        image_size=32,
+        **settings,
+    )
 
 
 def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competition, tmp_path):
-    result = submit(SubmitConfig(models=["efficientnet_lite0"], name="k", fmt="kaggle", **_common(tmp_path, tiny_competition)),
-                    progress=False)
+    result = submit(
+        SubmitConfig(models=["efficientnet_lite0"], name="k", fmt="kaggle", **_common(tmp_path, tiny_competition)),
+        progress=False,
+    )
     found = discover_competition(tiny_competition)
     query_ids = {r.path.stem for r in found.query}
     index_ids = {r.path.stem for r in found.gallery}
@@ -51,17 +59,23 @@ def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competit
     assert text.splitlines()[1].split(",")[0] in query_ids and ".jpg" not in text  # ids, not file names
     assert len(text.splitlines()[1].split(",")[1].split()) == len(index_ids)  # k: 100 capped by the gallery
     assert kaggle_rules(text, query_ids, index_ids) == []
-    assert validate_submission(result.path, [r.name for r in found.query], [r.name for r in found.gallery],
-                               expected_format="kaggle") == []
+    assert (
+        validate_submission(
+            result.path, [r.name for r in found.query], [r.name for r in found.gallery], expected_format="kaggle"
+        )
+        == []
+    )
     assert score_submission(result.path, tiny_competition)["top1"] == result.scores["top1"]  # read back by id
     assert "map@100" in result.scores
     bom = tmp_path / "bom.csv"
     bom.write_text("\ufeff" + text, encoding="utf-8")
     assert validate_submission(bom, [r.name for r in found.query], [r.name for r in found.gallery]) == []
-    plain = submit(SubmitConfig(models=["efficientnet_lite0"], name="plain", **_common(tmp_path, tiny_competition)),
-                   progress=False)
-    problems = validate_submission(plain.path, [r.name for r in found.query], [r.name for r in found.gallery],
-                                   expected_format="kaggle")
+    plain = submit(
+        SubmitConfig(models=["efficientnet_lite0"], name="plain", **_common(tmp_path, tiny_competition)), progress=False
+    )
+    problems = validate_submission(
+        plain.path, [r.name for r in found.query], [r.name for r in found.gallery], expected_format="kaggle"
+    )
     assert problems and "id,images" in problems[0]
 
 
@@ -69,8 +83,10 @@ def test_two_gallery_photos_with_one_kaggle_id_are_refused(tiny_competition, tmp
     first = sorted((tiny_competition / "gallery").iterdir())[0]
     Image.open(first).save(first.with_suffix(".png"))
     with pytest.raises(CompeteError, match="share the id"):
-        submit(SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, tiny_competition)),
-               progress=False)
+        submit(
+            SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, tiny_competition)),
+            progress=False,
+        )
 
 
 def test_a_repeated_right_photo_counts_once(tiny_competition, tmp_path):
@@ -119,9 +135,12 @@ def test_labels_blank_padded_or_partial(tiny_competition, tmp_path, caplog):
     _labels(tiny_competition, [f"{r.key},{r.label}" for r in photos[1:]])
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        result = submit(SubmitConfig(models=["efficientnet_lite0"], **_common(tmp_path, tiny_competition)),
-                        progress=False)
-    assert result.scores is None and f"{len(photos) - 1} of {len(photos)}" in caplog.text and photos[0].key in caplog.text
+        result = submit(
+            SubmitConfig(models=["efficientnet_lite0"], **_common(tmp_path, tiny_competition)), progress=False
+        )
+    assert (
+        result.scores is None and f"{len(photos) - 1} of {len(photos)}" in caplog.text and photos[0].key in caplog.text
+    )
 
 
 def _jpeg(path, colour):
@@ -147,7 +166,9 @@ def test_glr_layout_is_read_from_train_csv_and_nested_folders(tmp_path):
     assert found.layout == "glr" and found.train_classes == ["100", "101", "102"] and len(found.train) == 9
     assert [r.name for r in found.query] == ["c/d/e/cde4.jpg", "c/d/f/cdf5.jpg"] and len(found.gallery) == 3
     assert any("fffmissing" in s for s in found.skipped) and any("notes.txt" in s for s in found.skipped)
-    result = submit(SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, root)), progress=False)
+    result = submit(
+        SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, root)), progress=False
+    )
     lines = result.path.read_text().splitlines()
     assert lines[0] == "id,images" and lines[1].startswith("cde4,") and len(lines[1].split(",")[1].split()) == 3
 
@@ -169,11 +190,14 @@ def test_nested_query_folders_and_other_extensions_are_found_or_named(tiny_compe
 def test_submit_pooling_and_aspect_resize_reach_the_embedding(tiny_competition, tmp_path):
     settings = _common(tmp_path, tiny_competition, flip=False)
     gem = submit(SubmitConfig(models=["efficientnet_lite0"], name="gem", **settings), progress=False)
-    avg = submit(SubmitConfig(models=["efficientnet_lite0"], name="avg", pooling="avg", **settings), progress=False)
-    aspect = submit(SubmitConfig(models=["efficientnet_lite0"], name="aspect", resize="aspect", **settings),
-                    progress=False)
-    vectors = {name: np.load(tmp_path / "runs" / "submission-embeddings" / f"{name}.npz")["gallery"]
-               for name in ("gem", "avg", "aspect")}
+    submit(SubmitConfig(models=["efficientnet_lite0"], name="avg", pooling="avg", **settings), progress=False)
+    aspect = submit(
+        SubmitConfig(models=["efficientnet_lite0"], name="aspect", resize="aspect", **settings), progress=False
+    )
+    vectors = {
+        name: np.load(tmp_path / "runs" / "submission-embeddings" / f"{name}.npz")["gallery"]
+        for name in ("gem", "avg", "aspect")
+    }
     assert not np.allclose(vectors["gem"], vectors["avg"]) and not np.allclose(vectors["gem"], vectors["aspect"])
     assert "aspect-preserving resize" in aspect.record["tta"] and gem.record["tta"] == "none"
     caches = sorted(p.name for p in (tmp_path / "runs" / "embedding-cache").glob("*.npz"))

@@ -44,8 +44,9 @@ def learn_whitening(fit_on: np.ndarray, dim: int = 0, shrinkage: float = 1.0) ->
     return Whitening(PCA(n_components=components, random_state=0).fit(l2_normalize(fit_on)), shrinkage)
 
 
-def _neighbour_mean(vectors: np.ndarray, database: np.ndarray, k: int, alpha: float,
-                    include_self: bool = False) -> np.ndarray:
+def _neighbour_mean(
+    vectors: np.ndarray, database: np.ndarray, k: int, alpha: float, include_self: bool = False
+) -> np.ndarray:
     similarity = vectors @ database.T
     order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
     weights = np.power(np.clip(np.take_along_axis(similarity, order, axis=1), 0, None), alpha)
@@ -67,8 +68,9 @@ def database_augmentation(gallery: np.ndarray, k: int = 2, alpha: float = 3.0) -
     return _neighbour_mean(gallery, gallery, k, alpha, include_self=True)
 
 
-def k_reciprocal_distance(queries: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
-                          lambda_value: float = 0.3) -> np.ndarray:
+def k_reciprocal_distance(
+    queries: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
     """Re-ranked (num_queries, num_gallery) distances, smaller = more similar.
 
     Follows Zhong et al. (CVPR 2017) on the joint query+gallery set; memory is O((Q+G)^2),
@@ -102,20 +104,23 @@ def k_reciprocal_distance(queries: np.ndarray, gallery: np.ndarray, k1: int = 20
 
 
 def _k_reciprocal(ranks: np.ndarray, index: int, k: int) -> np.ndarray:
-    forward = ranks[index, :k + 1]
-    backward = ranks[forward, :k + 1]
+    forward = ranks[index, : k + 1]
+    backward = ranks[forward, : k + 1]
     return forward[np.any(backward == index, axis=1)]
+
+
+WHITEN_ON = ("off", "gallery", "query+gallery")
 
 
 @dataclass
 class PostProcess:
     """Which steps to run, in the order they run; `describe()` is what the leaderboard shows."""
 
-    whiten: str = ""  # "" (off), "gallery" or "query+gallery": the unlabeled images it is learned on
+    whiten: str = "off"  # off, gallery or query+gallery: the unlabeled images it is learned on
     whiten_dim: int = 0
     # 0.5 (square-root whitening): full whitening learned on a few hundred images blows up
     # noise directions; measured on the embedded set, 1.0 halved top-1 and 0.5 added 5 points.
-    whiten_shrinkage: float = 0.5
+    whiten_power: float = 0.5
     dba: int = 0  # neighbours for database-side augmentation (0 = off)
     qe: int = 0  # neighbours for alpha-query expansion (0 = off)
     alpha: float = 3.0
@@ -125,21 +130,28 @@ class PostProcess:
 
     def check(self) -> None:
         """One line for the first setting out of range, before any work."""
-        if self.whiten not in ("", "gallery", "query+gallery"):
-            raise CompeteError(f"--whiten must be gallery or query+gallery, not '{self.whiten}'")
-        for name, value, low in (("whiten-dim", self.whiten_dim, 0), ("dba", self.dba, 0), ("qe", self.qe, 0),
-                                 ("alpha", self.alpha, 0), ("rerank-k1", self.rerank_k1, 1),
-                                 ("rerank-k2", self.rerank_k2, 1)):
+        if self.whiten not in WHITEN_ON:
+            raise CompeteError(f"--whiten must be one of {', '.join(WHITEN_ON)}, not '{self.whiten}'")
+        for name, value, low in (
+            ("whiten-dim", self.whiten_dim, 0),
+            ("dba", self.dba, 0),
+            ("qe", self.qe, 0),
+            ("alpha", self.alpha, 0),
+            ("rerank-k1", self.rerank_k1, 1),
+            ("rerank-k2", self.rerank_k2, 1),
+        ):
             if not np.isfinite(value) or value < low:
                 raise CompeteError(f"--{name} must be >= {low}, not {value}")
-        if not np.isfinite(self.whiten_shrinkage) or self.whiten_shrinkage <= 0:
-            raise CompeteError(f"--whiten-power must be > 0, not {self.whiten_shrinkage}")
+        if not np.isfinite(self.whiten_power) or self.whiten_power <= 0:
+            raise CompeteError(f"--whiten-power must be > 0, not {self.whiten_power}")
 
     def describe(self) -> str:
         steps = []
-        if self.whiten:
-            steps.append(f"PCA-whiten({self.whiten}{f', {self.whiten_dim}-d' if self.whiten_dim else ''}"
-                         f", power {self.whiten_shrinkage:g})")
+        if self.whiten != "off":
+            steps.append(
+                f"PCA-whiten({self.whiten}{f', {self.whiten_dim}-d' if self.whiten_dim else ''}"
+                f", power {self.whiten_power:g})"
+            )
         if self.dba:
             steps.append(f"DBA k={self.dba}")
         if self.qe:
@@ -151,9 +163,9 @@ class PostProcess:
     def vectors(self, queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The embedding steps (whitening, DBA, QE): the vectors the ranking is made from."""
         self.check()
-        if self.whiten:
+        if self.whiten != "off":
             fit_on = gallery if self.whiten == "gallery" else np.concatenate([queries, gallery])
-            whitening = learn_whitening(fit_on, self.whiten_dim, self.whiten_shrinkage)
+            whitening = learn_whitening(fit_on, self.whiten_dim, self.whiten_power)
             queries, gallery = whitening(queries), whitening(gallery)
         if self.dba:
             gallery = database_augmentation(gallery, self.dba, self.alpha)
@@ -169,5 +181,5 @@ class PostProcess:
         """Top-k from vectors that already went through `vectors`: search, then re-ranking if asked."""
         if self.rerank:
             distances = k_reciprocal_distance(queries, gallery, self.rerank_k1, self.rerank_k2)
-            return np.argsort(distances, axis=1, kind="stable")[:, :min(k, len(gallery))]
+            return np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(gallery))]
         return search(queries, gallery, k, index=index)[1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -16,22 +16,22 @@ import numpy as np
 import torch
 
 from competition.data.checks import leaked_photos
+from competition.data.dataset import RESIZE_MODES, scaled_sizes
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import add_record
 from competition.evaluate.metrics import score_by_group
 from competition.evaluate.scoring import flatten_scores
-from competition.data.dataset import RESIZE_MODES, scaled_sizes
-from competition.evaluate.submission import (FORMATS, KAGGLE_MAX_IMAGES, check_unique_ids, ranked_names,
-                                             write_submission)
+from competition.evaluate.submission import FORMATS, KAGGLE_MAX_IMAGES, check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
 from competition.io import atomic_path, fingerprint
 from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.pooling import POOLINGS
 from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.embed import extract_features, pick_device
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.postprocess import PostProcess
-from competition.retrieval.search import recall_against_exact, resolve_index
+from competition.retrieval.search import INDEXES, recall_against_exact, resolve_index
 from competition.runs import BEST, TOO_FEW, embeddings_file, load_run_embedder, resolve_run_dir
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class SubmitConfig:
     leaderboard: str = "leaderboard.md"
     runs_dir: str = "runs"
     batch_size: int = 32
-    device: str = ""
+    device: str = ""  # cpu, cuda, cuda:1, mps; "" = CUDA when present
+    workers: int = -1  # image-loading processes; 0: in the main process; -1: by the cores and device
     strict: bool = False
     # A run that did worse than its pretrained backbone on held-out landmarks during training, or
     # whose validation had too few photos to tell: use the backbone instead, ensemble the two
@@ -68,8 +69,67 @@ class SubmitConfig:
     postprocess: PostProcess = field(default_factory=PostProcess)
     index: str = "auto"  # exact, ivf, hnsw; auto: IVF from APPROXIMATE_FROM gallery images
 
+    @property
+    def ranks(self) -> tuple[int, int]:
+        """(k, map_k) with 0 resolved: 100 for the kaggle format (its limit), else 10."""
+        default = KAGGLE_MAX_IMAGES if self.fmt == "kaggle" else 10
+        return self.k or default, self.map_k or default
 
-IF_WORSE = ("keep", "ensemble", "fallback")
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SubmitConfig":
+        """Settings from a file or flags: post-processing keys may be flat (as the flags are) or
+        under `postprocess`; unknown keys are refused and every value is checked."""
+        data = dict(data)
+        post = dict(data.pop("postprocess", None) or {})
+        post.update({key: data.pop(key) for key in list(data) if key in POSTPROCESS_KEYS})
+        unknown = sorted(set(data) - {f.name for f in fields(cls)} | set(post) - POSTPROCESS_KEYS)
+        if unknown:
+            raise CompeteError(f"unknown submit setting(s): {unknown}")
+        if isinstance(data.get("models"), str):
+            data["models"] = [data["models"]]
+        config = cls(**data, postprocess=PostProcess(**post))
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Every setting in range, with one line for the first that is not, before any work."""
+        k, map_k = self.ranks
+        if not self.models:
+            raise CompeteError("no model given: a run folder/name or a backbone name (--model)")
+        for name, value, low in (
+            ("k", k, 1),
+            ("map-k", map_k, 1),
+            ("batch-size", self.batch_size, 1),
+            ("workers", self.workers, -1),
+            ("with-pretrained", self.with_pretrained, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+                raise CompeteError(f"--{name} must be a number >= {low}, not {value!r}")
+        if self.name and (Path(self.name).name != self.name or self.name in (".", "..")):
+            raise CompeteError(f"--name '{self.name}' must be a plain file name (use --submissions-dir for the folder)")
+        if self.image_size < 0 or 0 < self.image_size < 32:
+            raise CompeteError(f"--image-size must be 0 (each model's own) or at least 32, not {self.image_size}")
+        for flag, value, allowed in (
+            ("format", self.fmt, FORMATS),
+            ("resize", self.resize, RESIZE_MODES),
+            ("if-worse", self.if_worse, IF_WORSE),
+            ("index", self.index, INDEXES),
+            ("pooling", self.pooling, POOLING_CHOICES),
+        ):
+            if value not in allowed:
+                raise CompeteError(f"--{flag} must be one of {', '.join(allowed)}, not '{value}'")
+        if self.weights is not None:
+            check_weights(list(self.weights), len(self.models))
+        scaled_sizes(self.image_size or 224, self.scales)
+        self.postprocess.check()
+
+
+POSTPROCESS_KEYS = {f.name for f in fields(PostProcess)}
+IF_WORSE = ("fallback", "ensemble", "keep")
+POOLING_CHOICES = tuple(POOLINGS)
 
 
 @dataclass
@@ -99,12 +159,26 @@ def _is_run(model: str, runs_dir: str) -> bool:
 
 def pretrained_model(config: EmbedderConfig) -> LoadedModel:
     """Off-the-shelf features: the pretrained backbone and its pooling, no projection."""
-    config = EmbedderConfig(backbone=config.backbone, pooling=config.pooling, gem_p=config.gem_p,
-                            image_size=config.image_size, weights_file=config.weights_file)
+    config = EmbedderConfig(
+        backbone=config.backbone,
+        pooling=config.pooling,
+        gem_p=config.gem_p,
+        image_size=config.image_size,
+        weights_file=config.weights_file,
+    )
     embedder, origin = build_embedder(config)
     embedder.eval()
-    return LoadedModel(config.backbone, config.backbone, embedder, config.resolved_image_size(), "off-the-shelf",
-                       "none", pooled_cache_tag(config.backbone, origin, config), config, frozen=True)
+    return LoadedModel(
+        config.backbone,
+        config.backbone,
+        embedder,
+        config.resolved_image_size(),
+        "off-the-shelf",
+        "none",
+        pooled_cache_tag(config.backbone, origin, config),
+        config,
+        frozen=True,
+    )
 
 
 def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
@@ -116,30 +190,26 @@ def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         embedder_config = EmbedderConfig.from_dict(config["embedder_config"])
         frozen = config.get("regime") == "last" and "weights_origin" in config
-        tag = (pooled_cache_tag(embedder_config.backbone, config["weights_origin"], embedder_config) if frozen else
-               f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}")
-        return LoadedModel(run_dir.name, embedder_config.backbone, embedder, embedder_config.resolved_image_size(),
-                           config.get("regime", "?"), _augmentation_of(config), tag, embedder_config,
-                           summary.get("beats_pretrained", {}).get("unseen"),
-                           summary.get("validation", {}).get("unseen", {}).get("verdict", ""), frozen)
+        tag = (
+            pooled_cache_tag(embedder_config.backbone, config["weights_origin"], embedder_config)
+            if frozen
+            else f"{run_dir.name}-{fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])}"
+        )
+        return LoadedModel(
+            run_dir.name,
+            embedder_config.backbone,
+            embedder,
+            embedder_config.resolved_image_size(),
+            config.get("regime", "?"),
+            _augmentation_of(config),
+            tag,
+            embedder_config,
+            summary.get("beats_pretrained", {}).get("unseen"),
+            summary.get("validation", {}).get("unseen", {}).get("verdict", ""),
+            frozen,
+        )
     get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
     return pretrained_model(EmbedderConfig(backbone=model, pooling=pooling))
-
-
-def check_settings(config: SubmitConfig, k: int, map_k: int) -> None:
-    """Every setting in range, with one line for the first that is not, before any work."""
-    if k < 1 or map_k < 1 or config.batch_size < 1:
-        raise CompeteError(f"k, map_k and batch size must be at least 1, not {k}, {map_k}, {config.batch_size}")
-    if config.name and (Path(config.name).name != config.name or config.name in (".", "..")):
-        raise CompeteError(f"--name '{config.name}' must be a plain file name (use --submissions-dir for the folder)")
-    if config.fmt not in FORMATS:
-        raise CompeteError(f"--format must be one of {', '.join(FORMATS)}, not '{config.fmt}'")
-    if config.image_size < 0 or 0 < config.image_size < 32:
-        raise CompeteError(f"--image-size must be 0 (each model's own) or at least 32, not {config.image_size}")
-    if config.resize not in RESIZE_MODES:
-        raise CompeteError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not '{config.resize}'")
-    scaled_sizes(config.image_size or 224, config.scales)
-    config.postprocess.check()
 
 
 def check_weights(weights: list[float], models: int) -> None:
@@ -150,11 +220,10 @@ def check_weights(weights: list[float], models: int) -> None:
         raise CompeteError(f"ensemble weights must be finite, >= 0 and not all 0, not {weights}")
 
 
-def guard_unseen(models: list[LoadedModel], weights: list[float], if_worse: str,
-                 with_pretrained: float) -> tuple[list[LoadedModel], list[float], list[str]]:
+def guard_unseen(
+    models: list[LoadedModel], weights: list[float], if_worse: str, with_pretrained: float
+) -> tuple[list[LoadedModel], list[float], list[str]]:
     """Apply --if-worse and --with-pretrained; returns models, weights and what was done."""
-    if if_worse not in IF_WORSE:
-        raise CompeteError(f"--if-worse must be one of {', '.join(IF_WORSE)}, not '{if_worse}'")
     kept, kept_weights, notes = [], [], []
     for model, weight in zip(models, weights):
         worse = model.beats_pretrained is False or model.validation == TOO_FEW
@@ -200,22 +269,25 @@ class SubmitResult:
 def save_ranked_vectors(path: Path, competition, queries: np.ndarray, gallery: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, query_names=np.array([r.name for r in competition.query]), queries=queries,
-                     gallery_names=np.array([r.name for r in competition.gallery]), gallery=gallery)
+            np.savez(
+                handle,
+                query_names=np.array([r.name for r in competition.query]),
+                queries=queries,
+                gallery_names=np.array([r.name for r in competition.gallery]),
+                gallery=gallery,
+            )
 
 
 def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
-    format_k = KAGGLE_MAX_IMAGES if config.fmt == "kaggle" else 10
-    k, map_k = config.k or format_k, config.map_k or format_k
-    check_settings(config, k, map_k)
+    config.check()
+    k, map_k = config.ranks
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
         check_unique_ids([r.name for r in records], config.fmt, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
     weights = list(config.weights) if config.weights else [1.0] * len(config.models)
-    check_weights(weights, len(config.models))
     device = pick_device(config.device or None)
     models = [load_model(m, config.runs_dir, config.pooling) for m in config.models]
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained)
@@ -227,10 +299,21 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
         cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.npz"
         model_fn = model.embedder.pooled if model.frozen else model.embedder
         for records, out in ((competition.query, query_vectors), (competition.gallery, gallery_vectors)):
-            vectors, failed = extract_features(model_fn, [r.path for r in records], size, device, cache_file=cache,
-                                               batch_size=config.batch_size, flip=config.flip, scales=config.scales,
-                                               resize=config.resize, strict=config.strict,
-                                               description=f"{model.label}: {records[0].split}", progress=progress)
+            vectors, failed = extract_features(
+                model_fn,
+                [r.path for r in records],
+                size,
+                device,
+                cache_file=cache,
+                batch_size=config.batch_size,
+                flip=config.flip,
+                scales=config.scales,
+                resize=config.resize,
+                strict=config.strict,
+                description=f"{model.label}: {records[0].split}",
+                progress=progress,
+                workers=config.workers,
+            )
             if model.frozen:  # the run's own projection on the shared pooled features
                 with torch.no_grad():
                     vectors = model.embedder.projection(torch.from_numpy(vectors).to(device)).cpu().numpy()
@@ -248,33 +331,59 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
-    path = write_submission(Path(config.submissions_dir) / f"{name}.{extension}", [r.name for r in competition.query],
-                            ranked_names(ranking, [r.name for r in competition.gallery]), config.fmt)
-    problems = validate_submission(path, [r.name for r in competition.query], [r.name for r in competition.gallery],
-                                   min(k, len(competition.gallery)))
+    path = write_submission(
+        Path(config.submissions_dir) / f"{name}.{extension}",
+        [r.name for r in competition.query],
+        ranked_names(ranking, [r.name for r in competition.gallery]),
+        config.fmt,
+    )
+    problems = validate_submission(
+        path,
+        [r.name for r in competition.query],
+        [r.name for r in competition.gallery],
+        min(k, len(competition.gallery)),
+    )
     if problems:  # never score or record a file the competition would reject
         raise CompeteError(f"{path} was written but is not valid, so it was not scored: " + "; ".join(problems))
     save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
     scores = None
     if competition.has_eval_labels:
         seen = set(competition.train_classes) or None
-        scores = flatten_scores(score_by_group(ranking, [r.label for r in competition.query],
-                                               [r.label for r in competition.gallery], seen_classes=seen,
-                                               map_k=map_k))
+        scores = flatten_scores(
+            score_by_group(
+                ranking,
+                [r.label for r in competition.query],
+                [r.label for r in competition.gallery],
+                seen_classes=seen,
+                map_k=map_k,
+            )
+        )
     elif competition.has_partial_labels:
-        log.warning("labels.csv gives a class to %s; scoring needs every query and gallery photo, so this "
-                    "submission is not scored", competition.label_coverage())
-    tta_parts = ((["flip"] if config.flip else []) + ([f"scales {','.join(map(str, config.scales))}"]
-                                                       if list(config.scales) != [1.0] else [])
-                 + (["aspect-preserving resize"] if config.resize == "aspect" else []))
-    record = {"name": name, "backbones": " + ".join(m.backbone for m in models),
-              "regime": " + ".join(sorted({m.regime for m in models})),
-              "augmentation": " + ".join(sorted({m.augmentation for m in models})),
-              "tta": ", ".join(tta_parts) or "none", "postprocess": config.postprocess.describe(),
-              "unseen_guard": "; ".join(guard_notes), "index": index,
-              "models": [m.label for m in models], "weights": weights, "submission": str(path),
-              "date": datetime.now().strftime("%Y-%m-%d %H:%M"), **(scores or {})}
+        log.warning(
+            "labels.csv gives a class to %s; scoring needs every query and gallery photo, so this "
+            "submission is not scored",
+            competition.label_coverage(),
+        )
+    tta_parts = (
+        (["flip"] if config.flip else [])
+        + ([f"scales {','.join(map(str, config.scales))}"] if list(config.scales) != [1.0] else [])
+        + (["aspect-preserving resize"] if config.resize == "aspect" else [])
+    )
+    record = {
+        "name": name,
+        "backbones": " + ".join(m.backbone for m in models),
+        "regime": " + ".join(sorted({m.regime for m in models})),
+        "augmentation": " + ".join(sorted({m.augmentation for m in models})),
+        "tta": ", ".join(tta_parts) or "none",
+        "postprocess": config.postprocess.describe(),
+        "unseen_guard": "; ".join(guard_notes),
+        "index": index,
+        "models": [m.label for m in models],
+        "weights": weights,
+        "submission": str(path),
+        "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        **(scores or {}),
+    }
     if scores is not None:
         add_record(config.leaderboard, record)
     return SubmitResult(path, scores, record, sorted(skipped))
-
