@@ -158,7 +158,7 @@ Pooling = Literal["gem", "avg", "max", "cls"]
 Resize = Literal["square", "aspect"]
 Format = Literal["csv", "kaggle", "json"]
 IfWorse = Literal["fallback", "ensemble", "keep"]
-Index = Literal["auto", "exact", "ivf", "hnsw"]
+Index = Literal["auto", "exact", "ivf", "ivfpq", "hnsw"]
 Whiten = Literal["off", "gallery", "query+gallery"]
 
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or mps ('' = CUDA when present).")]
@@ -511,14 +511,20 @@ def submit(
     index: Annotated[
         Index,
         typer.Option(
-            help="exact, ivf, hnsw, or auto (IVF from 100k gallery images); an "
+            help="exact, ivf, ivfpq (compressed codes, for galleries too big for memory), hnsw, or auto (IVF "
+            "from 100k gallery images); an "
             "approximate index reports its recall against exact."
         ),
     ] = "auto",
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Rank the gallery for every query, write the submission, score it when labels.csv exists."""
+    """Rank the gallery for every query, write the submission, score it when labels.csv exists.
+
+    Several GPUs or processes (gloo on CPU, across nodes with torchrun's rendezvous flags):
+    torchrun --nproc_per_node N -m competition.cli submit ... (each process embeds its share into the shared
+    embedding store; rank 0 fuses, searches, writes and scores).
+    """
     from competition.report.tables import format_scores
     from competition.retrieval.submit import SubmitConfig, submit as run_submit
     from competition.train.config import load_train_config
@@ -541,6 +547,8 @@ def submit(
         return settings, run_submit(settings, progress=_progress())
 
     settings, result = _run(go)
+    if result.path is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     _report_skipped(result.skipped, "query/gallery image(s) unreadable, ranked with zero vectors")
     if json_out:
         _print_json(
@@ -721,6 +729,43 @@ def leaderboard(
         _print_json({"leaderboard": str(path), "rows": _run(lambda: read_records(path))})
     else:
         typer.echo(path.read_text(encoding="utf-8"))
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[
+        Path,
+        typer.Argument(
+            help="YAML/JSON sweep: off_the_shelf, grid, configurations, train, "
+            "submit variants (scripts/sweeps/ has examples)."
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Print the configurations and the time estimate, run nothing.")] = False,
+    max_minutes: Annotated[
+        float,
+        typer.Option(
+            help="Stop cleanly between configurations once this budget would "
+            "be passed (0 = no limit); re-run to continue."
+        ),
+    ] = 0,
+    ensemble_top: Annotated[
+        Optional[int],
+        typer.Option(help="Also submit the ensemble of the N best runs.", show_default="the file's ensemble_top"),
+    ] = None,
+) -> None:
+    """Train and submit every configuration of a sweep file, then write its results table and chart.
+
+    Re-running skips finished configurations, resumes an interrupted one and retries failed ones. Each row lands
+    in the leaderboard too; the table and chart go to runs/sweeps/<name>/results.md and results.png.
+    """
+    from competition.sweep.plan import load_sweep
+    from competition.sweep.runner import run_sweep
+
+    plan = _run(lambda: load_sweep(sweep_file))
+    report = _run(lambda: run_sweep(plan, max_minutes, ensemble_top, dry_run, progress=_progress(), echo=typer.echo))
+    if dry_run:
+        return
+    typer.echo(f"\n{report.table}\n\nresults: {report.out_dir / 'results.md'}, {report.out_dir / 'results.png'}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ import competition
 STAGES = [
     "errors",
     "io",
+    "distributed",
     "data",
     "models",
     "runs",
@@ -17,6 +18,7 @@ STAGES = [
     "augment",
     "retrieval",
     "train",
+    "sweep",
     "pipeline",
     "cli",
 ]

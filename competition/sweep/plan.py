@@ -1,0 +1,203 @@
+"""A sweep file expanded into the configurations it asks for.
+
+    name: quick
+    data: data/sample
+    off_the_shelf: [efficientnet_lite0]     # rows without training, first in the table
+    grid:                                   # every combination of these lists
+      backbone: [efficientnet_lite0, efficientnet_lite1]
+      regime: [last, full]
+      augment: [none, light]                # a recipe preset or file; none = the photos alone
+    configurations:                         # and/or single configurations, settings as in train
+      - {backbone: efficientnet_lite0, regime: full, head: arcface}
+    train: {epochs: 3}                      # settings every configuration shares
+    augment_target: 60                      # variants per landmark for any recipe
+    submit:                                 # one leaderboard row per variant and configuration
+      - {name: plain}
+      - {name: rerank, rerank: true, rerank_k1: 8, rerank_k2: 3}
+    ensemble_top: 2                         # also the ensemble of the 2 best runs
+
+A configuration's id is a readable label and a hash of its settings, so re-running the
+same file finds what is already done, and changing a setting makes a new configuration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from competition.errors import CompeteError
+from competition.io import fingerprint
+from competition.retrieval.submit import SubmitConfig
+from competition.train.config import TrainConfig, load_train_config
+
+SWEEP_KEYS = {
+    "name",
+    "data",
+    "off_the_shelf",
+    "grid",
+    "configurations",
+    "train",
+    "augment_target",
+    "submit",
+    "ensemble_top",
+    "runs_dir",
+    "submissions_dir",
+    "leaderboard",
+    "out",
+}
+NOT_TRAIN_SETTINGS = {"augment"}  # sweep-level keys allowed inside grid/configurations
+# Settings a sweep decides itself: where runs go and what they are called.
+SWEEP_OWNED = {"data", "run_name", "runs_dir", "augmented", "use_augmented"}
+SUBMIT_OWNED = {"data", "models", "name", "submissions_dir", "leaderboard", "runs_dir"}
+
+
+@dataclass
+class Configuration:
+    """One row of the results table before it runs: a backbone off the shelf, or a training run."""
+
+    id: str
+    backbone: str
+    regime: str  # "off-the-shelf", "last" or "full"
+    settings: dict = field(default_factory=dict)  # TrainConfig settings beyond the sweep's own
+    augment: str = "none"  # recipe preset or file
+    varied: tuple[str, ...] = ()  # the settings its grid or list entry gives: what its label shows
+
+    @property
+    def trained(self) -> bool:
+        return self.regime != "off-the-shelf"
+
+    @property
+    def label(self) -> str:
+        extra = [f"{k}={self.settings[k]}" for k in self.varied if k in self.settings]
+        if self.augment != "none":
+            extra.append(f"augment={self.augment}")
+        return f"{self.backbone} {self.regime}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass
+class SubmitVariant:
+    name: str
+    settings: dict  # SubmitConfig settings (post-processing flat)
+
+
+@dataclass
+class SweepPlan:
+    name: str
+    data: str
+    configurations: list[Configuration]
+    variants: list[SubmitVariant]
+    augment_target: int = 60
+    ensemble_top: int = 0
+    runs_dir: str = "runs"
+    submissions_dir: str = "submissions"
+    leaderboard: str = "leaderboard.md"
+    out: str = ""  # results.jsonl, results.md, results.png; default runs/sweeps/<name>
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or Path(self.runs_dir) / "sweeps" / self.name)
+
+    def train_config(self, configuration: Configuration, augmented: str = "") -> TrainConfig:
+        return TrainConfig.from_dict(
+            configuration.settings
+            | {
+                "backbone": configuration.backbone,
+                "regime": configuration.regime,
+                "data": self.data,
+                "runs_dir": self.runs_dir,
+                "run_name": self.run_name(configuration),
+                "augmented": augmented,
+                "use_augmented": bool(augmented),
+            }
+        )
+
+    def run_name(self, configuration: Configuration) -> str:
+        return f"{self.name}-{configuration.id}"
+
+    def submit_config(self, models: list[str], variant: SubmitVariant, name: str) -> SubmitConfig:
+        return SubmitConfig.from_dict(
+            variant.settings
+            | {
+                "data": self.data,
+                "models": models,
+                "name": name,
+                "submissions_dir": self.submissions_dir,
+                "leaderboard": self.leaderboard,
+                "runs_dir": self.runs_dir,
+            }
+        )
+
+
+def configuration_id(backbone: str, regime: str, settings: dict, augment: str) -> str:
+    digest = fingerprint([json.dumps({"settings": settings, "augment": augment}, sort_keys=True)])[:6]
+    return f"{backbone}-{regime}-{digest}"
+
+
+def _configuration(entry: dict, shared: dict) -> Configuration:
+    settings = shared | entry
+    owned = sorted(set(settings) & SWEEP_OWNED)
+    if owned:
+        raise CompeteError(f"the sweep sets {', '.join(owned)} itself; remove them from the sweep file")
+    augment = str(settings.pop("augment", "none"))
+    backbone = settings.pop("backbone", TrainConfig.backbone)
+    regime = settings.pop("regime", TrainConfig.regime)
+    varied = tuple(sorted(set(entry) - {"backbone", "regime", "augment"}))
+    return Configuration(
+        configuration_id(backbone, regime, settings, augment), backbone, regime, settings, augment, varied
+    )
+
+
+def _grid(grid: dict) -> list[dict]:
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise CompeteError("grid: each setting takes a non-empty list of values")
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
+    """Check a sweep's settings and expand its grid; every configuration's settings are checked
+    as `compete train` would, so a typo fails before anything runs."""
+    unknown = sorted(set(data) - SWEEP_KEYS)
+    if unknown:
+        raise CompeteError(f"unknown sweep key(s): {unknown} (known: {sorted(SWEEP_KEYS)})")
+    shared = dict(data.get("train") or {})
+    entries = (_grid(data["grid"]) if data.get("grid") else []) + list(data.get("configurations") or [])
+    configurations = [Configuration(f"{b}-off-the-shelf", b, "off-the-shelf") for b in data.get("off_the_shelf") or []]
+    configurations += [_configuration(dict(entry), shared) for entry in entries]
+    if not configurations:
+        raise CompeteError("the sweep has no configurations: give off_the_shelf, grid or configurations")
+    ids = [c.id for c in configurations]
+    if len(set(ids)) != len(ids):
+        raise CompeteError("the sweep lists the same configuration twice")
+    variants = [
+        SubmitVariant(str(v.get("name", f"v{i}")), {k: x for k, x in v.items() if k != "name"})
+        for i, v in enumerate(data.get("submit") or [{"name": "default"}])
+    ]
+    plan = SweepPlan(
+        str(data.get("name", name)),
+        str(data.get("data", "data/sample")),
+        configurations,
+        variants,
+        int(data.get("augment_target", 60)),
+        int(data.get("ensemble_top", 0)),
+        str(data.get("runs_dir", "runs")),
+        str(data.get("submissions_dir", "submissions")),
+        str(data.get("leaderboard", "leaderboard.md")),
+        str(data.get("out", "")),
+    )
+    for configuration in plan.configurations:  # every setting checked before any work
+        if configuration.trained:
+            plan.train_config(configuration)
+    for variant in plan.variants:
+        owned = sorted(set(variant.settings) & SUBMIT_OWNED)
+        if owned:
+            raise CompeteError(f"submit variant {variant.name}: the sweep sets {', '.join(owned)} itself")
+        plan.submit_config(["efficientnet_lite0"], variant, "check")
+    if len({v.name for v in variants}) != len(variants):
+        raise CompeteError("submit variants need distinct names")
+    return plan
+
+
+def load_sweep(path: str | Path) -> SweepPlan:
+    return plan_from_dict(load_train_config(path), name=Path(path).stem)

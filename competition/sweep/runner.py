@@ -1,0 +1,332 @@
+"""Run a sweep: each configuration trains and submits as a manual run would, resumably.
+
+- Work is shared through the caches the commands already keep: an augmented set per
+  (recipe, target) under runs/sweeps/augmented/; pooled features of a frozen backbone
+  (runs/feature-cache/) and its query/gallery embeddings (runs/embedding-cache/) for every
+  last-layer configuration with the same backbone, weights, pooling and input size,
+  whatever its head, loss or epochs. Full-layer runs share only the augmented set.
+- Every finished (configuration, submit variant) is one line in results.jsonl; re-running
+  skips those, resumes an interrupted full-layer run from its last.pt, and retries the ones
+  that failed (their reason is one line in the table meanwhile).
+- The estimate is a forward-pass throughput measured here per backbone and input size,
+  times the photos each configuration must push through it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from competition.augment.generate import augment_competition
+from competition.augment.recipes import load_recipe
+from competition.data.discover import discover_competition
+from competition.errors import CompeteError
+from competition.io import atomic_write_text, exclusive_use, file_lock
+from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.retrieval.embed import pick_device
+from competition.retrieval.submit import submit
+from competition.runs import BEST, LAST
+from competition.sweep.plan import Configuration, SubmitVariant, SweepPlan
+from competition.sweep.results import results_chart, results_table
+from competition.train.loop import train
+
+log = logging.getLogger(__name__)
+
+FULL_PASS_COST = 3.0  # a training step (forward + backward) costs about three forwards
+WISE_FT_POOL_PASSES = 6
+
+
+@dataclass
+class SweepReport:
+    outcomes: list[dict]
+    table: str
+    out_dir: Path
+    stopped_early: str = ""  # why the sweep stopped before the end, if it did
+    estimates: dict[str, float] = field(default_factory=dict)
+
+
+def measure_throughput(backbone: str, image_size: int, device: torch.device, batch: int = 8) -> float:
+    """Images per second through the backbone's forward on this machine (random weights: the same cost)."""
+    embedder, _ = build_embedder(EmbedderConfig(backbone=backbone, image_size=image_size, pretrained=False))
+    embedder.to(device).eval()
+    size = EmbedderConfig(backbone=backbone, image_size=image_size).resolved_image_size()
+    images = torch.rand(batch, 3, size, size, device=device)
+    with torch.no_grad():
+        embedder.pooled(images)  # warm-up
+        started = time.perf_counter()
+        embedder.pooled(images)
+    return batch / max(time.perf_counter() - started, 1e-6)
+
+
+def estimate_seconds(plan: SweepPlan, device: torch.device) -> dict[str, float]:
+    """Seconds each configuration should take here, counting what an earlier one already cached."""
+    found = discover_competition(plan.data, need_train=any(c.trained for c in plan.configurations))
+    photos, unlabeled = len(found.train), len(found.query) + len(found.gallery)
+    views = 2  # flip, submit's default
+    throughput: dict[tuple, float] = {}
+    features_cached: set[tuple] = set()  # training photos through a frozen backbone (runs/feature-cache)
+    embeddings_cached: set[tuple] = set()  # query + gallery through it (runs/embedding-cache)
+    estimates = {}
+    for configuration in plan.configurations:
+        size = int(configuration.settings.get("image_size", 0))
+        key = (configuration.backbone, size)
+        if key not in throughput:
+            try:
+                throughput[key] = measure_throughput(configuration.backbone, size, device)
+            except Exception as error:  # an unknown or unbuildable backbone: it will fail and say why
+                log.debug("no throughput for %s: %s", configuration.backbone, error)
+                throughput[key] = float("nan")
+        rate = throughput[key]
+        images = 0.0
+        frozen = (*key, configuration.settings.get("pooling", "gem"))
+        if configuration.regime == "last" and frozen not in features_cached:
+            images += photos
+            features_cached.add(frozen)
+        if configuration.regime in ("last", "off-the-shelf") and frozen not in embeddings_cached:
+            images += unlabeled * views
+            embeddings_cached.add(frozen)
+        if configuration.regime == "full":
+            epochs = int(configuration.settings.get("epochs", 30))
+            trained = photos * (plan.augment_target / 10 if configuration.augment != "none" else 1)
+            pool = photos / 4
+            images += epochs * (trained * FULL_PASS_COST + pool) + WISE_FT_POOL_PASSES * pool + unlabeled * views
+        # every submit variant after the first reads the embeddings the first one cached
+        estimates[configuration.id] = images / rate
+    return estimates
+
+
+def read_outcomes(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    outcomes = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            outcomes.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: that row runs again
+            continue
+    return outcomes
+
+
+def _append(path: Path, outcome: dict) -> None:
+    with file_lock(path.with_suffix(".lock")):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(outcome, default=str) + "\n")
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if not isinstance(error, CompeteError) else text
+
+
+class SweepRunner:
+    def __init__(self, plan: SweepPlan, progress: bool = True, echo: Callable[[str], None] = print):
+        self.plan, self.progress, self.echo = plan, progress, echo
+        self.results_file = plan.out_dir / "results.jsonl"
+
+    # what has been done
+    def _done(self) -> dict[tuple[str, str], dict]:
+        return {(o["id"], o["variant"]): o for o in read_outcomes(self.results_file) if o["status"] == "done"}
+
+    # the steps of one configuration
+    def _augmented(self, configuration: Configuration) -> str:
+        if configuration.augment == "none":
+            return ""
+        recipe = load_recipe(configuration.augment, target_per_class=self.plan.augment_target)
+        out = Path(self.plan.runs_dir) / "sweeps" / "augmented" / f"{Path(recipe.name).stem}-{recipe.target_per_class}"
+        augment_competition(self.plan.data, recipe, out, progress=self.progress, replace_if_changed=True)
+        return str(out)
+
+    def _train(self, configuration: Configuration) -> str:
+        """The run folder of a configuration, trained (or resumed) if it is not finished."""
+        config = self.plan.train_config(configuration, self._augmented(configuration))
+        folder = Path(config.runs_dir) / config.run_name
+        if (folder / "summary.json").exists() and (folder / BEST).exists():
+            return str(folder)
+        resume = (folder / LAST).exists()
+        if not resume and (folder / BEST).exists():  # a last-layer run killed between best.pt and summary.json
+            (folder / BEST).unlink()
+        train(config, resume=resume, progress=self.progress)
+        return str(folder)
+
+    def _submit(self, models: list[str], variant: SubmitVariant, name: str) -> dict:
+        result = submit(self.plan.submit_config(models, variant, name), progress=self.progress)
+        if result.scores is None:
+            raise CompeteError(
+                f"{self.plan.data} has no labels.csv for every query and gallery photo: nothing to score"
+            )
+        return {
+            "scores": result.scores,
+            "submission": str(result.path),
+            "fallback": "fell back" in result.record.get("unseen_guard", ""),
+        }
+
+    def _run_configuration(self, configuration: Configuration, done: dict) -> list[dict]:
+        outcomes, started = [], time.time()
+        try:
+            model = self._train(configuration) if configuration.trained else configuration.backbone
+        except (Exception, SystemExit) as error:
+            return [
+                self._record(configuration, variant.name, "failed", started, reason=_one_line(error))
+                for variant in self.plan.variants
+            ]
+        trained_seconds = time.time() - started
+        for variant in self.plan.variants:
+            if (configuration.id, variant.name) in done:
+                outcomes.append(done[(configuration.id, variant.name)])
+                continue
+            began = time.time()
+            try:
+                result = self._submit([model], variant, f"{self.plan.run_name(configuration)}-{variant.name}")
+            except Exception as error:
+                outcomes.append(self._record(configuration, variant.name, "failed", began, reason=_one_line(error)))
+                continue
+            outcomes.append(
+                self._record(
+                    configuration,
+                    variant.name,
+                    "done",
+                    began,
+                    model=model,
+                    train_seconds=round(trained_seconds, 1),
+                    **result,
+                )
+            )
+            trained_seconds = 0.0  # training counts once, with the first variant
+        return outcomes
+
+    def _record(self, configuration: Configuration, variant: str, status: str, started: float, **extra) -> dict:
+        seconds = time.time() - started + extra.get("train_seconds", 0.0)
+        outcome = {
+            "id": configuration.id,
+            "label": configuration.label,
+            "backbone": configuration.backbone,
+            "regime": configuration.regime,
+            "variant": variant,
+            "status": status,
+            "seconds": round(seconds, 1),
+            "scores": {},
+            **extra,
+        }
+        _append(self.results_file, outcome)
+        if status == "done":
+            self.echo(
+                f"  {configuration.label} · {variant}: top-1 {outcome['scores'].get('top1', float('nan')):.3f} "
+                f"in {seconds:.0f} s"
+            )
+        else:
+            self.echo(f"  {configuration.label} · {variant}: failed: {outcome['reason']}")
+        return outcome
+
+    def _ensemble(self, outcomes: list[dict], top: int, done: dict) -> list[dict]:
+        """The `top` best trained runs that kept their training (no fallback), one per backbone,
+        ranked by the first variant's top-1 then mAP@10, fused and submitted with every variant."""
+        first = self.plan.variants[0].name
+        ranked = sorted(
+            (
+                o
+                for o in outcomes
+                if o["status"] == "done"
+                and o["variant"] == first
+                and o["regime"] in ("last", "full")
+                and not o.get("fallback")
+            ),
+            key=lambda o: (o["scores"].get("top1", 0), o["scores"].get("map@10", 0)),
+            reverse=True,
+        )
+        chosen: list[dict] = []
+        for outcome in ranked:
+            if len(chosen) < top and outcome["backbone"] not in {c["backbone"] for c in chosen}:
+                chosen.append(outcome)
+        if len(chosen) < 2:
+            self.echo("no ensemble: fewer than 2 trained runs with distinct backbones kept their training")
+            return []
+        ensemble = Configuration(
+            "ensemble-" + "-".join(o["id"] for o in chosen), "+".join(o["backbone"] for o in chosen), "ensemble"
+        )
+        label = f"ensemble of the {len(chosen)} best runs: " + " + ".join(o["label"] for o in chosen)
+        rows = []
+        for variant in self.plan.variants:
+            if (ensemble.id, variant.name) in done:
+                rows.append(done[(ensemble.id, variant.name)])
+                continue
+            began = time.time()
+            try:
+                result = self._submit(
+                    [o["model"] for o in chosen], variant, f"{self.plan.name}-ensemble-{variant.name}"
+                )
+            except Exception as error:
+                rows.append(self._record(ensemble, variant.name, "failed", began, reason=_one_line(error), label=label))
+                continue
+            rows.append(self._record(ensemble, variant.name, "done", began, **result, label=label))
+        return rows
+
+    def run(self, max_minutes: float = 0, ensemble_top: int | None = None, dry_run: bool = False) -> SweepReport:
+        plan = self.plan
+        top = plan.ensemble_top if ensemble_top is None else ensemble_top
+        device = pick_device(None)
+        estimates = estimate_seconds(plan, device)
+        done = self._done()
+        for configuration in plan.configurations:
+            state = (
+                "done"
+                if all((configuration.id, v.name) in done for v in plan.variants)
+                else f"~{estimates[configuration.id] / 60:.1f} min"
+            )
+            self.echo(f"{configuration.id:<40} {configuration.label}: {state}")
+        remaining = sum(
+            e
+            for c in plan.configurations
+            if not all((c.id, v.name) in done for v in plan.variants)
+            for e in [estimates[c.id]]
+            if e == e
+        )
+        self.echo(
+            f"estimate: {remaining / 60:.1f} min for what is left on {device.type} (measured throughput; "
+            f"cached features and embeddings counted once)"
+        )
+        if dry_run:
+            return SweepReport([], "", plan.out_dir, "dry run", estimates)
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        outcomes, started, stopped = [], time.time(), ""
+        with exclusive_use(plan.out_dir, "sweep"):
+            for configuration in plan.configurations:
+                if all((configuration.id, v.name) in done for v in plan.variants):
+                    outcomes += [done[(configuration.id, v.name)] for v in plan.variants]
+                    continue
+                elapsed = time.time() - started
+                estimate = estimates[configuration.id]
+                if max_minutes and (
+                    elapsed >= max_minutes * 60 or (estimate == estimate and elapsed + estimate > max_minutes * 60)
+                ):
+                    stopped = (
+                        f"stopped before {configuration.id}: {elapsed / 60:.1f} of {max_minutes:g} min used, "
+                        f"it needs ~{estimate / 60:.1f}; re-run to continue"
+                    )
+                    self.echo(stopped)
+                    break
+                self.echo(f"{configuration.label}")
+                outcomes += self._run_configuration(configuration, done)
+            if top > 1 and not stopped:
+                outcomes += self._ensemble(outcomes, top, done)
+            table = results_table(outcomes)
+            atomic_write_text(plan.out_dir / "results.md", f"# Sweep {plan.name} on {plan.data}\n\n{table}\n")
+            if any(o["status"] == "done" for o in outcomes):
+                results_chart(outcomes, plan.out_dir / "results.png")
+        return SweepReport(outcomes, table, plan.out_dir, stopped, estimates)
+
+
+def run_sweep(
+    plan: SweepPlan,
+    max_minutes: float = 0,
+    ensemble_top: int | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> SweepReport:
+    return SweepRunner(plan, progress, echo).run(max_minutes, ensemble_top, dry_run)

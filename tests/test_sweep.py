@@ -1,0 +1,145 @@
+"""`compete sweep`: plan expansion, resume after a crash, shared caches, failures, budget, the table."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from competition.cli import app
+from competition.errors import CompeteError
+from competition.models.embedder import Embedder
+from competition.sweep import runner as sweep_runner
+from competition.sweep.plan import plan_from_dict
+from competition.sweep.runner import read_outcomes, run_sweep
+
+TINY_TRAIN = {
+    "pretrained": False,
+    "image_size": 32,
+    "embedding_dim": 16,
+    "batch_size": 4,
+    "epochs": 2,
+    "lr": 0.01,
+    "warmup_epochs": 0,
+}
+
+
+def _sweep(data, tmp_path, configurations, **extra) -> dict:
+    return {
+        "name": "t",
+        "data": str(data),
+        "runs_dir": str(tmp_path / "runs"),
+        "submissions_dir": str(tmp_path / "subs"),
+        "leaderboard": str(tmp_path / "board.md"),
+        "train": TINY_TRAIN,
+        "configurations": configurations,
+        "submit": [{"name": "plain", "flip": False, "k": 3}],
+        **extra,
+    }
+
+
+@pytest.fixture(autouse=True)
+def steady_throughput(monkeypatch):
+    """The estimate's probe runs the backbone on random tensors; the tests count real forwards."""
+    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda backbone, size, device: 100.0)
+
+
+def test_plan_expands_the_grid_and_checks_every_setting_first(tmp_path):
+    data = {
+        "name": "p",
+        "off_the_shelf": ["efficientnet_lite0"],
+        "grid": {"backbone": ["efficientnet_lite0", "efficientnet_lite1"], "regime": ["last", "full"]},
+        "configurations": [{"regime": "last", "head": "arcface", "augment": "light"}],
+        "train": {"epochs": 3},
+    }
+    plan = plan_from_dict(data)
+    assert [c.regime for c in plan.configurations] == ["off-the-shelf", "last", "full", "last", "full", "last"]
+    assert len({c.id for c in plan.configurations}) == 6
+    assert [c.id for c in plan_from_dict(data).configurations] == [c.id for c in plan.configurations]  # stable
+    assert plan.configurations[-1].augment == "light" and "head=arcface" in plan.configurations[-1].label
+    assert plan.train_config(plan.configurations[1]).epochs == 3
+    with pytest.raises(CompeteError, match="unknown sweep key"):
+        plan_from_dict(data | {"grids": {}})
+    with pytest.raises(CompeteError, match="lr must be"):
+        plan_from_dict(data | {"train": {"lr": -1}})
+    with pytest.raises(CompeteError, match="run_name"):
+        plan_from_dict(data | {"configurations": [{"run_name": "x"}]})
+    with pytest.raises(CompeteError, match="same configuration twice"):
+        plan_from_dict(data | {"configurations": [{"head": "softmax"}, {"head": "softmax"}]})
+    with pytest.raises(CompeteError, match="unknown submit setting"):
+        plan_from_dict(data | {"submit": [{"name": "x", "shuffle": True}]})
+
+
+def test_resume_after_a_crash_and_shared_features(tiny_competition, tmp_path, monkeypatch):
+    plan = plan_from_dict(_sweep(tiny_competition, tmp_path, [{"head": "whitening"}, {"head": "softmax"}]))
+    trained = []
+    real_train = sweep_runner.train
+
+    def crashing_train(config, **kwargs):
+        trained.append(config.run_name)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # killed during the second configuration
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(sweep_runner, "train", crashing_train)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, progress=False, echo=lambda line: None)
+    first = read_outcomes(plan.out_dir / "results.jsonl")
+    assert [(o["id"], o["status"]) for o in first] == [(plan.configurations[0].id, "done")]
+
+    forwards = []
+    real_pooled = Embedder.pooled
+    monkeypatch.setattr(
+        Embedder, "pooled", lambda self, images: forwards.append(len(images)) or real_pooled(self, images)
+    )
+    trained.clear()
+    monkeypatch.setattr(
+        sweep_runner, "train", lambda config, **kwargs: trained.append(config.run_name) or real_train(config, **kwargs)
+    )
+    report = run_sweep(plan, progress=False, echo=lambda line: None)
+    assert trained == [plan.run_name(plan.configurations[1])]  # the finished one was skipped
+    assert forwards == []  # the second head reads the first one's cached features and embeddings
+    assert [o["status"] for o in report.outcomes] == ["done", "done"]
+    assert "| efficientnet_lite0 last (head=softmax)" in report.table and "**" in report.table
+    assert (plan.out_dir / "results.png").stat().st_size > 1000
+    board = (tmp_path / "board.jsonl").read_text().splitlines()
+    assert len(board) == 2  # each configuration landed in the leaderboard once
+
+    again = run_sweep(plan, progress=False, echo=lambda line: None)
+    assert trained == [plan.run_name(plan.configurations[1])] and len(again.outcomes) == 2  # nothing re-ran
+
+
+def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tiny_competition, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPETE_OFFLINE", "1")
+    plan = plan_from_dict(
+        _sweep(
+            tiny_competition,
+            tmp_path,
+            [{"backbone": "resnet18", "pretrained": True}, {"head": "whitening"}],
+            ensemble_top=2,
+        )
+    )
+    lines = []
+    report = run_sweep(plan, progress=False, echo=lines.append)
+    failed, done = report.outcomes[0], report.outcomes[1]
+    assert failed["status"] == "failed" and "resnet18" in failed["reason"] and "\n" not in failed["reason"]
+    assert done["status"] == "done" and done["scores"]["top1"] >= 0
+    assert "failed: " in report.table and any("failed" in line for line in lines)
+    assert len(report.outcomes) == 2  # one run finished: no ensemble of one
+
+
+def test_budget_stops_between_configurations(tiny_competition, tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda backbone, size, device: 0.01)
+    plan = plan_from_dict(_sweep(tiny_competition, tmp_path, [{"head": "whitening"}]))
+    report = run_sweep(plan, max_minutes=1, progress=False, echo=lambda line: None)
+    assert report.outcomes == [] and "stopped before" in report.stopped_early and "re-run" in report.stopped_early
+
+
+def test_cli_dry_run_prints_the_plan_and_the_estimate(tiny_competition, tmp_path):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(
+        json.dumps(_sweep(tiny_competition, tmp_path, [{"head": "whitening"}], off_the_shelf=["efficientnet_lite0"]))
+    )
+    result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "efficientnet_lite0-off-the-shelf" in result.output and "estimate:" in result.output
+    assert not (tmp_path / "runs" / "sweeps").exists()  # nothing ran
