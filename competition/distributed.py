@@ -1,9 +1,11 @@
-"""Multi-process training under `torchrun`: who am I, and agreeing on one decision.
+"""Several processes under `torchrun`: who am I, agreeing on one decision, sharing lists.
 
 `torchrun --nproc_per_node N -m competition.cli train --regime full ...` starts N
 processes; each trains on its share of every epoch (DistributedDataParallel averages
-the gradients), and rank 0 alone validates and writes the run folder. The backend is
-NCCL on GPUs and gloo on CPU. Without torchrun's environment this is a no-op.
+the gradients), and rank 0 alone validates and writes the run folder. Under `submit`
+each process embeds its share of the photos into the shared embedding store and rank 0
+searches. The backend is NCCL on GPUs and gloo on CPU (across nodes too, with torchrun's
+--nnodes and rendezvous flags). Without torchrun's environment this is a no-op.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ class Distributed:
         value = torch.tensor([int(flag)], device=torch.device("cuda") if on_gpu else None)
         dist.broadcast(value, src=0)
         return bool(value.item())
+
+    def gather(self, items: list) -> list:
+        """Every rank's list joined, in rank order, on every rank."""
+        if not self.active:
+            return list(items)
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, list(items))
+        return [item for part in parts for item in part]
 
 
 def init_distributed() -> Distributed:

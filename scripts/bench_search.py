@@ -1,59 +1,116 @@
-"""Benchmark gallery search: exact vs IVF vs HNSW, build and search time, recall@k vs exact.
+"""Benchmark gallery search: numpy matmul+argsort vs faiss exact / IVF / IVF-PQ / HNSW.
 
-Synthetic landmark-like embeddings (clusters of photos around landmark centres, unit
-norm), so recall reflects clustered data rather than uniform noise.
+For each gallery size: build and search time, peak memory (each row in its own process,
+so its peak is its own) and recall@k against exact. Synthetic landmark-like embeddings
+(clusters of photos around landmark centres, unit norm), so recall reflects clustered
+data rather than uniform noise.
 
-    python scripts/bench_search.py --gallery 100000 300000 --queries 2000
+    python scripts/bench_search.py --gallery 1000 100000 1000000 --queries 100
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-from competition.retrieval.search import build_index, l2_normalize, search
+from competition.retrieval.search import build_index, l2_normalize
+
+METHODS = ("numpy", "exact", "ivf", "ivfpq", "hnsw")
 
 
-def landmark_like(count: int, dim: int, landmarks: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    centres = rng.normal(size=(landmarks, dim)).astype(np.float32)
-    labels = rng.integers(0, landmarks, count)
-    return l2_normalize(centres[labels] + 0.6 * rng.normal(size=(count, dim)).astype(np.float32)), centres
+def landmark_like(count: int, queries: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(100, count // 40), dim)).astype(np.float32)
+    gallery = np.empty((count, dim), np.float32)
+    for start in range(0, count, 100_000):  # in blocks: the noise of a 1M gallery alone would be 4 GB of float64
+        block = min(100_000, count - start)
+        gallery[start : start + block] = centres[rng.integers(0, len(centres), block)] + 0.6 * rng.normal(
+            size=(block, dim)
+        ).astype(np.float32)
+    picked = centres[rng.integers(0, len(centres), queries)]
+    return l2_normalize(gallery), l2_normalize(picked + 0.6 * rng.normal(size=picked.shape).astype(np.float32))
+
+
+def numpy_topk(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ gallery.T), axis=1)[:, :k]
+
+
+def one_row(method: str, size: int, queries: int, dim: int, k: int) -> dict:
+    gallery, query = landmark_like(size, queries, dim)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    if method == "numpy":
+        built = time.perf_counter()
+        found = numpy_topk(query, gallery, k)
+    else:
+        index = build_index(gallery, method, use_gpu=False, k=k)
+        built = time.perf_counter()
+        found = index.search(query, k)[1]
+    searched = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    exact = build_index(gallery, "exact", use_gpu=False).search(query, k)[1]
+    recall = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)]))
+    return {
+        "method": method,
+        "gallery": size,
+        "build_s": built - started,
+        "search_s": searched - built,
+        "peak_mb": peak / 1024,
+        "extra_mb": (peak - baseline) / 1024,
+        "recall": recall,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gallery", type=int, nargs="+", default=[100_000])
-    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--gallery", type=int, nargs="+", default=[1000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("-k", type=int, default=100)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow to build)")
+    parser.add_argument("--row", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
+    if args.row:
+        print(json.dumps(one_row(args.row[0], int(args.row[1]), args.queries, args.dim, args.k)))
+        return
+    print(
+        f"| gallery | method | build (s) | search {args.queries} queries (s) | peak memory (MB) | "
+        f"added by the search (MB) | recall@{args.k} vs exact | search time vs numpy |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for size in args.gallery:
-        gallery, centres = landmark_like(size, args.dim, max(100, size // 40), rng)
-        queries = l2_normalize(
-            centres[rng.integers(0, len(centres), args.queries)]
-            + 0.6 * rng.normal(size=(args.queries, args.dim)).astype(np.float32)
-        )
-        _, exact = search(queries, gallery, args.k)
-        timings = {}
-        for kind in ("exact", "ivf", "hnsw"):
-            started = time.perf_counter()
-            index = build_index(gallery, kind)
-            built = time.perf_counter()
-            _, found = index.search(queries, args.k)
-            searched = time.perf_counter()
-            recall = np.mean([len(set(f) & set(e)) / args.k for f, e in zip(found, exact)])
-            timings[kind] = searched - built
+        numpy_seconds = None
+        for method in args.methods:
+            if method == "hnsw" and size > args.hnsw_max:
+                continue
+            command = [
+                sys.executable,
+                __file__,
+                "--row",
+                method,
+                str(size),
+                "--queries",
+                str(args.queries),
+                "--dim",
+                str(args.dim),
+                "-k",
+                str(args.k),
+            ]
+            row = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+            numpy_seconds = row["search_s"] if method == "numpy" else numpy_seconds
+            ratio = f"{row['search_s'] / numpy_seconds:.3f}×" if numpy_seconds else "–"
             print(
-                f"gallery {size:>8}  {kind:<5}  build {built - started:6.2f}s  search {searched - built:6.2f}s "
-                f"({args.queries / (searched - built):8.0f} queries/s)  recall@{args.k} {recall:.3f}"
+                f"| {size:,} | {method} | {row['build_s']:.2f} | {row['search_s']:.3f} | {row['peak_mb']:.0f} | "
+                f"{row['extra_mb']:.0f} | {row['recall']:.3f} | {ratio} |",
+                flush=True,
             )
-        print(
-            f"search speed-up vs exact: ivf {timings['exact'] / timings['ivf']:.1f}x, "
-            f"hnsw {timings['exact'] / timings['hnsw']:.1f}x"
-        )
 
 
 if __name__ == "__main__":

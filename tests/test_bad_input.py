@@ -346,8 +346,9 @@ def test_ctrl_c_during_submit_keeps_embeddings_and_rerun_finishes(tiny_competiti
     result = _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut")
     assert result.exit_code == 130 and "interrupted" in result.output
     assert not (tmp_path / "subs" / "cut.csv").exists()
-    caches = list((tmp_path / "runs" / "embedding-cache").glob("*.npz"))
-    assert len(caches) == 1 and not list(caches[0].parent.glob("*.tmp"))  # first batch kept, atomically
+    caches = list((tmp_path / "runs" / "embedding-cache").glob("*.store"))
+    assert len(caches) == 1 and list(caches[0].glob("*.keys.npy"))  # the first batch kept...
+    assert not list(caches[0].glob("*.tmp*"))  # ...atomically
     monkeypatch.setattr(Embedder, "pooled", real_pooled)
     assert _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut").exit_code == 0
 

@@ -292,10 +292,10 @@ def test_a_replaced_photo_of_the_same_size_and_time_is_embedded_again(tmp_path):
     def colour(batch):
         return batch.mean(dim=(2, 3))
 
-    cache = tmp_path / "cache.npz"
-    red, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_file=cache, progress=False)
+    cache = tmp_path / "cache.store"
+    red, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_dir=cache, progress=False)
     times = first.stat()
     os.replace(second, first)  # the same name, size and modification time, another photo
     os.utime(first, ns=(times.st_atime_ns, times.st_mtime_ns))
-    blue, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_file=cache, progress=False)
+    blue, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_dir=cache, progress=False)
     assert not np.allclose(red, blue) and blue[0, 2] > blue[0, 0]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from competition.errors import CompeteError
 from competition.retrieval.postprocess import (
     PostProcess,
     database_augmentation,
@@ -87,3 +88,26 @@ def test_description_names_every_step_in_order():
         steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=20 k2=6"
     )
     assert PostProcess().describe() == "none"
+
+
+def test_neighbour_expansion_by_faiss_equals_the_dense_formula():
+    rng = np.random.default_rng(4)
+    queries, gallery = (l2_normalize(rng.standard_normal((n, 16)).astype(np.float32)) for n in (30, 200))
+    similarity = queries @ gallery.T
+    order = np.argsort(-similarity, axis=1)[:, :3]
+    weights = np.clip(np.take_along_axis(similarity, order, axis=1), 0, None) ** 3.0
+    dense = l2_normalize(queries + np.einsum("nk,nkd->nd", weights, gallery[order]))
+    assert np.allclose(query_expansion(queries, gallery, k=3, alpha=3.0), dense, atol=1e-5)
+
+
+def test_large_inputs_use_a_whitening_sample_and_refuse_dense_reranking(monkeypatch):
+    from competition.retrieval import postprocess
+
+    monkeypatch.setattr(postprocess, "WHITEN_SAMPLE", 50)
+    vectors = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
+    whitening = postprocess.learn_whitening(vectors)
+    assert whitening.pca.n_samples_ == 50 and whitening(vectors).shape == (400, 8)
+    monkeypatch.setattr(postprocess, "RERANK_MAX", 100)
+    with pytest.raises(CompeteError, match="stops at 100"):
+        PostProcess(rerank=True).rank(vectors[:10], vectors, k=5)
+    PostProcess(rerank=True).rank(vectors[:10], vectors[:50], k=5)  # under the limit: fine

@@ -200,5 +200,5 @@ def test_submit_pooling_and_aspect_resize_reach_the_embedding(tiny_competition, 
     }
     assert not np.allclose(vectors["gem"], vectors["avg"]) and not np.allclose(vectors["gem"], vectors["aspect"])
     assert "aspect-preserving resize" in aspect.record["tta"] and gem.record["tta"] == "none"
-    caches = sorted(p.name for p in (tmp_path / "runs" / "embedding-cache").glob("*.npz"))
+    caches = sorted(p.name for p in (tmp_path / "runs" / "embedding-cache").glob("*.store"))
     assert len(caches) == 3  # each setting its own cache entry, never a stale vector

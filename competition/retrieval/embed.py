@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from competition.data.dataset import ViewsDataset, loader_workers
+from competition.distributed import Distributed
 from competition.errors import CompeteError
-from competition.io import atomic_path
+from competition.retrieval.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -46,38 +47,13 @@ def file_key(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
 
 
-class FeatureStore:
-    """A dict of key -> vector persisted as one .npz; saved atomically."""
-
-    def __init__(self, file: str | Path | None):
-        self.file = Path(file) if file else None
-        self.vectors: dict[str, np.ndarray] = {}
-        if self.file and self.file.exists():
-            try:
-                with np.load(self.file, allow_pickle=False) as data:
-                    self.vectors = dict(zip(data["keys"].tolist(), data["vectors"]))
-            except (OSError, ValueError, KeyError):
-                log.warning("%s: unreadable feature cache, recomputing", self.file)
-
-    def save(self) -> None:
-        if not self.file or not self.vectors:
-            return
-        keys = list(self.vectors)
-        with atomic_path(self.file) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
-
-
-SAVE_EVERY = 200  # batches between cache saves, so a killed run loses little
-
-
 @torch.no_grad()
 def extract_features(
     model_fn: Callable[[torch.Tensor], torch.Tensor],
     paths: Sequence[str | Path],
     image_size: int,
     device: torch.device,
-    cache_file: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     batch_size: int = 32,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
@@ -87,6 +63,7 @@ def extract_features(
     description: str = "embedding",
     progress: bool = True,
     workers: int = -1,
+    shards: Distributed | None = None,
 ) -> tuple[np.ndarray, list[Path]]:
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
@@ -94,13 +71,18 @@ def extract_features(
     (`resize` square, or aspect-preserving with one photo per batch), each also mirrored
     when `flip`; each view is L2-normalised before averaging so no view dominates. An
     unreadable file gets a zero vector and is reported. Vectors computed before an
-    interruption stay in the cache.
+    interruption stay in the store (retrieval/store.py). With `shards` (the torchrun
+    processes of a submit) each process embeds its share into the shared store and every
+    process returns all the rows.
     """
     paths = [Path(p) for p in paths]
-    store = FeatureStore(cache_file)
+    dist = shards or Distributed()
+    if dist.active and cache_dir is None:
+        raise CompeteError("several processes embed into a shared store: give a cache folder")
+    store = EmbeddingStore(cache_dir)
     tta_tag = f"|s{image_size}|f{int(flip)}|{','.join(map(str, scales))}|{resize}"
     keys = [file_key(p) + tta_tag if p.exists() else f"{p}|missing" for p in paths]
-    todo = [i for i, k in enumerate(keys) if k not in store.vectors]
+    todo = [i for i, k in enumerate(keys) if k not in store][dist.rank :: dist.world]  # each rank its share
     failed: list[Path] = []
     if todo:
         dataset = ViewsDataset([paths[i] for i in todo], image_size, scales, resize)
@@ -113,34 +95,37 @@ def extract_features(
         )
         batches = tqdm(loader, desc=description, disable=not progress, unit="batch")
         try:
-            for batch, (views, _, indices, ok) in enumerate(batches):
-                outputs = []
-                for images in views:
-                    images = images.to(device, non_blocking=True)
-                    if device.type == "cuda":
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    with autocast_for(device):
-                        outputs.append(model_fn(images).float())
-                        if flip:
-                            outputs.append(model_fn(torch.flip(images, dims=[-1])).float())
-                if normalize_views and len(outputs) > 1:
-                    outputs = [F.normalize(o, dim=-1) for o in outputs]
-                vectors = torch.stack(outputs).mean(0).cpu().numpy().astype(np.float32)
+            for views, _, indices, ok in batches:
+                vectors = _embed_views(model_fn, views, device, flip, normalize_views)
                 for row, index, good in zip(vectors, indices.tolist(), ok.tolist()):
-                    source = todo[index]
                     if good:
-                        store.vectors[keys[source]] = row
+                        store.put(keys[todo[index]], row)
                     else:
-                        failed.append(paths[source])
-                        store.vectors.pop(keys[source], None)
-                if (batch + 1) % SAVE_EVERY == 0:
-                    store.save()
+                        failed.append(paths[todo[index]])
         finally:
-            store.save()
+            store.flush()  # what was computed stays, even on Ctrl-C
+    if dist.active:  # every rank's chunks are on disk: read them all
+        dist.barrier()
+        store.reload()
+        failed = [Path(p) for p in dist.gather([str(p) for p in failed])]
     if failed and strict:
         raise CompeteError(f"unreadable image(s): {', '.join(map(str, failed[:5]))}")
     for path in failed:
         log.warning("%s: unreadable image, given a zero vector", path)
-    dim = next(iter(store.vectors.values())).shape[0] if store.vectors else 0
-    zero = np.zeros(dim, np.float32)
-    return np.stack([store.vectors.get(k, zero) for k in keys]) if keys else np.zeros((0, dim), np.float32), failed
+    return store.stack(keys), failed
+
+
+def _embed_views(model_fn, views: list[torch.Tensor], device: torch.device, flip: bool, normalize: bool) -> np.ndarray:
+    """One batch: every view (scales, and mirrored when `flip`) through the model, averaged."""
+    outputs = []
+    for images in views:
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device):
+            outputs.append(model_fn(images).float())
+            if flip:
+                outputs.append(model_fn(torch.flip(images, dims=[-1])).float())
+    if normalize and len(outputs) > 1:
+        outputs = [F.normalize(o, dim=-1) for o in outputs]
+    return torch.stack(outputs).mean(0).cpu().numpy().astype(np.float32)

@@ -38,34 +38,48 @@ class Whitening:
         return l2_normalize(projected * scale)
 
 
+WHITEN_SAMPLE = 100_000  # PCA-whitening is fitted on at most this many vectors (a seeded sample)
+NEIGHBOUR_BATCH = 65_536  # rows whose neighbours are averaged at once (bounds the n*k*d gather)
+RERANK_MAX = 20_000  # query + gallery images k-reciprocal re-ranking accepts: it holds (Q+G)^2 distances
+
+
 def learn_whitening(fit_on: np.ndarray, dim: int = 0, shrinkage: float = 1.0) -> Whitening:
-    """Learn on unlabeled vectors; `dim` 0 keeps as many components as the data allow."""
+    """Learn on unlabeled vectors (a sample of WHITEN_SAMPLE past that); `dim` 0 keeps as many
+    components as the data allow."""
+    if len(fit_on) > WHITEN_SAMPLE:
+        fit_on = fit_on[np.sort(np.random.default_rng(0).choice(len(fit_on), WHITEN_SAMPLE, replace=False))]
     components = min(dim or fit_on.shape[1], fit_on.shape[0] - 1, fit_on.shape[1])
     return Whitening(PCA(n_components=components, random_state=0).fit(l2_normalize(fit_on)), shrinkage)
 
 
 def _neighbour_mean(
-    vectors: np.ndarray, database: np.ndarray, k: int, alpha: float, include_self: bool = False
+    vectors: np.ndarray, database: np.ndarray, k: int, alpha: float, include_self: bool = False, index: str = "exact"
 ) -> np.ndarray:
-    similarity = vectors @ database.T
-    order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-    weights = np.power(np.clip(np.take_along_axis(similarity, order, axis=1), 0, None), alpha)
-    expanded = np.einsum("nk,nkd->nd", weights, database[order])
+    """Each row plus its top-k database neighbours (found by faiss, never a full similarity
+    matrix), weighted by similarity ** alpha."""
+    similarity, order = search(vectors, database, k, index=index)
+    weights = np.power(np.clip(similarity, 0, None), alpha).astype(np.float32)
+    expanded = np.empty_like(vectors)
+    for start in range(0, len(vectors), NEIGHBOUR_BATCH):
+        rows = slice(start, start + NEIGHBOUR_BATCH)
+        expanded[rows] = np.einsum("nk,nkd->nd", weights[rows], database[order[rows]])
     if not include_self:
         expanded = expanded + vectors  # the query itself, weight 1
     return l2_normalize(expanded)
 
 
-def query_expansion(queries: np.ndarray, gallery: np.ndarray, k: int = 2, alpha: float = 3.0) -> np.ndarray:
+def query_expansion(
+    queries: np.ndarray, gallery: np.ndarray, k: int = 2, alpha: float = 3.0, index: str = "exact"
+) -> np.ndarray:
     """alpha-QE: each query plus its top-k gallery neighbours weighted by similarity**alpha."""
-    return _neighbour_mean(l2_normalize(queries), l2_normalize(gallery), k, alpha)
+    return _neighbour_mean(l2_normalize(queries), l2_normalize(gallery), k, alpha, index=index)
 
 
-def database_augmentation(gallery: np.ndarray, k: int = 2, alpha: float = 3.0) -> np.ndarray:
+def database_augmentation(gallery: np.ndarray, k: int = 2, alpha: float = 3.0, index: str = "exact") -> np.ndarray:
     """DBA: each gallery image replaced by the weighted mean of its top-k gallery neighbours,
     itself included (similarity 1, weight 1)."""
     gallery = l2_normalize(gallery)
-    return _neighbour_mean(gallery, gallery, k, alpha, include_self=True)
+    return _neighbour_mean(gallery, gallery, k, alpha, include_self=True, index=index)
 
 
 def k_reciprocal_distance(
@@ -145,6 +159,15 @@ class PostProcess:
         if not np.isfinite(self.whiten_power) or self.whiten_power <= 0:
             raise CompeteError(f"--whiten-power must be > 0, not {self.whiten_power}")
 
+    def check_size(self, images: int) -> None:
+        """Re-ranking is dense: refuse it, before any work, past RERANK_MAX query + gallery images."""
+        if self.rerank and images > RERANK_MAX:
+            raise CompeteError(
+                f"k-reciprocal re-ranking holds (query + gallery)^2 distances: {images:,} images would need "
+                f"~{images**2 * 8 / 1e9:.0f} GB, so it stops at {RERANK_MAX:,}; use --qe / --dba, which find "
+                "neighbours with faiss"
+            )
+
     def describe(self) -> str:
         steps = []
         if self.whiten != "off":
@@ -160,26 +183,28 @@ class PostProcess:
             steps.append(f"k-reciprocal k1={self.rerank_k1} k2={self.rerank_k2}")
         return ", ".join(steps) or "none"
 
-    def vectors(self, queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The embedding steps (whitening, DBA, QE): the vectors the ranking is made from."""
+    def vectors(self, queries: np.ndarray, gallery: np.ndarray, index: str = "exact") -> tuple[np.ndarray, np.ndarray]:
+        """The embedding steps (whitening, DBA, QE): the vectors the ranking is made from; their
+        neighbours come from the same kind of faiss `index` as the final search."""
         self.check()
         if self.whiten != "off":
             fit_on = gallery if self.whiten == "gallery" else np.concatenate([queries, gallery])
             whitening = learn_whitening(fit_on, self.whiten_dim, self.whiten_power)
             queries, gallery = whitening(queries), whitening(gallery)
         if self.dba:
-            gallery = database_augmentation(gallery, self.dba, self.alpha)
+            gallery = database_augmentation(gallery, self.dba, self.alpha, index)
         if self.qe:
-            queries = query_expansion(queries, gallery, self.qe, self.alpha)
+            queries = query_expansion(queries, gallery, self.qe, self.alpha, index)
         return l2_normalize(queries), l2_normalize(gallery)
 
     def rank(self, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact") -> np.ndarray:
         """Top-k gallery indices per query after every step (`index`: see search.build_index)."""
-        return self.rank_vectors(*self.vectors(queries, gallery), k, index)
+        return self.rank_vectors(*self.vectors(queries, gallery, index), k, index)
 
     def rank_vectors(self, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact") -> np.ndarray:
         """Top-k from vectors that already went through `vectors`: search, then re-ranking if asked."""
         if self.rerank:
+            self.check_size(len(queries) + len(gallery))
             distances = k_reciprocal_distance(queries, gallery, self.rerank_k1, self.rerank_k2)
             return np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(gallery))]
         return search(queries, gallery, k, index=index)[1]

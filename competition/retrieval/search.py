@@ -35,7 +35,8 @@ def faiss_build() -> str:
     return f"faiss {getattr(faiss, '__version__', '?')} ({where})"
 
 
-INDEXES = ("auto", "exact", "ivf", "hnsw")
+INDEXES = ("auto", "exact", "ivf", "ivfpq", "hnsw")
+TRAIN_PER_CELL = 64  # k-means training points per IVF cell (faiss's own cap is 256): a seeded sample
 APPROXIMATE_FROM = 100_000  # gallery size from which "auto" picks IVF over exact search
 
 
@@ -52,22 +53,27 @@ def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None =
 
     exact: brute force (right up to ~1e5 images, and on a GPU well beyond); ivf: inverted
     lists, 4*sqrt(n) cells, 1/16 of them probed (more when that holds fewer than 2k
-    photos); hnsw: a graph index, CPU only, exploring at least 2k candidates."""
+    photos), trained on TRAIN_PER_CELL sampled vectors per cell; ivfpq: the same lists
+    holding product-quantised codes (dim/8 bytes a vector instead of dim*4: for galleries
+    that do not fit in memory as flat vectors); hnsw: a graph index, CPU only, exploring
+    at least 2k candidates."""
     vectors = l2_normalize(gallery)
     dim, count = vectors.shape[1], len(vectors)
     kind = resolve_index(kind, count)
     if kind == "exact":
         index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
+    elif kind in ("ivf", "ivfpq"):
         cells = max(1, min(int(4 * np.sqrt(count)), count // 39))  # faiss wants ~39 training points per cell
-        index = faiss.index_factory(dim, f"IVF{cells},Flat", faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
+        codes = f"PQ{dim // 8}" if kind == "ivfpq" and dim % 8 == 0 else "Flat"
+        index = faiss.index_factory(dim, f"IVF{cells},{codes}", faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).permutation(count)[: max(TRAIN_PER_CELL * cells, 39 * cells)]
+        index.train(vectors[np.sort(sample)])
         index.nprobe = min(cells, max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
     else:
         index = faiss.index_factory(dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(128, 2 * k)
     if kind != "hnsw" and ((use_gpu is None and _gpu_count() > 0) or use_gpu):
-        index = faiss.index_cpu_to_all_gpus(index)
+        index = faiss.index_cpu_to_all_gpus(index)  # sharded over every visible GPU
     index.add(vectors)
     return index
 

@@ -18,6 +18,7 @@ import torch
 from competition.data.checks import leaked_photos
 from competition.data.dataset import RESIZE_MODES, scaled_sizes
 from competition.data.discover import discover_competition
+from competition.distributed import init_distributed
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import add_record
 from competition.evaluate.metrics import score_by_group
@@ -260,7 +261,7 @@ def _augmentation_of(run_config: dict) -> str:
 
 @dataclass
 class SubmitResult:
-    path: Path
+    path: Path | None  # None on a torchrun rank other than 0, which only embedded its share
     scores: dict | None
     record: dict
     skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
@@ -283,12 +284,14 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
     config.check()
+    config.postprocess.check_size(len(competition.query) + len(competition.gallery))
     k, map_k = config.ranks
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
         check_unique_ids([r.name for r in records], config.fmt, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
     weights = list(config.weights) if config.weights else [1.0] * len(config.models)
-    device = pick_device(config.device or None)
+    dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
+    device = dist.device() or pick_device(config.device or None)
     models = [load_model(m, config.runs_dir, config.pooling) for m in config.models]
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained)
     query_vectors, gallery_vectors, skipped = [], [], set()
@@ -296,7 +299,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
         model.embedder.to(device)
         size = config.image_size or model.image_size
         tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}-{config.resize}"
-        cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.npz"
+        cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.store"
         model_fn = model.embedder.pooled if model.frozen else model.embedder
         for records, out in ((competition.query, query_vectors), (competition.gallery, gallery_vectors)):
             vectors, failed = extract_features(
@@ -304,7 +307,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
                 [r.path for r in records],
                 size,
                 device,
-                cache_file=cache,
+                cache_dir=cache,
                 batch_size=config.batch_size,
                 flip=config.flip,
                 scales=config.scales,
@@ -313,16 +316,19 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
                 description=f"{model.label}: {records[0].split}",
                 progress=progress,
                 workers=config.workers,
+                shards=dist,
             )
             if model.frozen:  # the run's own projection on the shared pooled features
                 with torch.no_grad():
                     vectors = model.embedder.projection(torch.from_numpy(vectors).to(device)).cpu().numpy()
             out.append(vectors)
             skipped.update(str(p) for p in failed)
+    if not dist.is_main:
+        return SubmitResult(None, None, {}, sorted(skipped))
     queries = fuse_concat(query_vectors, weights)
     gallery = fuse_concat(gallery_vectors, weights)
-    queries, gallery = config.postprocess.vectors(queries, gallery)
     index = resolve_index(config.index, len(gallery))
+    queries, gallery = config.postprocess.vectors(queries, gallery, index)
     ranking = config.postprocess.rank_vectors(queries, gallery, k, index)
     if index != "exact":  # say what the approximation costs
         recall = recall_against_exact(queries, gallery, ranking, k)

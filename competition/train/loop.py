@@ -28,13 +28,13 @@ import torch
 
 import competition
 from competition.data.discover import ImageRecord, discover_competition
+from competition.distributed import Distributed, init_distributed
 from competition.errors import CompeteError
 from competition.io import exclusive_use, fingerprint
 from competition.models.embedder import Embedder, build_embedder
 from competition.retrieval.embed import extract_features, pick_device
 from competition.train.config import TrainConfig
 from competition.train.data import TrainingData, load_training_data
-from competition.train.distributed import Distributed, init_distributed
 from competition.train.freezing import freeze_before
 from competition.train.pseudo import calibrate_threshold, pseudo_classes
 from competition.train.run_folder import RunFolder
@@ -105,10 +105,10 @@ class Run:
     def image_size(self) -> int:
         return self.config.embedder_config().resolved_image_size()
 
-    def cache_file(self) -> Path:
+    def cache_dir(self) -> Path:
         c = self.config
         tag = fingerprint([self.weights_origin])[:8]
-        return Path(c.runs_dir) / "feature-cache" / f"{c.backbone}-{tag}-{c.pooling}{c.gem_p:g}-{self.image_size}.npz"
+        return Path(c.runs_dir) / "feature-cache" / f"{c.backbone}-{tag}-{c.pooling}{c.gem_p:g}-{self.image_size}.store"
 
     def extract(
         self, fn, records: list[ImageRecord], description: str, cached: bool = True
@@ -118,7 +118,7 @@ class Run:
             [r.path for r in records],
             self.image_size,
             self.device,
-            cache_file=self.cache_file() if cached else None,
+            cache_dir=self.cache_dir() if cached else None,
             batch_size=self.config.batch_size,
             description=description,
             progress=self.progress,

@@ -1,0 +1,73 @@
+"""A Google-Landmarks-2019-size submit on random vectors: wall time and peak memory.
+
+760k gallery and 100k query vectors (512-d, landmark-like clusters) go through the real
+post-processing and search code of `compete submit` (PostProcess.vectors, then
+rank_vectors with the index `--index auto` picks: IVF past 100k), top-100 per query, as
+the Kaggle format asks. Photos are not decoded: this measures what happens after
+embedding, the part that used to grow quadratically.
+
+    python scripts/bench_glr_submit.py                       # 760k x 100k, alpha-QE k=2
+    python scripts/bench_glr_submit.py --gallery 76000 --queries 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+
+import numpy as np
+
+from competition.retrieval.postprocess import PostProcess
+from competition.retrieval.search import l2_normalize, recall_against_exact, resolve_index
+
+
+def clustered(count: int, dim: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty((count, dim), np.float32)
+    for start in range(0, count, 100_000):
+        block = min(100_000, count - start)
+        picked = centres[rng.integers(0, len(centres), block)]
+        out[start : start + block] = picked + 0.6 * rng.standard_normal((block, dim), dtype=np.float32)
+    return l2_normalize(out)
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gallery", type=int, default=760_000)
+    parser.add_argument("--queries", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("-k", type=int, default=100)
+    parser.add_argument("--qe", type=int, default=2)
+    parser.add_argument("--dba", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((args.gallery // 40, args.dim), dtype=np.float32)
+    gallery = clustered(args.gallery, args.dim, centres, rng)
+    queries = clustered(args.queries, args.dim, centres, rng)
+    print(f"{platform.machine()}, vectors ready: peak {peak_gb():.2f} GB", flush=True)
+    post = PostProcess(qe=args.qe, dba=args.dba)
+    index = resolve_index("auto", len(gallery))
+    started = time.perf_counter()
+    queries, gallery = post.vectors(queries, gallery, index)
+    expanded = time.perf_counter()
+    ranking = post.rank_vectors(queries, gallery, args.k, index)
+    ranked = time.perf_counter()
+    recall = recall_against_exact(queries, gallery, ranking, args.k, sample=200)
+    print(
+        f"| gallery | queries | index | post-processing | post-processing (s) | search (s) | total (s) | "
+        f"peak memory (GB) | recall@{args.k} vs exact (200 queries) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.gallery:,} | {args.queries:,} | {index} | {post.describe()} | {expanded - started:.0f} | "
+        f"{ranked - expanded:.0f} | {ranked - started:.0f} | {peak_gb():.2f} | {recall:.3f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
