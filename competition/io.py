@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 import tempfile
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 from competition.errors import CompeteError
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -105,3 +108,26 @@ def fingerprint(items: list[str]) -> str:
         digest.update(item.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The objects of a JSON-lines file; a damaged line (a disk filled mid-write, a kill, a hand
+    edit) is skipped and named in a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, bad = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(str(number))
+    if bad:
+        log.warning("%s: skipped %d damaged line(s): %s", path, len(bad), ", ".join(bad[:10]))
+    return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -27,12 +28,22 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def stage_done(name: str) -> None:
+        nonlocal started
+        seconds[name] = time.perf_counter() - started
+        started = time.perf_counter()
+
     echo(f"1/4 sample data -> {root}")
     make_sample_competition(root, progress=progress)
+    stage_done("sample data")
     echo(f"2/4 augment (recipe default, {target} per class)")
     augment_competition(
         root, load_recipe("default", target_per_class=target), progress=progress, replace_if_changed=True
     )
+    stage_done("augment")
     runs = {}
     for label, head in (
         ("default: learned whitening on the original photos", "auto"),
@@ -46,6 +57,7 @@ def run_demo(
         for line in describe(summary["validation"]):
             echo(f"    {line}")
         runs[label] = str(Path(runs_dir) / config.run_name)
+    stage_done("train (2 runs)")
     echo("4/4 submit (flip TTA): off-the-shelf features, then each run")
     common = dict(data=str(root), submissions_dir=submissions_dir, leaderboard=leaderboard, runs_dir=runs_dir)
     rows, paths = [], []
@@ -54,7 +66,9 @@ def run_demo(
         result = submit(SubmitConfig(models=[model], name=name, **common), progress)
         rows.append((label, result.scores or {}))
         paths.append(str(result.path))
+    stage_done("submit (3 submissions)")
     return (
         f"{comparison_table(rows)}\n\nsubmissions: {', '.join(paths)}\nleaderboard: {leaderboard}\n"
-        f"runs: {', '.join(runs.values())}"
+        f"runs: {', '.join(runs.values())}\nseconds per stage: "
+        + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items())
     )

@@ -7,10 +7,11 @@ from typer.testing import CliRunner
 
 from competition.cli import app
 from competition.errors import CompeteError
+from competition.io import read_jsonl
 from competition.models.embedder import Embedder
 from competition.sweep import runner as sweep_runner
 from competition.sweep.plan import plan_from_dict
-from competition.sweep.runner import read_outcomes, run_sweep
+from competition.sweep.runner import run_sweep
 
 TINY_TRAIN = {
     "pretrained": False,
@@ -83,7 +84,7 @@ def test_resume_after_a_crash_and_shared_features(tiny_competition, tmp_path, mo
     monkeypatch.setattr(sweep_runner, "train", crashing_train)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(plan, progress=False, echo=lambda line: None)
-    first = read_outcomes(plan.out_dir / "results.jsonl")
+    first = read_jsonl(plan.out_dir / "results.jsonl")
     assert [(o["id"], o["status"]) for o in first] == [(plan.configurations[0].id, "done")]
 
     forwards = []

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, ensure_writable, file_lock
+from competition.io import atomic_write_text, ensure_writable, file_lock, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +50,7 @@ def records_file(markdown: Path) -> Path:
 
 
 def read_records(markdown: str | Path) -> list[dict]:
-    """The rows; a damaged line (a disk filled mid-write, a hand edit) is skipped and named."""
-    path = records_file(Path(markdown))
-    if not path.exists():
-        return []
-    records, bad = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            bad.append(str(number))
-    if bad:
-        log.warning("%s: skipped %d damaged line(s): %s", path, len(bad), ", ".join(bad[:10]))
-    return records
+    return read_jsonl(records_file(Path(markdown)))
 
 
 def _write_records(markdown: Path, records: list[dict]) -> None:

@@ -73,7 +73,9 @@ def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None =
         index = faiss.index_factory(dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(128, 2 * k)
     if kind != "hnsw" and ((use_gpu is None and _gpu_count() > 0) or use_gpu):
-        index = faiss.index_cpu_to_all_gpus(index)  # sharded over every visible GPU
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True  # each visible GPU holds its share of the gallery, not a copy
+        index = faiss.index_cpu_to_all_gpus(index, co=options)
     index.add(vectors)
     return index
 

@@ -27,7 +27,7 @@ from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, exclusive_use, file_lock
+from competition.io import atomic_write_text, exclusive_use, file_lock, read_jsonl
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.retrieval.embed import pick_device
 from competition.retrieval.submit import submit
@@ -101,18 +101,6 @@ def estimate_seconds(plan: SweepPlan, device: torch.device) -> dict[str, float]:
     return estimates
 
 
-def read_outcomes(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    outcomes = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            outcomes.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: that row runs again
-            continue
-    return outcomes
-
-
 def _append(path: Path, outcome: dict) -> None:
     with file_lock(path.with_suffix(".lock")):
         with open(path, "a", encoding="utf-8") as handle:
@@ -131,7 +119,7 @@ class SweepRunner:
 
     # what has been done
     def _done(self) -> dict[tuple[str, str], dict]:
-        return {(o["id"], o["variant"]): o for o in read_outcomes(self.results_file) if o["status"] == "done"}
+        return {(o["id"], o["variant"]): o for o in read_jsonl(self.results_file) if o["status"] == "done"}
 
     # the steps of one configuration
     def _augmented(self, configuration: Configuration) -> str:
@@ -224,8 +212,9 @@ class SweepRunner:
         return outcome
 
     def _ensemble(self, outcomes: list[dict], top: int, done: dict) -> list[dict]:
-        """The `top` best trained runs that kept their training (no fallback), one per backbone,
-        ranked by the first variant's top-1 then mAP@10, fused and submitted with every variant."""
+        """The `top` best trained runs that kept their training (a run that fell back is its
+        backbone), ranked by the first variant's top-1 then mAP@10, fused and submitted with
+        every variant."""
         first = self.plan.variants[0].name
         ranked = sorted(
             (
@@ -239,12 +228,9 @@ class SweepRunner:
             key=lambda o: (o["scores"].get("top1", 0), o["scores"].get("map@10", 0)),
             reverse=True,
         )
-        chosen: list[dict] = []
-        for outcome in ranked:
-            if len(chosen) < top and outcome["backbone"] not in {c["backbone"] for c in chosen}:
-                chosen.append(outcome)
+        chosen = ranked[:top]
         if len(chosen) < 2:
-            self.echo("no ensemble: fewer than 2 trained runs with distinct backbones kept their training")
+            self.echo("no ensemble: fewer than 2 trained runs kept their training")
             return []
         ensemble = Configuration(
             "ensemble-" + "-".join(o["id"] for o in chosen), "+".join(o["backbone"] for o in chosen), "ensemble"
