@@ -71,7 +71,10 @@ def test_plan_expands_the_grid_and_checks_every_setting_first(tmp_path):
 
 
 def test_resume_after_a_crash_and_shared_features(tiny_competition, tmp_path, monkeypatch):
-    plan = plan_from_dict(_sweep(tiny_competition, tmp_path, [{"head": "whitening"}, {"head": "softmax"}]))
+    keep = [{"name": "plain", "flip": False, "k": 3, "if_worse": "keep"}]  # tiny runs cannot show they help
+    plan = plan_from_dict(
+        _sweep(tiny_competition, tmp_path, [{"head": "whitening"}, {"head": "softmax"}], submit=keep, ensemble_top=2)
+    )
     trained = []
     real_train = sweep_runner.train
 
@@ -99,14 +102,15 @@ def test_resume_after_a_crash_and_shared_features(tiny_competition, tmp_path, mo
     report = run_sweep(plan, progress=False, echo=lambda line: None)
     assert trained == [plan.run_name(plan.configurations[1])]  # the finished one was skipped
     assert forwards == []  # the second head reads the first one's cached features and embeddings
-    assert [o["status"] for o in report.outcomes] == ["done", "done"]
+    assert [o["status"] for o in report.outcomes] == ["done", "done", "done"]
+    assert report.outcomes[-1]["regime"] == "ensemble" and "ensemble of the 2 best runs" in report.table
     assert "| efficientnet_lite0 last (head=softmax)" in report.table and "**" in report.table
     assert (plan.out_dir / "results.png").stat().st_size > 1000
     board = (tmp_path / "board.jsonl").read_text().splitlines()
-    assert len(board) == 2  # each configuration landed in the leaderboard once
+    assert len(board) == 3  # each configuration and the ensemble landed in the leaderboard once
 
     again = run_sweep(plan, progress=False, echo=lambda line: None)
-    assert trained == [plan.run_name(plan.configurations[1])] and len(again.outcomes) == 2  # nothing re-ran
+    assert trained == [plan.run_name(plan.configurations[1])] and len(again.outcomes) == 3  # nothing re-ran
 
 
 def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tiny_competition, tmp_path, monkeypatch):

@@ -155,7 +155,7 @@ class SweepRunner:
         }
 
     def _run_configuration(self, configuration: Configuration, done: dict) -> list[dict]:
-        outcomes, started = [], time.time()
+        started = time.time()
         try:
             model = self._train(configuration) if configuration.trained else configuration.backbone
         except (Exception, SystemExit) as error:
@@ -163,29 +163,32 @@ class SweepRunner:
                 self._record(configuration, variant.name, "failed", started, reason=_one_line(error))
                 for variant in self.plan.variants
             ]
-        trained_seconds = time.time() - started
+        return self._submit_variants(
+            configuration, [model], done, self.plan.run_name(configuration), time.time() - started, model=model
+        )
+
+    def _submit_variants(
+        self, configuration: Configuration, models: list[str], done: dict, prefix: str, train_seconds=0.0, **extra
+    ) -> list[dict]:
+        """Submit `models` with every variant not done yet: one outcome per variant (training's
+        seconds counted once, with the first)."""
+        outcomes = []
         for variant in self.plan.variants:
             if (configuration.id, variant.name) in done:
                 outcomes.append(done[(configuration.id, variant.name)])
                 continue
             began = time.time()
             try:
-                result = self._submit([model], variant, f"{self.plan.run_name(configuration)}-{variant.name}")
+                result = self._submit(models, variant, f"{prefix}-{variant.name}")
             except Exception as error:
-                outcomes.append(self._record(configuration, variant.name, "failed", began, reason=_one_line(error)))
+                reason = _one_line(error)
+                outcomes.append(self._record(configuration, variant.name, "failed", began, reason=reason, **extra))
                 continue
+            seconds = round(train_seconds, 1)
             outcomes.append(
-                self._record(
-                    configuration,
-                    variant.name,
-                    "done",
-                    began,
-                    model=model,
-                    train_seconds=round(trained_seconds, 1),
-                    **result,
-                )
+                self._record(configuration, variant.name, "done", began, train_seconds=seconds, **result, **extra)
             )
-            trained_seconds = 0.0  # training counts once, with the first variant
+            train_seconds = 0.0
         return outcomes
 
     def _record(self, configuration: Configuration, variant: str, status: str, started: float, **extra) -> dict:
@@ -236,21 +239,9 @@ class SweepRunner:
             "ensemble-" + "-".join(o["id"] for o in chosen), "+".join(o["backbone"] for o in chosen), "ensemble"
         )
         label = f"ensemble of the {len(chosen)} best runs: " + " + ".join(o["label"] for o in chosen)
-        rows = []
-        for variant in self.plan.variants:
-            if (ensemble.id, variant.name) in done:
-                rows.append(done[(ensemble.id, variant.name)])
-                continue
-            began = time.time()
-            try:
-                result = self._submit(
-                    [o["model"] for o in chosen], variant, f"{self.plan.name}-ensemble-{variant.name}"
-                )
-            except Exception as error:
-                rows.append(self._record(ensemble, variant.name, "failed", began, reason=_one_line(error), label=label))
-                continue
-            rows.append(self._record(ensemble, variant.name, "done", began, **result, label=label))
-        return rows
+        return self._submit_variants(
+            ensemble, [o["model"] for o in chosen], done, f"{self.plan.name}-ensemble", label=label
+        )
 
     def run(self, max_minutes: float = 0, ensemble_top: int | None = None, dry_run: bool = False) -> SweepReport:
         plan = self.plan
