@@ -186,6 +186,13 @@ def _typed(ctx: typer.Context) -> set[str]:
     }
 
 
+def _typed_settings(ctx: typer.Context, renamed: dict[str, str], convert: dict, skip: set[str]) -> dict:
+    """{setting: value} for the parameters the user typed. `renamed` maps a parameter to its
+    setting (old spellings included), `convert` turns a parameter's value into the setting's
+    (paths become strings), `skip` names parameters that are not settings."""
+    return {renamed.get(name, name): convert.get(name, _plain)(ctx.params[name]) for name in _typed(ctx) - skip}
+
+
 def _deprecated(old: str, new: str) -> None:
     typer.secho(f"note: {old} is deprecated, use {new}", fg="yellow", err=True)
 
@@ -319,19 +326,19 @@ def train(
     from competition.train.config import resume_settings, training_settings
     from competition.train.loop import train as train_run
 
-    typed = _typed(ctx)
-    if "old_weights" in typed:
+    if "old_weights" in _typed(ctx):
         _deprecated("train --weights", "--weights-file")
-        weights_file, typed = old_weights, typed | {"weights_file"}
-    values = ctx.params | {
-        "weights_file": weights_file,
-        "use_augmented": not no_augmented,
-        "pretrained": not no_pretrained,
-        "run_name": name,
-    }
-    renamed = {"no_augmented": "use_augmented", "no_pretrained": "pretrained", "name": "run_name"}
-    not_settings = {"backbone", "config", "resume", "old_weights"}
-    flags = {renamed.get(p, p): _plain(values[renamed.get(p, p)]) for p in typed if p not in not_settings}
+    flags = _typed_settings(
+        ctx,
+        renamed={
+            "name": "run_name",
+            "no_augmented": "use_augmented",
+            "no_pretrained": "pretrained",
+            "old_weights": "weights_file",
+        },
+        convert={"no_augmented": lambda value: not value, "no_pretrained": lambda value: not value},
+        skip={"backbone", "config", "resume"},
+    )
 
     def settings_for(one_backbone: str | None) -> object:
         if resume:
@@ -529,20 +536,19 @@ def submit(
     from competition.retrieval.submit import SubmitConfig, submit as run_submit
     from competition.train.config import load_train_config
 
-    typed = _typed(ctx)
-    if "old_weights" in typed:
+    if "old_weights" in _typed(ctx):
         _deprecated("submit --weights", "--ensemble-weights")
-        ensemble_weights, typed = old_weights, typed | {"ensemble_weights"}
-    values = ctx.params | {"models": model, "weights": ensemble_weights}
-    renamed = {"model": "models", "ensemble_weights": "weights"}
-    parse = {"weights": lambda v: _floats(v, "ensemble-weights") or None, "scales": lambda v: _floats(v, "scales")}
-    flags = {}
-    for param in typed - {"config", "json_out", "old_weights"}:
-        setting = renamed.get(param, param)
-        value = _plain(values[setting])
-        flags[setting] = parse[setting](value) if setting in parse else value
+
+    def weights(text: str) -> list[float] | None:
+        return _floats(text, "ensemble-weights") or None
 
     def go():
+        flags = _typed_settings(  # inside _run: a malformed --scales or --ensemble-weights is one line
+            ctx,
+            renamed={"model": "models", "ensemble_weights": "weights", "old_weights": "weights"},
+            convert={"ensemble_weights": weights, "old_weights": weights, "scales": lambda t: _floats(t, "scales")},
+            skip={"config", "json_out"},
+        )
         settings = SubmitConfig.from_dict((load_train_config(config) if config else {}) | flags)
         return settings, run_submit(settings, progress=_progress())
 

@@ -248,6 +248,8 @@ def test_a_runs_own_config_feeds_back_with_flags_over_it(tiny_competition, tmp_p
         (["--rerank-k1", 0], "--rerank-k1"),
         (["--name", "../outside"], "plain file name"),
         (["--weights", "-1"], "weights"),
+        (["--scales", "x"], "--scales must be numbers"),
+        (["--ensemble-weights", "1,a"], "--ensemble-weights must be numbers"),
     ],
 )
 def test_bad_submit_values_are_one_line_before_any_work(tiny_competition, tmp_path, flags, fragment):
