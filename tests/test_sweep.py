@@ -109,8 +109,11 @@ def test_resume_after_a_crash_and_shared_features(tiny_competition, tmp_path, mo
     board = (tmp_path / "board.jsonl").read_text().splitlines()
     assert len(board) == 3  # each configuration and the ensemble landed in the leaderboard once
 
+    probes = []
+    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda *args: probes.append(args) or 100.0)
     again = run_sweep(plan, progress=False, echo=lambda line: None)
     assert trained == [plan.run_name(plan.configurations[1])] and len(again.outcomes) == 3  # nothing re-ran
+    assert probes == [] and again.estimates == {c.id: 0.0 for c in plan.configurations}  # nor was it timed
 
 
 def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tiny_competition, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,8 +65,9 @@ def measure_throughput(backbone: str, image_size: int, device: torch.device, bat
     return batch / max(time.perf_counter() - started, 1e-6)
 
 
-def estimate_seconds(plan: SweepPlan, device: torch.device) -> dict[str, float]:
-    """Seconds each configuration should take here, counting what an earlier one already cached."""
+def estimate_seconds(plan: SweepPlan, device: torch.device, finished: set[str] = frozenset()) -> dict[str, float]:
+    """Seconds each configuration should take here, counting what an earlier one already cached;
+    a finished configuration costs 0 and its backbone is not probed."""
     found = discover_competition(plan.data, need_train=any(c.trained for c in plan.configurations))
     photos, unlabeled = len(found.train), len(found.query) + len(found.gallery)
     views = 2  # flip, submit's default
@@ -76,28 +78,30 @@ def estimate_seconds(plan: SweepPlan, device: torch.device) -> dict[str, float]:
     for configuration in plan.configurations:
         size = int(configuration.settings.get("image_size", 0))
         key = (configuration.backbone, size)
+        frozen = (*key, configuration.settings.get("pooling", "gem"))
+        computes_features = configuration.regime == "last" and frozen not in features_cached
+        computes_embeddings = configuration.regime in ("last", "off-the-shelf") and frozen not in embeddings_cached
+        if computes_features:
+            features_cached.add(frozen)
+        if computes_embeddings:
+            embeddings_cached.add(frozen)
+        if configuration.id in finished:  # nothing left to do, and what it cached serves the others
+            estimates[configuration.id] = 0.0
+            continue
         if key not in throughput:
             try:
                 throughput[key] = measure_throughput(configuration.backbone, size, device)
             except Exception as error:  # an unknown or unbuildable backbone: it will fail and say why
                 log.debug("no throughput for %s: %s", configuration.backbone, error)
                 throughput[key] = float("nan")
-        rate = throughput[key]
-        images = 0.0
-        frozen = (*key, configuration.settings.get("pooling", "gem"))
-        if configuration.regime == "last" and frozen not in features_cached:
-            images += photos
-            features_cached.add(frozen)
-        if configuration.regime in ("last", "off-the-shelf") and frozen not in embeddings_cached:
-            images += unlabeled * views
-            embeddings_cached.add(frozen)
+        images = photos * computes_features + unlabeled * views * computes_embeddings
         if configuration.regime == "full":
             epochs = int(configuration.settings.get("epochs", 30))
             trained = photos * (plan.augment_target / 10 if configuration.augment != "none" else 1)
             pool = photos / 4
             images += epochs * (trained * FULL_PASS_COST + pool) + WISE_FT_POOL_PASSES * pool + unlabeled * views
         # every submit variant after the first reads the embeddings the first one cached
-        estimates[configuration.id] = images / rate
+        estimates[configuration.id] = images / throughput[key]
     return estimates
 
 
@@ -247,22 +251,13 @@ class SweepRunner:
         plan = self.plan
         top = plan.ensemble_top if ensemble_top is None else ensemble_top
         device = pick_device(None)
-        estimates = estimate_seconds(plan, device)
         done = self._done()
+        finished = {c.id for c in plan.configurations if all((c.id, v.name) in done for v in plan.variants)}
+        estimates = estimate_seconds(plan, device, finished)
         for configuration in plan.configurations:
-            state = (
-                "done"
-                if all((configuration.id, v.name) in done for v in plan.variants)
-                else f"~{estimates[configuration.id] / 60:.1f} min"
-            )
+            state = "done" if configuration.id in finished else f"~{estimates[configuration.id] / 60:.1f} min"
             self.echo(f"{configuration.id:<40} {configuration.label}: {state}")
-        remaining = sum(
-            e
-            for c in plan.configurations
-            if not all((c.id, v.name) in done for v in plan.variants)
-            for e in [estimates[c.id]]
-            if e == e
-        )
+        remaining = sum(e for e in estimates.values() if not math.isnan(e))
         self.echo(
             f"estimate: {remaining / 60:.1f} min for what is left on {device.type} (measured throughput; "
             f"cached features and embeddings counted once)"
@@ -273,13 +268,13 @@ class SweepRunner:
         outcomes, started, stopped = [], time.time(), ""
         with exclusive_use(plan.out_dir, "sweep"):
             for configuration in plan.configurations:
-                if all((configuration.id, v.name) in done for v in plan.variants):
+                if configuration.id in finished:
                     outcomes += [done[(configuration.id, v.name)] for v in plan.variants]
                     continue
                 elapsed = time.time() - started
                 estimate = estimates[configuration.id]
                 if max_minutes and (
-                    elapsed >= max_minutes * 60 or (estimate == estimate and elapsed + estimate > max_minutes * 60)
+                    elapsed >= max_minutes * 60 or (not math.isnan(estimate) and elapsed + estimate > max_minutes * 60)
                 ):
                     stopped = (
                         f"stopped before {configuration.id}: {elapsed / 60:.1f} of {max_minutes:g} min used, "
