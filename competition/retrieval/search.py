@@ -36,7 +36,7 @@ def faiss_build() -> str:
 
 
 INDEXES = ("auto", "exact", "ivf", "ivfpq", "hnsw")
-TRAIN_PER_CELL = 64  # k-means training points per IVF cell (faiss's own cap is 256): a seeded sample
+TRAIN_PER_CELL = 64  # k-means training points per IVF cell, a seeded sample (faiss wants >= 39, caps at 256)
 APPROXIMATE_FROM = 100_000  # gallery size from which "auto" picks IVF over exact search
 
 
@@ -66,7 +66,7 @@ def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None =
         cells = max(1, min(int(4 * np.sqrt(count)), count // 39))  # faiss wants ~39 training points per cell
         codes = f"PQ{dim // 8}" if kind == "ivfpq" and dim % 8 == 0 else "Flat"
         index = faiss.index_factory(dim, f"IVF{cells},{codes}", faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).permutation(count)[: max(TRAIN_PER_CELL * cells, 39 * cells)]
+        sample = np.random.default_rng(0).permutation(count)[: TRAIN_PER_CELL * cells]
         index.train(vectors[np.sort(sample)])
         index.nprobe = min(cells, max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
     else:
