@@ -160,6 +160,14 @@ Format = Literal["csv", "kaggle", "json"]
 IfWorse = Literal["fallback", "ensemble", "keep"]
 Index = Literal["auto", "exact", "ivf", "ivfpq", "hnsw"]
 Whiten = Literal["off", "gallery", "query+gallery"]
+Landmarks = Literal["auto", "known", "new", "mixed"]
+LandmarksOption = Annotated[
+    Landmarks,
+    typer.Option(
+        help="Are the queries' landmarks those of train/? known: all are (closed set; class posteriors fused "
+        "into the ranking); new: none is (labels never used); mixed: some are; auto: estimated from the queries."
+    ),
+]
 
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or mps ('' = CUDA when present).")]
 WorkersOption = Annotated[
@@ -249,6 +257,7 @@ def train(
         float,
         typer.Option(help="Learned whitening strength: 1 full, 0.5 square-root (milder, for small training sets)."),
     ] = 0.5,
+    landmarks: LandmarksOption = "auto",
     folds: Annotated[
         int,
         typer.Option(
@@ -374,8 +383,19 @@ def _print_train_summary(settings, summary: dict) -> None:
         f"run {settings.runs_dir}/{summary['run']} ({summary['regime']} regime, head {summary['head']}"
         f"{epochs}) in {summary['wall_seconds']:.0f}s; validation on held-out photos vs the pretrained backbone:"
     )
-    for line in describe(summary["validation"]):
+    known = summary.get("landmarks") == "known"  # closed folds: no landmark is held out whole
+    for line in describe({g: v for g, v in summary["validation"].items() if not (known and g == "unseen")}):
         typer.echo(f"  {line}")
+    fusion = summary.get("label_fusion") or {}
+    if fusion:
+        typer.echo(
+            f"  with class posteriors fused (C={fusion['strength']:g}, weight {fusion['weight']:g}), on held-out "
+            "photos of training landmarks (what --landmarks known ranks by):"
+        )
+        for line in describe(fusion["validation"]):
+            typer.echo(f"  {line}")
+    if known:
+        return  # the unseen-landmark warnings below do not apply: every query's landmark trains
     unseen = summary["beats_pretrained"].get("unseen")
     if unseen is None:
         typer.secho(
@@ -515,6 +535,7 @@ def submit(
         int, typer.Option(help="Re-ranking neighbourhood: about twice the photos a landmark has in query + gallery.")
     ] = 20,
     rerank_k2: Annotated[int, typer.Option(help="Re-ranking local expansion.")] = 6,
+    landmarks: LandmarksOption = "auto",
     index: Annotated[
         Index,
         typer.Option(
@@ -556,6 +577,8 @@ def submit(
     if result.path is None:  # a torchrun rank other than 0: rank 0 reports
         return
     _report_skipped(result.skipped, "query/gallery image(s) unreadable, ranked with zero vectors")
+    for note in result.notes:
+        typer.secho(note, fg="cyan", err=True)
     if json_out:
         _print_json(
             {

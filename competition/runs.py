@@ -79,4 +79,8 @@ def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, dict]:
         ) from error
     embedder.eval()
     run_config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-    return embedder, {**run_config, "embedder_config": payload["embedder_config"]}
+    return embedder, {
+        **run_config,
+        "embedder_config": payload["embedder_config"],
+        "label_classifier": payload.get("label_classifier"),
+    }

@@ -24,6 +24,7 @@ from competition.cli import app
 from competition.data.dataset import RESIZE_MODES
 from competition.evaluate.submission import FORMATS
 from competition.models.pooling import POOLINGS
+from competition.retrieval.landmarks import LANDMARKS
 from competition.retrieval.postprocess import WHITEN_ON, PostProcess
 from competition.retrieval.search import INDEXES
 from competition.retrieval.submit import IF_WORSE, SubmitConfig
@@ -60,6 +61,7 @@ def test_choices_in_help_are_the_librarys_own():
     assert set(submit["fmt"]) == set(_annotated_choices(cli.validate)["fmt"]) == set(FORMATS)
     assert set(submit["resize"]) == set(RESIZE_MODES) and set(submit["if_worse"]) == set(IF_WORSE)
     assert set(submit["index"]) == set(INDEXES) and set(submit["whiten"]) == set(WHITEN_ON)
+    assert set(train["landmarks"]) == set(submit["landmarks"]) == set(LANDMARKS)
     result = runner.invoke(app, ["train", "--head", "bogus"])
     assert result.exit_code == 2 and "arcface" in result.output  # the choices are named
 

@@ -25,6 +25,7 @@ COLUMNS = [  # (record key, column title)
     ("tta", "TTA"),
     ("postprocess", "post-processing"),
     ("unseen_guard", "unseen guard"),
+    ("landmarks", "landmarks"),
     ("top1", "top-1"),
     ("top3", "top-3"),
     ("top10", "top-10"),

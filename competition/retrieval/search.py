@@ -115,7 +115,12 @@ def recall_against_exact(
 def leave_one_out_ranking(embeddings: np.ndarray, k: int = 10) -> np.ndarray:
     """Each row queries all the others (itself excluded): validation without a separate gallery."""
     x = l2_normalize(embeddings)
-    similarity = x @ x.T
+    return rank_others(x @ x.T, k)
+
+
+def rank_others(similarity: np.ndarray, k: int = 10) -> np.ndarray:
+    """Top-k columns of a square similarity matrix per row, the row's own column excluded."""
+    similarity = np.array(similarity, dtype=np.float64)
     np.fill_diagonal(similarity, -np.inf)
-    k = min(k, len(x) - 1)
+    k = min(k, len(similarity) - 1)
     return np.argsort(-similarity, axis=1, kind="stable")[:, :k]

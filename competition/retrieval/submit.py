@@ -31,6 +31,8 @@ from competition.models.pooling import POOLINGS
 from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.embed import extract_features, pick_device
 from competition.retrieval.ensemble import fuse_concat
+from competition.retrieval.landmarks import LANDMARKS, KnownShare, estimate_known_share
+from competition.retrieval.posteriors import LabelClassifier, fuse_for_search
 from competition.retrieval.postprocess import PostProcess
 from competition.retrieval.search import INDEXES, recall_against_exact, resolve_index
 from competition.runs import BEST, TOO_FEW, embeddings_file, load_run_embedder, resolve_run_dir
@@ -69,6 +71,9 @@ class SubmitConfig:
     with_pretrained: float = 0.0  # > 0: add each run's pretrained backbone to the ensemble at this weight
     postprocess: PostProcess = field(default_factory=PostProcess)
     index: str = "auto"  # exact, ivf, hnsw; auto: IVF from APPROXIMATE_FROM gallery images
+    # known: every query shows a landmark of train/ (runs' class posteriors fused into the ranking);
+    # new: none does (labels never used); mixed: some do; auto: estimated from the queries.
+    landmarks: str = "auto"
 
     @property
     def ranks(self) -> tuple[int, int]:
@@ -119,6 +124,7 @@ class SubmitConfig:
             ("if-worse", self.if_worse, IF_WORSE),
             ("index", self.index, INDEXES),
             ("pooling", self.pooling, POOLING_CHOICES),
+            ("landmarks", self.landmarks, LANDMARKS),
         ):
             if value not in allowed:
                 raise CompeteError(f"--{flag} must be one of {', '.join(allowed)}, not '{value}'")
@@ -148,6 +154,9 @@ class LoadedModel:
     # The backbone is the pretrained one (off-the-shelf, last regime): its pooled features are
     # cached once per backbone and shared by every such model; only the projection differs.
     frozen: bool = False
+    classifier: LabelClassifier | None = None  # the run's label classifier (closed-set queries)
+    beats_on_known: bool | None = None  # on held-out photos of training landmarks, its fusion included
+    known_validation: str = ""
 
 
 def pooled_cache_tag(backbone: str, weights_origin: str, config: EmbedderConfig) -> str:
@@ -189,6 +198,10 @@ def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
         stat = (run_dir / BEST).stat()
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        classifier = config.get("label_classifier")
+        fusion = summary.get("label_fusion") or {}
+        # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks
+        known = (fusion.get("validation") or summary.get("validation", {})).get("seen", {})
         embedder_config = EmbedderConfig.from_dict(config["embedder_config"])
         frozen = config.get("regime") == "last" and "weights_origin" in config
         tag = (
@@ -208,6 +221,9 @@ def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
             summary.get("beats_pretrained", {}).get("unseen"),
             summary.get("validation", {}).get("unseen", {}).get("verdict", ""),
             frozen,
+            LabelClassifier.from_payload(classifier) if classifier else None,
+            known.get("beats"),
+            known.get("verdict", ""),
         )
     get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
     return pretrained_model(EmbedderConfig(backbone=model, pooling=pooling))
@@ -222,16 +238,24 @@ def check_weights(weights: list[float], models: int) -> None:
 
 
 def guard_unseen(
-    models: list[LoadedModel], weights: list[float], if_worse: str, with_pretrained: float
+    models: list[LoadedModel], weights: list[float], if_worse: str, with_pretrained: float, landmarks: str = "mixed"
 ) -> tuple[list[LoadedModel], list[float], list[str]]:
-    """Apply --if-worse and --with-pretrained; returns models, weights and what was done."""
+    """Apply --if-worse and --with-pretrained; returns models, weights and what was done.
+
+    Which validation judges a run depends on the queries: for `known` landmarks its verdict
+    on held-out photos of training landmarks, otherwise on landmarks held out whole."""
     kept, kept_weights, notes = [], [], []
     for model, weight in zip(models, weights):
-        worse = model.beats_pretrained is False or model.validation == TOO_FEW
-        if model.beats_pretrained is False:
-            log.warning("run %s did worse than its pretrained backbone on held-out landmarks", model.label)
+        beats, verdict, where = (
+            (model.beats_on_known, model.known_validation, "held-out photos of its training landmarks")
+            if landmarks == "known"
+            else (model.beats_pretrained, model.validation, "held-out landmarks")
+        )
+        worse = beats is False or verdict == TOO_FEW
+        if beats is False:
+            log.warning("run %s did worse than its pretrained backbone on %s", model.label, where)
         elif worse:
-            log.warning("run %s: too few photos to tell whether it helps unseen landmarks", model.label)
+            log.warning("run %s: too few photos to tell whether it helps on %s", model.label, where)
         if worse and if_worse == "fallback":
             kept += [pretrained_model(model.embedder_config)]
             kept_weights += [weight]
@@ -265,6 +289,69 @@ class SubmitResult:
     scores: dict | None
     record: dict
     skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
+    notes: list[str] = field(default_factory=list)  # what submit decided for the user to read (the landmarks kind)
+
+
+def _embed(model: LoadedModel, records, config: SubmitConfig, device, dist, progress: bool):
+    """A model's vectors for query or gallery photos, through the embedding cache."""
+    model.embedder.to(device)
+    size = config.image_size or model.image_size
+    tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}-{config.resize}"
+    cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.store"
+    vectors, failed = extract_features(
+        model.embedder.pooled if model.frozen else model.embedder,
+        [r.path for r in records],
+        size,
+        device,
+        cache_dir=cache,
+        batch_size=config.batch_size,
+        flip=config.flip,
+        scales=config.scales,
+        resize=config.resize,
+        strict=config.strict,
+        description=f"{model.label}: {records[0].split}",
+        progress=progress,
+        workers=config.workers,
+        shards=dist,
+    )
+    if model.frozen:  # the run's own projection on the shared pooled features
+        with torch.no_grad():
+            vectors = model.embedder.projection(torch.from_numpy(vectors).to(device)).cpu().numpy()
+    return vectors, failed
+
+
+def resolve_landmarks(setting: str, models: list[LoadedModel], embed_queries) -> tuple[str, KnownShare | None]:
+    """The kind of competition: as given, or for `auto` estimated from the queries' top class
+    posteriors under the first run's calibration (retrieval/landmarks.py)."""
+    if setting != "auto":
+        return setting, None
+    calibrated = [m for m in models if m.classifier is not None and m.classifier.calibration]
+    if not calibrated:
+        return "mixed", KnownShare(None, None, None, "mixed", 0)
+    model = calibrated[0]
+    top = model.classifier.posteriors(embed_queries(model)).max(axis=1)
+    estimate = estimate_known_share(top, model.classifier.calibration)
+    return estimate.choice, estimate
+
+
+def fuse_label_posteriors(models, weights, query_vectors, gallery_vectors, queries, gallery):
+    """For known landmarks: the runs' class posteriors (weighted like the ensemble) fused into the
+    ranking vectors; returns them and a note of what was fused."""
+    with_classifier = [i for i, m in enumerate(models) if m.classifier is not None]
+    if not with_classifier:
+        log.warning("--landmarks known: no model has a label classifier (train a last-layer run); ranking by cosine")
+        return queries, gallery, "none (no run with a label classifier)"
+    classes = models[with_classifier[0]].classifier.classes
+    if any(models[i].classifier.classes != classes for i in with_classifier):
+        log.warning("--landmarks known: the runs were trained on different landmarks; ranking by cosine")
+        return queries, gallery, "none (runs of different landmarks)"
+    total = sum(weights[i] for i in with_classifier)
+    share = [weights[i] / total for i in with_classifier]
+    query_p = sum(s * models[i].classifier.posteriors(query_vectors[i]) for s, i in zip(share, with_classifier))
+    gallery_p = sum(s * models[i].classifier.posteriors(gallery_vectors[i]) for s, i in zip(share, with_classifier))
+    weight = float(sum(s * models[i].classifier.weight for s, i in zip(share, with_classifier)))
+    fused_q, fused_g = fuse_for_search(queries, gallery, query_p, gallery_p, weight)
+    return fused_q, fused_g, f"class posteriors of {len(with_classifier)} run(s), weight {weight:g}"
 
 
 def save_ranked_vectors(path: Path, competition, queries: np.ndarray, gallery: np.ndarray) -> None:
@@ -293,42 +380,28 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
     device = dist.device() or pick_device(config.device or None)
     models = [load_model(m, config.runs_dir, config.pooling) for m in config.models]
-    models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained)
-    query_vectors, gallery_vectors, skipped = [], [], set()
-    for model in models:
-        model.embedder.to(device)
-        size = config.image_size or model.image_size
-        tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}-{config.resize}"
-        cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.store"
-        model_fn = model.embedder.pooled if model.frozen else model.embedder
-        for records, out in ((competition.query, query_vectors), (competition.gallery, gallery_vectors)):
-            vectors, failed = extract_features(
-                model_fn,
-                [r.path for r in records],
-                size,
-                device,
-                cache_dir=cache,
-                batch_size=config.batch_size,
-                flip=config.flip,
-                scales=config.scales,
-                resize=config.resize,
-                strict=config.strict,
-                description=f"{model.label}: {records[0].split}",
-                progress=progress,
-                workers=config.workers,
-                shards=dist,
-            )
-            if model.frozen:  # the run's own projection on the shared pooled features
-                with torch.no_grad():
-                    vectors = model.embedder.projection(torch.from_numpy(vectors).to(device)).cpu().numpy()
-            out.append(vectors)
-            skipped.update(str(p) for p in failed)
+
+    def embed(model: LoadedModel, records) -> np.ndarray:
+        vectors, failed = _embed(model, records, config, device, dist, progress)
+        skipped.update(str(p) for p in failed)
+        return vectors
+
+    skipped: set[str] = set()
+    landmarks, estimate = resolve_landmarks(config.landmarks, models, lambda m: embed(m, competition.query))
+    models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained, landmarks)
+    query_vectors = [embed(model, competition.query) for model in models]
+    gallery_vectors = [embed(model, competition.gallery) for model in models]
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(skipped))
     queries = fuse_concat(query_vectors, weights)
     gallery = fuse_concat(gallery_vectors, weights)
     index = resolve_index(config.index, len(gallery))
     queries, gallery = config.postprocess.vectors(queries, gallery, index)
+    fusion_note = "off"
+    if landmarks == "known":
+        queries, gallery, fusion_note = fuse_label_posteriors(
+            models, weights, query_vectors, gallery_vectors, queries, gallery
+        )
     ranking = config.postprocess.rank_vectors(queries, gallery, k, index)
     if index != "exact":  # say what the approximation costs
         recall = recall_against_exact(queries, gallery, ranking, k)
@@ -383,6 +456,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
         "tta": ", ".join(tta_parts) or "none",
         "postprocess": config.postprocess.describe(),
         "unseen_guard": "; ".join(guard_notes),
+        "landmarks": landmarks if estimate is None else f"{landmarks} (auto{estimate.short()})",
+        "label_fusion": fusion_note,
         "index": index,
         "models": [m.label for m in models],
         "weights": weights,
@@ -392,4 +467,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     }
     if scores is not None:
         add_record(config.leaderboard, record)
-    return SubmitResult(path, scores, record, sorted(skipped))
+    notes = [estimate.describe()] if estimate is not None else []
+    if landmarks == "known":
+        notes.append(f"landmarks known: {fusion_note}")
+    return SubmitResult(path, scores, record, sorted(skipped), notes)

@@ -12,6 +12,7 @@ from competition.errors import CompeteError
 from competition.models.embedder import EmbedderConfig
 from competition.models.pooling import POOLINGS
 from competition.models.registry import DEFAULT_BACKBONE, get_spec
+from competition.retrieval.landmarks import LANDMARKS
 from competition.train.losses import LOSSES, TRIPLET_MINING
 
 REGIMES = ("last", "full")
@@ -93,6 +94,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: int = 1
     grad_clip: float = 1.0
+    # known: every query's landmark is in train/ (validate on its photos, fuse class posteriors at submit);
+    # new: none is (labels never reach the ranking); mixed: some are; auto: submit estimates it from the queries.
+    landmarks: str = "auto"
     folds: int = 4  # validation folds: each holds out 1/folds of the landmarks whole (the full regime uses one)
     holdout_photos: float = 0.25  # share of each other landmark's photos held out for validation (at least 2)
     augmented: str = ""  # folder from `compete augment`; default <data>/augmented when present
@@ -145,6 +149,8 @@ class TrainConfig:
         check_numbers(config)
         if config.regime not in REGIMES:
             raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
+        if config.landmarks not in LANDMARKS:
+            raise CompeteError(f"landmarks must be one of {LANDMARKS}, not '{config.landmarks}'")
         if config.head not in HEAD_CHOICES:
             raise CompeteError(f"head must be one of {HEAD_CHOICES}, not '{config.head}'")
         if config.regime == "full" and config.loss == "whitening":

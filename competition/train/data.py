@@ -25,7 +25,9 @@ from competition.train.validation import Fold, class_folds
 class TrainingData:
     photos: list[ImageRecord]  # readable original training photos; folds index into this list
     variants: list[list[ImageRecord]]  # augmented variants of each photo, in the same order
-    folds: list[Fold]
+    folds: list[Fold]  # what the run is validated on: closed_folds for --landmarks known, else mixed_folds
+    mixed_folds: list[Fold]  # each holds out landmarks whole and photos of the others
+    closed_folds: list[Fold]  # each holds out photos of every landmark (closed-set queries)
     skipped: list[str] = field(default_factory=list)  # unreadable photos, one message each
     extra: list[ImageRecord] = field(default_factory=list)  # pseudo-labelled photos: always train, never validate
 
@@ -65,7 +67,13 @@ def augmented_variants(augmented_dir: Path) -> dict[str, list[Path]]:
 
 
 def load_training_data(
-    root: Path, augmented: Path | None, folds: int, photo_share: float, seed: int, strict: bool = False
+    root: Path,
+    augmented: Path | None,
+    folds: int,
+    photo_share: float,
+    seed: int,
+    strict: bool = False,
+    landmarks: str = "auto",
 ) -> TrainingData:
     found = training_photos(root)
     cross_class_duplicates(found)
@@ -80,4 +88,6 @@ def load_training_data(
         for r in photos
     ]
     labels = [r.label for r in photos]
-    return TrainingData(photos, variants, class_folds(labels, folds, seed, photo_share), skipped)
+    mixed = class_folds(labels, folds, seed, photo_share)
+    closed = class_folds(labels, folds, seed, photo_share, hold_out_landmarks=False)
+    return TrainingData(photos, variants, closed if landmarks == "known" else mixed, mixed, closed, skipped)

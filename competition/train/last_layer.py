@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from competition.data.discover import ImageRecord
 from competition.models.projection import make_projection
+from competition.train.label_fusion import calibrate_on_folds, choose_fusion, label_classifier
 from competition.train.loop import Run, seed_epoch
 from competition.train.losses import loss_for
 from competition.train.optim import make_optimizer, optimizer_step
@@ -41,16 +42,62 @@ def fit_last_layer(run: Run, started: float) -> dict:
     # the whitening is fitted on the original photos: their variants need no features
     records = data.photos + data.extra if run.config.loss == "whitening" else data.training_records()
     features = run.pretrained_features(records, "features")
-    baseline = run.baseline(features)
+    baseline = run.baseline(features, data.folds)
     if run.config.loss == "whitening":
         history, scores, extra = _fit_whitening(run, features)
+        head_for = _whitening_head_for(run, features)
     else:
         history, scores, extra = _fit_loss_head(run, features)
+        head_for = _loss_head_for(run, features, extra["best_epoch"])
     comparison = compare(scores, baseline, seed=run.config.seed)
     run.folder.write_history(history, baseline.means())
     run.embedder.eval()
-    run.save_best(extra.get("best_epoch", 0), scores.means())
-    return run.summary(started, comparison, baseline, scores.means(), **extra)
+    fusion, classifier = {}, None
+    if run.config.landmarks != "new":  # new: the labels never reach the ranking
+        fusion, classifier = _fit_label_fusion(run, features, head_for)
+    run.save_best(extra.get("best_epoch", 0), scores.means(), label_classifier=classifier)
+    return run.summary(started, comparison, baseline, scores.means(), label_fusion=fusion, **extra)
+
+
+def _fit_label_fusion(run: Run, features: dict, head_for) -> tuple[dict, dict]:
+    """The run's label classifier (train/label_fusion.py) and what closed-set validation said of it."""
+    data = run.data
+    x, labels = np.stack([features[r.path] for r in data.photos]), data.labels
+    choice = choose_fusion(x, labels, data.closed_folds, head_for)
+    calibration = calibrate_on_folds(x, labels, data.mixed_folds, head_for, choice.strength)
+    final_embedding = lambda v: _project(run.embedder.projection, v, run.device)  # noqa: E731
+    classifier = label_classifier(x, labels, final_embedding, choice, calibration)
+    verdict = compare(choice.scores, run.baseline(features, data.closed_folds), seed=run.config.seed)
+    summary = {
+        "strength": choice.strength,
+        "weight": choice.weight,
+        "calibration": calibration,
+        "grid_map@10": choice.grid,
+        "validation": {"seen": verdict["seen"]},  # closed folds: every query's landmark trains
+    }
+    return summary, classifier.to_payload()
+
+
+def _whitening_head_for(run: Run, features: dict):
+    """For label fusion's folds: the learned whitening fitted on a fold's training photos."""
+
+    def head_for(train: np.ndarray):
+        x, y = _stack(features, [run.data.photos[i] for i in train])
+        mean, matrix, _ = fit_whitening(x, y, run.config.whiten_power)
+        return lambda vectors: apply_whitening(vectors, mean, matrix)
+
+    return head_for
+
+
+def _loss_head_for(run: Run, features: dict, epochs: int):
+    """For label fusion's folds: the projection trained on a fold's photos (and their variants)."""
+
+    def head_for(train: np.ndarray):
+        x, y = _stack(features, run.data.training_records(train))
+        projection, _ = train_projection(run, torch.from_numpy(x).to(run.device), y, epochs)
+        return lambda vectors: _project(projection, vectors, run.device)
+
+    return head_for
 
 
 def _fit_whitening(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:
@@ -109,7 +156,7 @@ def train_projection(
 
 def _project(projection: nn.Module, vectors: np.ndarray, device) -> np.ndarray:
     with torch.no_grad():
-        return projection(torch.from_numpy(vectors).to(device)).cpu().numpy()
+        return projection(torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(device)).cpu().numpy()
 
 
 def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:

@@ -135,9 +135,9 @@ class Run:
         """The rows of `features` for a fold's validation pool, in pool order."""
         return np.stack([features[self.data.photos[i].path] for i in fold.pool])
 
-    def baseline(self, features: dict[Path, np.ndarray]) -> PoolScores:
+    def baseline(self, features: dict[Path, np.ndarray], folds) -> PoolScores:
         """The pretrained backbone on every fold's validation pool: the score to beat."""
-        return PoolScores.concat([self.score(self.pool_features(features, fold), fold) for fold in self.data.folds])
+        return PoolScores.concat([self.score(self.pool_features(features, fold), fold) for fold in folds])
 
     def score(self, vectors: np.ndarray, fold) -> PoolScores:
         return score_pool(vectors, self.data.labels[fold.pool], fold.unseen)
@@ -198,6 +198,7 @@ class Run:
             "run": self.config.run_name,
             "regime": self.config.regime,
             "head": self.config.loss,
+            "landmarks": self.config.landmarks,
             **extra,
             "validation": comparison,
             "best": best,
@@ -218,7 +219,13 @@ def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
         raise CompeteError(f"{augmented}: augmented folder not found (run `compete augment --out {augmented}`)")
     use_augmented = config.use_augmented and augmented.is_dir()
     data = load_training_data(
-        root, augmented if use_augmented else None, config.folds, config.holdout_photos, config.seed, config.strict
+        root,
+        augmented if use_augmented else None,
+        config.folds,
+        config.holdout_photos,
+        config.seed,
+        config.strict,
+        config.landmarks,
     )
     seed_everything(config.seed)
     embedder, origin = build_embedder(config.embedder_config())

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from competition.evaluate.metrics import average_precision, bootstrap_interval, relevance
-from competition.retrieval.search import leave_one_out_ranking
+from competition.retrieval.search import l2_normalize, rank_others
 from competition.runs import TOO_FEW
 
 GROUPS = ("seen", "unseen")
@@ -37,11 +37,15 @@ class Fold:
     unseen: np.ndarray  # per pool photo: its landmark is held out whole
 
 
-def class_folds(labels: Sequence[str], folds: int = 4, seed: int = 0, photo_share: float = 0.25) -> list[Fold]:
+def class_folds(
+    labels: Sequence[str], folds: int = 4, seed: int = 0, photo_share: float = 0.25, hold_out_landmarks: bool = True
+) -> list[Fold]:
     """Folds over landmarks; each keeps at least two training landmarks.
 
     A seen landmark lends max(2, photo_share of its photos) to the pool when it keeps two
-    for training (two: so a held-out photo has a match in the pool)."""
+    for training (two: so a held-out photo has a match in the pool). Without
+    `hold_out_landmarks` (closed-set validation: every query's landmark trains) no landmark
+    is held out whole; each fold lends other photos of every landmark."""
     labels = np.asarray(labels)
     classes = np.unique(labels)
     rng = np.random.default_rng([seed, 4242])
@@ -49,7 +53,7 @@ def class_folds(labels: Sequence[str], folds: int = 4, seed: int = 0, photo_shar
     count = max(1, min(folds, len(classes)))
     result = []
     for fold in range(count):
-        held_out = set(shuffled[fold::count].tolist())
+        held_out = set(shuffled[fold::count].tolist()) if hold_out_landmarks else set()
         if len(classes) - len(held_out) < 2:
             held_out = set()
         train, pool, unseen = [], [], []
@@ -61,7 +65,11 @@ def class_folds(labels: Sequence[str], folds: int = 4, seed: int = 0, photo_shar
                 continue
             lend = max(2, int(round(photo_share * len(members))))
             lend = lend if len(members) - lend >= 2 else 0
-            lent = set(rng.permutation(members)[:lend].tolist())
+            if hold_out_landmarks:
+                lent = set(rng.permutation(members)[:lend].tolist())
+            else:  # fold f lends the f-th share of one fixed shuffle: over the folds each photo queries in turn
+                order = np.random.default_rng([seed, 4243, int(np.searchsorted(classes, label))]).permutation(members)
+                lent = set(np.roll(order, -fold * lend)[:lend].tolist())
             pool += sorted(lent)
             unseen += [False] * len(lent)
             train += [i for i in members.tolist() if i not in lent]
@@ -99,12 +107,18 @@ class PoolScores:
 
 def score_pool(vectors: np.ndarray, labels: Sequence[str], unseen: np.ndarray) -> PoolScores:
     """Every pool photo whose landmark has another photo in the pool queries all the others."""
+    x = l2_normalize(vectors)
+    return score_similarity(x @ x.T, labels, unseen)
+
+
+def score_similarity(similarity: np.ndarray, labels: Sequence[str], unseen: np.ndarray) -> PoolScores:
+    """score_pool on a pool's similarity matrix (e.g. cosine fused with class posteriors)."""
     labels = np.asarray(labels)
     counts = Counter(labels.tolist())
     queries = np.array([counts[label] > 1 for label in labels], dtype=bool)
     if queries.sum() == 0:
         return PoolScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, bool))
-    ranking = leave_one_out_ranking(vectors, k=MAP_K)[queries]
+    ranking = rank_others(similarity, k=MAP_K)[queries]
     hits = relevance(ranking, labels[queries], labels)
     relevant = np.array([counts[label] - 1 for label in labels[queries]])
     return PoolScores(hits[:, 0], average_precision(hits, MAP_K, relevant), np.asarray(unseen, bool)[queries])

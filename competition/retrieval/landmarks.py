@@ -1,0 +1,82 @@
+"""Which kind of competition it is: are the queries' landmarks those of `train/`?
+
+- known: every query shows a training landmark (closed set, the 50-class competitions):
+  class posteriors are fused into the ranking and validation holds out photos only.
+- new: no query does (Google Landmarks retrieval): the labels never reach the ranking.
+- mixed: some do: today's conservative pipeline, judged on held-out landmarks too.
+- auto: estimated from the queries. A classifier's top posterior tells a photo of a
+  training landmark from another's; on the validation folds (where the truth is known)
+  a threshold on it has a true-positive rate `tpr` and a false-positive rate `fpr`. Of
+  the queries a share `r` passes it, so the share of training landmarks among them is
+  (r - fpr) / (tpr - fpr) (the classic correction of an imperfect test's count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from competition.evaluate.metrics import bootstrap_interval
+
+LANDMARKS = ("auto", "known", "new", "mixed")
+KNOWN_FROM = 0.85  # estimated share of queries of training landmarks from which `auto` picks known
+NEW_UNTIL = 0.15  # ... and up to which it picks new
+MIN_SEPARATION = 0.2  # tpr - fpr below this: the test cannot tell, auto stays mixed
+
+
+@dataclass(frozen=True)
+class KnownShare:
+    """The estimated share of queries whose landmark is in train/, its 90% interval, the choice."""
+
+    share: float | None  # None: the calibration cannot tell
+    low: float | None
+    high: float | None
+    choice: str
+    queries: int
+
+    def short(self) -> str:
+        return "" if self.share is None else f", {self.share:.0%} known"
+
+    def describe(self) -> str:
+        if self.share is None:
+            return f"auto -> {self.choice} (no calibration to estimate the query mix from)"
+        return (
+            f"auto -> {self.choice}: an estimated {self.share:.0%} of the {self.queries} queries "
+            f"(90% [{self.low:.0%}, {self.high:.0%}]) show training landmarks "
+            f"(known from {KNOWN_FROM:.0%}, new up to {NEW_UNTIL:.0%})"
+        )
+
+
+def calibrate_known(top_posteriors: np.ndarray, is_known: np.ndarray) -> dict:
+    """The threshold on the top posterior that best separates photos of training landmarks
+    (is_known) from others (Youden's J), with its true and false positive rates."""
+    top_posteriors, is_known = np.asarray(top_posteriors, float), np.asarray(is_known, bool)
+    if is_known.all() or not is_known.any():
+        return {}
+    candidates = np.unique(top_posteriors)
+    separation = [(top_posteriors[is_known] >= t).mean() - (top_posteriors[~is_known] >= t).mean() for t in candidates]
+    threshold = float(candidates[int(np.argmax(separation))])
+    return {
+        "threshold": threshold,
+        "tpr": float((top_posteriors[is_known] >= threshold).mean()),
+        "fpr": float((top_posteriors[~is_known] >= threshold).mean()),
+        "photos": int(len(is_known)),
+    }
+
+
+def _corrected(passing: np.ndarray, tpr: float, fpr: float) -> float:
+    return float(np.clip((np.mean(passing) - fpr) / (tpr - fpr), 0.0, 1.0))
+
+
+def estimate_known_share(top_posteriors: np.ndarray, calibration: dict, seed: int = 0) -> KnownShare:
+    top_posteriors = np.asarray(top_posteriors, float)
+    queries = len(top_posteriors)
+    if not calibration or calibration["tpr"] - calibration["fpr"] < MIN_SEPARATION or not queries:
+        return KnownShare(None, None, None, "mixed", queries)
+    tpr, fpr = calibration["tpr"], calibration["fpr"]
+    passing = (top_posteriors >= calibration["threshold"]).astype(float)
+    share = _corrected(passing, tpr, fpr)
+    low, high = (float(np.clip((b - fpr) / (tpr - fpr), 0, 1)) for b in bootstrap_interval(passing, seed=seed))
+    choice = "known" if share >= KNOWN_FROM else "new" if share <= NEW_UNTIL else "mixed"
+    return KnownShare(share, low, high, choice, queries)

@@ -1,0 +1,158 @@
+"""The kind of competition (--landmarks): closed-set validation, posterior fusion, the auto estimate, the guard."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from competition.models.embedder import EmbedderConfig
+from competition.retrieval.landmarks import KNOWN_FROM, calibrate_known, estimate_known_share
+from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, fuse_for_search, fused_similarity
+from competition.retrieval.search import l2_normalize, search
+from competition.retrieval.submit import LoadedModel, SubmitConfig, guard_unseen, submit
+from competition.runs import BEST, load_checkpoint
+from competition.train.label_fusion import calibrate_on_folds
+from competition.train.loop import train
+from competition.train.validation import class_folds
+
+
+def test_closed_folds_hold_out_photos_of_every_landmark_and_no_landmark_whole():
+    labels = np.repeat([f"c{i}" for i in range(6)], [4, 5, 8, 9, 12, 3])
+    folds = class_folds(labels, folds=4, seed=0, hold_out_landmarks=False)
+    queried = set()
+    for fold in folds:
+        assert not fold.unseen.any()
+        assert set(fold.train.tolist()).isdisjoint(fold.pool.tolist())
+        for label in set(labels[fold.pool]):  # every pooled landmark trains too, with >= 2 photos
+            assert (labels[fold.train] == label).sum() >= 2 and (labels[fold.pool] == label).sum() >= 2
+        queried |= set(fold.pool.tolist())
+    assert {labels[i] for i in queried} == {f"c{i}" for i in range(5)}  # c5 (3 photos) can lend none
+    # over the folds each photo of a landmark takes its turn as a query (12 photos, 3 lent per fold)
+    assert queried >= set(np.flatnonzero(labels == "c4").tolist())
+    assert [f.pool.tolist() for f in folds] != [folds[0].pool.tolist()] * 4
+
+
+def _two_landmark_classifier(weight: float) -> LabelClassifier:
+    coef = np.array([[8.0, 0, 0], [0, 8.0, 0]], dtype=np.float32)  # landmark a along x, b along y
+    return LabelClassifier(["a", "b"], coef, np.zeros(2, np.float32), weight=weight)
+
+
+def test_a_query_classified_into_a_landmark_ranks_its_gallery_photos_first():
+    classifier = _two_landmark_classifier(weight=1.0)
+    query = np.array([[0.55, 0.35, 0.76]], dtype=np.float32)  # classified a (x > y)
+    gallery = np.array([[0.9, 0.1, 0.42], [0.2, 0.45, 0.87]], dtype=np.float32)  # photo of a, photo of b
+    cosine = l2_normalize(query) @ l2_normalize(gallery).T
+    assert cosine[0, 1] > cosine[0, 0]  # by appearance alone the photo of b comes first
+    posteriors_q, posteriors_g = classifier.posteriors(query), classifier.posteriors(gallery)
+    assert classifier.classes[int(posteriors_q.argmax())] == "a"
+    fused = fused_similarity(cosine, posteriors_q, posteriors_g, classifier.weight)
+    assert fused[0].argmax() == 0
+    fused_q, fused_g = fuse_for_search(query, gallery, posteriors_q, posteriors_g, classifier.weight)
+    assert search(fused_q, fused_g, k=2)[1][0].tolist() == [0, 1]  # faiss ranks by the fused score too
+
+
+def test_fused_vectors_rank_exactly_as_the_fused_score():
+    rng = np.random.default_rng(0)
+    queries, gallery = rng.normal(size=(20, 16)), rng.normal(size=(60, 16))
+    posteriors_q, posteriors_g = rng.dirichlet(np.ones(5) * 0.3, 20), rng.dirichlet(np.ones(5) * 0.3, 60)
+    dense = fused_similarity(l2_normalize(queries) @ l2_normalize(gallery).T, posteriors_q, posteriors_g, 2.0)
+    fused_q, fused_g = fuse_for_search(queries, gallery, posteriors_q, posteriors_g, 2.0)
+    order = search(fused_q, fused_g, k=10)[1]
+    assert np.array_equal(order, np.argsort(-dense, axis=1, kind="stable")[:, :10])
+
+
+def test_classifier_survives_a_weights_only_checkpoint(tmp_path):
+    x = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    classifier = fit_label_classifier(x, ["a"] * 6 + ["b"] * 6, strength=10)
+    classifier.weight, classifier.calibration = 0.5, {"threshold": 0.6, "tpr": 0.9, "fpr": 0.1}
+    torch.save({"label_classifier": classifier.to_payload()}, tmp_path / "c.pt")
+    loaded = LabelClassifier.from_payload(torch.load(tmp_path / "c.pt", weights_only=True)["label_classifier"])
+    assert np.allclose(loaded.posteriors(x), classifier.posteriors(x))
+    assert loaded.weight == 0.5 and loaded.calibration["tpr"] == 0.9 and loaded.classes == ["a", "b"]
+
+
+def _clusters(rng, centres, per_class, noise=0.1):
+    labels = np.repeat(np.arange(len(centres)), per_class)
+    return centres[labels] + noise * rng.normal(size=(len(labels), centres.shape[1])), labels.astype(str)
+
+
+@pytest.mark.parametrize("known_share, expected", [(1.0, "known"), (0.5, "mixed"), (0.0, "new")])
+def test_auto_estimates_the_share_of_training_landmarks_among_queries(known_share, expected):
+    rng = np.random.default_rng(1)
+    centres = l2_normalize(rng.normal(size=(16, 32)))  # 8 landmarks train, 8 are never seen
+    train_x, train_y = _clusters(rng, centres[:8], 10)
+    folds = class_folds(train_y, folds=4, seed=0)
+    calibration = calibrate_on_folds(train_x, train_y, folds, lambda _: lambda v: v, strength=10)
+    assert calibration["tpr"] - calibration["fpr"] > 0.5  # the test separates on held-out landmarks
+    classifier = fit_label_classifier(train_x, train_y, 10)
+    seen_queries = round(80 * known_share)
+    seen_x, _ = _clusters(rng, centres[:8], 10)
+    unseen_x, _ = _clusters(rng, centres[8:], 10)
+    queries = np.concatenate([seen_x[:seen_queries], unseen_x[: 80 - seen_queries]])
+    estimate = estimate_known_share(classifier.posteriors(queries).max(axis=1), calibration)
+    assert estimate.choice == expected and abs(estimate.share - known_share) < 0.2
+    assert estimate.low <= estimate.share <= estimate.high and str(round(estimate.share * 100)) in estimate.describe()
+
+
+def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
+    assert calibrate_known(np.array([0.5, 0.6]), np.array([True, True])) == {}
+    weak = {"threshold": 0.5, "tpr": 0.55, "fpr": 0.45}
+    assert estimate_known_share(np.ones(50), weak).choice == "mixed" and KNOWN_FROM > 0.5
+
+
+def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:
+    config = EmbedderConfig(image_size=32)
+    return LoadedModel(
+        "run", config.backbone, None, 32, "last", "none", "tag", config, beats_unseen, verdict, True, None,
+        beats_known, verdict,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "landmarks, beats_unseen, beats_known, kept",
+    [
+        ("known", False, True, "run"),  # lost on unseen landmarks: irrelevant when every query is known
+        ("mixed", False, True, "efficientnet_lite0"),
+        ("new", False, True, "efficientnet_lite0"),
+        ("known", True, False, "efficientnet_lite0"),  # lost on held-out photos of its own landmarks
+        ("mixed", True, False, "run"),
+    ],
+)
+def test_the_guard_reads_the_validation_of_the_kind_of_competition(landmarks, beats_unseen, beats_known, kept):
+    models, _, _ = guard_unseen([_run_model(beats_unseen, beats_known)], [1.0], "fallback", 0.0, landmarks)
+    assert [m.label for m in models] == [kept]
+
+
+def test_each_kind_validates_and_keeps_what_it_needs(tiny_competition, tmp_path):
+    known = train(tiny_config(tiny_competition, tmp_path, "known", landmarks="known"), progress=False)
+    assert set(known["validation"]) == {"seen", "unseen"} and known["validation"]["unseen"]["queries"] == 0
+    assert known["validation"]["seen"]["queries"] > 0 and known["landmarks"] == "known"
+    assert known["label_fusion"]["validation"]["seen"]["queries"] == known["validation"]["seen"]["queries"]
+    new = train(tiny_config(tiny_competition, tmp_path, "new", landmarks="new"), progress=False)
+    assert new["label_fusion"] == {} and load_checkpoint(tmp_path / "new" / BEST)["label_classifier"] is None
+    auto = train(tiny_config(tiny_competition, tmp_path, "auto"), progress=False)
+    assert auto["validation"]["unseen"]["queries"] > 0  # landmarks held out whole, as for mixed
+    payload = load_checkpoint(tmp_path / "auto" / BEST)["label_classifier"]
+    assert payload["classes"] == sorted(json.loads((tmp_path / "auto" / "config.json").read_text())["classes"])
+    assert set(payload["calibration"]) >= {"threshold", "tpr", "fpr"} and payload["weight"] >= 0
+
+
+@pytest.mark.parametrize("landmarks", ["known", "new"])
+def test_submit_fuses_posteriors_only_for_known_landmarks(tiny_competition, tmp_path, landmarks):
+    train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
+    config = SubmitConfig(
+        data=str(tiny_competition),
+        models=["run"],
+        runs_dir=str(tmp_path / "runs"),
+        submissions_dir=str(tmp_path / "subs"),
+        leaderboard=str(tmp_path / "board.md"),
+        landmarks=landmarks,
+        if_worse="keep",
+        name=landmarks,
+    )
+    result = submit(config, progress=False)
+    assert result.record["landmarks"] == landmarks
+    assert result.record["label_fusion"].startswith("class posteriors") == (landmarks == "known")
+    assert "| landmarks |" in (tmp_path / "board.md").read_text()
