@@ -153,7 +153,7 @@ def augment(
 # Choices spelled here so `--help` and shell completion list them without importing torch;
 # tests/test_cli.py checks each against the library's own tuple.
 Regime = Literal["last", "full"]
-Head = Literal["auto", "whitening", "softmax", "arcface", "cosface", "triplet"]
+Head = Literal["auto", "whitening", "softmax", "arcface", "cosface", "subcenter-arcface", "triplet"]
 Pooling = Literal["gem", "avg", "max", "cls"]
 Resize = Literal["square", "aspect"]
 Format = Literal["csv", "kaggle", "json"]
@@ -249,7 +249,7 @@ def train(
         typer.Option(
             help="auto: whitening in the last regime, softmax in the full. whitening: "
             "learned whitening fitted in closed form (last regime); softmax, arcface, "
-            "cosface (classifier heads) or triplet (hard-negative mining, no "
+            "cosface, subcenter-arcface (classifier heads) or triplet (hard-negative mining, no "
             "classifier): trained with that loss."
         ),
     ] = "auto",
@@ -781,6 +781,16 @@ def sweep(
         Optional[int],
         typer.Option(help="Also submit the ensemble of the N best runs.", show_default="the file's ensemble_top"),
     ] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data",
+            "-d",
+            help="Run the sweep on this competition folder instead of the file's; its results go to "
+            "runs/sweeps/<name>-<folder name>.",
+            show_default="the file's data",
+        ),
+    ] = None,
 ) -> None:
     """Train and submit every configuration of a sweep file, then write its results table and chart.
 
@@ -790,7 +800,7 @@ def sweep(
     from competition.sweep.plan import load_sweep
     from competition.sweep.runner import run_sweep
 
-    plan = _run(lambda: load_sweep(sweep_file))
+    plan = _run(lambda: load_sweep(sweep_file, data))
     report = _run(lambda: run_sweep(plan, max_minutes, ensemble_top, dry_run, progress=_progress(), echo=typer.echo))
     if dry_run:
         return

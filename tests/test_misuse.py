@@ -301,3 +301,16 @@ def test_a_replaced_photo_of_the_same_size_and_time_is_embedded_again(tmp_path):
     os.utime(first, ns=(times.st_atime_ns, times.st_mtime_ns))
     blue, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_dir=cache, progress=False)
     assert not np.allclose(red, blue) and blue[0, 2] > blue[0, 0]
+
+
+def test_an_unfinished_run_is_refused_by_submit_unless_kept_as_it_is(tiny_competition, tmp_path, caplog):
+    from competition.train.loop import train
+
+    train(tiny_config(tiny_competition, tmp_path / "runs", "busy"), progress=False)
+    (tmp_path / "runs" / "busy" / "summary.json").unlink()  # as while it trains, or after a SIGTERM
+    common = ["--data", tiny_competition, "--runs-dir", tmp_path / "runs", "--leaderboard", tmp_path / "b.md"]
+    common += ["--submissions-dir", tmp_path / "subs", "-m", "busy", "--no-flip"]
+    one_line_error(invoke("submit", *common), "unfinished", "train it again", "--if-worse keep")
+    assert not (tmp_path / "subs").exists()
+    kept = invoke("submit", *common, "--if-worse", "keep")
+    assert kept.exit_code == 0 and "unfinished run" in caplog.text, kept.output

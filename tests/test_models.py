@@ -91,6 +91,28 @@ def test_margin_heads_penalise_the_target_class():
     assert (with_margin[target] < plain[target]).all() and torch.equal(with_margin[~target], plain[~target])
 
 
+def test_subcenter_arcface_learns_a_class_with_two_modes():
+    from competition.train.losses import make_loss
+
+    torch.manual_seed(0)
+    # class 0 has two opposite modes (inside / outside of a building), class 1 sits between them
+    embedding = torch.cat([torch.randn(8, 4) * 0.1 + torch.tensor([3.0, 0, 0, 0]) * sign for sign in (1, -1)])
+    embedding = torch.cat([embedding, torch.randn(8, 4) * 0.1 + torch.tensor([0, 3.0, 0, 0])])
+    labels = torch.tensor([0] * 16 + [1] * 8)
+    loss = make_loss("subcenter-arcface", 4, 2)
+    optimizer = torch.optim.SGD(loss.parameters(), lr=0.5)
+    first = loss(embedding, labels)
+    for _ in range(50):
+        optimizer.zero_grad()
+        value = loss(embedding, labels)
+        value.backward()
+        optimizer.step()
+    assert value.item() < 0.5 * first.item()
+    centres = loss.loss.W.detach().T.reshape(2, 3, 4)  # (classes, sub-centres, dim)
+    towards = torch.nn.functional.normalize(centres[0], dim=-1) @ torch.tensor([1.0, 0, 0, 0])
+    assert towards.max() > 0.5 and towards.min() < -0.5  # one sub-centre per mode
+
+
 class _Exploit:
     def __reduce__(self):
         return (Path.touch, (Path("/tmp/compete-pwned"),))

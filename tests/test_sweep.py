@@ -151,3 +151,18 @@ def test_cli_dry_run_prints_the_plan_and_the_estimate(tiny_competition, tmp_path
     assert result.exit_code == 0, result.output
     assert "efficientnet_lite0-off-the-shelf" in result.output and "estimate:" in result.output
     assert not (tmp_path / "runs" / "sweeps").exists()  # nothing ran
+
+
+def test_data_override_runs_a_sweep_file_on_another_folder_under_its_own_name(tiny_competition, tmp_path):
+    import yaml
+
+    from competition.sweep.plan import load_sweep
+
+    sweep_file = tmp_path / "closed.yaml"
+    sweep_file.write_text(yaml.safe_dump(_sweep("elsewhere", tmp_path, [{"head": "whitening"}]) | {"name": "closed"}))
+    assert load_sweep(sweep_file).data == "elsewhere"
+    plan = load_sweep(sweep_file, tiny_competition)
+    assert plan.data == str(tiny_competition) and plan.name == f"closed-{tiny_competition.name}"
+    assert plan.out_dir.name == f"closed-{tiny_competition.name}"  # never the results of the file's own folder
+    result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--data", str(tmp_path / "nowhere"), "--dry-run"])
+    assert result.exit_code == 1 and "nowhere" in result.output

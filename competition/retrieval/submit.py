@@ -35,7 +35,7 @@ from competition.retrieval.landmarks import LANDMARKS, KnownShare, estimate_know
 from competition.retrieval.posteriors import LabelClassifier, fuse_for_search
 from competition.retrieval.postprocess import PostProcess
 from competition.retrieval.search import INDEXES, recall_against_exact, resolve_index
-from competition.runs import BEST, TOO_FEW, embeddings_file, load_run_embedder, resolve_run_dir
+from competition.runs import BEST, LAST, TOO_FEW, embeddings_file, load_run_embedder, resolve_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +191,33 @@ def pretrained_model(config: EmbedderConfig) -> LoadedModel:
     )
 
 
-def load_model(model: str, runs_dir: str, pooling: str = "gem") -> LoadedModel:
+def _run_summary(run_dir: Path, use_unfinished: bool) -> dict:
+    """A finished run's summary.json (its validation verdicts). A run without one is still
+    training or was stopped: its best.pt is an in-progress checkpoint that no validation has
+    judged, so it is refused unless the user keeps runs whatever validation says."""
+    summary_file = run_dir / "summary.json"
+    if summary_file.exists():
+        return json.loads(summary_file.read_text())
+    how = (
+        f"continue it with `compete train --resume {run_dir}`"
+        if (run_dir / LAST).exists()
+        else "train it again (a last-layer run takes seconds on cached features)"
+    )
+    if not use_unfinished:
+        raise CompeteError(
+            f"{run_dir}: the run is unfinished (no summary.json: still training, or stopped); {how}, "
+            "or pass --if-worse keep to submit its best.pt as it is"
+        )
+    log.warning("%s: unfinished run, its best.pt used as it is (--if-worse keep); %s", run_dir, how)
+    return {}
+
+
+def load_model(model: str, runs_dir: str, pooling: str = "gem", use_unfinished: bool = False) -> LoadedModel:
     if _is_run(model, runs_dir) or (model not in REGISTRY and Path(model).exists()):
         run_dir = resolve_run_dir(model, runs_dir)
         embedder, config = load_run_embedder(run_dir)
         stat = (run_dir / BEST).stat()
-        summary_file = run_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        summary = _run_summary(run_dir, use_unfinished)
         classifier = config.get("label_classifier")
         fusion = summary.get("label_fusion") or {}
         # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks
@@ -379,7 +399,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     weights = list(config.weights) if config.weights else [1.0] * len(config.models)
     dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
     device = dist.device() or pick_device(config.device or None)
-    models = [load_model(m, config.runs_dir, config.pooling) for m in config.models]
+    models = [load_model(m, config.runs_dir, config.pooling, config.if_worse == "keep") for m in config.models]
 
     def embed(model: LoadedModel, records) -> np.ndarray:
         vectors, failed = _embed(model, records, config, device, dist, progress)

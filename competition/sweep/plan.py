@@ -199,5 +199,11 @@ def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
     return plan
 
 
-def load_sweep(path: str | Path) -> SweepPlan:
-    return plan_from_dict(load_train_config(path), name=Path(path).stem)
+def load_sweep(path: str | Path, data: str | Path | None = None) -> SweepPlan:
+    """A sweep file's plan; `data` runs it on another competition folder, under a name of its own
+    (results of one folder are never taken for another's)."""
+    settings = load_train_config(path)
+    if data is not None:
+        name = str(settings.get("name", Path(path).stem))
+        settings = settings | {"data": str(data), "name": f"{name}-{Path(data).resolve().name}"}
+    return plan_from_dict(settings, name=Path(path).stem)

@@ -29,6 +29,8 @@ def _row_title(outcome: dict, variants: int) -> str:
     title = outcome["label"]
     if variants > 1 and outcome.get("variant"):
         title += f" · {outcome['variant']}"
+    if outcome.get("landmarks", "").startswith("known"):
+        title += " [known]"  # class posteriors fused: what --landmarks known (or auto's choice of it) did
     if outcome.get("fallback"):
         title += " †"
     return title
@@ -54,6 +56,8 @@ def results_table(outcomes: list[dict]) -> str:
             cells.append(f"**{text}**" if value is not None and value == best[key] else text)
         lines.append(f"| {_row_title(outcome, variants)} | " + " | ".join(cells) + f" | {outcome['seconds']:.0f} |")
     notes = ["Wall time: training plus the first variant's submit; later variants reuse the cached embeddings."]
+    if any(o.get("landmarks", "").startswith("known") for o in outcomes):
+        notes.append("[known]: every query taken as a training landmark; the runs' class posteriors were fused in.")
     if any(o.get("fallback") for o in outcomes):
         notes.append(
             "† the run lost to its pretrained backbone on held-out landmarks in validation, so submit used the "

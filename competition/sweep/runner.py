@@ -1,7 +1,7 @@
 """Run a sweep: each configuration trains and submits as a manual run would, resumably.
 
 - Work is shared through the caches the commands already keep: an augmented set per
-  (recipe, target) under runs/sweeps/augmented/; pooled features of a frozen backbone
+  (data folder, recipe, target) under runs/sweeps/augmented/; pooled features of a frozen backbone
   (runs/feature-cache/) and its query/gallery embeddings (runs/embedding-cache/) for every
   last-layer configuration with the same backbone, weights, pooling and input size,
   whatever its head, loss or epochs. Full-layer runs share only the augmented set.
@@ -130,7 +130,8 @@ class SweepRunner:
         if configuration.augment == "none":
             return ""
         recipe = load_recipe(configuration.augment, target_per_class=self.plan.augment_target)
-        out = Path(self.plan.runs_dir) / "sweeps" / "augmented" / f"{Path(recipe.name).stem}-{recipe.target_per_class}"
+        folder = f"{Path(self.plan.data).resolve().name}-{Path(recipe.name).stem}-{recipe.target_per_class}"
+        out = Path(self.plan.runs_dir) / "sweeps" / "augmented" / folder  # one per data folder, recipe and target
         augment_competition(self.plan.data, recipe, out, progress=self.progress, replace_if_changed=True)
         return str(out)
 
@@ -156,6 +157,7 @@ class SweepRunner:
             "scores": result.scores,
             "submission": str(result.path),
             "fallback": "fell back" in result.record.get("unseen_guard", ""),
+            "landmarks": result.record.get("landmarks", ""),
         }
 
     def _run_configuration(self, configuration: Configuration, done: dict) -> list[dict]:

@@ -78,7 +78,7 @@ class TrainConfig:
     gem_p: float = 3.0
     embedding_dim: int = 512  # the linear projection that loss heads train
     # whitening: learned whitening fitted in closed form on the training photos (last regime);
-    # softmax | arcface | cosface (classifier heads) | triplet (no head): trained with that loss.
+    # softmax | arcface | cosface | subcenter-arcface (classifier heads) | triplet (no head): trained with that loss.
     head: str = "auto"
     whiten_power: float = 0.5  # learned whitening: 1 full, 0.5 square-root (milder, for small training sets)
     triplet_margin: float = 0.1
@@ -155,7 +155,7 @@ class TrainConfig:
             raise CompeteError(f"head must be one of {HEAD_CHOICES}, not '{config.head}'")
         if config.regime == "full" and config.loss == "whitening":
             raise CompeteError(
-                "the full regime trains the backbone with a loss: --head softmax, arcface, cosface "
+                "the full regime trains the backbone with a loss: --head softmax, arcface, cosface, subcenter-arcface "
                 "or triplet (whitening is the last regime's closed-form head)"
             )
         if config.regime == "last" and config.loss != "whitening" and config.embedding_dim <= 0:

@@ -30,6 +30,7 @@ from competition.models.embedder import Embedder
 from competition.retrieval.embed import autocast_for
 from competition.train.config import check_same_settings
 from competition.train.freezing import full_training_mode
+from competition.train.label_fusion import fit_label_fusion
 from competition.train.loop import Run, seed_epoch
 from competition.train.losses import loss_for
 from competition.train.optim import fine_tuning_groups, make_optimizer, optimizer_step
@@ -155,6 +156,7 @@ class FullLayerTrainer:
             alpha, scores = choose_wise_ft(run, self.initial_weights, best, self._pool_scores)
         else:
             alpha, scores = None, self._pool_scores()
+        fusion = self._label_fusion(baseline) if self.config.landmarks != "new" else {}
         return run.summary(
             started,
             compare(scores, baseline, seed=self.config.seed),
@@ -163,7 +165,21 @@ class FullLayerTrainer:
             best_epoch=self.state.best_epoch,
             epochs_run=self.state.epoch,
             wise_ft_alpha=alpha,
+            label_fusion=fusion,
         )
+
+    def _label_fusion(self, baseline: PoolScores) -> dict:
+        """The label classifier on the final embedding (train/label_fusion.py). The backbone trained
+        on the fold's training photos only, so its pool still measures what the test will."""
+        run = self.run
+        vectors, _ = run.extract(run.embedder, run.data.photos, "label classifier", cached=False)
+        same = lambda _: lambda v: v  # noqa: E731 - one trained network for every fold
+        summary, classifier = fit_label_fusion(
+            vectors, run.data.labels, [self.fold], [self.fold], same, same(None), baseline, self.config.seed
+        )
+        best = run.folder.load_best()
+        run.folder.save_best(best | {"label_classifier": classifier.to_payload()})
+        return summary
 
     def _epochs(self, resume: bool) -> None:
         run, config, device = self.run, self.config, self.run.device

@@ -21,7 +21,7 @@ import numpy as np
 from competition.retrieval.landmarks import calibrate_known
 from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, fused_similarity
 from competition.retrieval.search import l2_normalize
-from competition.train.validation import MAP_K, Fold, PoolScores, score_similarity
+from competition.train.validation import Fold, PoolScores, compare, score_similarity
 
 STRENGTHS = (10.0, 100.0)  # logistic regression's C on L2-normalised embeddings
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -63,7 +63,8 @@ def choose_fusion(
                 fused = fused_similarity(cosine, posteriors, posteriors, weight)
                 parts[weight].append(score_similarity(fused, labels[fold.pool], fold.unseen))
         scores.update({(strength, w): PoolScores.concat(p) for w, p in parts.items()})
-    quality = {key: float(s.ap.mean()) if len(s.ap) else float("-inf") for key, s in scores.items()}
+    # judged on queries of training landmarks only: the fusion is for them (closed folds hold no others)
+    quality = {key: float(s.ap[~s.unseen].mean()) if (~s.unseen).any() else float("-inf") for key, s in scores.items()}
     best_strength = max(STRENGTHS, key=lambda c: max(quality[(c, w)] for w in WEIGHTS))
     best = max(quality[(best_strength, w)] for w in WEIGHTS)
     weight = min(w for w in WEIGHTS if quality[(best_strength, w)] >= best - PLATEAU)
@@ -86,21 +87,29 @@ def calibrate_on_folds(
     return calibrate_known(np.concatenate(tops), np.concatenate(known)) if tops else {}
 
 
-def label_classifier(
+def fit_label_fusion(
     features: np.ndarray,
     labels: np.ndarray,
-    embed: Callable[[np.ndarray], np.ndarray],
-    choice: FusionChoice,
-    calibration: dict,
-) -> LabelClassifier:
-    """The run's classifier: fitted on every photo's final embedding at the chosen strength."""
-    classifier = fit_label_classifier(embed(features), labels, choice.strength)
+    closed_folds: Sequence[Fold],
+    mixed_folds: Sequence[Fold],
+    head_for: HeadForFold,
+    final_embedding: Callable[[np.ndarray], np.ndarray],
+    baseline: PoolScores,
+    seed: int = 0,
+) -> tuple[dict, LabelClassifier]:
+    """A run's label classifier: strength and weight chosen on `closed_folds`, calibrated on
+    `mixed_folds`, fitted on every photo's `final_embedding`; and for the run's summary, what
+    the folds said of it against `baseline` (the pretrained backbone on the closed folds)."""
+    choice = choose_fusion(features, labels, closed_folds, head_for)
+    calibration = calibrate_on_folds(features, labels, mixed_folds, head_for, choice.strength)
+    classifier = fit_label_classifier(final_embedding(features), labels, choice.strength)
     classifier.weight, classifier.calibration = choice.weight, calibration
-    return classifier
-
-
-def describe_choice(choice: FusionChoice) -> str:
-    return (
-        f"label fusion: C={choice.strength:g}, weight {choice.weight:g} "
-        f"(closed-set validation mAP@{MAP_K} {choice.scores.ap.mean():.3f})"
-    )
+    verdict = compare(choice.scores, baseline, seed=seed)
+    summary = {
+        "strength": choice.strength,
+        "weight": choice.weight,
+        "calibration": calibration,
+        "grid_map@10": choice.grid,
+        "validation": {"seen": verdict["seen"]},  # queries of training landmarks, the fusion included
+    }
+    return summary, classifier

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from competition.data.discover import ImageRecord
 from competition.models.projection import make_projection
-from competition.train.label_fusion import calibrate_on_folds, choose_fusion, label_classifier
+from competition.train.label_fusion import fit_label_fusion
 from competition.train.loop import Run, seed_epoch
 from competition.train.losses import loss_for
 from competition.train.optim import make_optimizer, optimizer_step
@@ -62,19 +62,16 @@ def fit_last_layer(run: Run, started: float) -> dict:
 def _fit_label_fusion(run: Run, features: dict, head_for) -> tuple[dict, dict]:
     """The run's label classifier (train/label_fusion.py) and what closed-set validation said of it."""
     data = run.data
-    x, labels = np.stack([features[r.path] for r in data.photos]), data.labels
-    choice = choose_fusion(x, labels, data.closed_folds, head_for)
-    calibration = calibrate_on_folds(x, labels, data.mixed_folds, head_for, choice.strength)
-    final_embedding = lambda v: _project(run.embedder.projection, v, run.device)  # noqa: E731
-    classifier = label_classifier(x, labels, final_embedding, choice, calibration)
-    verdict = compare(choice.scores, run.baseline(features, data.closed_folds), seed=run.config.seed)
-    summary = {
-        "strength": choice.strength,
-        "weight": choice.weight,
-        "calibration": calibration,
-        "grid_map@10": choice.grid,
-        "validation": {"seen": verdict["seen"]},  # closed folds: every query's landmark trains
-    }
+    summary, classifier = fit_label_fusion(
+        np.stack([features[r.path] for r in data.photos]),
+        data.labels,
+        data.closed_folds,
+        data.mixed_folds,
+        head_for,
+        lambda vectors: _project(run.embedder.projection, vectors, run.device),
+        run.baseline(features, data.closed_folds),
+        run.config.seed,
+    )
     return summary, classifier.to_payload()
 
 

@@ -8,6 +8,8 @@ need them, not its trainers).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +17,7 @@ from torch import nn
 from competition.models.heads import HEADS, make_head
 
 TRIPLET_MINING = ("hard", "semihard", "all")
-LOSSES = (*HEADS, "triplet")
+LOSSES = (*HEADS, "subcenter-arcface", "triplet")
 
 
 class ClassifierLoss(nn.Module):
@@ -51,6 +53,27 @@ class TripletLoss(nn.Module):
         return self.loss(embedding, labels, self.miner(embedding, labels))
 
 
+class SubCenterArcFace(nn.Module):
+    """ArcFace with several centres per class (Deng et al. 2020), the head of the 2020-21 Google
+    Landmarks winners: a noisy or multi-view class (inside and outside of a building) keeps a
+    centre per mode instead of one mean. pytorch-metric-learning's loss, with our margin and scale."""
+
+    def __init__(self, dim: int, num_classes: int, sub_centers: int = 3, margin: float = 0.3, scale: float = 30.0):
+        super().__init__()
+        from pytorch_metric_learning import losses
+
+        self.loss = losses.SubCenterArcFaceLoss(
+            num_classes=num_classes,
+            embedding_size=dim,
+            margin=math.degrees(margin),  # it takes degrees
+            scale=scale,
+            sub_centers=sub_centers,
+        )
+
+    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(embedding.float(), labels)
+
+
 def make_loss(
     name: str,
     dim: int,
@@ -61,6 +84,8 @@ def make_loss(
 ) -> nn.Module:
     if name == "triplet":
         return TripletLoss(triplet_margin, triplet_mining)
+    if name == "subcenter-arcface":
+        return SubCenterArcFace(dim, num_classes)
     if name in HEADS:
         return ClassifierLoss(make_head(name, dim, num_classes), label_smoothing)
     raise ValueError(f"unknown loss '{name}': choose from {LOSSES}")
