@@ -207,19 +207,9 @@ def _deprecated(old: str, new: str) -> None:
 
 def _print_json(payload: dict) -> None:
     """One JSON object on stdout; NaN (a score with no queries to average) becomes null, as strict JSON wants."""
-    import json
-    import math
+    from competition.io import json_text
 
-    def strict(value):
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        if isinstance(value, dict):
-            return {k: strict(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [strict(v) for v in value]
-        return value
-
-    typer.echo(json.dumps(strict(payload), indent=1, default=str, allow_nan=False))
+    typer.echo(json_text(payload, indent=1))
 
 
 @app.command()
@@ -805,6 +795,9 @@ def sweep(
     if dry_run:
         return
     typer.echo(f"\n{report.table}\n\nresults: {report.out_dir / 'results.md'}, {report.out_dir / 'results.png'}")
+    if report.outcomes and all(o["status"] != "done" for o in report.outcomes):
+        typer.secho("error: every row of the sweep failed (reasons in the table)", fg="red", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

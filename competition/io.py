@@ -8,10 +8,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import stat
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import Iterator
 
@@ -54,8 +56,33 @@ def atomic_write_text(target: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def check_plain_name(name: str, what: str, folder_flag: str) -> None:
+    """A name that becomes one file or folder and a leaderboard cell: not a path, and no control
+    character (a line break in a name would break leaderboard.md for good)."""
+    if Path(name).name != name or name in (".", ".."):
+        raise CompeteError(f"{what} '{name}' must be a plain name, not a path (use {folder_flag} for the folder)")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise CompeteError(f"{what} {name!r} holds a control character (a line break, a tab...): use a plain name")
+
+
+def strict_json(value):
+    """`value` with every NaN as None: strict JSON has no NaN (a score with no queries to average)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def json_text(data: object, indent: int | None = None) -> str:
+    """Strict JSON (NaN as null), keys sorted, anything else as its string."""
+    return json.dumps(strict_json(data), indent=indent, sort_keys=True, default=str, allow_nan=False)
+
+
 def atomic_write_json(target: str | Path, data: object) -> None:
-    atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(target, json_text(data, indent=2) + "\n")
 
 
 @contextlib.contextmanager

@@ -90,7 +90,7 @@ def test_submission_formats_round_trip(tmp_path):
     assert read_submission(path) == ("csv", dict(zip(queries, results)))
     json_path = write_submission(tmp_path / "s.json", queries, results, fmt="json")
     assert read_submission(json_path) == ("json", dict(zip(queries, results)))
-    with pytest.raises(CompeteError, match="contain one"):
+    with pytest.raises(CompeteError, match="contain whitespace"):
         render_submission(queries, results, fmt="kaggle")
     kaggle = write_submission(tmp_path / "k.csv", ["q.jpg"], [["g1.jpg", "g2.png"]], fmt="kaggle")
     assert kaggle.read_text() == "id,images\nq,g1 g2\n"  # Kaggle ids: names without their extension

@@ -314,3 +314,71 @@ def test_an_unfinished_run_is_refused_by_submit_unless_kept_as_it_is(tiny_compet
     assert not (tmp_path / "subs").exists()
     kept = invoke("submit", *common, "--if-worse", "keep")
     assert kept.exit_code == 0 and "unfinished run" in caplog.text, kept.output
+
+
+def _quick_submit(data, tmp_path, *extra):
+    return invoke(
+        "submit", "--data", data, "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path / "subs",
+        "--leaderboard", tmp_path / "board.md", "--no-flip", *extra,
+    )  # fmt: skip
+
+
+def test_names_with_control_characters_are_refused_and_cells_stay_one_row(tiny_competition, tmp_path):
+    from competition.evaluate.leaderboard import render
+
+    one_line_error(_quick_submit(tiny_competition, tmp_path, "--name", "x\n## injected"), "control character")
+    one_line_error(invoke("train", "--data", tiny_competition, "--name", "x\n## injected"), "control character")
+    assert not (tmp_path / "subs").exists() and not (tmp_path / "board.md").exists()
+    table = render([{"name": "a\n## b|c<script>", "top1": 0.5}])
+    rows = [line for line in table.splitlines() if line.startswith("| a")]
+    assert rows == [rows[0]] and "a ## b\\|c&lt;script>" in rows[0]  # one row; nothing breaks out of it
+
+
+def test_kaggle_format_refuses_a_line_break_in_a_name_before_writing(tiny_competition, tmp_path):
+    gallery = sorted((tiny_competition / "gallery").iterdir())
+    shutil.copy(gallery[0], gallery[0].with_name("line\nnew.jpg"))
+    result = _quick_submit(tiny_competition, tmp_path, "--format", "kaggle", "--name", "k")
+    one_line_error(result, "whitespace", "'line\\nnew.jpg'")
+    assert not (tmp_path / "subs").exists()
+
+
+def test_huge_ensemble_weights_rank_like_equal_ones(tiny_competition, tmp_path):
+    models = ["-m", "efficientnet_lite0", "-m", "efficientnet_lite0"]
+    huge = _quick_submit(tiny_competition, tmp_path, *models, "--ensemble-weights", "1e308,1e308", "--name", "huge")
+    assert huge.exit_code == 0, huge.output
+    equal = _quick_submit(tiny_competition, tmp_path, *models, "--ensemble-weights", "1,1", "--name", "equal")
+    assert equal.exit_code == 0, equal.output
+    assert (tmp_path / "subs" / "huge.csv").read_text() == (tmp_path / "subs" / "equal.csv").read_text()
+
+
+def test_leaderboard_rows_are_strict_json(tmp_path):
+    from competition.evaluate.leaderboard import add_record
+
+    add_record(tmp_path / "board.md", {"name": "k", "top1": 0.5, "map@10": float("nan")})
+    line = (tmp_path / "board.jsonl").read_text()
+    assert "NaN" not in line and json.loads(line)["map@10"] is None
+
+
+def test_sweep_names_stay_inside_runs_and_a_sweep_that_only_failed_exits_non_zero(tiny_competition, tmp_path):
+    import yaml
+
+    sweep = {"data": str(tiny_competition), "runs_dir": str(tmp_path / "runs"), "off_the_shelf": ["resnet18"]}
+    sweep |= {"submissions_dir": str(tmp_path / "subs"), "leaderboard": str(tmp_path / "board.md")}
+    escaping = tmp_path / "escape.yaml"
+    escaping.write_text(yaml.safe_dump(sweep | {"name": "../../escape"}))
+    one_line_error(invoke("sweep", escaping), "plain name")
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(yaml.safe_dump(sweep | {"name": "failing"}))
+    result = invoke("sweep", failing)
+    assert result.exit_code == 1 and "every row of the sweep failed" in result.output, result.output
+
+
+def test_sweep_footnote_says_why_submit_used_the_backbone():
+    from competition.retrieval.submit import FELL_BACK_LOST, FELL_BACK_UNTOLD
+    from competition.sweep.results import results_table
+
+    row = {"status": "done", "scores": {"top1": 0.5}, "seconds": 1}
+    untold = results_table([row | {"label": "a", "fallback": FELL_BACK_UNTOLD}])
+    assert "| a ‡ |" in untold and "too few photos" in untold and "lost" not in untold
+    lost = results_table([row | {"label": "a", "fallback": FELL_BACK_LOST}])
+    assert "| a † |" in lost and "lost" in lost and "too few" not in lost

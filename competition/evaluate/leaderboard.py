@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from pathlib import Path
 
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, ensure_writable, file_lock, read_jsonl
+from competition.io import atomic_write_text, ensure_writable, file_lock, json_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,7 @@ def read_records(markdown: str | Path) -> list[dict]:
 def _write_records(markdown: Path, records: list[dict]) -> None:
     for path in (markdown, records_file(markdown)):  # both or neither
         ensure_writable(path)
-    atomic_write_text(
-        records_file(markdown), "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
-    )
+    atomic_write_text(records_file(markdown), "".join(json_text(r) + "\n" for r in records))
     atomic_write_text(markdown, render(records))
 
 
@@ -68,7 +67,10 @@ def _cell(value) -> str:
         return "–"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value).replace("|", "\\|")
+    # one Markdown cell whatever a name holds: control characters (a line break would end the row and
+    # every later regeneration would keep it) become spaces, pipes and HTML are escaped
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in str(value))
+    return text.replace("|", "\\|").replace("<", "&lt;")
 
 
 def render(records: list[dict]) -> str:

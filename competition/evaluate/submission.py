@@ -33,8 +33,19 @@ def photo_id(name: str, fmt: str) -> str:
     return PurePosixPath(name).stem if fmt == "kaggle" else name
 
 
+def _whitespace_ids(names: Sequence[str], fmt: str) -> list[str]:
+    """Names whose kaggle id holds a space, a tab or a line break: the format joins ids with spaces."""
+    return [name for name in names if any(c.isspace() for c in photo_id(name, fmt))]
+
+
 def check_unique_ids(names: Sequence[str], fmt: str, what: str) -> None:
-    """Kaggle ids drop the extension, so a.jpg and a.png would become one id: refuse."""
+    """Kaggle ids drop the extension, so a.jpg and a.png would become one id, and are joined by
+    spaces, so an id with whitespace would split: refuse both before any work."""
+    if fmt == "kaggle" and (bad := _whitespace_ids(names, fmt)):
+        raise CompeteError(
+            f"the kaggle format joins ids with spaces; these {what} names hold whitespace (a space, tab or line "
+            f"break): {', '.join(map(repr, bad[:3]))}: rename them"
+        )
     seen: dict[str, str] = {}
     for name in names:
         other = seen.setdefault(photo_id(name, fmt), name)
@@ -62,9 +73,9 @@ def render_submission(query_names: Sequence[str], results: Sequence[Sequence[str
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if fmt == "kaggle":
-        bad = [name for row in results for name in row if " " in photo_id(name, fmt)]
+        bad = _whitespace_ids([q for q in query_names] + [name for row in results for name in row], fmt)
         if bad:
-            raise CompeteError(f"the kaggle format joins ids with spaces; these contain one: {bad[:3]}")
+            raise CompeteError(f"the kaggle format joins ids with spaces; these contain whitespace: {bad[:3]}")
         if max((len(row) for row in results), default=0) > KAGGLE_MAX_IMAGES:
             raise CompeteError(f"the kaggle format takes at most {KAGGLE_MAX_IMAGES} images per query: lower -k")
         writer.writerow(["id", "images"])

@@ -25,7 +25,7 @@ from competition.evaluate.metrics import score_by_group
 from competition.evaluate.scoring import flatten_scores
 from competition.evaluate.submission import FORMATS, KAGGLE_MAX_IMAGES, check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
-from competition.io import atomic_path, fingerprint
+from competition.io import atomic_path, check_plain_name, fingerprint
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.pooling import POOLINGS
 from competition.models.registry import REGISTRY, get_spec
@@ -114,8 +114,8 @@ class SubmitConfig:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
                 raise CompeteError(f"--{name} must be a number >= {low}, not {value!r}")
-        if self.name and (Path(self.name).name != self.name or self.name in (".", "..")):
-            raise CompeteError(f"--name '{self.name}' must be a plain file name (use --submissions-dir for the folder)")
+        if self.name:
+            check_plain_name(self.name, "--name", "--submissions-dir")
         if self.image_size < 0 or 0 < self.image_size < 32:
             raise CompeteError(f"--image-size must be 0 (each model's own) or at least 32, not {self.image_size}")
         for flag, value, allowed in (
@@ -136,6 +136,8 @@ class SubmitConfig:
 
 POSTPROCESS_KEYS = {f.name for f in fields(PostProcess)}
 IF_WORSE = ("fallback", "ensemble", "keep")
+FELL_BACK_LOST = "it lost in validation"  # why the guard replaced a run, as its note says
+FELL_BACK_UNTOLD = "validation could not tell"
 POOLING_CHOICES = tuple(POOLINGS)
 
 
@@ -279,7 +281,8 @@ def guard_unseen(
         if worse and if_worse == "fallback":
             kept += [pretrained_model(model.embedder_config)]
             kept_weights += [weight]
-            notes.append(f"{model.label}: fell back to pretrained")
+            reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
+            notes.append(f"{model.label}: fell back to pretrained ({reason})")
             continue
         kept.append(model)
         kept_weights.append(weight)
@@ -396,7 +399,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
         check_unique_ids([r.name for r in records], config.fmt, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
-    weights = list(config.weights) if config.weights else [1.0] * len(config.models)
+    # relative weights: scaled so the largest is 1 (1e308,1e308 would overflow float32 as it is)
+    weights = [w / max(config.weights) for w in config.weights] if config.weights else [1.0] * len(config.models)
     dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
     device = dist.device() or pick_device(config.device or None)
     models = [load_model(m, config.runs_dir, config.pooling, config.if_worse == "keep") for m in config.models]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from competition.errors import CompeteError
-from competition.io import fingerprint
+from competition.io import check_plain_name, fingerprint
 from competition.retrieval.submit import SubmitConfig
 from competition.train.config import TrainConfig, load_train_config
 
@@ -186,6 +186,7 @@ def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
         str(data.get("leaderboard", "leaderboard.md")),
         str(data.get("out", "")),
     )
+    check_plain_name(plan.name, "sweep name", "runs_dir or out")
     for configuration in plan.configurations:  # every setting checked before any work
         if configuration.trained:
             plan.train_config(configuration)

@@ -14,6 +14,7 @@ import numpy as np
 
 from competition.evaluate.metrics import score_key
 from competition.report.plots import plt, save_figure
+from competition.retrieval.submit import FELL_BACK_UNTOLD
 
 COLUMNS = [  # (score name, title)
     ("top1", "top-1"),
@@ -32,7 +33,7 @@ def _row_title(outcome: dict, variants: int) -> str:
     if outcome.get("landmarks", "").startswith("known"):
         title += " [known]"  # class posteriors fused: what --landmarks known (or auto's choice of it) did
     if outcome.get("fallback"):
-        title += " †"
+        title += " ‡" if outcome["fallback"] == FELL_BACK_UNTOLD else " †"
     return title
 
 
@@ -58,10 +59,16 @@ def results_table(outcomes: list[dict]) -> str:
     notes = ["Wall time: training plus the first variant's submit; later variants reuse the cached embeddings."]
     if any(o.get("landmarks", "").startswith("known") for o in outcomes):
         notes.append("[known]: every query taken as a training landmark; the runs' class posteriors were fused in.")
-    if any(o.get("fallback") for o in outcomes):
+    reasons = {o.get("fallback") for o in outcomes if o.get("fallback")}
+    if reasons - {FELL_BACK_UNTOLD}:  # True: a row of an earlier version, which only fell back on a loss
         notes.append(
-            "† the run lost to its pretrained backbone on held-out landmarks in validation, so submit used the "
-            "backbone (--if-worse fallback)."
+            "† the run lost to its pretrained backbone in validation, so submit used the backbone "
+            "(--if-worse fallback)."
+        )
+    if FELL_BACK_UNTOLD in reasons:
+        notes.append(
+            "‡ validation had too few photos to tell whether the run helps, so submit used the backbone "
+            "(--if-worse fallback)."
         )
     return "\n".join(lines + [""] + notes)
 

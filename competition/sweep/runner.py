@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -28,10 +27,10 @@ from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, exclusive_use, file_lock, read_jsonl
+from competition.io import atomic_write_text, exclusive_use, file_lock, json_text, read_jsonl
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.retrieval.embed import pick_device
-from competition.retrieval.submit import submit
+from competition.retrieval.submit import FELL_BACK_LOST, FELL_BACK_UNTOLD, submit
 from competition.runs import BEST, LAST
 from competition.sweep.plan import Configuration, SubmitVariant, SweepPlan
 from competition.sweep.results import results_chart, results_table
@@ -105,10 +104,15 @@ def estimate_seconds(plan: SweepPlan, device: torch.device, finished: set[str] =
     return estimates
 
 
+def _fallback_reason(guard_notes: str) -> str:
+    """Why submit used the backbone in a run's place ('' when it did not)."""
+    return next((reason for reason in (FELL_BACK_UNTOLD, FELL_BACK_LOST) if reason in guard_notes), "")
+
+
 def _append(path: Path, outcome: dict) -> None:
     with file_lock(path.with_suffix(".lock")):
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(outcome, default=str) + "\n")
+            handle.write(json_text(outcome) + "\n")
 
 
 def _one_line(error: BaseException) -> str:
@@ -156,7 +160,7 @@ class SweepRunner:
         return {
             "scores": result.scores,
             "submission": str(result.path),
-            "fallback": "fell back" in result.record.get("unseen_guard", ""),
+            "fallback": _fallback_reason(result.record.get("unseen_guard", "")),
             "landmarks": result.record.get("landmarks", ""),
         }
 

@@ -30,7 +30,7 @@ import competition
 from competition.data.discover import ImageRecord, discover_competition
 from competition.distributed import Distributed, init_distributed
 from competition.errors import CompeteError
-from competition.io import exclusive_use, fingerprint
+from competition.io import check_plain_name, exclusive_use, fingerprint
 from competition.models.embedder import Embedder, build_embedder
 from competition.retrieval.embed import extract_features, pick_device
 from competition.train.config import TrainConfig
@@ -261,8 +261,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     if not config.run_name:
         config.run_name = default_run_name(config)
-    if Path(config.run_name).name != config.run_name or config.run_name in (".", ".."):
-        raise CompeteError(f"run name '{config.run_name}' must be a plain name, not a path (use --runs-dir)")
+    check_plain_name(config.run_name, "run name", "--runs-dir")
     started = time.time()
     folder = RunFolder(Path(config.runs_dir) / config.run_name)
     # One process writes a run folder: a second `train --name same` stops at once (rank 0 holds it under torchrun).
