@@ -382,3 +382,27 @@ def test_sweep_footnote_says_why_submit_used_the_backbone():
     assert "| a ‡ |" in untold and "too few photos" in untold and "lost" not in untold
     lost = results_table([row | {"label": "a", "fallback": FELL_BACK_LOST}])
     assert "| a † |" in lost and "lost" in lost and "too few" not in lost
+
+
+def test_a_submission_name_in_use_by_another_submit_is_refused(tiny_competition, tmp_path):
+    with exclusive_use(tmp_path / "subs" / "twin.csv", "submission"):
+        one_line_error(_quick_submit(tiny_competition, tmp_path, "--name", "twin"), "twin.csv is in use by")
+    assert not (tmp_path / "board.md").exists() and not (tmp_path / "subs" / "twin.csv").exists()
+    assert _quick_submit(tiny_competition, tmp_path, "--name", "twin").exit_code == 0  # free again
+
+
+def test_names_in_two_unicode_forms_are_one_landmark(tiny_competition):
+    import unicodedata
+
+    from competition.data.discover import discover_competition
+
+    before = discover_competition(tiny_competition)
+    old = before.train_classes[0]
+    decomposed, composed = unicodedata.normalize("NFD", "café-" + old), unicodedata.normalize("NFC", "café-" + old)
+    assert decomposed != composed
+    (tiny_competition / "train" / old).rename(tiny_competition / "train" / decomposed)  # as copied from macOS
+    labels = tiny_competition / "labels.csv"
+    labels.write_text(labels.read_text().replace(f",{old}\n", f",{composed}\n"))
+    after = discover_competition(tiny_competition)
+    queries = [r for r in after.query if r.label == composed]
+    assert queries and composed in after.train_classes  # its queries count as seen, not unseen

@@ -16,6 +16,7 @@ is named and counted in `Competition.skipped`, never dropped silently.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,12 @@ def _is_junk(path: Path, top: Path) -> bool:
     return any(part.startswith(".") or part in _JUNK_DIRS for part in path.relative_to(top).parts)
 
 
+def nfc(text: str) -> str:
+    """Names compared in one Unicode form: a folder copied from macOS spells 'é' as e + accent
+    (NFD) where labels.csv has one character (NFC), and the two must be the same landmark."""
+    return unicodedata.normalize("NFC", text)
+
+
 def _image_files(folder: Path, recursive: bool = False, skipped: list[str] | None = None) -> list[Path]:
     """Photos in `folder` (and below it when `recursive`), sorted by relative path; anything
     else that is not hidden or junk is reported in `skipped`."""
@@ -109,7 +116,8 @@ def discover_train(train_dir: Path) -> list[ImageRecord]:
         files = _image_files(class_dir)
         if not files:
             empty.append(class_dir.name)
-        records += [ImageRecord(f.resolve(), f"{class_dir.name}/{f.name}", "train", class_dir.name) for f in files]
+        label = nfc(class_dir.name)
+        records += [ImageRecord(f.resolve(), f"{class_dir.name}/{f.name}", "train", label) for f in files]
     if empty:
         raise CompeteError(f"{train_dir}: class folder(s) with no image: {', '.join(empty)}")
     if not records:
@@ -136,7 +144,7 @@ def discover_glr_train(root: Path, skipped: list[str] | None = None) -> list[Ima
     for photo_id, landmark in zip(table["id"], table["landmark_id"]):
         path = glr_photo(root, "train", photo_id) if len(photo_id) >= 3 else root / "train" / f"{photo_id}.jpg"
         if path.is_file():
-            records.append(ImageRecord(path.resolve(), f"{landmark}/{path.name}", "train", landmark))
+            records.append(ImageRecord(path.resolve(), f"{landmark}/{path.name}", "train", nfc(landmark)))
         else:
             missing.append(f"{path}: listed in train.csv but not on disk")
     if missing:
@@ -213,7 +221,7 @@ def read_labels(labels_csv: Path, root: Path) -> dict[str, str]:
         split = {folder: split for split, folder in GLR_FOLDERS.items()}.get(top, top)  # test/ = query/ in GLR
         if split not in ("query", "gallery"):
             raise CompeteError(f"{labels_csv}: image must be under query/ or gallery/: {name}")
-        labels[Path(split, *rest).as_posix()] = label
+        labels[nfc(Path(split, *rest).as_posix())] = nfc(label)
     return labels
 
 
@@ -237,12 +245,12 @@ def discover_competition(root: str | Path, need_train: bool = True, layout: str 
     labels_csv = root / "labels.csv"
     if labels_csv.exists():
         labels = read_labels(labels_csv, root)
-        known = {r.key for r in query + gallery}
+        known = {nfc(r.key) for r in query + gallery}
         unknown = sorted(set(labels) - known)
         if unknown:
             raise CompeteError(f"{labels_csv}: names not found on disk: {', '.join(unknown[:5])}")
-        query = [ImageRecord(r.path, r.name, r.split, labels.get(r.key)) for r in query]
-        gallery = [ImageRecord(r.path, r.name, r.split, labels.get(r.key)) for r in gallery]
+        query = [ImageRecord(r.path, r.name, r.split, labels.get(nfc(r.key))) for r in query]
+        gallery = [ImageRecord(r.path, r.name, r.split, labels.get(nfc(r.key))) for r in gallery]
     competition.query, competition.gallery = query, gallery
     if skipped:
         log.warning("%s: %d file(s) skipped; first: %s", root, len(skipped), skipped[0])

@@ -25,7 +25,7 @@ from competition.evaluate.metrics import score_by_group
 from competition.evaluate.scoring import flatten_scores
 from competition.evaluate.submission import FORMATS, KAGGLE_MAX_IMAGES, check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
-from competition.io import atomic_path, check_plain_name, fingerprint
+from competition.io import atomic_path, check_plain_name, exclusive_use, fingerprint
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.pooling import POOLINGS
 from competition.models.registry import REGISTRY, get_spec
@@ -389,7 +389,22 @@ def save_ranked_vectors(path: Path, competition, queries: np.ndarray, gallery: n
             )
 
 
+def submission_path(config: SubmitConfig, name: str) -> Path:
+    return Path(config.submissions_dir) / f"{name}.{'json' if config.fmt == 'json' else 'csv'}"
+
+
 def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
+    """Embed, rank, write, validate, score and record one submission. A named submission is held
+    by one process from start to end (a second `submit --name same` at once stops, naming the
+    first), so one file and one leaderboard row describe the same ranking."""
+    config.check()  # the name too, before it names a lock
+    if config.name and init_distributed().is_main:
+        with exclusive_use(submission_path(config, config.name), "submission"):
+            return _submit(config, progress)
+    return _submit(config, progress)
+
+
+def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
@@ -433,9 +448,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
         log.warning("approximate search: %s", index)
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    extension = {"csv": "csv", "kaggle": "csv", "json": "json"}.get(config.fmt, config.fmt)
     path = write_submission(
-        Path(config.submissions_dir) / f"{name}.{extension}",
+        submission_path(config, name),
         [r.name for r in competition.query],
         ranked_names(ranking, [r.name for r in competition.gallery]),
         config.fmt,
