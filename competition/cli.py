@@ -45,9 +45,26 @@ def _run(action):
         )
         typer.secho(f"error: {message}", fg="red", err=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.secho("interrupted: finished files are kept; re-run the same command to continue", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as stop:
+        how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        typer.secho(f"{how}: finished files are kept; re-run the same command to continue", err=True)
+        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, a scheduler's kill) taken as Ctrl-C is: worker pools are stopped,
+    finished files kept, and one line says how to go on, instead of dying mid-write."""
+
+
+def _stop_on_sigterm() -> None:
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 @app.callback()
@@ -59,6 +76,7 @@ def main(
     ] = False,
 ) -> None:
     _state["debug"] = debug
+    _stop_on_sigterm()
     if offline:
         os.environ["COMPETE_OFFLINE"] = "1"
     logging.basicConfig(

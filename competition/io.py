@@ -5,6 +5,7 @@ Windows too, and the OS releases a lock when its process dies)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterator
 
-from competition.errors import CompeteError
+from competition.errors import CompeteError, DiskFull
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,38 @@ def ensure_writable(target: Path) -> None:
         raise CompeteError(f"{target}: the file is read-only; not replaced")
 
 
+def is_disk_full(error: OSError) -> bool:
+    """No space or quota left; numpy's short write says so only in words ('N requested and M written')."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT) or ("requested and" in str(error) and "written" in str(error))
+
+
+def _disk_full(target: Path, error: OSError) -> DiskFull:
+    return DiskFull(f"disk full: cannot write {target} ({error.strerror or error}); free some space and re-run")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it over `target` only on success."""
+    """Yield a temporary path beside `target`; rename it over `target` only on success. A full
+    disk becomes DiskFull naming `target` (numpy and PIL name no file, or a temporary one)."""
     target = Path(target)
     ensure_writable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        if is_disk_full(error):
+            raise _disk_full(target, error) from error
+        raise
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result should be an ordinary file
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as error:
+        if is_disk_full(error):
+            raise _disk_full(target, error) from error
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -97,15 +117,17 @@ def file_lock(path: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def exclusive_use(folder: str | Path, what: str) -> Iterator[None]:
-    """Hold `folder` for this process, or fail at once naming the process that holds it
-    (two trainings of one run, or two augments of one folder, would overwrite each other)."""
+def exclusive_use(folder: str | Path, what: str, lock_dir: str | Path | None = None) -> Iterator[None]:
+    """Hold `folder` (or file) for this process, or fail at once naming the process that holds it
+    (two trainings of one run, or two augments of one folder, would overwrite each other). The
+    lock files sit beside it, or in `lock_dir` (to keep a folder the user reads free of them)."""
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
-    lock_file = folder.parent / f".{folder.name}.lock"
-    owner_file = folder.parent / f".{folder.name}.owner"
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    where = Path(lock_dir) if lock_dir is not None else folder.parent
+    lock_file = where / f".{folder.name}.lock"
+    owner_file = where / f".{folder.name}.owner"
+    where.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_file))
     try:
         lock.acquire(timeout=0)

@@ -359,7 +359,8 @@ def _interruptible() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def test_ctrl_c_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition):
+@pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition, stop, code, said):
     target, sources = 300, 4  # ~1200 variants: seconds of work, so the signal lands mid-run
     expected = 4 * (target - sources)
     command = [
@@ -383,11 +384,13 @@ def test_ctrl_c_during_augment_leaves_whole_files_and_rerun_completes(tiny_compe
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out_dir.rglob("*.jpg"))) < 20:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)  # to the parent alone, as `docker stop` and `kill PID` do
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert process.returncode == code, stderr
+    assert said in stderr and "re-run the same command" in stderr and "Traceback" not in stderr, stderr
     written = list(out_dir.rglob("*.jpg"))
+    time.sleep(1.5)
+    assert len(list(out_dir.rglob("*.jpg"))) == len(written)  # no orphaned worker writes on
     assert 20 <= len(written) < expected
     assert all(read_image(p).shape[2] == 3 for p in written)  # every file whole
 
@@ -625,3 +628,58 @@ def test_code_competition_submits_the_notebook(tiny_competition, tmp_path, fake_
     )
     assert result.exit_code == 0, result.output
     assert fake_kaggle.calls[-1] == ("submit_code", "code.csv", "v1", "glr-2026", "me/landmarks", 3)
+
+
+def test_sigterm_stops_any_command_with_one_line(capsys):
+    """train and submit go through the same handler as augment: SIGTERM is Ctrl-C with its own code."""
+    import os
+
+    import typer
+
+    from competition import cli
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        cli._stop_on_sigterm()
+        with pytest.raises(typer.Exit) as stopped:
+            cli._run(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.exit_code == 143
+    assert "stopped by SIGTERM: finished files are kept" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A tmpfs of a few hundred kilobytes to fill (mounting needs root, as CI runs; else skipped)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+
+    def mount(size: str) -> Path:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        return folder
+
+    yield mount
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_disk_full_during_augment_is_one_line_naming_the_folder_and_rerun_resumes(tiny_competition, small_disk):
+    out = small_disk("256k") / "augmented"
+    args = ["augment", "--data", tiny_competition, "--out", out, "--recipe", "light", "--target", 300]
+    result = invoke(*args, "--workers", 1)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert f"disk full: cannot write to {out}" in result.output and "re-run the same command" in result.output
+    assert "skipped:" not in result.output  # no source photo blamed
+    written = len(list(out.rglob("*.jpg")))
+    assert written > 0 and f"{written} variants written by this run" in result.output
+
+
+def test_disk_full_during_submit_names_the_cache_and_keeps_nothing_half_written(tiny_competition, small_disk):
+    runs = small_disk("48k")
+    result = _submit(tiny_competition, "efficientnet_lite0", runs, "--name", "full", "--batch-size", 4)
+    assert result.exit_code == 1 and result.output.count("error:") == 1, result.output
+    assert "disk full: cannot write the embedding cache" in result.output and "re-run" in result.output
+    assert not list(runs.rglob("*.tmp"))

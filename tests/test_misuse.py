@@ -385,7 +385,7 @@ def test_sweep_footnote_says_why_submit_used_the_backbone():
 
 
 def test_a_submission_name_in_use_by_another_submit_is_refused(tiny_competition, tmp_path):
-    with exclusive_use(tmp_path / "subs" / "twin.csv", "submission"):
+    with exclusive_use(tmp_path / "subs" / "twin.csv", "submission", lock_dir=tmp_path / "runs" / "submission-locks"):
         one_line_error(_quick_submit(tiny_competition, tmp_path, "--name", "twin"), "twin.csv is in use by")
     assert not (tmp_path / "board.md").exists() and not (tmp_path / "subs" / "twin.csv").exists()
     assert _quick_submit(tiny_competition, tmp_path, "--name", "twin").exit_code == 0  # free again

@@ -30,7 +30,7 @@ from competition.augment.transforms import build_transform
 from competition.data.checks import require_every_class, unreadable_reason
 from competition.data.discover import ImageRecord, training_photos
 from competition.data.images import UnreadableImage, read_image
-from competition.errors import CompeteError
+from competition.errors import CompeteError, DiskFull
 from competition.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_use
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ def augment_image(image: np.ndarray, transforms: list, job_steps: tuple[int, ...
 # --- worker processes -------------------------------------------------------------------
 
 _worker_state: dict = {}
+DISK_FULL = "disk full"  # what a job returns when its variant could not be written for want of space
 
 
 def _init_worker(recipe_dict: dict) -> None:
@@ -146,6 +147,8 @@ def _run_job(job: Job) -> str | None:
             tmp.write_bytes(data)
     except UnreadableImage as error:
         return str(error)
+    except DiskFull:
+        return DISK_FULL  # not the source photo's fault: the run stops (see _augment)
     except Exception as error:  # a transform failing on an odd image must not stop the run
         return f"{job.source}: {type(error).__name__}: {error}"
     return None
@@ -271,17 +274,18 @@ def _augment(
         require_every_class(records, readable)
         jobs = plan_jobs(readable, recipe, out_dir, seed)
         todo = [j for j in jobs if not (j.output.exists() and j.output.stat().st_size > 0)]
-        errors = [
-            e
-            for e in tqdm(
-                pool.imap_unordered(_run_job, todo, chunksize=4),
-                total=len(todo),
-                desc="augmenting",
-                unit="img",
-                disable=not progress,
-            )
-            if e
-        ]
+        errors = []
+        results = pool.imap_unordered(_run_job, todo, chunksize=4)
+        for done, error in enumerate(
+            tqdm(results, total=len(todo), desc="augmenting", unit="img", disable=not progress)
+        ):
+            if error == DISK_FULL:  # every later variant would fail the same way: stop the workers now
+                raise DiskFull(
+                    f"disk full: cannot write to {out_dir} ({done - len(errors)} variants written by this run, "
+                    f"{len(jobs) - len(todo)} before it); free some space and re-run the same command: it resumes"
+                )
+            if error:
+                errors.append(error)
     for message in unreadable + errors:
         log.warning("skipped: %s", message)
     write_manifest(out_dir, jobs, recipe, root)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from competition.errors import DiskFull
 from competition.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,17 @@ class EmbeddingStore:
         name = f"{time.time_ns():x}-{os.getpid()}-{next(_counter)}"
         keys = list(self.pending)
         vectors = np.stack([self.pending[k] for k in keys]).astype(np.float32)
-        for suffix, array in ((".vectors.npy", vectors), (".keys.npy", np.array(keys))):
-            with atomic_path(self.folder / f"{name}{suffix}") as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, array, allow_pickle=False)
+        try:
+            for suffix, array in ((".vectors.npy", vectors), (".keys.npy", np.array(keys))):
+                with atomic_path(self.folder / f"{name}{suffix}") as tmp:
+                    with open(tmp, "wb") as handle:
+                        np.save(handle, array, allow_pickle=False)
+        except DiskFull as error:
+            raise DiskFull(
+                f"disk full: cannot write the embedding cache {self.folder} ({len(self.where)} vectors saved "
+                f"there, {len(self.pending)} lost); free some space and re-run the same command: it resumes "
+                "from the saved ones"
+            ) from error
         chunk = len(self.chunks)
         self.chunks.append(vectors)
         self.where.update((key, (chunk, row)) for row, key in enumerate(keys))

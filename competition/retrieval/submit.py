@@ -399,7 +399,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     first), so one file and one leaderboard row describe the same ranking."""
     config.check()  # the name too, before it names a lock
     if config.name and init_distributed().is_main:
-        with exclusive_use(submission_path(config, config.name), "submission"):
+        locks = Path(config.runs_dir) / "submission-locks"  # not in submissions/, which users upload from
+        with exclusive_use(submission_path(config, config.name), "submission", lock_dir=locks):
             return _submit(config, progress)
     return _submit(config, progress)
 
