@@ -610,6 +610,10 @@ def score(
     data: DataOption = Path("data/sample"),
     weakest_classes: Annotated[int, typer.Option(help="How many of the worst landmarks to list.")] = 10,
     map_k: Annotated[int, typer.Option(help="Also report mAP@k (e.g. 100, as Google Landmark Retrieval scores).")] = 10,
+    record: Annotated[
+        bool, typer.Option(help="Also add a row for it to --leaderboard (e.g. when submit could not write it).")
+    ] = False,
+    leaderboard: Annotated[Path, typer.Option(help="Leaderboard that --record writes to.")] = Path("leaderboard.md"),
     json_out: JsonOption = False,
 ) -> None:
     """Score a submission against <data>/labels.csv.
@@ -620,6 +624,10 @@ def score(
     from competition.report.tables import format_scores
 
     scored = _run(lambda: score_file(submission, data, map_k))
+    if record:
+        from competition.evaluate.leaderboard import record_scored_file
+
+        _run(lambda: record_scored_file(leaderboard, submission, scored.scores))
     if json_out:
         _print_json({"submission": str(submission), "scores": scored.scores, "per_class_top1": scored.per_class})
         return

@@ -52,7 +52,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     ensure_writable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        # the name cut short: a target name at the file system's limit must still get a temporary one
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=".tmp", dir=target.parent)
     except OSError as error:
         if is_disk_full(error):
             raise _disk_full(target, error) from error

@@ -662,7 +662,7 @@ def small_disk(tmp_path):
         return folder
 
     yield mount
-    subprocess.run(["umount", str(folder)], capture_output=True)
+    subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)  # mapped cache files may hold it
 
 
 def test_disk_full_during_augment_is_one_line_naming_the_folder_and_rerun_resumes(tiny_competition, small_disk):

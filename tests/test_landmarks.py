@@ -171,5 +171,7 @@ def test_sweep_table_marks_rows_ranked_as_known_landmarks():
     from competition.sweep.results import results_table
 
     row = {"status": "done", "scores": {"top1": 0.5}, "seconds": 1}
-    table = results_table([row | {"label": "a", "landmarks": "known (auto, 98% known)"}, row | {"label": "b"}])
-    assert "| a [known] |" in table and "| b |" in table and "[known]: every query" in table
+    known = {"landmarks": "known (auto, 98% known)"}
+    off_the_shelf = row | known | {"label": "o", "fused": False}  # no classifier: nothing fused
+    table = results_table([row | known | {"label": "a", "fused": True}, row | {"label": "b"}, off_the_shelf])
+    assert "| a [known] |" in table and "| b |" in table and "| o |" in table and "[known]: every query" in table

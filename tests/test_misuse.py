@@ -406,3 +406,44 @@ def test_names_in_two_unicode_forms_are_one_landmark(tiny_competition):
     after = discover_competition(tiny_competition)
     queries = [r for r in after.query if r.label == composed]
     assert queries and composed in after.train_classes  # its queries count as seen, not unseen
+
+
+def test_a_source_name_at_the_file_system_limit_gets_variants_that_fit(tiny_competition):
+    class_dir = sorted((tiny_competition / "train").iterdir())[0]
+    source = sorted(class_dir.iterdir())[0]
+    long_name = "é" * 100 + "x" * 51 + ".jpg"  # 255 bytes: as long as a file name may be
+    assert len(long_name.encode()) == 255
+    shutil.copy(source, class_dir / long_name)
+    result = invoke("augment", "--data", tiny_competition, "--recipe", "light", "--target", 20, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    out = tiny_competition / "augmented" / class_dir.name
+    manifest = (tiny_competition / "augmented" / "manifest.csv").read_text(encoding="utf-8")
+    from_long = [line for line in manifest.splitlines() if long_name in line]
+    assert from_long and all(len(line.split(",")[0].split("/")[-1].encode()) <= 255 for line in from_long)
+    assert all(len(p.name.encode()) <= 255 for p in out.iterdir()) and len(list(out.iterdir())) == 20 - 5
+
+
+def test_an_out_path_through_a_symlink_means_one_folder(tiny_competition, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "linktrain").symlink_to(tiny_competition / "train")
+    result = invoke("augment", "--data", tiny_competition, "--out", "linktrain/../aug2", "--target", 6, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert (tiny_competition / "aug2" / "manifest.csv").is_file()  # where the OS resolves linktrain/..
+    assert not (tmp_path / "aug2").exists() and not list(tmp_path.glob(".aug2*"))
+
+
+def test_a_leaderboard_that_cannot_take_the_row_keeps_the_submission_and_says_how_to_record_it(
+    tiny_competition, tmp_path
+):
+    board = tmp_path / "board.md"
+    board.write_text("a leaderboard someone made read-only\n")
+    board.chmod(0o444)
+    result = _quick_submit(tiny_competition, tmp_path, "--name", "kept")
+    one_line_error(result, "subs/kept.csv is written and kept", "compete score", "--record")
+    assert (tmp_path / "subs" / "kept.csv").is_file()
+    other = tmp_path / "other.md"
+    recorded = invoke(
+        "score", tmp_path / "subs" / "kept.csv", "--data", tiny_competition, "--record", "--leaderboard", other
+    )
+    assert recorded.exit_code == 0, recorded.output
+    assert "| kept |" in other.read_text() and json.loads((tmp_path / "other.jsonl").read_text())["top1"] >= 0

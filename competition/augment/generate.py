@@ -65,6 +65,21 @@ def choose_steps(recipe: Recipe, rng: np.random.Generator) -> tuple[int, ...]:
     return tuple(int(i) for i in fired)
 
 
+MAX_NAME_BYTES = 255  # a file name's limit on ext4, XFS, APFS, NTFS
+VARIANT_SUFFIX_BYTES = len("__00000.webp")  # up to 99,999 variants of one source
+
+
+def fitting_base(base: str) -> str:
+    """A variant's base name that leaves room for its suffix: a long source name is cut (at a
+    character, not a byte) and made unique again by a hash of the whole name."""
+    if len(base.encode("utf-8")) + VARIANT_SUFFIX_BYTES <= MAX_NAME_BYTES:
+        return base
+    tag = f"~{zlib.crc32(base.encode('utf-8')):08x}"
+    room = MAX_NAME_BYTES - VARIANT_SUFFIX_BYTES - len(tag)
+    cut = base.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+    return cut + tag
+
+
 def plan_jobs(records: list[ImageRecord], recipe: Recipe, out_dir: Path, seed: int) -> list[Job]:
     by_class: dict[str, list[ImageRecord]] = defaultdict(list)
     for record in records:
@@ -78,7 +93,7 @@ def plan_jobs(records: list[ImageRecord], recipe: Recipe, out_dir: Path, seed: i
             # named as in the class folder (a link keeps its own name); a.jpg and a.png must not
             # write the same variant files
             name = PurePosixPath(record.name)
-            base = name.stem if stems[name.stem] == 1 else name.name.replace(".", "-")
+            base = fitting_base(name.stem if stems[name.stem] == 1 else name.name.replace(".", "-"))
             for variant in range(count):
                 rng = np.random.default_rng([seed, source_hash, variant])
                 output = out_dir / label / f"{base}__{variant:03d}.{recipe.output_format}"
@@ -236,7 +251,8 @@ def augment_competition(
     """Grow <root>/train into <root>/augmented (or `out_dir`) following `recipe`."""
     root = Path(root)
     records = training_photos(root)
-    out_dir = Path(out_dir) if out_dir else root / AUGMENTED_DIR
+    # resolved once: `link/../x` means one folder to the OS and another to a lexical parent
+    out_dir = (Path(out_dir) if out_dir else root / AUGMENTED_DIR).resolve()
     check_out_dir(out_dir, root)
     if workers is not None and workers < 0:
         raise CompeteError(f"--workers must be 0 (all cores) or more, not {workers}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import unicodedata
+from datetime import datetime
 from pathlib import Path
 
 from competition.errors import CompeteError
@@ -84,6 +85,14 @@ def add_record(markdown: str | Path, record: dict) -> None:
     markdown = Path(markdown)
     with file_lock(markdown.with_suffix(".lock")):  # the whole file rewritten: an append cannot be cut short
         _write_records(markdown, read_records(markdown) + [record])
+
+
+def record_scored_file(markdown: str | Path, submission: str | Path, scores: dict) -> None:
+    """A row for a submission scored on its own (`compete score --record`): what the file says,
+    without the settings that made it."""
+    submission = Path(submission)
+    stamp = datetime.fromtimestamp(submission.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    add_record(markdown, {"name": submission.stem, "submission": str(submission), "date": stamp, **scores})
 
 
 def mark_uploaded(markdown: str | Path, name: str, upload: dict) -> None:

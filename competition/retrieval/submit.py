@@ -505,7 +505,14 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         **(scores or {}),
     }
     if scores is not None:
-        add_record(config.leaderboard, record)
+        try:
+            add_record(config.leaderboard, record)
+        except (CompeteError, OSError) as error:  # the file and its row go together, or the user is told how
+            reason = str(error) if isinstance(error, CompeteError) else (error.strerror or str(error))
+            raise CompeteError(
+                f"{path} is written and kept, but its leaderboard row could not be written ({reason}); record it "
+                f"with `compete score {path} --data {config.data} --record --leaderboard {config.leaderboard}`"
+            ) from error
     notes = [estimate.describe()] if estimate is not None else []
     if landmarks == "known":
         notes.append(f"landmarks known: {fusion_note}")

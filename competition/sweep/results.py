@@ -26,11 +26,19 @@ COLUMNS = [  # (score name, title)
 ]
 
 
+def _fused(outcome: dict) -> bool:
+    """Whether submit fused class posteriors into this row's ranking (rows written before the
+    `fused` field: --landmarks known with a trained run, as only runs carry a classifier)."""
+    if "fused" in outcome:
+        return outcome["fused"]
+    return outcome.get("landmarks", "").startswith("known") and outcome.get("regime") != "off-the-shelf"
+
+
 def _row_title(outcome: dict, variants: int) -> str:
     title = outcome["label"]
     if variants > 1 and outcome.get("variant"):
         title += f" · {outcome['variant']}"
-    if outcome.get("landmarks", "").startswith("known"):
+    if _fused(outcome):
         title += " [known]"  # class posteriors fused: what --landmarks known (or auto's choice of it) did
     if outcome.get("fallback"):
         title += " ‡" if outcome["fallback"] == FELL_BACK_UNTOLD else " †"
@@ -57,7 +65,7 @@ def results_table(outcomes: list[dict]) -> str:
             cells.append(f"**{text}**" if value is not None and value == best[key] else text)
         lines.append(f"| {_row_title(outcome, variants)} | " + " | ".join(cells) + f" | {outcome['seconds']:.0f} |")
     notes = ["Wall time: training plus the first variant's submit; later variants reuse the cached embeddings."]
-    if any(o.get("landmarks", "").startswith("known") for o in outcomes):
+    if any(_fused(o) for o in outcomes):
         notes.append("[known]: every query taken as a training landmark; the runs' class posteriors were fused in.")
     reasons = {o.get("fallback") for o in outcomes if o.get("fallback")}
     if reasons - {FELL_BACK_UNTOLD}:  # True: a row of an earlier version, which only fell back on a loss

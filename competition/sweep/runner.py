@@ -162,6 +162,7 @@ class SweepRunner:
             "submission": str(result.path),
             "fallback": _fallback_reason(result.record.get("unseen_guard", "")),
             "landmarks": result.record.get("landmarks", ""),
+            "fused": result.record.get("label_fusion", "").startswith("class posteriors"),
         }
 
     def _run_configuration(self, configuration: Configuration, done: dict) -> list[dict]:
