@@ -246,7 +246,7 @@ def test_a_runs_own_config_feeds_back_with_flags_over_it(tiny_competition, tmp_p
         (["--alpha", -1], "--alpha"),
         (["--whiten-power", -1], "--whiten-power"),
         (["--rerank-k1", 0], "--rerank-k1"),
-        (["--name", "../outside"], "plain file name"),
+        (["--name", "../outside"], "must be a plain name"),
         (["--weights", "-1"], "weights"),
         (["--scales", "x"], "--scales must be numbers"),
         (["--ensemble-weights", "1,a"], "--ensemble-weights must be numbers"),
