@@ -180,6 +180,8 @@ def table(results: list[dict]) -> str:
     for result in results:
         for group in ("all", "seen", "unseen"):
             mask = np.ones_like(result["seen"]) if group == "all" else result["seen"] == (group == "seen")
+            if group != "all" and mask.sum() in (0, len(mask)):  # a closed set: the group is all or nothing
+                continue
             cells = [cell(result["scores"][m][mask]) for m in METRICS]
             delta = result["scores"]["top1"][mask] - reference["scores"]["top1"][mask]
             low, high = bootstrap_interval(delta)
