@@ -39,10 +39,10 @@ class FusionChoice:
     grid: dict  # "C=10 w=0.5" -> pooled mAP@10, for the run's summary
 
 
-def _fold_posteriors(embed, features, labels, fold: Fold, strength: float):
-    train_x, pool_x = embed(features[fold.train]), embed(features[fold.pool])
-    classifier = fit_label_classifier(train_x, labels[fold.train], strength)
-    return classifier, pool_x, classifier.posteriors(pool_x)
+def _fold_posteriors(embed, features, labels, fold: Fold, strength: float) -> np.ndarray:
+    """Class posteriors of a fold's pool photos from a classifier fitted on its training photos."""
+    classifier = fit_label_classifier(embed(features[fold.train]), labels[fold.train], strength)
+    return classifier.posteriors(embed(features[fold.pool]))
 
 
 def choose_fusion(
@@ -58,7 +58,7 @@ def choose_fusion(
     for strength in STRENGTHS:
         parts: dict[float, list[PoolScores]] = {w: [] for w in WEIGHTS}
         for fold, (embed, cosine) in zip(folds, embeddings):
-            _, _, posteriors = _fold_posteriors(embed, features, labels, fold, strength)
+            posteriors = _fold_posteriors(embed, features, labels, fold, strength)
             for weight in WEIGHTS:
                 fused = fused_similarity(cosine, posteriors, posteriors, weight)
                 parts[weight].append(score_similarity(fused, labels[fold.pool], fold.unseen))
@@ -81,7 +81,7 @@ def calibrate_on_folds(
     for fold in folds:
         if not fold.unseen.any():
             continue
-        _, _, posteriors = _fold_posteriors(head_for(fold.train), features, labels, fold, strength)
+        posteriors = _fold_posteriors(head_for(fold.train), features, labels, fold, strength)
         tops.append(posteriors.max(axis=1))
         known.append(~fold.unseen)
     return calibrate_known(np.concatenate(tops), np.concatenate(known)) if tops else {}
