@@ -508,10 +508,10 @@ def submit(
     if_worse: Annotated[
         IfWorse,
         typer.Option(
-            help="A run that did worse than its pretrained backbone on held-out "
-            "landmarks, or whose validation had too few photos to tell: "
-            "fallback (backbone only), ensemble (with the backbone, 1:1) or "
-            "keep."
+            help="A run that did worse than its pretrained backbone in validation (on held-out "
+            "landmarks; for --landmarks known, on held-out photos of its own), or could not tell: "
+            "fallback (backbone only), ensemble (with the backbone, 1:1) or keep (which also "
+            "submits a run still training as it is; the others refuse it)."
         ),
     ] = "fallback",
     with_pretrained: Annotated[
