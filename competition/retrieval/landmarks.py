@@ -65,8 +65,9 @@ def calibrate_known(top_posteriors: np.ndarray, is_known: np.ndarray) -> dict:
     }
 
 
-def _corrected(passing: np.ndarray, tpr: float, fpr: float) -> float:
-    return float(np.clip((np.mean(passing) - fpr) / (tpr - fpr), 0.0, 1.0))
+def _corrected(pass_rate: float, tpr: float, fpr: float) -> float:
+    """The share of training landmarks behind a pass rate of an imperfect test."""
+    return float(np.clip((pass_rate - fpr) / (tpr - fpr), 0.0, 1.0))
 
 
 def estimate_known_share(top_posteriors: np.ndarray, calibration: dict, seed: int = 0) -> KnownShare:
@@ -76,7 +77,7 @@ def estimate_known_share(top_posteriors: np.ndarray, calibration: dict, seed: in
         return KnownShare(None, None, None, "mixed", queries)
     tpr, fpr = calibration["tpr"], calibration["fpr"]
     passing = (top_posteriors >= calibration["threshold"]).astype(float)
-    share = _corrected(passing, tpr, fpr)
-    low, high = (float(np.clip((b - fpr) / (tpr - fpr), 0, 1)) for b in bootstrap_interval(passing, seed=seed))
+    share = _corrected(float(passing.mean()), tpr, fpr)
+    low, high = (_corrected(bound, tpr, fpr) for bound in bootstrap_interval(passing, seed=seed))
     choice = "known" if share >= KNOWN_FROM else "new" if share <= NEW_UNTIL else "mixed"
     return KnownShare(share, low, high, choice, queries)

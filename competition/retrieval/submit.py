@@ -369,10 +369,13 @@ def fuse_label_posteriors(models, weights, query_vectors, gallery_vectors, queri
         log.warning("--landmarks known: the runs were trained on different landmarks; ranking by cosine")
         return queries, gallery, "none (runs of different landmarks)"
     total = sum(weights[i] for i in with_classifier)
-    share = [weights[i] / total for i in with_classifier]
-    query_p = sum(s * models[i].classifier.posteriors(query_vectors[i]) for s, i in zip(share, with_classifier))
-    gallery_p = sum(s * models[i].classifier.posteriors(gallery_vectors[i]) for s, i in zip(share, with_classifier))
-    weight = float(sum(s * models[i].classifier.weight for s, i in zip(share, with_classifier)))
+
+    def averaged(of_run):  # over the runs with a classifier, by their ensemble weights
+        return sum(weights[i] / total * of_run(i) for i in with_classifier)
+
+    query_p = averaged(lambda i: models[i].classifier.posteriors(query_vectors[i]))
+    gallery_p = averaged(lambda i: models[i].classifier.posteriors(gallery_vectors[i]))
+    weight = float(averaged(lambda i: models[i].classifier.weight))
     fused_q, fused_g = fuse_for_search(queries, gallery, query_p, gallery_p, weight)
     return fused_q, fused_g, f"class posteriors of {len(with_classifier)} run(s), weight {weight:g}"
 
@@ -409,7 +412,6 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
-    config.check()
     config.postprocess.check_size(len(competition.query) + len(competition.gallery))
     k, map_k = config.ranks
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
@@ -422,11 +424,16 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     models = [load_model(m, config.runs_dir, config.pooling, config.if_worse == "keep") for m in config.models]
 
     def embed(model: LoadedModel, records) -> np.ndarray:
-        vectors, failed = _embed(model, records, config, device, dist, progress)
-        skipped.update(str(p) for p in failed)
-        return vectors
+        """Once per model and split: auto's estimate embeds the queries that the ranking reuses."""
+        key = (id(model), records[0].split)
+        if key not in embedded:
+            vectors, failed = _embed(model, records, config, device, dist, progress)
+            skipped.update(str(p) for p in failed)
+            embedded[key] = (model, vectors)  # the model kept alive: its id is not reused by another
+        return embedded[key][1]
 
     skipped: set[str] = set()
+    embedded: dict[tuple[int, str], tuple[LoadedModel, np.ndarray]] = {}
     landmarks, estimate = resolve_landmarks(config.landmarks, models, lambda m: embed(m, competition.query))
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained, landmarks)
     query_vectors = [embed(model, competition.query) for model in models]
