@@ -221,6 +221,68 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_embeddings_stay_norma
     assert np.all(np.linalg.norm(flipped, axis=1) <= 1 + 1e-6) and np.all(np.linalg.norm(flipped, axis=1) > 0.9)
 
 
+def test_aspect_views_are_batched_by_shape_and_give_the_vectors_of_one_photo_per_batch(tmp_path):
+    import torch
+    from PIL import Image
+
+    from competition.data.dataset import ViewsDataset
+    from competition.retrieval.embed import extract_features
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i, (height, width) in enumerate([(120, 200), (200, 120), (121, 199), (90, 90), (118, 203), (200, 121)]):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(paths[-1])
+    paths.append(tmp_path / "broken.jpg")
+    paths[-1].write_bytes(b"not a photo")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait: planned as the portrait it is read as
+    Image.fromarray(rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)).save(tmp_path / "turned.jpg", exif=exif)
+    paths.append(tmp_path / "turned.jpg")
+
+    dataset = ViewsDataset(paths, 96, scales=[0.75, 1.0], resize="aspect")
+    batches = dataset.batches(batch_size=8)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(paths)))
+    assert all(len({tuple(dataset.shapes[i] or [i]) for i in batch}) == 1 for batch in batches)
+    assert [sorted(b) for b in batches if 0 in b] == [[0, 2, 4]]  # the three landscapes of one shape go together
+    assert [sorted(b) for b in batches if 1 in b] == [[1, 5, 7]]  # portraits, the EXIF-turned one among them
+    assert len(batches) < len(paths)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, padding=1)
+    ).eval()
+
+    def pooled(batch):
+        return model(batch).mean(dim=(2, 3))
+
+    together, failed = extract_features(
+        pooled,
+        paths,
+        96,
+        torch.device("cpu"),
+        scales=[0.75, 1.0],
+        resize="aspect",
+        flip=True,
+        batch_size=8,
+        progress=False,
+    )
+    alone, _ = extract_features(
+        pooled,
+        paths,
+        96,
+        torch.device("cpu"),
+        scales=[0.75, 1.0],
+        resize="aspect",
+        flip=True,
+        batch_size=1,
+        progress=False,
+    )
+    assert failed == [tmp_path / "broken.jpg"]
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together[0], together[2])  # different photos of one shape stay different
+
+
 def test_compete_says_which_faiss_build_searches(monkeypatch):
     import faiss
 

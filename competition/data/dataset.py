@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from competition.data.images import UnreadableImage, read_image
+from competition.data.images import UnreadableImage, read_image, upright_size
 from competition.errors import CompeteError
 
 RESIZE_MODES = ("square", "aspect")
@@ -19,18 +19,30 @@ MAX_VIEW_SIDE = 1024  # test-time scales beyond this add memory, not detail
 MAX_VIEWS = 5
 
 
+# An aspect-preserving view never enlarges a photo past its own longer side, except up to
+# this (the native input of most ImageNet backbones): enlarging adds no detail, only changes
+# the scale the network sees (on realdev's 224 px photos, 320 px inputs lost 3 points top-1).
+SMALLEST_ASPECT_SIDE = 224
+
+
 def view_shape(height: int, width: int, size: int, resize: str = "square") -> tuple[int, int]:
-    """(height, width) a photo is resized to: size x size, or its longer side to `size` with
-    the aspect ratio kept (sides rounded to a multiple of 32, the stride of most backbones)."""
+    """(height, width) a photo is resized to: size x size, or its longer side to `size` (never
+    past the photo's own, see SMALLEST_ASPECT_SIDE) with the aspect ratio kept, sides rounded
+    to a multiple of 32, the stride of most backbones."""
     if resize == "square":
         return size, size
-    scale = size / max(height, width)
+    longer = max(height, width)
+    scale = min(size, max(longer, SMALLEST_ASPECT_SIDE)) / longer
     return tuple(max(32, int(round(side * scale / 32)) * 32) for side in (height, width))
 
 
 def resize_to_tensor(image: np.ndarray, size: int, resize: str = "square") -> torch.Tensor:
     """The whole photo resized (no crop: a landmark at the edge stays in view), as a CHW tensor in [0, 1]."""
-    height, width = view_shape(*image.shape[:2], size, resize)
+    return resize_to_shape(image, view_shape(*image.shape[:2], size, resize))
+
+
+def resize_to_shape(image: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    height, width = shape
     interpolation = cv2.INTER_AREA if min(image.shape[:2]) > min(height, width) else cv2.INTER_CUBIC
     resized = cv2.resize(image, (width, height), interpolation=interpolation)
     return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255.0)
@@ -57,14 +69,14 @@ class ImageDataset(Dataset):
     def load(self, index: int):
         return self.transform(read_image(self.paths[index]))
 
-    def blank(self):
+    def blank(self, index: int):
         return torch.zeros(3, self.size, self.size)
 
     def __getitem__(self, index: int):
         try:
             tensor, ok = self.load(index), True
         except UnreadableImage:
-            tensor, ok = self.blank(), False
+            tensor, ok = self.blank(index), False
         return tensor, self.labels[index], index, ok
 
 
@@ -81,7 +93,12 @@ def scaled_sizes(size: int, scales: Sequence[float]) -> list[int]:
 
 class ViewsDataset(ImageDataset):
     """Each photo decoded once and resized to every test-time scale from its own pixels
-    (as cirtorch does), so a larger scale sees real detail, not an upsampled tensor."""
+    (as cirtorch does), so a larger scale sees real detail, not an upsampled tensor.
+
+    Every view's shape is planned from the file's header before any decoding, so photos can
+    be batched by shape (`batches`): an aspect-preserving view then fills a GPU batch and
+    gives the same vector as one photo per batch.
+    """
 
     def __init__(
         self, paths: Sequence[str | Path], size: int, scales: Sequence[float] = (1.0,), resize: str = "square"
@@ -90,13 +107,33 @@ class ViewsDataset(ImageDataset):
             raise CompeteError(f"resize must be one of {RESIZE_MODES}, not '{resize}'")
         super().__init__(paths, size=size)
         self.sizes, self.resize = scaled_sizes(size, scales), resize
+        self.shapes = [self._plan(path) for path in self.paths]
+
+    def _plan(self, path: Path) -> list[tuple[int, int]] | None:
+        """Each view's (height, width); None when the header is unreadable (the photo goes alone)."""
+        if self.resize == "square":
+            return [(size, size) for size in self.sizes]
+        upright = upright_size(path)
+        return None if upright is None else [view_shape(*upright, size, self.resize) for size in self.sizes]
 
     def load(self, index: int) -> list[torch.Tensor]:
-        image = read_image(self.paths[index])
-        return [resize_to_tensor(image, size, self.resize) for size in self.sizes]
+        image = read_image(self.paths[index], needed=max(self.sizes))
+        shapes = self.shapes[index] or [view_shape(*image.shape[:2], size, self.resize) for size in self.sizes]
+        return [resize_to_shape(image, shape) for shape in shapes]
 
-    def blank(self) -> list[torch.Tensor]:
-        return [torch.zeros(3, size, size) for size in self.sizes]
+    def blank(self, index: int) -> list[torch.Tensor]:
+        return [torch.zeros(3, *shape) for shape in self.shapes[index] or [(s, s) for s in self.sizes]]
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """Indices in batches of at most `batch_size` whose views share their shapes."""
+        groups: dict[tuple, list[int]] = {}
+        for index, shapes in enumerate(self.shapes):
+            groups.setdefault(tuple(shapes) if shapes else ("alone", index), []).append(index)
+        return [
+            members[start : start + batch_size]
+            for members in groups.values()
+            for start in range(0, len(members), batch_size)
+        ]
 
 
 def loader_workers(requested: int = -1) -> int:

@@ -38,6 +38,24 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+# EXIF orientations 5-8 turn the photo a quarter: its upright height is the stored width.
+QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
+def upright_size(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) of the photo as `read_image` returns it (before any cap), from the file's
+    header alone; None when the header cannot be read (`read_image` then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+                turned = image.getexif().get(0x0112) in QUARTER_TURNS
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return (width, height) if turned else (height, width)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit grayscale: scale the actual range to 8 bits instead of clipping.
@@ -52,14 +70,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image(path: str | Path, max_side: int = MAX_SIDE) -> np.ndarray:
-    """Return the photo at `path` as an HxWx3 uint8 RGB array, upright per its EXIF."""
+def read_image(path: str | Path, max_side: int = MAX_SIDE, needed: int = 0) -> np.ndarray:
+    """Return the photo at `path` as an HxWx3 uint8 RGB array, upright per its EXIF.
+
+    `needed`: the largest side the caller will resize to. A JPEG is then decoded at the
+    smallest 1/2, 1/4 or 1/8 scale that keeps both sides at least that long, so a 4000 px
+    photo embedded at 320 px never exists in memory at full size.
+    """
     path = Path(path)
+    draft_side = min(needed, max_side) if needed > 0 else max_side
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; we only need pixels
             with Image.open(path) as image:
-                image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale
+                image.draft("RGB", (draft_side, draft_side))  # JPEG: decode at reduced scale
                 if image.width * image.height > MAX_FULL_DECODE_PIXELS:
                     raise UnreadableImage(
                         f"{path}: {image.width}x{image.height} {image.format or ''} image is too large "

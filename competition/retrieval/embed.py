@@ -68,7 +68,7 @@ def extract_features(
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
     Test-time views: the photo resized to each scale of `image_size` from its own pixels
-    (`resize` square, or aspect-preserving with one photo per batch), each also mirrored
+    (`resize` square, or aspect-preserving in batches of photos of one view shape), each also mirrored
     when `flip`; each view is L2-normalised before averaging so no view dominates. An
     unreadable file gets a zero vector and is reported. Vectors computed before an
     interruption stay in the store (retrieval/store.py). With `shards` (the torchrun
@@ -88,7 +88,7 @@ def extract_features(
         dataset = ViewsDataset([paths[i] for i in todo], image_size, scales, resize)
         loader = DataLoader(
             dataset,
-            batch_size=batch_size if resize == "square" else 1,
+            batch_sampler=dataset.batches(batch_size),
             num_workers=loader_workers(workers),
             pin_memory=device.type == "cuda",
             persistent_workers=False,
