@@ -116,6 +116,29 @@ def test_generation_balanced_reproducible_resumable(tiny_competition, tmp_path):
     assert again.written == 12 and _fingerprint(result.out_dir) != first
 
 
+def test_a_script_without_the_main_guard_fails_in_one_line_instead_of_respawning_workers(tiny_competition, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"  # what a user saves from docs/api.md without the guard
+    script.write_text(
+        "from competition.augment.generate import augment_competition\n"
+        "from competition.augment.recipes import load_recipe\n"
+        f"augment_competition({str(tiny_competition)!r}, load_recipe('light', target_per_class=6, output_size=64), "
+        "workers=2, progress=False)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert "augment worker process died" in done.stderr and '__name__ == "__main__"' in done.stderr
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(
+        "if __name__ == '__main__':\n" + "".join(f"    {line}\n" for line in script.read_text().splitlines())
+    )
+    done = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tiny_competition / "augmented").rglob("*.jpg"))) == 8  # 4 classes x (6 - 4 photos)
+
+
 def test_unreadable_sources_are_skipped_or_fatal(tiny_competition):
     bad = tiny_competition / "train" / discover_train(tiny_competition / "train")[0].label / "broken.jpg"
     bad.write_bytes(b"not an image")

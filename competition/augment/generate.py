@@ -18,6 +18,8 @@ import os
 import shutil
 import zlib
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -169,11 +171,20 @@ def _run_job(job: Job) -> str | None:
     return None
 
 
-def _pool(workers: int, recipe: Recipe):
+def _pool(workers: int, recipe: Recipe) -> ProcessPoolExecutor:
     # spawn, not fork: forking a process whose torch/OpenMP thread pools are running can
-    # deadlock the children (seen here when augment runs after torch was imported).
+    # deadlock the children (seen here when augment runs after torch was imported). An
+    # executor, not multiprocessing.Pool: a worker that dies breaks the executor at once,
+    # where a Pool silently starts another (forever, when every new one dies the same way).
     context = multiprocessing.get_context("spawn")
-    return context.Pool(workers, initializer=_init_worker, initargs=(recipe.to_dict(),))
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(recipe.to_dict(),))
+
+
+WORKER_DIED = (
+    "an augment worker process died before finishing. From a script, call compete's API under "
+    '`if __name__ == "__main__":` (each worker process re-imports the script that started it). Variants '
+    "written so far are kept: the same command resumes"
+)
 
 
 # --- the entry point --------------------------------------------------------------------
@@ -274,10 +285,11 @@ def _augment(
     replace_if_changed: bool,
 ) -> AugmentResult:
     _prepare_out_dir(out_dir, recipe, seed, overwrite, replace_if_changed)
-    with _pool(workers, recipe) as pool:
+    pool = _pool(workers, recipe)
+    try:
         problems = list(
             tqdm(
-                pool.imap(unreadable_reason, [r.path for r in records], chunksize=8),
+                pool.map(unreadable_reason, [r.path for r in records], chunksize=8),
                 total=len(records),
                 desc="checking sources",
                 disable=not progress,
@@ -290,18 +302,24 @@ def _augment(
         require_every_class(records, readable)
         jobs = plan_jobs(readable, recipe, out_dir, seed)
         todo = [j for j in jobs if not (j.output.exists() and j.output.stat().st_size > 0)]
-        errors = []
-        results = pool.imap_unordered(_run_job, todo, chunksize=4)
-        for done, error in enumerate(
-            tqdm(results, total=len(todo), desc="augmenting", unit="img", disable=not progress)
-        ):
+        errors, disk_full = [], False
+        results = pool.map(_run_job, todo, chunksize=4)
+        for error in tqdm(results, total=len(todo), desc="augmenting", unit="img", disable=not progress):
             if error == DISK_FULL:  # every later variant would fail the same way: stop the workers now
-                raise DiskFull(
-                    f"disk full: cannot write to {out_dir} ({done - len(errors)} variants written by this run, "
-                    f"{len(jobs) - len(todo)} before it); free some space and re-run the same command: it resumes"
-                )
+                disk_full = True
+                break
             if error:
                 errors.append(error)
+    except BrokenProcessPool as error:
+        raise CompeteError(WORKER_DIED) from error
+    finally:  # on an error, a full disk or Ctrl-C, queued variants are dropped rather than waited for
+        pool.shutdown(wait=True, cancel_futures=True)
+    if disk_full:  # counted once the workers have stopped: what is on disk now
+        written = sum(job.output.exists() for job in todo)
+        raise DiskFull(
+            f"disk full: cannot write to {out_dir} ({written} variants written by this run, "
+            f"{len(jobs) - len(todo)} before it); free some space and re-run the same command: it resumes"
+        )
     for message in unreadable + errors:
         log.warning("skipped: %s", message)
     write_manifest(out_dir, jobs, recipe, root)
