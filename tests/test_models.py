@@ -9,7 +9,7 @@ import torch
 from competition.data.dataset import resize_to_tensor
 from competition.data.images import read_image
 from competition.errors import CompeteError
-from competition.models.embedder import Embedder, EmbedderConfig, build_embedder
+from competition.models.embedder import ASPECT_SIDE_SCALE, Embedder, EmbedderConfig, build_embedder
 from competition.models.heads import make_head
 from competition.models.pooling import GeM, gem, mac, spoc
 from competition.models.projection import make_projection
@@ -134,7 +134,7 @@ def test_checkpoint_loading_never_runs_code(tmp_path):
         ("test_vit", "gem", 100),
         ("test_vit", "cls", 1),
         ("swin_tiny_patch4_window7_224", "gem", 49),
-        ("test_convnext", "max", 25),
+        ("test_convnext", "max", 81),  # a CNN: its aspect view, 160 px x 384/224 -> 288 px, 9 x 9
     ],
 )
 def test_transformer_and_channels_last_backbones_embed_through_every_pooling(name, pooling, tokens):
@@ -148,7 +148,11 @@ def test_transformer_and_channels_last_backbones_embed_through_every_pooling(nam
     embedder.eval()
     size = config.resolved_image_size()
     timm_model = embedder.backbone.body.model
-    assert size == timm_model.pretrained_cfg["input_size"][-1]
+    native, fixed = timm_model.pretrained_cfg["input_size"][-1], timm_model.pretrained_cfg["fixed_input_size"]
+    # a transformer made for one size is embedded square at it; a CNN at its larger aspect view
+    assert (config.resolved_resize(), size) == (
+        ("square", native) if fixed else ("aspect", int(round(native * ASPECT_SIDE_SCALE / 32)) * 32)
+    )
     assert embedder.mean.flatten().tolist() == pytest.approx(list(timm_model.pretrained_cfg["mean"]))
     images = torch.rand(2, 3, size, size)
     with torch.no_grad():
@@ -244,6 +248,7 @@ def test_open_clip_image_tower_embeds_with_its_own_normalisation(monkeypatch, tm
     config = EmbedderConfig(backbone="open_clip:ViT-Tiny/test", pooling="gem")
     embedder, origin = build_embedder(config)
     assert origin == "open_clip (ViT-Tiny/test)" and config.resolved_image_size() == 64
+    assert config.resolved_resize() == "square"  # a CLIP tower takes its own size only
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected = trained.visual((images - 0.5) / 0.5)

@@ -111,3 +111,75 @@ def test_large_inputs_use_a_whitening_sample_and_refuse_dense_reranking(monkeypa
     with pytest.raises(CompeteError, match="stops at 100"):
         PostProcess(rerank=True).rank(vectors[:10], vectors, k=5)
     PostProcess(rerank=True).rank(vectors[:10], vectors[:50], k=5)  # under the limit: fine
+
+
+def _scene(seed: int, size=(360, 480)) -> np.ndarray:
+    """A textured synthetic 'building': random rectangles, circles and lines, rich in corners."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = np.full((*size, 3), 128, np.uint8)
+    for _ in range(120):
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        x, y = int(rng.integers(0, size[1])), int(rng.integers(0, size[0]))
+        w, h = int(rng.integers(8, 60)), int(rng.integers(8, 60))
+        shape = rng.integers(0, 3)
+        if shape == 0:
+            cv2.rectangle(image, (x, y), (x + w, y + h), colour, -1)
+        elif shape == 1:
+            cv2.circle(image, (x, y), w // 2, colour, -1)
+        else:
+            cv2.line(image, (x, y), (x + w, y + h), colour, 3)
+    return image
+
+
+def test_geometric_verification_tells_the_same_scene_shifted_from_another_scene(tmp_path):
+    from PIL import Image
+
+    from competition.retrieval.embed import file_key
+    from competition.retrieval.verify import LocalFeatureCache, Verification, count_inliers, verify_ranking
+
+    scene = _scene(0)
+    paths = {
+        "query": scene[20:340, 30:460],
+        "same-shifted": scene[0:320, 0:430],  # the same scene, framed 20 px up and 30 px left
+        "other": _scene(1)[20:340, 30:460],
+    }
+    for name, pixels in paths.items():
+        Image.fromarray(pixels).save(tmp_path / f"{name}.jpg", quality=95)
+    files = {name: tmp_path / f"{name}.jpg" for name in paths}
+    cache = LocalFeatureCache(tmp_path / "cache")
+    features = {name: cache.get(path, file_key(path)) for name, path in files.items()}
+    same = count_inliers(features["query"], features["same-shifted"])
+    other = count_inliers(features["query"], features["other"])
+    assert same >= 50 and other < 15, (same, other)
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3  # cached, one file a photo
+
+    # the global ranking puts the other scene first; verification brings the same scene up
+    gallery = [files["other"], files["same-shifted"]]
+    ranking = np.array([[0, 1]])
+    reranked, cost = verify_ranking(
+        ranking,
+        np.array([[0.80, 0.75]]),
+        [files["query"]],
+        gallery,
+        Verification(top=2, weight=0.5),
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    assert reranked.tolist() == [[1, 0]] and cost["per_query_s"] > 0
+    # the bonus is bounded by its weight: a clear global order (0.95 vs 0.50) stays
+    kept, _ = verify_ranking(
+        ranking,
+        np.array([[0.95, 0.50]]),
+        [files["query"]],
+        gallery,
+        Verification(top=2, weight=0.1),
+        progress=False,
+    )
+    assert kept.tolist() == [[0, 1]]
+    assert Verification(min_inliers=15, saturation=60, weight=0.5).bonus(np.array([14, 30, 600])).tolist() == [
+        0.0,
+        0.25,
+        0.5,
+    ]

@@ -187,18 +187,33 @@ def test_nested_query_folders_and_other_extensions_are_found_or_named(tiny_compe
     assert [s for s in found.skipped if "clip.mp4" in s]
 
 
-def test_submit_pooling_and_aspect_resize_reach_the_embedding(tiny_competition, tmp_path):
-    settings = _common(tmp_path, tiny_competition, flip=False)
+def test_submit_pooling_view_and_weights_file_reach_the_embedding(tiny_competition, tmp_path):
+    import torch
+    from PIL import Image
+
+    from competition.models.registry import build_classifier, get_spec
+
+    wide = sorted((tiny_competition / "gallery").iterdir())[0]  # one landscape photo: aspect and square differ
+    with Image.open(wide) as photo:
+        photo.crop((0, 0, photo.width, photo.height // 2)).save(wide)
+    settings = _common(tmp_path, tiny_competition, flip=False) | {"image_size": 64}  # 64 x 32 vs 64 x 64
     gem = submit(SubmitConfig(models=["efficientnet_lite0"], name="gem", **settings), progress=False)
     submit(SubmitConfig(models=["efficientnet_lite0"], name="avg", pooling="avg", **settings), progress=False)
-    aspect = submit(
-        SubmitConfig(models=["efficientnet_lite0"], name="aspect", resize="aspect", **settings), progress=False
+    square = submit(
+        SubmitConfig(models=["efficientnet_lite0"], name="square", resize="square", **settings), progress=False
+    )
+    torch.manual_seed(0)  # weights no hub has: an off-the-shelf backbone can still be submitted with them
+    torch.save(build_classifier(get_spec("efficientnet_lite0")).state_dict(), tmp_path / "lite0.pth")
+    own = submit(
+        SubmitConfig(models=["efficientnet_lite0"], name="own", weights_file=str(tmp_path / "lite0.pth"), **settings),
+        progress=False,
     )
     vectors = {
         name: np.load(tmp_path / "runs" / "submission-embeddings" / f"{name}.npz")["gallery"]
-        for name in ("gem", "avg", "aspect")
+        for name in ("gem", "avg", "square", "own")
     }
-    assert not np.allclose(vectors["gem"], vectors["avg"]) and not np.allclose(vectors["gem"], vectors["aspect"])
-    assert "aspect-preserving resize" in aspect.record["tta"] and gem.record["tta"] == "none"
+    assert not np.allclose(vectors["gem"], vectors["avg"]) and not np.allclose(vectors["gem"], vectors["square"])
+    assert not np.allclose(vectors["gem"], vectors["own"]) and own.path.exists()
+    assert gem.record["tta"] == "aspect 64" and square.record["tta"] == "square 64"  # the view is on the record
     caches = sorted(p.name for p in (tmp_path / "runs" / "embedding-cache").glob("*.store"))
-    assert len(caches) == 3  # each setting its own cache entry, never a stale vector
+    assert len(caches) == 4  # each setting its own cache entry, never a stale vector

@@ -24,6 +24,12 @@ from competition.models.registry import (
 )
 from competition.models.weights import load_pretrained
 
+# The longer side of an aspect-preserving view, as a multiple of the backbone's native square
+# side (efficientnet_lite0: 224 -> 384). On realdev-hr's full-size photos, off the shelf and
+# learned-whitened, it beat both the native square and 320 px; photos smaller than it are not
+# enlarged (data/dataset.py SMALLEST_ASPECT_SIDE), so thumbnails keep their native view.
+ASPECT_SIDE_SCALE = 384 / 224
+
 
 @dataclass
 class EmbedderConfig:
@@ -32,7 +38,10 @@ class EmbedderConfig:
     gem_p: float = 3.0
     projection: str = "none"  # none | linear (trained with a loss) | whitening (fitted, see models/projection.py)
     embedding_dim: int = 0  # linear projection size; 0: the pooled feature's size
-    image_size: int = 0  # 0: the size the pretrained weights were trained at
+    image_size: int = 0  # 0: the pretrained weights' size (square), ASPECT_SIDE_SCALE x that (aspect)
+    # aspect: the longer side to image_size, the aspect ratio kept (photos of one shape batched);
+    # square: the whole photo squashed to image_size x image_size. See ASPECT_SIDE_SCALE.
+    resize: str = "aspect"
     pretrained: bool = True
     weights_file: str | None = None
 
@@ -43,13 +52,22 @@ class EmbedderConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "EmbedderConfig":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        # a run saved before `resize` existed was fitted and validated on square views
+        return cls(**{"resize": "square"} | {k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def resolved_resize(self) -> str:
+        """The view: a backbone made for one input size (timm's fixed_input_size: ViT, Swin...;
+        CLIP towers) is always embedded square."""
+        return "square" if native_inputs(get_spec(self.backbone)).fixed_size else self.resize
+
     def resolved_image_size(self) -> int:
-        return self.image_size or native_inputs(get_spec(self.backbone)).size
+        if self.image_size:
+            return self.image_size
+        native = native_inputs(get_spec(self.backbone)).size
+        return native if self.resolved_resize() == "square" else int(round(native * ASPECT_SIDE_SCALE / 32)) * 32
 
 
 class Embedder(nn.Module):
@@ -77,7 +95,7 @@ class Embedder(nn.Module):
 def build_embedder(config: EmbedderConfig) -> tuple[Embedder, str]:
     """The embedder and where its backbone weights came from ("random" if not pretrained)."""
     spec = get_spec(config.backbone)
-    classifier = build_classifier(spec, config.image_size)
+    classifier = build_classifier(spec, config.image_size, any_shape=config.resolved_resize() == "aspect")
     origin = load_pretrained(spec, classifier, config.weights_file) if config.pretrained else "random"
     backbone = to_feature_backbone(spec, classifier, token_output="cls" if config.pooling == "cls" else "patches")
     projection = make_projection(config.projection, backbone.feature_dim, config.embedding_dim)

@@ -111,6 +111,7 @@ class InputConfig:
     size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    fixed_size: bool = False  # made for one input size (ViT, Swin, CLIP towers): square views only
 
 
 class FeatureMapBackbone(nn.Module):
@@ -185,6 +186,7 @@ def native_inputs(spec: BackboneSpec) -> InputConfig:
             size if isinstance(size, int) else size[0],
             tuple(pretrained.get("mean", open_clip.OPENAI_DATASET_MEAN)),
             tuple(pretrained.get("std", open_clip.OPENAI_DATASET_STD)),
+            fixed_size=True,
         )
     if spec.source != "timm":
         return InputConfig()
@@ -196,17 +198,19 @@ def native_inputs(spec: BackboneSpec) -> InputConfig:
         int(cfg.get("input_size", (3, 224, 224))[-1]),
         tuple(cfg.get("mean", IMAGENET_MEAN)),
         tuple(cfg.get("std", IMAGENET_STD)),
+        fixed_size=bool(cfg.get("fixed_input_size", False)),
     )
 
 
-def build_classifier(spec: BackboneSpec, image_size: int = 0) -> nn.Module:
+def build_classifier(spec: BackboneSpec, image_size: int = 0, any_shape: bool = False) -> nn.Module:
     """The randomly initialised ImageNet classifier whose weights files we can load.
 
-    Transformers are built for `image_size` when it differs from their native size
-    (timm interpolates their position embeddings)."""
+    Transformers are built for any input size when `image_size` differs from their native
+    size or `any_shape` asks for photos at their own aspect ratio (timm interpolates their
+    position embeddings)."""
     if spec.source == "timm":
         native = native_inputs(spec).size
-        if image_size and image_size != native:
+        if any_shape or (image_size and image_size != native):
             try:
                 return timm.create_model(spec.name, pretrained=False, dynamic_img_size=True)
             except TypeError:  # CNNs take any size and have no such argument

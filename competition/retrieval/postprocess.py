@@ -203,8 +203,16 @@ class PostProcess:
 
     def rank_vectors(self, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact") -> np.ndarray:
         """Top-k from vectors that already went through `vectors`: search, then re-ranking if asked."""
+        return self.scored_ranking(queries, gallery, k, index)[1]
+
+    def scored_ranking(
+        self, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ranking) of the top-k, larger = better: the similarity, or minus the
+        re-ranked distance when k-reciprocal re-ranking is on."""
         if self.rerank:
             self.check_size(len(queries) + len(gallery))
             distances = k_reciprocal_distance(queries, gallery, self.rerank_k1, self.rerank_k2)
-            return np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(gallery))]
-        return search(queries, gallery, k, index=index)[1]
+            ranking = np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(gallery))]
+            return -np.take_along_axis(distances, ranking, axis=1), ranking
+        return search(queries, gallery, k, index=index)

@@ -35,6 +35,7 @@ from competition.retrieval.landmarks import LANDMARKS, KnownShare, estimate_know
 from competition.retrieval.posteriors import LabelClassifier, fuse_for_search
 from competition.retrieval.postprocess import PostProcess
 from competition.retrieval.search import INDEXES, recall_against_exact, resolve_index
+from competition.retrieval.verify import Verification, verify_ranking
 from competition.runs import BEST, LAST, TOO_FEW, embeddings_file, load_run_embedder, resolve_run_dir
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,10 @@ class SubmitConfig:
     # shelf and in held-out validation, for twice the embedding time.
     flip: bool = True
     scales: list[float] = field(default_factory=lambda: [1.0])
-    image_size: int = 0  # 0: each model's own training size
-    resize: str = "square"  # square (whole photo squashed) or aspect (longer side = size, one photo per batch)
+    image_size: int = 0  # 0: each model's own view size
+    resize: str = ""  # square (whole photo squashed) or aspect (longer side = size); "": each model's own
     pooling: str = "gem"  # for off-the-shelf backbones; a trained run keeps its own
+    weights_file: str = ""  # ImageNet weights for off-the-shelf backbones with none cached (no network)
     fmt: str = "csv"
     submissions_dir: str = "submissions"
     leaderboard: str = "leaderboard.md"
@@ -74,6 +76,9 @@ class SubmitConfig:
     # known: every query shows a landmark of train/ (runs' class posteriors fused into the ranking);
     # new: none does (labels never used); mixed: some do; auto: estimated from the queries.
     landmarks: str = "auto"
+    # Geometric verification (retrieval/verify.py): each query's first `verify` gallery photos
+    # re-ranked by SIFT inliers added to the global score; 0: off.
+    verify: int = 0
 
     @property
     def ranks(self) -> tuple[int, int]:
@@ -111,6 +116,7 @@ class SubmitConfig:
             ("batch-size", self.batch_size, 1),
             ("workers", self.workers, -1),
             ("with-pretrained", self.with_pretrained, 0),
+            ("verify", self.verify, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
                 raise CompeteError(f"--{name} must be a number >= {low}, not {value!r}")
@@ -120,7 +126,7 @@ class SubmitConfig:
             raise CompeteError(f"--image-size must be 0 (each model's own) or at least 32, not {self.image_size}")
         for flag, value, allowed in (
             ("format", self.fmt, FORMATS),
-            ("resize", self.resize, RESIZE_MODES),
+            ("resize", self.resize, ("", *RESIZE_MODES)),
             ("if-worse", self.if_worse, IF_WORSE),
             ("index", self.index, INDEXES),
             ("pooling", self.pooling, POOLING_CHOICES),
@@ -176,6 +182,7 @@ def pretrained_model(config: EmbedderConfig) -> LoadedModel:
         pooling=config.pooling,
         gem_p=config.gem_p,
         image_size=config.image_size,
+        resize=config.resize,
         weights_file=config.weights_file,
     )
     embedder, origin = build_embedder(config)
@@ -214,7 +221,9 @@ def _run_summary(run_dir: Path, use_unfinished: bool) -> dict:
     return {}
 
 
-def load_model(model: str, runs_dir: str, pooling: str = "gem", use_unfinished: bool = False) -> LoadedModel:
+def load_model(
+    model: str, runs_dir: str, pooling: str = "gem", use_unfinished: bool = False, weights_file: str = ""
+) -> LoadedModel:
     if _is_run(model, runs_dir) or (model not in REGISTRY and Path(model).exists()):
         run_dir = resolve_run_dir(model, runs_dir)
         embedder, config = load_run_embedder(run_dir)
@@ -248,7 +257,7 @@ def load_model(model: str, runs_dir: str, pooling: str = "gem", use_unfinished: 
             known.get("verdict", ""),
         )
     get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
-    return pretrained_model(EmbedderConfig(backbone=model, pooling=pooling))
+    return pretrained_model(EmbedderConfig(backbone=model, pooling=pooling, weights_file=weights_file or None))
 
 
 def check_weights(weights: list[float], models: int) -> None:
@@ -315,11 +324,16 @@ class SubmitResult:
     notes: list[str] = field(default_factory=list)  # what submit decided for the user to read (the landmarks kind)
 
 
+def view_of(model: LoadedModel, config: SubmitConfig) -> tuple[int, str]:
+    """(size, resize) a model embeds at: its own view unless submit overrides it."""
+    return config.image_size or model.image_size, config.resize or model.embedder_config.resolved_resize()
+
+
 def _embed(model: LoadedModel, records, config: SubmitConfig, device, dist, progress: bool):
     """A model's vectors for query or gallery photos, through the embedding cache."""
     model.embedder.to(device)
-    size = config.image_size or model.image_size
-    tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}-{config.resize}"
+    size, resize = view_of(model, config)
+    tta = f"s{size}-f{int(config.flip)}-{'_'.join(map(str, config.scales))}-{resize}"
     cache = Path(config.runs_dir) / "embedding-cache" / f"{model.cache_tag}-{tta}.store"
     vectors, failed = extract_features(
         model.embedder.pooled if model.frozen else model.embedder,
@@ -330,7 +344,7 @@ def _embed(model: LoadedModel, records, config: SubmitConfig, device, dist, prog
         batch_size=config.batch_size,
         flip=config.flip,
         scales=config.scales,
-        resize=config.resize,
+        resize=resize,
         strict=config.strict,
         description=f"{model.label}: {records[0].split}",
         progress=progress,
@@ -421,7 +435,10 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     weights = [w / max(config.weights) for w in config.weights] if config.weights else [1.0] * len(config.models)
     dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
     device = dist.device() or pick_device(config.device or None)
-    models = [load_model(m, config.runs_dir, config.pooling, config.if_worse == "keep") for m in config.models]
+    models = [
+        load_model(m, config.runs_dir, config.pooling, config.if_worse == "keep", config.weights_file)
+        for m in config.models
+    ]
 
     def embed(model: LoadedModel, records) -> np.ndarray:
         """Once per model and split: auto's estimate embeds the queries that the ranking reuses."""
@@ -449,11 +466,25 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         queries, gallery, fusion_note = fuse_label_posteriors(
             models, weights, query_vectors, gallery_vectors, queries, gallery
         )
-    ranking = config.postprocess.rank_vectors(queries, gallery, k, index)
+    ranked_scores, ranking = config.postprocess.scored_ranking(queries, gallery, max(k, config.verify), index)
     if index != "exact":  # say what the approximation costs
-        recall = recall_against_exact(queries, gallery, ranking, k)
-        index = f"{index} (recall@{k} vs exact {recall:.3f})"
+        recall = recall_against_exact(queries, gallery, ranking, ranking.shape[1])
+        index = f"{index} (recall@{ranking.shape[1]} vs exact {recall:.3f})"
         log.warning("approximate search: %s", index)
+    verification = "off"
+    if config.verify:
+        ranking, cost = verify_ranking(
+            ranking,
+            ranked_scores,
+            [r.path for r in competition.query],
+            [r.path for r in competition.gallery],
+            Verification(top=config.verify),
+            cache_dir=Path(config.runs_dir) / "local-feature-cache",
+            progress=progress,
+        )
+        verification = f"SIFT + MAGSAC, top {cost['top']}, {cost['per_query_s']:.2f} s/query"
+        log.warning("geometric verification: %.2f s per query", cost["per_query_s"])
+    ranking = ranking[:, :k]
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     path = write_submission(
@@ -492,7 +523,7 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     tta_parts = (
         (["flip"] if config.flip else [])
         + ([f"scales {','.join(map(str, config.scales))}"] if list(config.scales) != [1.0] else [])
-        + (["aspect-preserving resize"] if config.resize == "aspect" else [])
+        + sorted({f"{resize} {size}" for size, resize in (view_of(m, config) for m in models)})
     )
     record = {
         "name": name,
@@ -504,6 +535,7 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         "unseen_guard": "; ".join(guard_notes),
         "landmarks": landmarks if estimate is None else f"{landmarks} (auto{estimate.short()})",
         "label_fusion": fusion_note,
+        "verification": verification,
         "index": index,
         "models": [m.label for m in models],
         "weights": weights,

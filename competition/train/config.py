@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from competition.data.dataset import RESIZE_MODES
 from competition.errors import CompeteError
 from competition.models.embedder import EmbedderConfig
 from competition.models.pooling import POOLINGS
@@ -84,7 +85,10 @@ class TrainConfig:
     triplet_margin: float = 0.1
     triplet_mining: str = "semihard"  # hard | semihard | all negatives inside the margin
     samples_per_class: int = 4  # triplet: photos of one class side by side in a batch
-    image_size: int = 0  # 0: the size the backbone's pretrained weights were trained at
+    image_size: int = 0  # 0: the backbone's own (square), or its aspect view's longer side (models/embedder.py)
+    # aspect: photos embedded at their own aspect ratio (what submit uses too); square: squashed.
+    # The full regime trains on square crops of --image-size (0: the backbone's native size).
+    resize: str = "aspect"
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -132,6 +136,7 @@ class TrainConfig:
             projection=projection,
             embedding_dim=self.embedding_dim if projection == "linear" else 0,
             image_size=self.image_size,
+            resize=self.resize,
             pretrained=self.pretrained,
             weights_file=self.weights_file or None,
         )
@@ -149,6 +154,8 @@ class TrainConfig:
         check_numbers(config)
         if config.regime not in REGIMES:
             raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
+        if config.resize not in RESIZE_MODES:
+            raise CompeteError(f"resize must be one of {RESIZE_MODES}, not '{config.resize}'")
         if config.landmarks not in LANDMARKS:
             raise CompeteError(f"landmarks must be one of {LANDMARKS}, not '{config.landmarks}'")
         if config.head not in HEAD_CHOICES:

@@ -184,7 +184,7 @@ class FullLayerTrainer:
     def _epochs(self, resume: bool) -> None:
         run, config, device = self.run, self.config, self.run.device
         labels = [self.classes.index(r.label) for r in self.records]
-        dataset = TrainDataset([r.path for r in self.records], labels, run.image_size, config.seed)
+        dataset = TrainDataset([r.path for r in self.records], labels, run.crop_size, config.seed)
         per_class = config.samples_per_class if config.loss == "triplet" else 1
         sampler = EpochSampler(dataset.labels, per_class, config.seed, run.dist.rank, run.dist.world)
         drop_last = len(sampler) > config.batch_size

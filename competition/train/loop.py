@@ -32,6 +32,7 @@ from competition.distributed import Distributed, init_distributed
 from competition.errors import CompeteError
 from competition.io import check_plain_name, exclusive_use, fingerprint
 from competition.models.embedder import Embedder, build_embedder
+from competition.models.registry import get_spec, native_inputs
 from competition.retrieval.embed import extract_features, pick_device
 from competition.train.config import TrainConfig
 from competition.train.data import TrainingData, load_training_data
@@ -103,12 +104,19 @@ class Run:
 
     @property
     def image_size(self) -> int:
+        """The side of the views that are embedded (validation, features, what submit uses)."""
         return self.config.embedder_config().resolved_image_size()
+
+    @property
+    def crop_size(self) -> int:
+        """The full regime's square training crops: --image-size, else the backbone's native size."""
+        return self.config.image_size or native_inputs(get_spec(self.config.backbone)).size
 
     def cache_dir(self) -> Path:
         c = self.config
         tag = fingerprint([self.weights_origin])[:8]
-        return Path(c.runs_dir) / "feature-cache" / f"{c.backbone}-{tag}-{c.pooling}{c.gem_p:g}-{self.image_size}.store"
+        view = f"{self.image_size}" + ("-aspect" if c.embedder_config().resolved_resize() == "aspect" else "")
+        return Path(c.runs_dir) / "feature-cache" / f"{c.backbone}-{tag}-{c.pooling}{c.gem_p:g}-{view}.store"
 
     def extract(
         self, fn, records: list[ImageRecord], description: str, cached: bool = True
@@ -118,6 +126,7 @@ class Run:
             [r.path for r in records],
             self.image_size,
             self.device,
+            resize=self.config.embedder_config().resolved_resize(),
             cache_dir=self.cache_dir() if cached else None,
             batch_size=self.config.batch_size,
             description=description,
