@@ -74,11 +74,12 @@ def read_image(path: str | Path, max_side: int = MAX_SIDE, needed: int = 0) -> n
     """Return the photo at `path` as an HxWx3 uint8 RGB array, upright per its EXIF.
 
     `needed`: the largest side the caller will resize to. A JPEG is then decoded at the
-    smallest 1/2, 1/4 or 1/8 scale that keeps both sides at least that long, so a 4000 px
-    photo embedded at 320 px never exists in memory at full size.
+    smallest 1/2, 1/4 or 1/8 scale that keeps both sides at least twice that long (the
+    area resize that follows still averages several pixels into one, as from the full
+    decode), so a 4000 px photo embedded at 384 px never exists in memory at full size.
     """
     path = Path(path)
-    draft_side = min(needed, max_side) if needed > 0 else max_side
+    draft_side = min(2 * needed, max_side) if needed > 0 else max_side
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; we only need pixels
