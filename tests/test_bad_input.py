@@ -548,6 +548,63 @@ def test_upload_validates_sends_and_records(tiny_competition, tmp_path, fake_kag
     assert record["uploads"][0]["sha256"] == sha256_of_file(tmp_path / "subs" / "final.csv")
 
 
+def test_upload_sends_a_glr_competition_only_its_own_format_and_says_what_it_sends(
+    tiny_competition, tmp_path, fake_kaggle, monkeypatch
+):
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    board = tmp_path / "board.md"
+    for fmt in ("csv", "kaggle"):
+        made = _submit(
+            tiny_competition,
+            "efficientnet_lite0",
+            tmp_path,
+            "--name",
+            f"x-{fmt}",
+            "--format",
+            fmt,
+            "--leaderboard",
+            board,
+        )
+        assert made.exit_code == 0, made.output
+
+    def upload(path):
+        return invoke(
+            "upload",
+            path,
+            "--competition",
+            "landmark-retrieval-2021",
+            "--message",
+            "m",
+            "--data",
+            tiny_competition,
+            "--leaderboard",
+            board,
+        )
+
+    ours = upload(tmp_path / "subs" / "x-csv.csv")  # compete's query,rank_1... with .jpg names: would score 0
+    assert ours.exit_code == 1 and fake_kaggle.calls == [] and "nothing was sent" in ours.output
+    assert "--format kaggle" in ours.output and "-m efficientnet_lite0" in ours.output  # the one command to run
+    theirs = upload(tmp_path / "subs" / "x-kaggle.csv")
+    assert theirs.exit_code == 0, theirs.output
+    assert "sending" in theirs.output and "id,images format" in theirs.output
+    assert fake_kaggle.calls[-1][0] == "submit" and fake_kaggle.calls[-1][1].endswith("x-kaggle.csv")
+    # a competition whose format we do not know gets the file as it is, and is told which format that is
+    other = invoke(
+        "upload",
+        tmp_path / "subs" / "x-csv.csv",
+        "--competition",
+        "landmarks-2026",
+        "--message",
+        "m",
+        "--data",
+        tiny_competition,
+        "--leaderboard",
+        board,
+    )
+    assert other.exit_code == 0 and "compete's CSV format" in other.output
+
+
 def test_upload_refuses_an_invalid_file_before_sending(tiny_competition, tmp_path, fake_kaggle, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "me")
     monkeypatch.setenv("KAGGLE_KEY", "secret")

@@ -175,11 +175,15 @@ def test_a_damaged_leaderboard_line_is_skipped_and_named(tiny_competition, tmp_p
     assert _submit(tiny_competition, tmp_path, "--name", "a").exit_code == 0
     with open(tmp_path / "board.jsonl", "a") as handle:
         handle.write('{"name": "half-writ')  # a disk that filled mid-append
-    result = _submit(tiny_competition, tmp_path, "--name", "b")
+    result = _submit(tiny_competition, tmp_path, "--name", "b", "--image-size", 64, "--flip")
     assert result.exit_code == 0 and "skipped 1 damaged line(s): 2" in caplog.text, result.output
     lines = (tmp_path / "board.jsonl").read_text().splitlines()
     assert [json.loads(line)["name"] for line in lines] == ["a", "b"]
-    assert invoke("leaderboard", tmp_path / "board.md", "--diff", "a", "--diff", "b").exit_code == 0
+    diff = invoke("leaderboard", tmp_path / "board.md", "--diff", "a", "--diff", "b")
+    assert diff.exit_code == 0  # every setting that made the difference, from the rows alone
+    assert "settings.image_size: 32 -> 64" in diff.output and "settings.flip: False -> True" in diff.output, diff.output
+    empty = invoke("leaderboard", tmp_path / "none.md", "--json")
+    assert empty.exit_code == 0 and json.loads(empty.output)["rows"] == []
 
 
 def test_a_read_only_leaderboard_is_not_replaced(tiny_competition, tmp_path):

@@ -85,7 +85,7 @@ def test_k_reciprocal_distances_are_a_ranking_of_every_gallery_image():
 def test_description_names_every_step_in_order():
     steps = PostProcess(whiten="query+gallery", whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
     assert (
-        steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=20 k2=6"
+        steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=8 k2=3"
     )
     assert PostProcess().describe() == "none"
 

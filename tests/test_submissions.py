@@ -65,8 +65,8 @@ def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competit
         )
         == []
     )
-    assert score_submission(result.path, tiny_competition)["top1"] == result.scores["top1"]  # read back by id
-    assert "map@100" in result.scores
+    rescored = score_submission(result.path, tiny_competition)  # read back by id, scored as submit scored it
+    assert rescored["top1"] == result.scores["top1"] and rescored["map@100"] == result.scores["map@100"]
     bom = tmp_path / "bom.csv"
     bom.write_text("\ufeff" + text, encoding="utf-8")
     assert validate_submission(bom, [r.name for r in found.query], [r.name for r in found.gallery]) == []

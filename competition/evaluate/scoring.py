@@ -10,7 +10,7 @@ import numpy as np
 from competition.data.discover import Competition, discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.metrics import flatten_scores, per_class_top1, relevance, score_by_group
-from competition.evaluate.submission import photo_id, read_submission
+from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission
 
 
 @dataclass
@@ -19,6 +19,7 @@ class RankedSubmission:
     query_labels: list[str]
     gallery_labels: list[str | None]
     seen_classes: set[str] | None
+    fmt: str = "csv"  # the file's format (kaggle: scored at mAP@100 by default)
 
 
 def load_ranked_submission(
@@ -43,7 +44,7 @@ def load_ranked_submission(
             ranking[row, rank] = gallery_index.get(name, missing_slot)
     gallery_labels = [r.label for r in competition.gallery] + [None]
     return RankedSubmission(
-        ranking, [query_label[q] for q in queries], gallery_labels, set(competition.train_classes) or None
+        ranking, [query_label[q] for q in queries], gallery_labels, set(competition.train_classes) or None, fmt
     )
 
 
@@ -58,10 +59,12 @@ class ScoredSubmission:
     per_class: dict[str, float]  # top-1 of each landmark's queries
 
 
-def score_file(submission: str | Path, data: str | Path, map_k: int = 10) -> ScoredSubmission:
-    """Read a submission once and score it against the competition's labels."""
+def score_file(submission: str | Path, data: str | Path, map_k: int = 0) -> ScoredSubmission:
+    """Read a submission once and score it against the competition's labels; mAP@`map_k` beside
+    mAP@10, 0 choosing as submit does: 100 for a kaggle-format file (what Kaggle scores), else 10."""
     competition = discover_competition(data, need_train=False)
     ranked = load_ranked_submission(submission, data, competition)
+    map_k = map_k or (KAGGLE_MAX_IMAGES if ranked.fmt == "kaggle" else 10)
     hits = relevance(ranked.ranking, ranked.query_labels, ranked.gallery_labels)
     scores = flatten_scores(
         score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels, ranked.seen_classes, map_k=map_k)
@@ -69,5 +72,5 @@ def score_file(submission: str | Path, data: str | Path, map_k: int = 10) -> Sco
     return ScoredSubmission(ranked, competition, hits, scores, per_class_top1(hits, ranked.query_labels))
 
 
-def score_submission(submission: str | Path, data: str | Path, map_k: int = 10) -> dict[str, float]:
+def score_submission(submission: str | Path, data: str | Path, map_k: int = 0) -> dict[str, float]:
     return score_file(submission, data, map_k).scores

@@ -83,7 +83,7 @@ def database_augmentation(gallery: np.ndarray, k: int = 2, alpha: float = 3.0, i
 
 
 def k_reciprocal_distance(
-    queries: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+    queries: np.ndarray, gallery: np.ndarray, k1: int = 8, k2: int = 3, lambda_value: float = 0.3
 ) -> np.ndarray:
     """Re-ranked (num_queries, num_gallery) distances, smaller = more similar.
 
@@ -139,8 +139,10 @@ class PostProcess:
     qe: int = 0  # neighbours for alpha-query expansion (0 = off)
     alpha: float = 3.0
     rerank: bool = False  # k-reciprocal re-ranking of the final ranking
-    rerank_k1: int = 20  # about twice the photos a landmark has in query + gallery works best
-    rerank_k2: int = 6
+    # k1 about 1.5x the photos one landmark has in query + gallery: realdev has ~6 (494 photos, 81
+    # landmarks), where k1=8 k2=3 lifted the ensemble's mAP@10 0.654 -> 0.756 and k1=20 lost.
+    rerank_k1: int = 8
+    rerank_k2: int = 3
 
     def check(self) -> None:
         """One line for the first setting out of range, before any work."""

@@ -542,6 +542,7 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         "submission": str(path),
         "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
         **(scores or {}),
+        "settings": config.to_dict(),  # all of them: a row is enough to make its submission again
     }
     if scores is not None:
         try:
