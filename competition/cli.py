@@ -88,7 +88,8 @@ def main(
 
 
 def _progress() -> bool:
-    return _state.get("progress", True) and sys.stderr.isatty()
+    """Progress on stderr: bars on a terminal, a line every few seconds of long work when piped."""
+    return _state.get("progress", True)
 
 
 @app.command("sample-data")
@@ -426,9 +427,12 @@ def _print_train_summary(settings, summary: dict) -> None:
             err=True,
         )
     elif unseen is False:
+        verdict = summary["validation"].get("unseen", {}).get("verdict", "")
+        how = "clearly lower" if verdict == "worse" else "lower, though within the interval (no clear difference)"
         typer.secho(
-            "  warning: the run did worse than the pretrained backbone on held-out landmarks; compete submit "
-            "will use the backbone instead (--if-worse keep|ensemble to override)",
+            f"  warning: on held-out landmarks the run's mAP@10 was {how} than the pretrained backbone's; "
+            "compete submit will use the backbone instead, the safer choice for landmarks it has not seen "
+            "(--if-worse keep|ensemble to override)",
             fg="yellow",
             err=True,
         )

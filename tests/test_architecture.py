@@ -9,6 +9,7 @@ import competition
 STAGES = [
     "errors",
     "io",
+    "progress",
     "distributed",
     "data",
     "models",

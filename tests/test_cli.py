@@ -176,3 +176,19 @@ def test_training_prints_a_line_per_epoch_when_stderr_is_not_a_terminal(tiny_com
     )
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"] and all("loss" in line for line in epochs)
+
+
+def test_piped_progress_is_a_line_per_interval_of_long_work_and_nothing_for_quick_work(monkeypatch, capsys):
+    from competition import progress
+
+    assert list(progress.steps(range(3), "quick")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal: piped, and quick
+    monkeypatch.setattr(progress, "PIPED_EVERY", 0.0)  # every step "long"
+    assert list(progress.steps(range(3), "folds", unit="fold")) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "folds: 1/3 fold",
+        "folds: 2/3 fold",
+        "folds: 3/3 fold",
+    ]
+    assert list(progress.steps(iter([5]), "unknown length", enabled=False)) == [5]

@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from competition.augment.recipes import Recipe
 from competition.augment.transforms import build_transform
@@ -34,6 +33,7 @@ from competition.data.discover import ImageRecord, training_photos
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError, DiskFull
 from competition.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_use
+from competition.progress import steps
 
 log = logging.getLogger(__name__)
 AUGMENTED_DIR = "augmented"
@@ -288,11 +288,11 @@ def _augment(
     pool = _pool(workers, recipe)
     try:
         problems = list(
-            tqdm(
+            steps(
                 pool.map(unreadable_reason, [r.path for r in records], chunksize=8),
+                "checking sources",
                 total=len(records),
-                desc="checking sources",
-                disable=not progress,
+                enabled=progress,
             )
         )
         unreadable = [p for p in problems if p]
@@ -304,7 +304,7 @@ def _augment(
         todo = [j for j in jobs if not (j.output.exists() and j.output.stat().st_size > 0)]
         errors, disk_full = [], False
         results = pool.map(_run_job, todo, chunksize=4)
-        for error in tqdm(results, total=len(todo), desc="augmenting", unit="img", disable=not progress):
+        for error in steps(results, "augmenting", total=len(todo), unit="img", enabled=progress):
             if error == DISK_FULL:  # every later variant would fail the same way: stop the workers now
                 disk_full = True
                 break

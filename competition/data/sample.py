@@ -16,9 +16,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from competition.io import atomic_path, atomic_write_json, atomic_write_text
+from competition.progress import steps
 
 CANVAS = 384  # canonical landmark drawing size, before the camera warps it
 KINDS = ("tower", "skyscraper", "dome", "arch", "bridge", "pyramid", "pagoda", "castle", "lighthouse", "obelisk")
@@ -409,7 +409,7 @@ def make_sample_competition(root: str | Path, config: SampleConfig = SampleConfi
     total = config.seen_classes + config.unseen_classes
     rows: list[tuple[str, str]] = []
     eval_items: list[tuple[str, int, np.ndarray]] = []  # (split, class index, image)
-    for index in tqdm(range(total), desc="drawing landmarks", disable=not progress):
+    for index in steps(range(total), "drawing landmarks", enabled=progress):
         spec = landmark_spec(index, config.seed)
         drawing = _draw_landmark(spec)
         seen = index < config.seen_classes

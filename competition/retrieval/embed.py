@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from competition.data.dataset import ViewsDataset, loader_workers
 from competition.distributed import Distributed
 from competition.errors import CompeteError
+from competition.progress import steps
 from competition.retrieval.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def extract_features(
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
-        batches = tqdm(loader, desc=description, disable=not progress, unit="batch")
+        batches = steps(loader, description, unit="batch", enabled=progress)
         try:
             for views, _, indices, ok in batches:
                 vectors = _embed_views(model_fn, views, device, flip, normalize_views)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from competition.data.images import UnreadableImage, read_image
 from competition.io import atomic_path
+from competition.progress import steps
 from competition.retrieval.embed import file_key
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def verify_ranking(
             order = np.argsort(-(scores[row, :top] + settings.bonus(inliers)), kind="stable")
             return candidates[order]
 
-        rows = tqdm(pool.map(rerank, range(len(ranking))), total=len(ranking), desc="verifying", disable=not progress)
+        rows = steps(pool.map(rerank, range(len(ranking))), "verifying", total=len(ranking), enabled=progress)
         reranked = ranking.copy()
         for row, head in enumerate(rows):
             reranked[row, :top] = head

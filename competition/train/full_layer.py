@@ -20,13 +20,13 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from competition.data.dataset import ImageDataset, loader_workers, resize_to_tensor
 from competition.data.images import read_image
 from competition.errors import CompeteError
 from competition.io import atomic_write_text
 from competition.models.embedder import Embedder
+from competition.progress import steps
 from competition.retrieval.embed import autocast_for
 from competition.train.config import check_same_settings
 from competition.train.freezing import full_training_mode
@@ -219,7 +219,7 @@ class FullLayerTrainer:
                 pin_memory=device.type == "cuda",
             )
             full_training_mode(model, self.freeze_bn)
-            progress = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not run.progress, leave=False)
+            progress = steps(loader, f"epoch {epoch + 1}/{config.epochs}", enabled=run.progress, leave=False)
             loss = train_one_epoch(model, progress, step, l2_sp, device)
             scores = self._pool_scores().means() if run.dist.is_main else {}
             if self._end_epoch(loss, scores, optimizer, scheduler, started):

@@ -15,10 +15,10 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from competition.data.discover import ImageRecord
 from competition.models.projection import make_projection
+from competition.progress import steps
 from competition.train.label_fusion import fit_label_fusion
 from competition.train.loop import Run, seed_epoch
 from competition.train.losses import loss_for
@@ -162,7 +162,7 @@ def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
     data, config = run.data, run.config
     per_epoch: list[list[PoolScores]] = [[] for _ in range(config.epochs)]
     fold_losses = []
-    for fold in tqdm(data.folds, desc="validation folds", disable=not run.progress):
+    for fold in steps(data.folds, "validation folds", enabled=run.progress):
         x, y = _stack(features, data.training_records(fold.train))
         pool = run.pool_features(features, fold)
 
