@@ -106,14 +106,56 @@ def atomic_write_json(target: str | Path, data: object) -> None:
     atomic_write_text(target, json_text(data, indent=2) + "\n")
 
 
+class Busy(Exception):
+    """The lock is held by another process (a non-waiting `_locked`)."""
+
+
+def _acquire(path: Path, wait: bool) -> int:
+    """An exclusive flock on `path`, created if missing. The holder before us may remove the file
+    as it releases: a lock on a removed file guards nothing, so we check and lock the new one."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise Busy from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, wait: bool) -> Iterator[None]:
+    """Hold the lock file for the block and remove it after, so no lock file is left behind
+    (removed while still locked: a process waiting on it then sees it gone and retries)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.name != "posix":  # no flock: filelock's portable lock, whose file stays
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(str(path), timeout=-1 if wait else 0):
+                yield
+        except Timeout:
+            raise Busy from None
+        return
+    fd = _acquire(path, wait)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)  # closing releases the flock
+
+
 @contextlib.contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
     """An exclusive lock held for the duration of the block; waits for another holder."""
-    from filelock import FileLock
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path)):
+    with _locked(Path(path), wait=True):
         yield
 
 
@@ -121,26 +163,21 @@ def file_lock(path: str | Path) -> Iterator[None]:
 def exclusive_use(folder: str | Path, what: str, lock_dir: str | Path | None = None) -> Iterator[None]:
     """Hold `folder` (or file) for this process, or fail at once naming the process that holds it
     (two trainings of one run, or two augments of one folder, would overwrite each other). The
-    lock files sit beside it, or in `lock_dir` (to keep a folder the user reads free of them)."""
-    from filelock import FileLock, Timeout
-
+    lock file sits beside it, or in `lock_dir`, while it is held, and names its holder."""
     folder = Path(folder)
     where = Path(lock_dir) if lock_dir is not None else folder.parent
     lock_file = where / f".{folder.name}.lock"
     owner_file = where / f".{folder.name}.owner"
-    where.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file))
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
+        with _locked(lock_file, wait=False):
+            try:
+                owner_file.write_text(f"compete (pid {os.getpid()}) since {time.strftime('%H:%M:%S')}\n")
+                yield
+            finally:
+                owner_file.unlink(missing_ok=True)
+    except Busy:
         holder = owner_file.read_text().strip() if owner_file.exists() else "another process"
         raise CompeteError(f"{folder} is in use by {holder}; wait for it to finish or stop it") from None
-    try:
-        owner_file.write_text(f"compete (pid {os.getpid()}) since {time.strftime('%H:%M:%S')}\n")
-        yield
-    finally:
-        owner_file.unlink(missing_ok=True)
-        lock.release()
 
 
 def sha256_of_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

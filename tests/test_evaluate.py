@@ -294,3 +294,20 @@ def test_compete_says_which_faiss_build_searches(monkeypatch):
     assert search.faiss_build().endswith("(GPU build, 2 GPU(s) in use)")
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
     assert search.faiss_build().endswith("(GPU build, no GPU visible)")
+
+
+def test_landmark_ids_sort_as_numbers_and_a_big_confusion_matrix_keeps_the_most_confused(tmp_path, monkeypatch):
+    from competition.data.discover import natural_key
+    from competition.report import page
+
+    assert sorted(["10", "9", "138982", "abbey", "2"], key=natural_key) == ["2", "9", "10", "138982", "abbey"]
+    drawn = {}
+    monkeypatch.setattr(page, "save_figure", lambda figure, out: drawn.update(figure=figure) or out)
+    truth = [str(i) for i in range(100)]
+    answers = truth[:]
+    answers[5], answers[77] = "6", "3"  # two mistakes among 100 landmarks
+    page.confusion_figure(truth, answers, tmp_path / "confusion.png")
+    axis = drawn["figure"].axes[0]
+    labels = [t.get_text() for t in axis.get_xticklabels()]
+    assert len(labels) == page.CONFUSION_CLASSES and {"3", "5", "6", "77"} <= set(labels)
+    assert labels == sorted(labels, key=natural_key) and "30 most confused of 100" in axis.get_title()

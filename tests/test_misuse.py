@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,30 @@ def test_a_run_folder_or_augmented_folder_in_use_is_refused_naming_the_holder(ti
         result = invoke("augment", "--data", tiny_competition, "--overwrite", "--target", 6, "--workers", 1)
         one_line_error(result, "in use by")
     assert not (tiny_competition / "augmented").exists()
+    assert not list((tmp_path / "runs").glob(".*.lock")) and not list(tiny_competition.glob(".*"))  # none left
+
+
+def test_the_leaderboard_lock_serialises_writers_and_leaves_no_file(tmp_path):
+    import threading
+
+    from competition.io import file_lock
+
+    counter, lock = tmp_path / "count.txt", tmp_path / "board.lock"
+    counter.write_text("0")
+
+    def add(times: int) -> None:
+        for _ in range(times):
+            with file_lock(lock):  # read, pause, write: without the lock, increments would be lost
+                value = int(counter.read_text())
+                time.sleep(0.0005)
+                counter.write_text(str(value + 1))
+
+    workers = [threading.Thread(target=add, args=(25,)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert counter.read_text() == "150" and not lock.exists()
 
 
 def _submit(data, tmp_path, *extra):

@@ -33,6 +33,11 @@ GLR_FOLDERS = {"query": "test", "gallery": "index"}
 _JUNK_DIRS = {"__MACOSX", ".ipynb_checkpoints"}
 
 
+def natural_key(label: str) -> tuple:
+    """Numeric landmark ids (Google Landmarks: 9, 10, 138982) in numeric order, names after them."""
+    return (0, int(label), "") if label.isdigit() else (1, 0, label)
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     path: Path  # absolute path on disk
@@ -57,7 +62,7 @@ class Competition:
 
     @property
     def train_classes(self) -> list[str]:
-        return sorted({r.label for r in self.train if r.label is not None})
+        return sorted({r.label for r in self.train if r.label is not None}, key=natural_key)
 
     @property
     def has_eval_labels(self) -> bool:

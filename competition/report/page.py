@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from competition.data.discover import natural_key
 from competition.data.images import UnreadableImage, read_image
 from competition.evaluate.scoring import score_file
 from competition.io import atomic_write_text
@@ -48,27 +49,37 @@ def per_class_figure(per_class: dict[str, float], seen: set[str] | None, out: Pa
     figure, axis = plt.subplots(figsize=(8, max(3, 0.16 * len(ordered))))
     colours = ["#3874c8" if seen and label in seen else "#e08a1e" for label, _ in ordered]
     axis.barh(range(len(ordered)), [value for _, value in ordered], color=colours)
+    for row, (_, value) in enumerate(ordered):  # the value written beside each bar: a 0.0 bar is no bar
+        axis.text(value + 0.01, row, f"{value:.2f}", va="center", fontsize=5, color="#c0392b" if value == 0 else "#333")
     axis.set_yticks(range(len(ordered)), [label for label, _ in ordered], fontsize=6)
-    axis.set_xlim(0, 1)
+    axis.set_xlim(0, 1.08)
     axis.set_xlabel("top-1 accuracy of the landmark's queries")
     axis.set_title("Per-landmark top-1 (blue: in train/, orange: unseen)" if seen else "Per-landmark top-1")
     return save_figure(figure, out)
 
 
+CONFUSION_CLASSES = 30  # beyond this many rows the labels cannot be read: the most confused are kept
+
+
 def confusion_figure(true_labels: list[str], predicted: list[str], out: Path) -> Path:
     from sklearn.metrics import confusion_matrix
 
-    classes = sorted(set(true_labels) | set(predicted))
-    matrix = confusion_matrix(true_labels, predicted, labels=classes)
-    size = min(14, 3 + 0.11 * len(classes))
+    every = sorted(set(true_labels) | set(predicted), key=natural_key)
+    matrix = confusion_matrix(true_labels, predicted, labels=every)
+    mistakes = matrix.sum(axis=0) + matrix.sum(axis=1) - 2 * np.diag(matrix)  # wrong as truth or as answer
+    keep = sorted(np.argsort(-mistakes, kind="stable")[:CONFUSION_CLASSES]) if len(every) > CONFUSION_CLASSES else []
+    classes = [every[i] for i in keep] if keep else every
+    matrix = matrix[np.ix_(keep, keep)] if keep else matrix
+    size = min(12, 3 + 0.25 * len(classes))
     figure, axis = plt.subplots(figsize=(size, size))
     axis.imshow(matrix, cmap="Blues", interpolation="nearest")
     ticks = range(len(classes))
-    axis.set_xticks(ticks, classes, rotation=90, fontsize=max(3, 8 - len(classes) // 20))
-    axis.set_yticks(ticks, classes, fontsize=max(3, 8 - len(classes) // 20))
+    axis.set_xticks(ticks, classes, rotation=90, fontsize=7)
+    axis.set_yticks(ticks, classes, fontsize=7)
     axis.set_xlabel("landmark of the top-1 result")
     axis.set_ylabel("true landmark of the query")
-    axis.set_title("Confusions at top-1 (off-diagonal = mistakes)")
+    which = f"the {len(classes)} most confused of {len(every)} landmarks" if keep else "off-diagonal = mistakes"
+    axis.set_title(f"Confusions at top-1 ({which})")
     return save_figure(figure, out)
 
 
