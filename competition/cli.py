@@ -653,6 +653,13 @@ def score(
             "Retrieval scores), else 10."
         ),
     ] = 0,
+    solution: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A Google Landmark Retrieval solution file (id,images,Usage, e.g. retrieval_solution_v2.1.csv): "
+            "print the Public and Private mAP@100 as Kaggle's leaderboard computes them (--data not needed)."
+        ),
+    ] = None,
     record: Annotated[
         bool, typer.Option(help="Also add a row for it to --leaderboard (e.g. when submit could not write it).")
     ] = False,
@@ -666,6 +673,20 @@ def score(
     from competition.evaluate.scoring import score_file
     from competition.report.tables import format_scores
 
+    if solution:
+        from competition.evaluate.solution import read_solution, score_against_solution
+
+        kaggle = _run(lambda: score_against_solution(submission, read_solution(solution)))
+        if json_out:
+            _print_json({"submission": str(submission), "solution": str(solution), "scores": kaggle})
+            return
+        for usage in ("public", "private"):
+            if f"{usage}_map@100" in kaggle:
+                typer.echo(
+                    f"{usage.title():<8} mAP@100 {kaggle[f'{usage}_map@100']:.4f} "
+                    f"({int(kaggle[f'{usage}_queries'])} queries)"
+                )
+        return
     scored = _run(lambda: score_file(submission, data, map_k))
     if record:
         from competition.evaluate.leaderboard import record_scored_file
@@ -881,20 +902,23 @@ def sweep(
 
 
 @app.command()
-def models() -> None:
+def models(json_out: JsonOption = False) -> None:
     """List the registered backbones, their embedding size, and whether weights are available here."""
     from competition.models.registry import REGISTRY
     from competition.models.weights import weights_available
+    from competition.retrieval.search import faiss_build
 
+    rows = [{"backbone": s.name, "dim": s.feature_dim, "weights": weights_available(s)} for s in REGISTRY.values()]
+    if json_out:
+        _print_json({"backbones": rows, "search": faiss_build()})
+        return
     typer.echo(f"{'backbone':<20} {'dim':>5}  weights here")
-    for spec in REGISTRY.values():
-        typer.echo(f"{spec.name:<20} {spec.feature_dim:>5}  {weights_available(spec)}")
+    for row in rows:
+        typer.echo(f"{row['backbone']:<20} {row['dim']:>5}  {row['weights']}")
     typer.echo(
         "and any timm model name (weights from the timm cache or --weights-file FILE), or "
         "open_clip:<architecture>/<tag> with open_clip_torch installed"
     )
-    from competition.retrieval.search import faiss_build
-
     typer.echo(f"search: {faiss_build()}")
 
 

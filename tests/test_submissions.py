@@ -3,10 +3,12 @@
 import csv
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
@@ -189,7 +191,6 @@ def test_nested_query_folders_and_other_extensions_are_found_or_named(tiny_compe
 
 def test_submit_pooling_view_and_weights_file_reach_the_embedding(tiny_competition, tmp_path):
     import torch
-    from PIL import Image
 
     from competition.models.registry import build_classifier, get_spec
 
@@ -217,3 +218,42 @@ def test_submit_pooling_view_and_weights_file_reach_the_embedding(tiny_competiti
     assert gem.record["tta"] == "aspect 64" and square.record["tta"] == "square 64"  # the view is on the record
     caches = sorted(p.name for p in (tmp_path / "runs" / "embedding-cache").glob("*.store"))
     assert len(caches) == 4  # each setting its own cache entry, never a stale vector
+
+
+def test_a_glr_solution_file_is_scored_as_kaggle_scores_it(tiny_competition, tmp_path):
+    import pandas as pd
+
+    from competition.cli import app
+    from competition.evaluate.solution import read_solution, score_against_solution
+
+    # written by hand from the rules: AP@100 = sum P(k) rel(k) / min(m, 100); Ignored rows count nowhere;
+    # a Public/Private query with no relevant image scores 0
+    solution = tmp_path / "retrieval_solution_v2.1.csv"
+    solution.write_text(
+        "id,images,Usage\nq1,a b,Public\nq2,c,Private\nq3,None,Ignored\nq4,None,Public\nq5,d e f,Private\n"
+    )
+    submission = tmp_path / "sub.csv"
+    submission.write_text("id,images\nq1,a x b\nq2,x c\nq3,a\nq4,a b c\n")  # q5 left out: scores 0
+    scores = score_against_solution(submission, read_solution(solution))
+    assert scores["public_map@100"] == pytest.approx(((1 / 1 + 2 / 3) / 2 + 0) / 2)
+    assert scores["private_map@100"] == pytest.approx((1 / 2 + 0) / 2)
+    assert (scores["public_queries"], scores["private_queries"]) == (2, 2)
+    printed = CliRunner().invoke(app, ["score", str(submission), "--solution", str(solution)])
+    assert printed.exit_code == 0 and "Public   mAP@100 0.4167 (2 queries)" in printed.output
+
+    # where both apply, a solution file made from labels.csv gives the mAP@100 that labels.csv gives
+    result = submit(
+        SubmitConfig(models=["efficientnet_lite0"], name="k", fmt="kaggle", **_common(tmp_path, tiny_competition)),
+        progress=False,
+    )
+    labels = pd.read_csv(tiny_competition / "labels.csv")
+    stem = labels["image"].map(lambda p: Path(p).stem)
+    gallery = labels[labels["image"].str.startswith("gallery/")]
+    rows = [
+        (stem[i], " ".join(stem[gallery.index[gallery["class"] == labels["class"][i]]]), "Public")
+        for i in labels.index
+        if labels["image"][i].startswith("query/")
+    ]
+    pd.DataFrame(rows, columns=["id", "images", "Usage"]).to_csv(tmp_path / "from-labels.csv", index=False)
+    from_labels = score_against_solution(result.path, read_solution(tmp_path / "from-labels.csv"))
+    assert from_labels["public_map@100"] == pytest.approx(result.scores["map@100"])

@@ -1,0 +1,79 @@
+"""Score a Kaggle-format submission against a Google Landmark Retrieval solution file, as the
+Kaggle leaderboard does.
+
+The competitions' solution file (`retrieval_solution_v2.1.csv` for 2019-2021) has one row per
+test image: `id,images,Usage`, where `images` are the space-joined index ids showing the same
+landmark and `Usage` is Public, Private or Ignored. The metric is mAP@100:
+
+    AP@100(q) = 1 / min(m_q, 100) * sum over k <= 100 of P(k) * rel(k)
+
+with m_q the number of relevant index images. Ignored rows (test images of no landmark in
+the index) count in neither leaderboard; a Public or Private query whose `images` is empty
+or `None` scores 0 whatever it ranks, so it still weighs in its leaderboard's mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from competition.errors import CompeteError
+from competition.evaluate.metrics import average_precision
+from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission
+
+USAGES = ("Public", "Private")
+
+
+@dataclass(frozen=True)
+class SolutionRow:
+    relevant: frozenset[str]
+    usage: str  # Public, Private or Ignored
+
+
+def read_solution(path: str | Path) -> dict[str, SolutionRow]:
+    """{test id: its relevant index ids and usage} from a solution file."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise CompeteError(f"{path}: not a readable solution file ({error})") from error
+    missing = {"id", "images", "Usage"} - set(table.columns)
+    if missing:
+        raise CompeteError(f"{path}: a solution file has the columns id,images,Usage; missing {sorted(missing)}")
+    unknown = sorted(set(table["Usage"]) - {*USAGES, "Ignored"})
+    if unknown:
+        raise CompeteError(f"{path}: Usage must be Public, Private or Ignored, not {unknown[:3]}")
+    solution = {}
+    for test_id, images, usage in zip(table["id"], table["images"], table["Usage"]):
+        relevant = frozenset(i for i in images.split() if i != "None")
+        solution[test_id.strip()] = SolutionRow(relevant, usage)
+    return solution
+
+
+def score_against_solution(submission: str | Path, solution: dict[str, SolutionRow]) -> dict[str, float]:
+    """mAP@100 of the Public and Private leaderboards (and how many queries each), as Kaggle
+    computes them; a query the submission leaves out scores 0."""
+    fmt, rows = read_submission(submission)
+
+    def to_id(name: str) -> str:  # compete's own formats name files; the solution names ids
+        return name if fmt == "kaggle" else photo_id(name, "kaggle")
+
+    predictions = {to_id(query): [to_id(g) for g in ranked] for query, ranked in rows.items()}
+    unknown = sorted(set(predictions) - set(solution))
+    if unknown:
+        raise CompeteError(f"{submission}: queries not in the solution file: {', '.join(unknown[:5])}")
+    scores: dict[str, float] = {}
+    for usage in USAGES:
+        ids = [i for i, row in solution.items() if row.usage == usage]
+        if not ids:
+            continue
+        hits = np.zeros((len(ids), KAGGLE_MAX_IMAGES), dtype=bool)
+        for row, query in enumerate(ids):
+            ranked = predictions.get(query, [])[:KAGGLE_MAX_IMAGES]
+            hits[row, : len(ranked)] = [image in solution[query].relevant for image in ranked]
+        counts = np.array([len(solution[q].relevant) for q in ids])
+        scores[f"{usage.lower()}_map@100"] = float(average_precision(hits, KAGGLE_MAX_IMAGES, counts).mean())
+        scores[f"{usage.lower()}_queries"] = float(len(ids))
+    return scores
