@@ -27,7 +27,6 @@ from competition.errors import CompeteError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "query", "gallery")
 LAYOUTS = ("auto", "compete", "glr")
 GLR_FOLDERS = {"query": "test", "gallery": "index"}
 _JUNK_DIRS = {"__MACOSX", ".ipynb_checkpoints"}

@@ -6,7 +6,6 @@ Pure functions first (mac, spoc, gem), then one tiny module per function.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,7 +56,3 @@ def make_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
     if name not in POOLINGS:
         raise ValueError(f"unknown pooling '{name}': choose from {sorted(POOLINGS)}")
     return GeM(gem_p) if name == "gem" else POOLINGS[name]()
-
-
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, p=2, dim=-1)

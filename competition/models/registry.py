@@ -134,9 +134,6 @@ class FeatureMapBackbone(nn.Module):
         return out["features"] if isinstance(out, dict) else out
 
 
-TOKEN_OUTPUTS = ("patches", "cls")
-
-
 def tokens_to_map(tokens: torch.Tensor, prefix_tokens: int, keep: str = "patches") -> torch.Tensor:
     """(B, N, C) transformer tokens -> (B, C, h, w): the patch grid, or the class token as 1x1."""
     if keep == "cls":

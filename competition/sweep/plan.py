@@ -47,7 +47,6 @@ SWEEP_KEYS = {
     "leaderboard",
     "out",
 }
-NOT_TRAIN_SETTINGS = {"augment"}  # sweep-level keys allowed inside grid/configurations
 # Settings a sweep decides itself: where runs go and what they are called.
 SWEEP_OWNED = {"data", "run_name", "runs_dir", "augmented", "use_augmented"}
 SUBMIT_OWNED = {"data", "models", "name", "submissions_dir", "leaderboard", "runs_dir"}
