@@ -576,7 +576,7 @@ def submit(
         int,
         typer.Option(
             help="Geometric verification: re-rank each query's first N gallery photos by SIFT keypoints that "
-            "one homography explains (MAGSAC), added to the global score; cached, about 1.4 s a query at "
+            "one homography explains (MAGSAC), added to the global score; cached, about 1.3 s a query at "
             "N=100 on 2 CPU cores; 0: off."
         ),
     ] = 0,

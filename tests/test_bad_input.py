@@ -568,12 +568,12 @@ def test_upload_sends_a_glr_competition_only_its_own_format_and_says_what_it_sen
         )
         assert made.exit_code == 0, made.output
 
-    def upload(path):
+    def upload(path, competition="landmark-retrieval-2021"):
         return invoke(
             "upload",
             path,
             "--competition",
-            "landmark-retrieval-2021",
+            competition,
             "--message",
             "m",
             "--data",
@@ -590,18 +590,7 @@ def test_upload_sends_a_glr_competition_only_its_own_format_and_says_what_it_sen
     assert "sending" in theirs.output and "id,images format" in theirs.output
     assert fake_kaggle.calls[-1][0] == "submit" and fake_kaggle.calls[-1][1].endswith("x-kaggle.csv")
     # a competition whose format we do not know gets the file as it is, and is told which format that is
-    other = invoke(
-        "upload",
-        tmp_path / "subs" / "x-csv.csv",
-        "--competition",
-        "landmarks-2026",
-        "--message",
-        "m",
-        "--data",
-        tiny_competition,
-        "--leaderboard",
-        board,
-    )
+    other = upload(tmp_path / "subs" / "x-csv.csv", competition="landmarks-2026")
     assert other.exit_code == 0 and "compete's CSV format" in other.output
 
 

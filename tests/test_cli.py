@@ -195,3 +195,26 @@ def test_piped_progress_is_a_line_per_interval_of_long_work_and_nothing_for_quic
         "folds: 3/3 fold",
     ]
     assert list(progress.steps(iter([5]), "unknown length", enabled=False)) == [5]
+
+
+def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_competition, tmp_path):
+    """examples/kaggle-notebook.ipynb executed as Kaggle would, its paths pointed at the tiny set."""
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(Path(__file__).parents[1] / "examples" / "kaggle-notebook.ipynb", as_version=4)
+    environment = {"COMPETE_DATA": str(tiny_competition), "COMPETE_OUT": str(tmp_path), "COMPETE_WHEELS": "/none"}
+    old = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)  # the kernel inherits them
+    try:
+        work = tmp_path / "kaggle-working"  # not tmp_path: its "competition" folder would shadow the package
+        work.mkdir()
+        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": work}}).execute()
+    finally:
+        for key, value in old.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    lines = (tmp_path / "submission.csv").read_text().splitlines()
+    assert lines[0] == "id,images" and len(lines) == 1 + len(list((tiny_competition / "query").iterdir()))

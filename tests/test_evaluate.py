@@ -256,28 +256,20 @@ def test_aspect_views_are_batched_by_shape_and_give_the_vectors_of_one_photo_per
     def pooled(batch):
         return model(batch).mean(dim=(2, 3))
 
-    together, failed = extract_features(
-        pooled,
-        paths,
-        96,
-        torch.device("cpu"),
-        scales=[0.75, 1.0],
-        resize="aspect",
-        flip=True,
-        batch_size=8,
-        progress=False,
-    )
-    alone, _ = extract_features(
-        pooled,
-        paths,
-        96,
-        torch.device("cpu"),
-        scales=[0.75, 1.0],
-        resize="aspect",
-        flip=True,
-        batch_size=1,
-        progress=False,
-    )
+    def embed(batch_size):
+        return extract_features(
+            pooled,
+            paths,
+            96,
+            torch.device("cpu"),
+            scales=[0.75, 1.0],
+            resize="aspect",
+            flip=True,
+            batch_size=batch_size,
+            progress=False,
+        )
+
+    (together, failed), (alone, _) = embed(8), embed(1)
     assert failed == [tmp_path / "broken.jpg"]
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
     assert not np.allclose(together[0], together[2])  # different photos of one shape stay different
