@@ -257,3 +257,18 @@ def test_a_glr_solution_file_is_scored_as_kaggle_scores_it(tiny_competition, tmp
     pd.DataFrame(rows, columns=["id", "images", "Usage"]).to_csv(tmp_path / "from-labels.csv", index=False)
     from_labels = score_against_solution(result.path, read_solution(tmp_path / "from-labels.csv"))
     assert from_labels["public_map@100"] == pytest.approx(result.scores["map@100"])
+
+
+def test_submit_verify_reranks_through_cached_local_features_and_says_its_cost(tiny_competition, tmp_path):
+    settings = _common(tmp_path, tiny_competition, flip=False)
+    result = submit(SubmitConfig(models=["efficientnet_lite0"], name="v", verify=4, k=3, **settings), progress=False)
+    assert (
+        result.record["verification"].startswith("SIFT + MAGSAC, top 4, ")
+        and "s/query" in result.record["verification"]
+    )
+    assert any(note.startswith("geometric verification:") for note in result.notes)
+    cached = list((tmp_path / "runs" / "local-feature-cache").rglob("*.npz"))
+    assert cached and len(cached) <= len(list((tiny_competition / "query").iterdir())) + len(
+        list((tiny_competition / "gallery").iterdir())
+    )
+    assert len(result.path.read_text().splitlines()[1].split(",")) == 1 + 3  # verified top 4, cut to k=3

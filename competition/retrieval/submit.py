@@ -483,7 +483,6 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
             progress=progress,
         )
         verification = f"SIFT + MAGSAC, top {cost['top']}, {cost['per_query_s']:.2f} s/query"
-        log.warning("geometric verification: %.2f s per query", cost["per_query_s"])
     ranking = ranking[:, :k]
 
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -556,4 +555,6 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     notes = [estimate.describe()] if estimate is not None else []
     if landmarks == "known":
         notes.append(f"landmarks known: {fusion_note}")
+    if config.verify:
+        notes.append(f"geometric verification: {verification}")
     return SubmitResult(path, scores, record, sorted(skipped), notes)
