@@ -175,6 +175,21 @@ Regime = Literal["last", "full"]
 Head = Literal["auto", "whitening", "softmax", "arcface", "cosface", "subcenter-arcface", "triplet"]
 Pooling = Literal["gem", "avg", "max", "cls"]
 Resize = Literal["square", "aspect"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        help="CUDA mixed precision: auto (bf16 where the GPU has it, else fp16), fp32, bf16 or fp16. "
+        "A CPU computes in float32 whatever this says."
+    ),
+]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the model on CUDA (minutes to compile, faster after); no-op on CPU.",
+    ),
+]
 Format = Literal["csv", "kaggle", "json"]
 IfWorse = Literal["fallback", "ensemble", "keep"]
 Index = Literal["auto", "exact", "ivf", "ivfpq", "hnsw"]
@@ -314,6 +329,8 @@ def train(
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at an unreadable training photo instead of skipping it.")] = False,
+    precision: PrecisionOption = "auto",
+    compile: CompileOption = False,
     freeze_bn: Annotated[
         Optional[bool],
         typer.Option(
@@ -581,6 +598,8 @@ def submit(
         ),
     ] = 0,
     landmarks: LandmarksOption = "auto",
+    precision: PrecisionOption = "auto",
+    compile: CompileOption = False,
     index: Annotated[
         Index,
         typer.Option(

@@ -307,3 +307,17 @@ def test_weights_download_into_the_cache_unless_offline(tmp_path, monkeypatch):
                 load_pretrained(offline_spec, build_classifier(offline_spec))
         monkeypatch.delenv(variable)
     assert calls == []
+
+
+def test_precision_picks_the_autocast_type_and_a_cpu_stays_float32(caplog):
+    from competition.retrieval.embed import autocast_dtype, autocast_for, compiled
+
+    assert autocast_dtype("auto", bf16_supported=True) == torch.bfloat16
+    assert autocast_dtype("auto", bf16_supported=False) == torch.float16  # an older GPU
+    assert autocast_dtype("fp16", bf16_supported=True) == torch.float16 and autocast_dtype("fp32", True) is None
+    with pytest.raises(CompeteError, match="precision"):
+        autocast_dtype("fp8", True)
+    with autocast_for(torch.device("cpu"), "bf16"):  # a CPU computes in float32 whatever was asked
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    module = torch.nn.Linear(2, 2)
+    assert compiled(module, torch.device("cpu"), wanted=True) is module and "no-op on cpu" in caplog.text

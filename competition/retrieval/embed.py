@@ -32,12 +32,38 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast_for(device: torch.device):
-    """Mixed precision on CUDA (bf16 where supported); plain float32 on CPU."""
-    if device.type != "cuda":
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:
+    """The CUDA autocast type of a --precision; None: float32 throughout. auto: bf16 where the GPU
+    has it (fp16's range can overflow without a loss scaler), else fp16."""
+    if precision not in PRECISIONS:
+        raise CompeteError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """Mixed precision on CUDA as --precision says; plain float32 on CPU, whatever it says."""
+    dtype = autocast_dtype(precision, device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if device.type != "cuda" or dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def compiled(module: torch.nn.Module, device: torch.device, wanted: bool) -> torch.nn.Module:
+    """`module` through torch.compile when asked and on CUDA (where it pays back its compile time);
+    on another device the module as it is, with a note."""
+    if not wanted:
+        return module
+    if device.type != "cuda":
+        log.warning("--compile: no-op on %s (torch.compile pays back its compile time on CUDA)", device.type)
+        return module
+    return torch.compile(module)
 
 
 def file_key(path: Path) -> str:
@@ -64,6 +90,7 @@ def extract_features(
     progress: bool = True,
     workers: int = -1,
     shards: Distributed | None = None,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, list[Path]]:
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
@@ -81,6 +108,9 @@ def extract_features(
         raise CompeteError("several processes embed into a shared store: give a cache folder")
     store = EmbeddingStore(cache_dir)
     tta_tag = f"|s{image_size}|f{int(flip)}|{','.join(map(str, scales))}|{resize}"
+    dtype = autocast_dtype(precision, device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if device.type == "cuda" and dtype is not None:  # half-precision vectors differ a little from float32 ones
+        tta_tag += f"|{str(dtype).removeprefix('torch.')}"
     keys = [file_key(p) + tta_tag if p.exists() else f"{p}|missing" for p in paths]
     todo = [i for i, k in enumerate(keys) if k not in store][dist.rank :: dist.world]  # each rank its share
     failed: list[Path] = []
@@ -96,7 +126,7 @@ def extract_features(
         batches = steps(loader, description, unit="batch", enabled=progress)
         try:
             for views, _, indices, ok in batches:
-                vectors = _embed_views(model_fn, views, device, flip, normalize_views)
+                vectors = _embed_views(model_fn, views, device, flip, normalize_views, precision)
                 for row, index, good in zip(vectors, indices.tolist(), ok.tolist()):
                     if good:
                         store.put(keys[todo[index]], row)
@@ -115,14 +145,16 @@ def extract_features(
     return store.stack(keys), failed
 
 
-def _embed_views(model_fn, views: list[torch.Tensor], device: torch.device, flip: bool, normalize: bool) -> np.ndarray:
+def _embed_views(
+    model_fn, views: list[torch.Tensor], device: torch.device, flip: bool, normalize: bool, precision: str = "auto"
+) -> np.ndarray:
     """One batch: every view (scales, and mirrored when `flip`) through the model, averaged."""
     outputs = []
     for images in views:
         images = images.to(device, non_blocking=True)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
+        with autocast_for(device, precision):
             outputs.append(model_fn(images).float())
             if flip:
                 outputs.append(model_fn(torch.flip(images, dims=[-1])).float())

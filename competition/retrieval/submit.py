@@ -29,7 +29,7 @@ from competition.io import atomic_path, check_plain_name, exclusive_use, fingerp
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.pooling import POOLINGS
 from competition.models.registry import REGISTRY, get_spec
-from competition.retrieval.embed import extract_features, pick_device
+from competition.retrieval.embed import PRECISIONS, compiled, extract_features, pick_device
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.landmarks import LANDMARKS, KnownShare, estimate_known_share
 from competition.retrieval.posteriors import LabelClassifier, fuse_for_search
@@ -79,6 +79,8 @@ class SubmitConfig:
     # Geometric verification (retrieval/verify.py): each query's first `verify` gallery photos
     # re-ranked by SIFT inliers added to the global score; 0: off.
     verify: int = 0
+    precision: str = "auto"  # CUDA autocast: auto (bf16 where supported, else fp16), fp32, bf16, fp16; CPU: fp32
+    compile: bool = False  # torch.compile the models (CUDA; a no-op with a note on CPU)
 
     @property
     def ranks(self) -> tuple[int, int]:
@@ -131,6 +133,7 @@ class SubmitConfig:
             ("index", self.index, INDEXES),
             ("pooling", self.pooling, POOLING_CHOICES),
             ("landmarks", self.landmarks, LANDMARKS),
+            ("precision", self.precision, PRECISIONS),
         ):
             if value not in allowed:
                 raise CompeteError(f"--{flag} must be one of {', '.join(allowed)}, not '{value}'")
@@ -350,6 +353,7 @@ def _embed(model: LoadedModel, records, config: SubmitConfig, device, dist, prog
         progress=progress,
         workers=config.workers,
         shards=dist,
+        precision=config.precision,
     )
     if model.frozen:  # the run's own projection on the shared pooled features
         with torch.no_grad():
@@ -439,6 +443,8 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         load_model(m, config.runs_dir, config.pooling, config.if_worse == "keep", config.weights_file)
         for m in config.models
     ]
+    for model in models:  # the backbone: both the pooled features and the full embedding go through it
+        model.embedder.backbone = compiled(model.embedder.backbone, device, config.compile)
 
     def embed(model: LoadedModel, records) -> np.ndarray:
         """Once per model and split: auto's estimate embeds the queries that the ranking reuses."""

@@ -13,6 +13,7 @@ from competition.errors import CompeteError
 from competition.models.embedder import EmbedderConfig
 from competition.models.pooling import POOLINGS
 from competition.models.registry import DEFAULT_BACKBONE, get_spec
+from competition.retrieval.embed import PRECISIONS
 from competition.retrieval.landmarks import LANDMARKS
 from competition.train.losses import LOSSES, TRIPLET_MINING
 
@@ -119,6 +120,8 @@ class TrainConfig:
     device: str = ""  # cpu, cuda, cuda:1, mps; "" = CUDA when present
     workers: int = -1  # image-loading processes; 0: in the main process; -1: by the cores and device
     strict: bool = False  # an unreadable training photo stops the run instead of being skipped
+    precision: str = "auto"  # CUDA autocast: auto (bf16 where supported, else fp16), fp32, bf16, fp16; CPU: fp32
+    compile: bool = False  # full regime: torch.compile the training model (CUDA; a no-op with a note on CPU)
 
     @property
     def loss(self) -> str:
@@ -154,6 +157,8 @@ class TrainConfig:
         check_numbers(config)
         if config.regime not in REGIMES:
             raise CompeteError(f"regime must be one of {REGIMES}, not '{config.regime}'")
+        if config.precision not in PRECISIONS:
+            raise CompeteError(f"precision must be one of {PRECISIONS}, not '{config.precision}'")
         if config.resize not in RESIZE_MODES:
             raise CompeteError(f"resize must be one of {RESIZE_MODES}, not '{config.resize}'")
         if config.landmarks not in LANDMARKS:

@@ -27,7 +27,7 @@ from competition.errors import CompeteError
 from competition.io import atomic_write_text
 from competition.models.embedder import Embedder
 from competition.progress import steps
-from competition.retrieval.embed import autocast_for
+from competition.retrieval.embed import autocast_dtype, autocast_for, compiled
 from competition.train.config import check_same_settings
 from competition.train.freezing import full_training_mode
 from competition.train.label_fusion import fit_label_fusion
@@ -68,7 +68,7 @@ class TrainDataset(ImageDataset):
         return resize_to_tensor(image, self.size)
 
 
-def train_one_epoch(model: nn.Module, batches, step, l2_sp, device: torch.device) -> float:
+def train_one_epoch(model: nn.Module, batches, step, l2_sp, device: torch.device, precision: str = "auto") -> float:
     """One pass over (images, labels, _, readable) batches; `step(loss)` updates the weights and
     `l2_sp`, when given, adds the pull towards the start. Returns the mean loss."""
     losses = []
@@ -76,7 +76,7 @@ def train_one_epoch(model: nn.Module, batches, step, l2_sp, device: torch.device
         images, labels = images[ok].to(device), labels[ok].to(device)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
+        with autocast_for(device, precision):
             loss = model(images, labels)
         if l2_sp is not None:
             loss = loss + l2_sp()
@@ -194,12 +194,14 @@ class FullLayerTrainer:
         optimizer, scheduler = make_optimizer(config, groups, len(sampler) // config.batch_size if drop_last else 1)
         if resume and (last := run.folder.load_last()) is not None:
             self._restore(last, optimizer, scheduler)
-        model = EmbeddingLoss(run.embedder, self.criterion)
+        model = compiled(EmbeddingLoss(run.embedder, self.criterion), device, config.compile)  # saved: the uncompiled
         if run.dist.active:  # gradients averaged across ranks; each rank sees its share of the epoch
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=None if device.index is None else [device.index]
             )
-        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+        # fp16's narrow range needs the loss scaled; bf16 and float32 do not
+        half = autocast_dtype(config.precision, device.type == "cuda" and torch.cuda.is_bf16_supported())
+        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and half == torch.float16)
         clipped = list(run.embedder.parameters())
 
         def step(loss: torch.Tensor) -> None:
@@ -220,7 +222,7 @@ class FullLayerTrainer:
             )
             full_training_mode(model, self.freeze_bn)
             progress = steps(loader, f"epoch {epoch + 1}/{config.epochs}", enabled=run.progress, leave=False)
-            loss = train_one_epoch(model, progress, step, l2_sp, device)
+            loss = train_one_epoch(model, progress, step, l2_sp, device, config.precision)
             scores = self._pool_scores().means() if run.dist.is_main else {}
             if self._end_epoch(loss, scores, optimizer, scheduler, started):
                 break

@@ -132,6 +132,7 @@ class Run:
             description=description,
             progress=self.progress,
             workers=self.config.workers,
+            precision=self.config.precision,
         )
 
     def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
