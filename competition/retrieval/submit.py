@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -328,8 +328,10 @@ class SubmitResult:
 
 
 def view_of(model: LoadedModel, config: SubmitConfig) -> tuple[int, str]:
-    """(size, resize) a model embeds at: its own view unless submit overrides it."""
-    return config.image_size or model.image_size, config.resize or model.embedder_config.resolved_resize()
+    """(size, resize) a model embeds at: its own view unless submit overrides it (`--resize
+    square` alone: the model's own size for a square view, lite0's 224)."""
+    resize = config.resize or model.embedder_config.resolved_resize()
+    return config.image_size or replace(model.embedder_config, resize=resize).resolved_image_size(), resize
 
 
 def _embed(model: LoadedModel, records, config: SubmitConfig, device, dist, progress: bool):
