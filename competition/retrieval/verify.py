@@ -92,10 +92,12 @@ def count_inliers(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndar
 
 class LocalFeatureCache:
     """One small .npz a photo under `folder`, named by the photo's file key (path, size, times)
-    and the extraction settings, so a changed photo is never served stale keypoints."""
+    and the extraction settings, so a changed photo is never served stale keypoints. Without a
+    folder they are kept in memory (small sets, tests)."""
 
     def __init__(self, folder: str | Path | None):
         self.folder = Path(folder) if folder else None
+        self.memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _file(self, key: str) -> Path:
         digest = hashlib.sha1(f"{key}|{LOCAL_SIDE}|{MAX_KEYPOINTS}".encode()).hexdigest()
@@ -104,7 +106,9 @@ class LocalFeatureCache:
     def get(self, path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
         """The photo's local features, computed once; `key` is `embed.file_key(path)`."""
         if self.folder is None:
-            return local_features(path)
+            if key not in self.memory:
+                self.memory[key] = local_features(path)
+            return self.memory[key]
         file = self._file(key)
         if file.exists():
             with np.load(file) as stored:
@@ -138,19 +142,24 @@ def verify_ranking(
     def features(path: Path):
         try:
             return cache.get(path, file_key(path))
-        except UnreadableImage:
+        except (UnreadableImage, OSError):  # unreadable, or gone since it was embedded
             unreadable.add(path)
             return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32)
 
-    # OpenCV releases the GIL in SIFT, matching and MAGSAC: threads run them in parallel
+    # OpenCV releases the GIL in SIFT, matching and MAGSAC: threads run them in parallel.
+    # Every candidate's keypoints are computed (and cached) first; each query then reads its
+    # own candidates back, so memory holds a query's worth, not a whole gallery's.
     with ThreadPoolExecutor(threads) as pool:
         needed = sorted({int(g) for g in ranking[:, :top].ravel()})
-        gallery_features = dict(zip(needed, pool.map(features, [gallery_paths[g] for g in needed])))
+        for _ in steps(
+            pool.map(features, [gallery_paths[g] for g in needed]), "local features", len(needed), enabled=progress
+        ):
+            pass
 
         def rerank(row: int) -> np.ndarray:
             query = features(query_paths[row])
             candidates = ranking[row, :top]
-            inliers = np.array([count_inliers(query, gallery_features[int(g)]) for g in candidates])
+            inliers = np.array([count_inliers(query, features(gallery_paths[int(g)])) for g in candidates])
             order = np.argsort(-(scores[row, :top] + settings.bonus(inliers)), kind="stable")
             return candidates[order]
 
