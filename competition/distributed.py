@@ -10,6 +10,7 @@ searches. The backend is NCCL on GPUs and gloo on CPU (across nodes too, with to
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -60,10 +61,18 @@ class Distributed:
         return [item for part in parts for item in part]
 
 
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def init_distributed() -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # a rank that finishes first (a submit's other ranks only embed) must not exit with the
+        # group's threads alive: that aborts it ("terminate called without an active exception")
+        atexit.register(_leave_group)
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))

@@ -66,7 +66,7 @@ def test_whitening_decorrelates_what_it_was_learned_on():
     [
         (PostProcess(whiten="gallery", whiten_power=1.0), 21),
         (PostProcess(dba=3, alpha=1.0), 11),
-        (PostProcess(rerank=True), 2),
+        (PostProcess(rerank=True), 8),  # the defaults, k1=8 k2=3
     ],
 )
 def test_each_step_changes_the_ranking_for_the_better_on_a_noisy_case(steps, seed):
