@@ -151,7 +151,7 @@ def aspect_batching(embedder, args, device) -> list[str]:
         f"{args.aspect_data.name} | {alone_s:.1f} | {n / alone_s:.1f} | 1× |",
         f"| the same, batched by view shape (up to {batch_for(device, args.batch_size, size)}) | {batched_s:.1f} | "
         f"{n / batched_s:.1f} | "
-        f"{alone_s / batched_s:.2f}× faster; vectors differ by at most {difference:.1e} (relative) |",
+        f"{alone_s / batched_s:.2f}× the throughput; vectors differ by at most {difference:.1e} (relative) |",
     ]
 
 
