@@ -11,7 +11,6 @@ A failure (no client, no credentials, no network) is one clear line and changes 
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib
 import io
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from competition.data.discover import detect_layout
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import mark_uploaded, read_records
-from competition.evaluate.submission import submission_format
+from competition.evaluate.submission import read_submission_rows
 from competition.evaluate.validate import validate_against
 from competition.io import sha256_of_file
 
@@ -77,27 +76,22 @@ def scored_format(competition: str, data: str | Path) -> str | None:
     return None
 
 
-def describe_file(submission: Path) -> str:
-    """What is about to be sent, in one line: the format and the rows."""
-    if submission_format(submission) == "json":
-        return f"{submission} (compete's JSON format)"
-    with open(submission, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    header, body = rows[0] if rows else [], rows[1:]
-    fmt = submission_format(submission, header)
-    if fmt == "kaggle":
-        per_row = max((len(row[1].split()) for row in body if len(row) > 1), default=0)
-        return f"{submission} (Kaggle's id,images format: {len(body)} queries, up to {per_row} ids each)"
-    return f"{submission} (compete's CSV format, query,rank_1...: {len(body)} queries, {len(header) - 1} ranks each)"
+def describe_file(submission: Path, fmt: str, rows: list[tuple[str, list[str]]]) -> str:
+    """What is about to be sent, in one line: the format and the rows (`read_submission_rows`)."""
+    per_row = max((len(ranked) for _, ranked in rows), default=0)
+    kind = {"kaggle": "Kaggle's id,images format", "csv": "compete's CSV format, query,rank_1..."}.get(
+        fmt, "compete's JSON format"
+    )
+    return f"{submission} ({kind}: {len(rows)} queries, up to {per_row} ids each)"
 
 
-def refuse_wrong_format(submission: Path, competition: str, data: str | Path, leaderboard: str | Path) -> None:
+def refuse_wrong_format(
+    submission: Path, fmt: str, competition: str, data: str | Path, leaderboard: str | Path
+) -> None:
     """A file the competition would score as 0 (and a daily submission lost) is not sent; the
     message is the one command that writes the right file, with the row's own models."""
     wanted = scored_format(competition, data)
-    with open(submission, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
-    if wanted is None or submission_format(submission, header) == wanted:
+    if wanted is None or fmt == wanted:
         return
     record = next((r for r in reversed(read_records(leaderboard)) if r.get("name") == submission.stem), {})
     models = " ".join(f"-m {m}" for m in record.get("models", [])) or "-m RUN"
@@ -122,12 +116,13 @@ def upload_submission(
     problems, _ = validate_against(submission, data)
     if problems:
         raise CompeteError(f"{submission} is not valid, not uploaded: " + "; ".join(problems))
-    refuse_wrong_format(submission, competition, data, leaderboard)
+    fmt, rows = read_submission_rows(submission)
+    refuse_wrong_format(submission, fmt, competition, data, leaderboard)
     if notebook and notebook.count("/") != 1:
         raise CompeteError(f"--notebook must be owner/notebook-slug, not '{notebook}'")
     if not credentials_found():
         raise CompeteError(NO_CREDENTIALS)
-    say(f"sending {describe_file(submission)} to {competition}")
+    say(f"sending {describe_file(submission, fmt, rows)} to {competition}")
     try:
         api = kaggle_api()
         if notebook:  # a code competition: Kaggle runs the notebook, which writes the file

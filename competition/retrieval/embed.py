@@ -47,10 +47,18 @@ def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def half_precision_on(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast type `device` computes in under --precision: None off CUDA, whatever it says."""
+    if device.type != "cuda":
+        autocast_dtype(precision, False)  # still refuses an unknown name
+        return None
+    return autocast_dtype(precision, torch.cuda.is_bf16_supported())
+
+
 def autocast_for(device: torch.device, precision: str = "auto"):
     """Mixed precision on CUDA as --precision says; plain float32 on CPU, whatever it says."""
-    dtype = autocast_dtype(precision, device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if device.type != "cuda" or dtype is None:
+    dtype = half_precision_on(device, precision)
+    if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=dtype)
 
@@ -119,8 +127,8 @@ def extract_features(
         raise CompeteError("several processes embed into a shared store: give a cache folder")
     store = EmbeddingStore(cache_dir)
     tta_tag = f"|s{image_size}|f{int(flip)}|{','.join(map(str, scales))}|{resize}"
-    dtype = autocast_dtype(precision, device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if device.type == "cuda" and dtype is not None:  # half-precision vectors differ a little from float32 ones
+    dtype = half_precision_on(device, precision)
+    if dtype is not None:  # half-precision vectors differ a little from float32 ones
         tta_tag += f"|{str(dtype).removeprefix('torch.')}"
     keys = [file_key(p) + tta_tag if p.exists() else f"{p}|missing" for p in paths]
     todo = [i for i, k in enumerate(keys) if k not in store][dist.rank :: dist.world]  # each rank its share

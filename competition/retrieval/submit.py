@@ -180,14 +180,7 @@ def _is_run(model: str, runs_dir: str) -> bool:
 
 def pretrained_model(config: EmbedderConfig) -> LoadedModel:
     """Off-the-shelf features: the pretrained backbone and its pooling, no projection."""
-    config = EmbedderConfig(
-        backbone=config.backbone,
-        pooling=config.pooling,
-        gem_p=config.gem_p,
-        image_size=config.image_size,
-        resize=config.resize,
-        weights_file=config.weights_file,
-    )
+    config = replace(config, projection="none", embedding_dim=0, pretrained=True)
     embedder, origin = build_embedder(config)
     embedder.eval()
     return LoadedModel(

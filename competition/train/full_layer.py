@@ -27,7 +27,7 @@ from competition.errors import CompeteError
 from competition.io import atomic_write_text
 from competition.models.embedder import Embedder
 from competition.progress import steps
-from competition.retrieval.embed import autocast_dtype, autocast_for, compiled
+from competition.retrieval.embed import autocast_for, compiled, half_precision_on
 from competition.train.config import check_same_settings
 from competition.train.freezing import full_training_mode
 from competition.train.label_fusion import fit_label_fusion
@@ -200,8 +200,8 @@ class FullLayerTrainer:
                 model, device_ids=None if device.index is None else [device.index]
             )
         # fp16's narrow range needs the loss scaled; bf16 and float32 do not
-        half = autocast_dtype(config.precision, device.type == "cuda" and torch.cuda.is_bf16_supported())
-        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and half == torch.float16)
+        half = half_precision_on(device, config.precision)
+        scaler = torch.amp.GradScaler("cuda", enabled=half == torch.float16)
         clipped = list(run.embedder.parameters())
 
         def step(loss: torch.Tensor) -> None:
