@@ -9,9 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import types
-import typing
-from dataclasses import fields
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -21,15 +18,7 @@ import typer
 from typer.testing import CliRunner
 
 from competition.cli import app
-from competition.data.dataset import RESIZE_MODES
-from competition.evaluate.submission import FORMATS
-from competition.models.pooling import POOLINGS
-from competition.retrieval.embed import PRECISIONS
-from competition.retrieval.landmarks import LANDMARKS
-from competition.retrieval.postprocess import WHITEN_ON, PostProcess
-from competition.retrieval.search import INDEXES
-from competition.retrieval.submit import IF_WORSE, SubmitConfig
-from competition.train.config import HEAD_CHOICES, REGIMES, TrainConfig
+from competition.settings.choices import IF_WORSE
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -39,59 +28,6 @@ def _options(command: str) -> dict:
     """{parameter name: click parameter} of one command."""
     group = typer.main.get_command(app)
     return {p.name: p for p in group.commands[command].params}
-
-
-def _annotated_choices(function) -> dict:
-    """{parameter: its Literal's values} from the command function's own annotations."""
-    choices = {}
-    for name, hint in typing.get_type_hints(function, include_extras=True).items():
-        inner = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
-        if typing.get_origin(inner) in (typing.Union, types.UnionType):  # Optional[...]
-            inner = next(a for a in typing.get_args(inner) if a is not type(None))
-        if typing.get_origin(inner) is typing.Literal:
-            choices[name] = typing.get_args(inner)
-    return choices
-
-
-def test_choices_in_help_are_the_librarys_own():
-    import competition.cli as cli
-
-    train, submit = _annotated_choices(cli.train), _annotated_choices(cli.submit)
-    assert set(train["regime"]) == set(REGIMES) and set(train["head"]) == set(HEAD_CHOICES)
-    assert set(train["pooling"]) == set(submit["pooling"]) == set(POOLINGS)
-    assert set(submit["fmt"]) == set(_annotated_choices(cli.validate)["fmt"]) == set(FORMATS)
-    assert set(submit["resize"]) == set(RESIZE_MODES) and set(submit["if_worse"]) == set(IF_WORSE)
-    assert set(submit["index"]) == set(INDEXES) and set(submit["whiten"]) == set(WHITEN_ON)
-    assert set(train["landmarks"]) == set(submit["landmarks"]) == set(LANDMARKS)
-    assert set(train["resize"]) == set(RESIZE_MODES)
-    assert set(train["precision"]) == set(submit["precision"]) == set(PRECISIONS)
-    result = runner.invoke(app, ["train", "--head", "bogus"])
-    assert result.exit_code == 2 and "arcface" in result.output  # the choices are named
-
-
-def test_help_defaults_are_the_settings_defaults():
-    """A flag's shown default is what a run without it gets (the flag is only applied when typed)."""
-    checked = 0
-    for command, config, renamed in (
-        ("train", TrainConfig(), {"name": "run_name"}),
-        ("submit", SubmitConfig(), {"ensemble_weights": "weights"}),
-    ):
-        post = PostProcess()
-        for name, parameter in _options(command).items():
-            setting = renamed.get(name, name)
-            if parameter.hidden or parameter.default is None or setting in ("weights", "config", "json_out"):
-                continue
-            expected = getattr(config, setting, getattr(post, setting, None))
-            if expected is None:
-                continue
-            if setting == "scales":
-                expected = ",".join(f"{s:g}" for s in expected)
-            default = str(parameter.default) if isinstance(parameter.default, Path) else parameter.default
-            assert default == expected, f"{command} --{name}: help says {default!r}, the setting is {expected!r}"
-            checked += 1
-    assert checked >= 35
-    text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
-    assert "None" not in text and "[default: 30]" in text
 
 
 def test_shell_completion_lists_choices(tmp_path):
@@ -129,7 +65,7 @@ def test_json_outputs_parse(tiny_competition, tmp_path):
     assert result.exit_code == 0, result.output
     submitted = json.loads(result.stdout)
     assert submitted["scores"]["top1"] >= 0 and Path(submitted["submission"]).is_file()
-    assert submitted["settings"]["k"] == 3 and submitted["settings"]["postprocess"]["whiten"] == "off"
+    assert submitted["settings"]["k"] == 3 and submitted["settings"]["postprocess"]["pca_whiten"] == "off"
 
     scored = json.loads(
         runner.invoke(app, ["score", submitted["submission"], "--data", str(tiny_competition), "--json"]).stdout
@@ -303,8 +239,3 @@ def test_lint_is_clean():
         [ruff, "check", "competition", "scripts", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout[-3000:]
-
-
-def test_every_submit_setting_has_a_flag():
-    for field in fields(SubmitConfig):
-        assert field.name in _options("submit") or field.name in ("models", "weights", "postprocess")

@@ -235,11 +235,11 @@ def test_huge_photos_that_cannot_be_decoded_reduced_are_refused(tmp_path, monkey
     "flags, fragment",
     [
         (["--lr", -1], "lr"),
-        (["--batch-size", 0], "batch_size"),
-        (["--image-size", 10], "image_size"),
+        (["--batch-size", 0], "--batch-size must be >= 1"),
+        (["--image-size", 10], "--image-size must be 0"),
         (["--epochs", 0], "epochs"),
         (["--folds", 0], "folds"),
-        (["--whiten-power", 0], "whiten_power"),
+        (["--whiten-power", 0], "--whiten-power must be > 0"),
     ],
 )
 def test_bad_training_numbers_are_one_line_before_any_work(tiny_competition, tmp_path, flags, fragment):
@@ -254,7 +254,9 @@ def test_bad_config_files_are_one_line(tiny_competition, tmp_path):
     one_line_error(invoke("train", "--data", tiny_competition, "--config", broken), "cannot parse")
     typed = tmp_path / "typed.yaml"
     typed.write_text("epochs: three\n")
-    one_line_error(invoke("train", "--data", tiny_competition, "--config", typed), "epochs must be a number")
+    one_line_error(
+        invoke("train", "--data", tiny_competition, "--config", typed), "--epochs must be a whole number, not 'three'"
+    )
 
 
 def test_a_runs_own_config_feeds_back_with_flags_over_it(tiny_competition, tmp_path):
@@ -293,7 +295,7 @@ def test_augment_workers_must_not_be_negative(tiny_competition):
 def test_a_best_pt_without_settings_and_a_pickled_one_are_one_line(tiny_competition, tmp_path):
     import pickle
 
-    from competition.runs import save_checkpoint
+    from competition.models.checkpoint import save_checkpoint
 
     run = tmp_path / "runs" / "hollow"
     save_checkpoint(run / "best.pt", {"epoch": 1})
@@ -403,7 +405,7 @@ def test_sweep_names_stay_inside_runs_and_a_sweep_that_only_failed_exits_non_zer
 
 
 def test_sweep_footnote_says_why_submit_used_the_backbone():
-    from competition.retrieval.submit import FELL_BACK_LOST, FELL_BACK_UNTOLD
+    from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD
     from competition.sweep.results import results_table
 
     row = {"status": "done", "scores": {"top1": 0.5}, "seconds": 1}

@@ -13,10 +13,10 @@ from torch.utils.data import Dataset
 
 from competition.data.images import UnreadableImage, read_image, upright_size
 from competition.errors import CompeteError
+from competition.settings.choices import RESIZE_MODES
+from competition.settings.submit import MAX_VIEWS
 
-RESIZE_MODES = ("square", "aspect")
 MAX_VIEW_SIDE = 1024  # test-time scales beyond this add memory, not detail
-MAX_VIEWS = 5
 
 
 # An aspect-preserving view never enlarges a photo past its own longer side, except up to

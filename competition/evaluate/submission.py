@@ -23,9 +23,8 @@ import numpy as np
 
 from competition.errors import CompeteError
 from competition.io import atomic_write_text
-
-FORMATS = ("csv", "kaggle", "json")
-KAGGLE_MAX_IMAGES = 100  # per row, in the Google Landmark Retrieval competitions
+from competition.settings.choices import FORMATS
+from competition.settings.submit import KAGGLE_MAX_IMAGES
 
 
 def photo_id(name: str, fmt: str) -> str:

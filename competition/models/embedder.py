@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from competition.errors import CompeteError
 from competition.models.pooling import make_pooling
 from competition.models.projection import make_projection
 from competition.models.registry import (
-    DEFAULT_BACKBONE,
     FeatureMapBackbone,
     build_classifier,
     get_spec,
@@ -23,6 +23,7 @@ from competition.models.registry import (
     to_feature_backbone,
 )
 from competition.models.weights import load_pretrained
+from competition.settings.train import DEFAULT_BACKBONE
 
 # The longer side of an aspect-preserving view, as a multiple of the backbone's native square
 # side (efficientnet_lite0: 224 -> 384). On realdev-hr's full-size photos, off the shelf and
@@ -51,9 +52,13 @@ class EmbedderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EmbedderConfig":
-        names = {f.name for f in fields(cls)}
+        """The settings a checkpoint saved; a key this version does not know is refused (a run of a
+        newer compete), never dropped."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise CompeteError(f"model settings this compete does not know: {unknown} (a run of a newer version?)")
         # a run saved before `resize` existed was fitted and validated on square views
-        return cls(**{"resize": "square"} | {k: v for k, v in data.items() if k in names})
+        return cls(**{"resize": "square"} | data)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -66,8 +66,6 @@ REGISTRY: dict[str, BackboneSpec] = {
         _torchvision("googlenet", 1024, node="inception5b"),
     ]
 }
-DEFAULT_BACKBONE = "efficientnet_lite0"
-
 
 OPEN_CLIP = "open_clip:"  # open_clip:<architecture>/<pretrained tag>, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k
 

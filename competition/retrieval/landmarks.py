@@ -19,7 +19,6 @@ import numpy as np
 
 from competition.evaluate.metrics import bootstrap_interval
 
-LANDMARKS = ("auto", "known", "new", "mixed")
 KNOWN_FROM = 0.85  # estimated share of queries of training landmarks from which `auto` picks known
 NEW_UNTIL = 0.15  # ... and up to which it picks new
 MIN_SEPARATION = 0.2  # tpr - fpr below this: the test cannot tell, auto stays mixed

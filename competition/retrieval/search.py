@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 
 from competition.errors import CompeteError
+from competition.settings.choices import INDEXES
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -35,7 +36,6 @@ def faiss_build() -> str:
     return f"faiss {getattr(faiss, '__version__', '?')} ({where})"
 
 
-INDEXES = ("auto", "exact", "ivf", "ivfpq", "hnsw")
 TRAIN_PER_CELL = 64  # k-means training points per IVF cell, a seeded sample (faiss wants >= 39, caps at 256)
 APPROXIMATE_FROM = 100_000  # gallery size from which "auto" picks IVF over exact search
 

@@ -29,27 +29,15 @@ from pathlib import Path
 
 from competition.errors import CompeteError
 from competition.io import check_plain_name, fingerprint
-from competition.retrieval.submit import SubmitConfig
-from competition.train.config import TrainConfig, load_train_config
+from competition.settings.base import read_settings_file
+from competition.settings.submit import SubmitConfig
+from competition.settings.sweep import SweepFile
+from competition.settings.train import TrainConfig
+from competition.train.config import checked
 
-SWEEP_KEYS = {
-    "name",
-    "data",
-    "off_the_shelf",
-    "grid",
-    "configurations",
-    "train",
-    "augment_target",
-    "submit",
-    "ensemble_top",
-    "runs_dir",
-    "submissions_dir",
-    "leaderboard",
-    "out",
-}
 # Settings a sweep decides itself: where runs go and what they are called.
 SWEEP_OWNED = {"data", "run_name", "runs_dir", "augmented", "use_augmented"}
-SUBMIT_OWNED = {"data", "models", "name", "submissions_dir", "leaderboard", "runs_dir"}
+SUBMIT_OWNED = {"data", "model", "name", "submissions_dir", "leaderboard", "runs_dir"}
 
 
 @dataclass
@@ -99,17 +87,19 @@ class SweepPlan:
         return Path(self.out or Path(self.runs_dir) / "sweeps" / self.name)
 
     def train_config(self, configuration: Configuration, augmented: str = "") -> TrainConfig:
-        return TrainConfig.from_dict(
-            configuration.settings
-            | {
-                "backbone": configuration.backbone,
-                "regime": configuration.regime,
-                "data": self.data,
-                "runs_dir": self.runs_dir,
-                "run_name": self.run_name(configuration),
-                "augmented": augmented,
-                "use_augmented": bool(augmented),
-            }
+        return checked(
+            TrainConfig.from_dict(
+                configuration.settings
+                | {
+                    "backbone": configuration.backbone,
+                    "regime": configuration.regime,
+                    "data": self.data,
+                    "runs_dir": self.runs_dir,
+                    "run_name": self.run_name(configuration),
+                    "augmented": augmented,
+                    "use_augmented": bool(augmented),
+                }
+            )
         )
 
     def run_name(self, configuration: Configuration) -> str:
@@ -120,7 +110,7 @@ class SweepPlan:
             variant.settings
             | {
                 "data": self.data,
-                "models": models,
+                "model": models,
                 "name": name,
                 "submissions_dir": self.submissions_dir,
                 "leaderboard": self.leaderboard,
@@ -140,8 +130,8 @@ def _configuration(entry: dict, shared: dict) -> Configuration:
     if owned:
         raise CompeteError(f"the sweep sets {', '.join(owned)} itself; remove them from the sweep file")
     augment = str(settings.pop("augment", "none"))
-    backbone = settings.pop("backbone", TrainConfig.backbone)
-    regime = settings.pop("regime", TrainConfig.regime)
+    backbone = settings.pop("backbone", TrainConfig.model_fields["backbone"].default)
+    regime = settings.pop("regime", TrainConfig.model_fields["regime"].default)
     varied = tuple(sorted(set(entry) - {"backbone", "regime", "augment"}))
     return Configuration(
         configuration_id(backbone, regime, settings, augment), backbone, regime, settings, augment, varied
@@ -157,13 +147,10 @@ def _grid(grid: dict) -> list[dict]:
 def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
     """Check a sweep's settings and expand its grid; every configuration's settings are checked
     as `compete train` would, so a typo fails before anything runs."""
-    unknown = sorted(set(data) - SWEEP_KEYS)
-    if unknown:
-        raise CompeteError(f"unknown sweep key(s): {unknown} (known: {sorted(SWEEP_KEYS)})")
-    shared = dict(data.get("train") or {})
-    entries = (_grid(data["grid"]) if data.get("grid") else []) + list(data.get("configurations") or [])
-    configurations = [Configuration(f"{b}-off-the-shelf", b, "off-the-shelf") for b in data.get("off_the_shelf") or []]
-    configurations += [_configuration(dict(entry), shared) for entry in entries]
+    sweep = SweepFile.from_dict({"name": name} | data)
+    entries = (_grid(sweep.grid) if sweep.grid else []) + list(sweep.configurations)
+    configurations = [Configuration(f"{b}-off-the-shelf", b, "off-the-shelf") for b in sweep.off_the_shelf]
+    configurations += [_configuration(dict(entry), sweep.train) for entry in entries]
     if not configurations:
         raise CompeteError("the sweep has no configurations: give off_the_shelf, grid or configurations")
     ids = [c.id for c in configurations]
@@ -171,20 +158,12 @@ def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
         raise CompeteError("the sweep lists the same configuration twice")
     variants = [
         SubmitVariant(str(v.get("name", f"v{i}")), {k: x for k, x in v.items() if k != "name"})
-        for i, v in enumerate(data.get("submit") or [{"name": "default"}])
+        for i, v in enumerate(sweep.submit)
     ]
-    plan = SweepPlan(
-        str(data.get("name", name)),
-        str(data.get("data", "data/sample")),
-        configurations,
-        variants,
-        int(data.get("augment_target", 60)),
-        int(data.get("ensemble_top", 0)),
-        str(data.get("runs_dir", "runs")),
-        str(data.get("submissions_dir", "submissions")),
-        str(data.get("leaderboard", "leaderboard.md")),
-        str(data.get("out", "")),
+    places = sweep.model_dump(
+        include={"augment_target", "ensemble_top", "runs_dir", "submissions_dir", "leaderboard", "out"}
     )
+    plan = SweepPlan(sweep.name, sweep.data, configurations, variants, **places)
     check_plain_name(plan.name, "sweep name", "runs_dir or out")
     for configuration in plan.configurations:  # every setting checked before any work
         if configuration.trained:
@@ -202,7 +181,7 @@ def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
 def load_sweep(path: str | Path, data: str | Path | None = None) -> SweepPlan:
     """A sweep file's plan; `data` runs it on another competition folder, under a name of its own
     (results of one folder are never taken for another's)."""
-    settings = load_train_config(path)
+    settings = read_settings_file(path)
     if data is not None:
         name = str(settings.get("name", Path(path).stem))
         settings = settings | {"data": str(data), "name": f"{name}-{Path(data).resolve().name}"}

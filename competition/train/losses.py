@@ -15,9 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from competition.models.heads import HEADS, make_head
-
-TRIPLET_MINING = ("hard", "semihard", "all")
-LOSSES = (*HEADS, "subcenter-arcface", "triplet")
+from competition.settings.choices import LOSSES, TRIPLET_MINING
 
 
 class ClassifierLoss(nn.Module):

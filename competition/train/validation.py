@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from competition.evaluate.metrics import average_precision, bootstrap_interval, relevance
+from competition.evaluate.metrics import GROUPS, average_precision, bootstrap_interval, relevance
 from competition.retrieval.search import l2_normalize, rank_others
 from competition.runs import TOO_FEW
 
-GROUPS = ("seen", "unseen")
+HELD_OUT = GROUPS[1:]  # validation judges the seen and unseen groups apart, never "all"
 MAP_K = 10
 MIN_QUERIES = 20  # fewer validation queries than this in a group: too few to tell
 
@@ -97,7 +97,7 @@ class PoolScores:
     def means(self) -> dict[str, float]:
         """{'seen_top1', 'seen_map@10', 'unseen_top1', ...} for groups that have queries."""
         scores = {}
-        for name in GROUPS:
+        for name in HELD_OUT:
             mask = self.group(name)
             if mask.any():
                 scores[f"{name}_top1"] = float(self.top1[mask].mean())
@@ -126,7 +126,7 @@ def score_similarity(similarity: np.ndarray, labels: Sequence[str], unseen: np.n
 
 def objective(scores: dict[str, float]) -> float:
     """What epochs and settings are chosen by: mAP@10 averaged over the seen and unseen groups."""
-    values = [scores[f"{g}_map@{MAP_K}"] for g in GROUPS if f"{g}_map@{MAP_K}" in scores]
+    values = [scores[f"{g}_map@{MAP_K}"] for g in HELD_OUT if f"{g}_map@{MAP_K}" in scores]
     return float(np.mean(values)) if values else float("-inf")
 
 
@@ -137,7 +137,7 @@ def compare(trained: PoolScores, pretrained: PoolScores, seed: int = 0) -> dict[
     'no clear difference' across it; with fewer than MIN_QUERIES queries, 'too few photos
     to tell'. `beats` is the sign of the measured difference, None when too few."""
     result = {}
-    for name in GROUPS:
+    for name in HELD_OUT:
         mask = trained.group(name)
         queries = int(mask.sum())
         if not queries:
@@ -181,3 +181,42 @@ def describe(comparison: dict[str, dict]) -> list[str]:
             f"over {group['queries']} queries: {group['verdict']}"
         )
     return lines
+
+
+def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
+    """(lines, warnings) that tell a user what a finished run did: its validation against the
+    pretrained backbone, and what submit will do with it."""
+    epochs = f", best epoch {summary['best_epoch']} of {summary['epochs_run']}" if summary.get("epochs_run") else ""
+    lines = [
+        f"run {runs_dir}/{summary['run']} ({summary['regime']} regime, head {summary['head']}{epochs}) in "
+        f"{summary['wall_seconds']:.0f}s; validation on held-out photos vs the pretrained backbone:"
+    ]
+    known = summary.get("landmarks") == "known"  # closed folds: no landmark is held out whole
+    lines += [
+        f"  {line}"
+        for line in describe({g: v for g, v in summary["validation"].items() if not (known and g == "unseen")})
+    ]
+    fusion = summary.get("label_fusion") or {}
+    if fusion:
+        lines.append(
+            f"  with class posteriors fused (C={fusion['strength']:g}, weight {fusion['weight']:g}), on held-out "
+            "photos of training landmarks (what --landmarks known ranks by):"
+        )
+        lines += [f"  {line}" for line in describe(fusion["validation"])]
+    if known:
+        return lines, []  # the unseen-landmark warnings do not apply: every query's landmark trains
+    unseen = summary["beats_pretrained"].get("unseen")
+    if unseen is None:
+        return lines, [
+            "too few photos to tell whether training helps landmarks it has not seen; compete submit will use "
+            "the pretrained backbone for this run (--if-worse keep to override)"
+        ]
+    if unseen is False:
+        verdict = summary["validation"].get("unseen", {}).get("verdict", "")
+        how = "clearly lower" if verdict == "worse" else "lower, though within the interval (no clear difference)"
+        return lines, [
+            f"on held-out landmarks the run's mAP@10 was {how} than the pretrained backbone's; compete submit "
+            "will use the backbone instead, the safer choice for landmarks it has not seen (--if-worse "
+            "keep|ensemble to override)"
+        ]
+    return lines, []

@@ -1,0 +1,8 @@
+"""The `compete` command: one small function per step, each a thin layer over the Python API.
+
+Run as `compete ...` or `python -m competition.cli ...` (what torchrun launches)."""
+
+from competition.cli import flow, results  # noqa: F401  (registers the commands)
+from competition.cli.base import app
+
+__all__ = ["app"]

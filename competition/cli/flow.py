@@ -1,0 +1,189 @@
+"""The commands of the user's flow: sample data, augment, train, submit, and the demo that chains them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from competition.cli.base import (
+    ConfigOption,
+    DataOption,
+    JsonOption,
+    _note,
+    _print_json,
+    _progress,
+    _report_skipped,
+    _run,
+    app,
+)
+from competition.settings.base import read_settings_file
+from competition.settings.options import settings_command
+from competition.settings.submit import SubmitConfig
+from competition.settings.train import TrainConfig
+
+
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Option(help="Where to write the embedded landmark set.")] = Path("data/sample"),
+    seed: Annotated[int, typer.Option(help="Same seed, same photos, on every machine.")] = 0,
+) -> None:
+    """Write the embedded landmark set: 50 landmarks in train/, 50 more seen only in query/gallery."""
+    from competition.data.sample import SampleConfig, make_sample_competition
+
+    root = _run(lambda: make_sample_competition(out, SampleConfig(seed=seed), progress=_progress()))
+    typer.echo(f"sample competition ready in {root}")
+
+
+@app.command()
+def augment(
+    data: DataOption = Path("data/sample"),
+    recipe: Annotated[
+        str, typer.Option(help="Preset (light, default, heavy, classic) or a .yaml/.json recipe file.")
+    ] = "default",
+    target: Annotated[
+        Optional[int], typer.Option(help="Images per class, originals included (overrides the recipe).")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default <data>/augmented).")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed and recipe give the same files.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes (default: all cores).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Delete and regenerate an existing augmented folder.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Stop at the first unreadable source photo instead of skipping it.")
+    ] = False,
+    list_transforms: Annotated[
+        bool, typer.Option("--list", help="List every transform and preset, then exit.")
+    ] = False,
+    preview: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Write a PNG grid (each step alone on a few training photos, then whole-recipe outputs) to this "
+            "path and exit without generating."
+        ),
+    ] = None,
+) -> None:
+    """Grow train/ into an augmented set (sources are never modified); re-running resumes."""
+    from competition.augment.generate import augment_competition
+    from competition.augment.preview import preview_recipe
+    from competition.augment.recipes import PRESETS, load_recipe
+    from competition.augment.transforms import TRANSFORMS
+
+    if list_transforms:
+        for name, definition in TRANSFORMS.items():
+            typer.echo(f"{definition.group:<11} {name:<20} {definition.about}")
+        typer.echo("presets: " + ", ".join(f"{n} ({len(r.steps)} steps)" for n, r in PRESETS.items()))
+        return
+    started = time.time()
+    resolved = _run(lambda: load_recipe(recipe, target_per_class=target))
+    if preview:
+        path = _run(lambda: preview_recipe(data, resolved, preview, seed=seed))
+        typer.echo(f"preview of recipe {resolved.name} ({len(resolved.steps)} steps) -> {path}")
+        return
+    result = _run(
+        lambda: augment_competition(
+            data,
+            resolved,
+            out,
+            seed=seed,
+            workers=workers or None,
+            overwrite=overwrite,
+            strict=strict,
+            progress=_progress(),
+        )
+    )
+    counts = result.per_class.values()
+    typer.echo(
+        f"{result.written} written, {result.skipped_existing} already there, {len(result.failed)} skipped "
+        f"in {time.time() - started:.1f}s -> {result.out_dir} (recipe {resolved.name}, "
+        f"{min(counts)}-{max(counts)} variants per class)"
+    )
+    _report_skipped(result.failed, "photo(s) or variant(s) skipped")
+
+
+@settings_command(app, TrainConfig, _note)
+def train(
+    typed,
+    config: ConfigOption = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
+) -> None:
+    """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/.
+
+    Several GPUs (or CPU processes, gloo): torchrun --nproc_per_node N -m competition.cli train --regime full ...
+    (--batch-size is per process; rank 0 validates and writes the run folder).
+    """
+    from competition.train.config import resume_settings, training_settings
+    from competition.train.loop import train as train_run
+    from competition.train.validation import describe_run
+
+    def runs() -> list[TrainConfig]:  # one per --backbone, every one checked before the first trains
+        flags = typed()
+        if resume:
+            return [resume_settings(resume, flags)]
+        backbones, name = flags.pop("backbone", None) or [None], flags.get("run_name")
+        several = name and len(backbones) > 1  # one run each: the name gets the backbone's
+        named = [
+            ({"backbone": one} if one else {}) | ({"run_name": f"{name}-{one}"} if several else {}) for one in backbones
+        ]
+        return [training_settings(flags | extra, config) for extra in named]
+
+    for settings in _run(runs):
+        summary = _run(lambda settings=settings: train_run(settings, resume=bool(resume), progress=_progress()))
+        if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
+            continue
+        _report_skipped(summary["skipped_files"], "unreadable training photo(s) skipped")
+        lines, warnings = describe_run(summary, settings.runs_dir)
+        typer.echo("\n".join(lines))
+        for warning in warnings:
+            typer.secho(f"  warning: {warning}", fg="yellow", err=True)
+
+
+@settings_command(app, SubmitConfig, _note)
+def submit(
+    typed,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Rank the gallery for every query, write the submission, score it when labels.csv exists.
+
+    Several GPUs or processes (gloo on CPU, across nodes with torchrun's rendezvous flags):
+    torchrun --nproc_per_node N -m competition.cli submit ... (each process embeds its share into the shared
+    embedding store; rank 0 fuses, searches, writes and scores).
+    """
+    from competition.report.tables import format_scores
+    from competition.submit.run import submit as run_submit
+
+    def go():
+        settings = SubmitConfig.from_dict((read_settings_file(config) if config else {}) | typed())
+        return settings, run_submit(settings, progress=_progress())
+
+    settings, result = _run(go)
+    if result.path is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    _report_skipped(result.skipped, "query/gallery image(s) unreadable, ranked with zero vectors")
+    for note in result.notes:
+        typer.secho(note, fg="cyan", err=True)
+    if json_out:
+        payload = {"submission": str(result.path), "scores": result.scores, "skipped": result.skipped}
+        _print_json(payload | {"record": result.record, "settings": settings.to_dict()})
+        return
+    typer.echo(f"submission written: {result.path}")
+    if result.scores:
+        typer.echo(format_scores(result.scores))
+        typer.echo(f"recorded in {settings.leaderboard}")
+
+
+@app.command()
+def demo(
+    root: Annotated[Path, typer.Option(help="Where the sample competition goes.")] = Path("data/sample"),
+    target: Annotated[int, typer.Option(help="Images per class after augmentation.")] = 40,
+    epochs: Annotated[int, typer.Option()] = 30,
+) -> None:
+    """The whole path on the embedded set: sample data, augment, train, submit, leaderboard."""
+    from competition.pipeline import run_demo
+
+    started = time.time()
+    report = _run(lambda: run_demo(root, target=target, epochs=epochs, progress=_progress(), echo=typer.echo))
+    typer.echo(f"\ndemo finished in {time.time() - started:.0f}s")
+    typer.echo(report)

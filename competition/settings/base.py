@@ -1,0 +1,176 @@
+"""How a setting is declared, checked, and read from a file.
+
+pydantic does the checking (types, ranges, choices, unknown keys); this module adds what a
+user of a command line expects from it: one line naming the flag that is wrong, config keys
+spelled like the flags, old spellings accepted with a note, and no bool taken for a number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from competition.errors import CompeteError
+
+log = logging.getLogger(__name__)
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flags: tuple[str, ...] = (),
+    old_flags: tuple[str, ...] = (),
+    many: bool = False,
+    show_default: str | bool | None = None,
+    **limits: Any,
+) -> Any:
+    """A setting: its default, the line `--help` shows, its limits (pydantic's ge, gt, le, lt)
+    and, when the command line spells it otherwise than `--<name>`, its `flags` (a bool's pair
+    as "--on/--off", short forms like "-d"). `old_flags` still work, with a note. `many`: the
+    flag may be repeated (train one run per --backbone)."""
+    extra = {"flags": list(flags), "old_flags": list(old_flags), "many": many, "show_default": show_default}
+    return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v}, **limits)
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class Settings(BaseModel):
+    """A command's settings. Subclasses declare fields with `setting()`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    WHAT: ClassVar[str] = "setting"  # as in "unknown training setting(s)"
+    OLD_NAMES: ClassVar[dict[str, str]] = {}  # key a file may still use -> the setting it means now
+    RECORD_KEYS: ClassVar[frozenset[str]] = frozenset()  # keys a saved file adds beside the settings
+    PANEL: ClassVar[str | None] = None  # where `--help` groups a nested model's flags
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spelled_as_settings(cls, data: Any) -> Any:
+        return cls.normalize(data) if isinstance(data, dict) else data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic takes true for 1; a `epochs: true` in a file is a mistake, not one epoch
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+            raise ValueError(f"must be a number, not {value}")
+        return value
+
+    @classmethod
+    def nested(cls) -> dict[str, type[Settings]]:
+        """Fields that are settings of their own (submit's post-processing), flat on the command line."""
+        return {
+            name: field.annotation
+            for name, field in cls.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, Settings)
+        }
+
+    @classmethod
+    def spellings(cls) -> dict[str, str]:
+        """Every key a file may use for a setting -> the setting: its name and its flags' spellings (a
+        nested model's keys -> that model's field)."""
+        keys = {key: name for name, model in cls.nested().items() for key in model.spellings()}
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra or {}
+            for flag in extra.get("flags", []) + extra.get("old_flags", []):
+                if flag.startswith("--"):
+                    keys[flag.split("/")[0][2:].replace("-", "_")] = name
+            keys[name] = name
+        return keys
+
+    def __init__(self, **data: Any) -> None:
+        """Settings checked as they are made; one line names the first wrong one."""
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise CompeteError(one_line(error, type(self))) from None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Settings:
+        """Settings from a file, flags or a saved run."""
+        return cls(**{str(key): value for key, value in data.items()})
+
+    @classmethod
+    def normalize(cls, data: dict) -> dict:
+        """Keys as settings: dashes or underscores, flag spellings, old names (with a note), a
+        nested model's keys flat or under its name, a saved file's record keys dropped."""
+        data = {str(k).replace("-", "_"): v for k, v in data.items() if str(k) not in cls.RECORD_KEYS}
+        spellings = cls.spellings()
+        nested = {name: dict(data.pop(name, None) or {}) for name in cls.nested()}
+        settings: dict = {}
+        for key, value in data.items():
+            owner = next((n for n, model in cls.nested().items() if key in model.spellings()), None)
+            if owner:
+                nested[owner][key] = value
+                continue
+            if key in cls.OLD_NAMES:
+                log.warning("setting '%s' is now '%s'", key, cls.OLD_NAMES[key])
+            settings[cls.OLD_NAMES.get(key, spellings.get(key, key))] = value
+        for name, model in cls.nested().items():
+            settings[name] = model.normalize(nested[name])
+        return settings
+
+    def to_dict(self) -> dict:
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> Settings:
+        return type(self).from_dict(self.to_dict() | changes)
+
+
+REQUIREMENTS = {
+    "greater_than_equal": lambda ctx: f">= {ctx['ge']}",
+    "greater_than": lambda ctx: f"> {ctx['gt']}",
+    "less_than_equal": lambda ctx: f"<= {ctx['le']}",
+    "less_than": lambda ctx: f"< {ctx['lt']}",
+    "literal_error": lambda ctx: f"one of {ctx['expected']}",
+    "int_parsing": lambda ctx: "a whole number",
+    "int_from_float": lambda ctx: "a whole number",
+    "int_type": lambda ctx: "a whole number",
+    "float_parsing": lambda ctx: "a number",
+    "float_type": lambda ctx: "a number",
+    "finite_number": lambda ctx: "a finite number",
+    "bool_parsing": lambda ctx: "true or false",
+    "bool_type": lambda ctx: "true or false",
+    "string_type": lambda ctx: "text",
+    "list_type": lambda ctx: "a list",
+}
+
+
+def one_line(error: ValidationError, model: type[Settings]) -> str:
+    """The first problem as the user would fix it: `--epochs must be >= 1, not 0`."""
+    problems = error.errors()
+    unknown = sorted(".".join(map(str, p["loc"])) for p in problems if p["type"] == "extra_forbidden")
+    if unknown:
+        return f"unknown {model.WHAT}(s): {unknown}"
+    problem = problems[0]
+    names = [str(part) for part in problem["loc"] if isinstance(part, str)]
+    flag = flag_of(names[-1]) if names else model.WHAT
+    if problem["type"] == "value_error":
+        message = str(problem["ctx"]["error"])
+        return f"{flag} {message}" if message.startswith("must") else message
+    requirement = REQUIREMENTS.get(problem["type"])
+    if requirement is None:
+        return f"{flag}: {problem['msg']}, not {problem['input']!r}"
+    return f"{flag} must be {requirement(problem.get('ctx', {}))}, not {problem['input']!r}"
+
+
+def read_settings_file(path: str | Path) -> dict:
+    """A YAML or JSON mapping (a config file, a run's config.json, a sweep file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompeteError(f"{path}: config file not found")
+    try:
+        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CompeteError(f"{path}: cannot parse ({str(error).splitlines()[0]})") from error
+    if not isinstance(data, dict):
+        raise CompeteError(f"{path}: expected a mapping of settings")
+    return data

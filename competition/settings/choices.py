@@ -1,0 +1,33 @@
+"""The named choices of settings, declared here once. The library modules take their names from
+these (`get_args`), so `--help`, completion, the checks and the code can never disagree."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Regime = Literal["last", "full"]  # last: frozen backbone, cached features; full: all layers train
+Loss = Literal["softmax", "arcface", "cosface", "subcenter-arcface", "triplet"]
+# auto: learned whitening in the last regime, softmax in the full one
+Head = Literal["auto", "whitening", Loss]
+TripletMining = Literal["hard", "semihard", "all"]
+Pooling = Literal["gem", "avg", "max", "cls"]  # cls: a transformer's class token
+Resize = Literal["aspect", "square"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Landmarks = Literal["auto", "known", "new", "mixed"]
+Format = Literal["csv", "kaggle", "json"]
+Index = Literal["auto", "exact", "ivf", "ivfpq", "hnsw"]
+IfWorse = Literal["fallback", "ensemble", "keep"]
+GalleryWhitening = Literal["off", "gallery", "query+gallery"]
+
+REGIMES = get_args(Regime)
+LOSSES = get_args(Loss)
+HEAD_CHOICES = get_args(Head)
+TRIPLET_MINING = get_args(TripletMining)
+POOLING_NAMES = get_args(Pooling)
+RESIZE_MODES = get_args(Resize)
+PRECISIONS = get_args(Precision)
+LANDMARKS = get_args(Landmarks)
+FORMATS = get_args(Format)
+INDEXES = get_args(Index)
+IF_WORSE = get_args(IfWorse)
+GALLERY_WHITENING = get_args(GalleryWhitening)

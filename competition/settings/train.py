@@ -1,0 +1,156 @@
+"""Everything that defines a training run: `compete train`'s flags, a config file's keys, a
+sweep's `train:` entries, and the run's own config.json."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import model_validator
+
+from competition.settings.base import Settings, setting
+from competition.settings.choices import Head, Landmarks, Pooling, Precision, Regime, Resize, TripletMining
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+# Flags of the place and the machine: a resumed run may take new values of these.
+RESUME_MAY_CHANGE = ("epochs", "patience", "device", "workers")
+
+LANDMARKS_HELP = (
+    "Are the queries' landmarks those of train/? known: all are (closed set; class posteriors fused into the "
+    "ranking); new: none is (labels never used); mixed: some are; auto: estimated from the queries."
+)
+PRECISION_HELP = (
+    "CUDA mixed precision: auto (bf16 where the GPU has it, else fp16), fp32, bf16 or fp16. "
+    "A CPU computes in float32 whatever this says."
+)
+DEVICE_HELP = "cpu, cuda, cuda:1 or mps ('' = CUDA when present)."
+WORKERS_HELP = "Image-loading processes: 0 loads in the main process, -1 picks from the cores and device."
+DATA_HELP = "Competition folder: train/<class>/*, query/*, gallery/*, optional labels.csv (see the README)."
+
+
+class TrainConfig(Settings):
+    WHAT: ClassVar[str] = "training setting"
+    # What a run adds to its config.json beside the settings: a run's config.json can be fed back.
+    RECORD_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"head_resolved", "weights_origin", "pseudo_labels_added", "classes", "provenance", "freeze_bn_resolved"}
+    )
+
+    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"))
+    backbone: str = setting(
+        DEFAULT_BACKBONE,
+        "Backbone (repeat to train several for an ensemble); `compete models` lists them.",
+        many=True,
+    )
+    regime: Regime = setting("last", "last: frozen backbone, cached features, head only; full: all layers.")
+    run_name: str = setting(
+        "", "Run name under runs/ (default <backbone>-<regime>-<time>).", flags=("--name", "--run-name")
+    )
+    runs_dir: str = setting("runs", "Where run folders go.")
+    epochs: int = setting(30, "Loss heads and the full regime: epochs (validation picks the best).", ge=1)
+    image_size: int = setting(
+        0,
+        "Embedding view size in pixels: the longer side for --resize aspect, the square's side for square "
+        "(0: the backbone's own, lite0: 384 aspect / 224 square); the full regime's training crops.",
+        ge=0,
+        le=4096,
+    )
+    resize: Resize = setting(
+        "aspect",
+        "aspect: photos embedded at their own aspect ratio (never enlarged past their size); square: squashed "
+        "to a square. Submit uses the run's own.",
+    )
+    head: Head = setting(
+        "auto",
+        "auto: learned whitening in the last regime, softmax in the full. whitening: learned whitening fitted "
+        "in closed form on the training photos' labels (last regime); softmax, arcface, cosface, "
+        "subcenter-arcface (classifier heads) or triplet (hard-negative mining, no classifier): trained with "
+        "that loss.",
+    )
+    whiten_power: float = setting(
+        0.5, "Learned whitening strength: 1 full, 0.5 square-root (milder, for small training sets).", gt=0, le=2
+    )
+    embedding_dim: int = setting(512, "Projection size of loss heads; 0 = pooled backbone feature.", ge=0)
+    pooling: Pooling = setting("gem", "gem, avg, max, or cls (a transformer's class token).")
+    gem_p: float = setting(3.0, "GeM pooling's exponent (1: average, large: max).", gt=0)
+    landmarks: Landmarks = setting("auto", LANDMARKS_HELP)
+    folds: int = setting(
+        4,
+        "Validation folds, each holding out 1/folds of the landmarks whole (the full regime validates on the first).",
+        ge=1,
+    )
+    holdout_photos: float = setting(
+        0.25, "Share of each other landmark's photos held out for validation (at least 2).", gt=0, lt=1
+    )
+    lr: float = setting(1e-3, "Learning rate of the head (the backbone's is lower).", gt=0)
+    backbone_lr_scale: float = setting(0.1, "Full regime: the backbone's learning rate is --lr times this.", gt=0)
+    batch_size: int = setting(64, "Training batch, per process under torchrun (a CPU embeds in smaller batches).", ge=1)
+    weight_decay: float = setting(1e-4, "AdamW weight decay.", ge=0)
+    label_smoothing: float = setting(0.1, "Classifier heads: label smoothing.", ge=0, le=0.99)
+    warmup_epochs: int = setting(1, "Epochs of linear learning-rate warm-up.", ge=0)
+    grad_clip: float = setting(1.0, "Gradient norm clipping.", gt=0)
+    patience: int = setting(8, "Stop after this many epochs without a better validation score.", ge=1)
+    triplet_margin: float = setting(0.1, "Triplet loss margin.", gt=0)
+    triplet_mining: TripletMining = setting("semihard", "Triplet negatives: hard, semihard, or all inside the margin.")
+    samples_per_class: int = setting(4, "Triplet: photos of one landmark side by side in a batch.", ge=2)
+    unfreeze_from: str = setting(
+        "",
+        "Full regime: freeze the backbone before this layer (e.g. layer4, blocks.5); a wrong name lists them.",
+    )
+    freeze_bn: bool | Literal["auto"] = setting(
+        "auto",
+        "Full regime: keep BatchNorm statistics pretrained.",
+        flags=("--freeze-bn/--train-bn",),
+        show_default="auto: when a class has < 30 photos",
+    )
+    layer_decay: float = setting(
+        1.0, "Full regime: each earlier backbone block learns this factor slower (e.g. 0.7; 1 = off).", gt=0, le=1
+    )
+    l2_sp: float = setting(
+        0.0, "Full regime: penalty on the distance from the pretrained weights (e.g. 0.01; 0 = off).", ge=0
+    )
+    wise_ft: bool = setting(
+        True, "Full regime: interpolate pretrained and fine-tuned weights, alpha chosen on held-out landmarks."
+    )
+    pseudo_labels: bool = setting(
+        False,
+        "Add classes of query/gallery photos that are confident mutual nearest neighbours (threshold set on "
+        "held-out landmarks).",
+    )
+    pseudo_precision: float = setting(0.9, "Pseudo-labels: the precision their threshold keeps.", ge=0, le=1)
+    augmented: str = setting("", "Augmented folder to train on (default <data>/augmented when present).")
+    use_augmented: bool = setting(
+        True, "Train on <data>/augmented when present.", flags=("--use-augmented/--no-augmented",)
+    )
+    pretrained: bool = setting(True, "ImageNet weights (--no-pretrained: random init, for tests and research).")
+    weights_file: str = setting(
+        "", "ImageNet weights file for the backbone (.pth, .safetensors).", old_flags=("--weights",)
+    )
+    seed: int = setting(0, "Same seed, data and settings: the same run.", ge=0)
+    device: str = setting("", DEVICE_HELP)
+    workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
+    strict: bool = setting(False, "Stop at an unreadable training photo instead of skipping it.")
+    precision: Precision = setting("auto", PRECISION_HELP)
+    compile: bool = setting(
+        False, "Full regime: torch.compile the model on CUDA (minutes to compile, faster after); no-op on CPU."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if 0 < self.image_size < 32:
+            raise ValueError(f"--image-size must be 0 (the backbone's own) or at least 32, not {self.image_size}")
+        if self.regime == "full" and self.loss == "whitening":
+            raise ValueError(
+                "the full regime trains the backbone with a loss: --head softmax, arcface, cosface, "
+                "subcenter-arcface or triplet (whitening is the last regime's closed-form head)"
+            )
+        if self.regime == "last" and self.loss != "whitening" and self.embedding_dim <= 0:
+            raise ValueError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
+        if self.unfreeze_from and self.regime != "full":
+            raise ValueError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
+        return self
+
+    @property
+    def loss(self) -> str:
+        """The head with "auto" resolved for the regime."""
+        if self.head == "auto":
+            return "whitening" if self.regime == "last" else "softmax"
+        return self.head
