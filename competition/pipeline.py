@@ -11,8 +11,9 @@ from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.sample import make_sample_competition
 from competition.report.tables import comparison_table
-from competition.retrieval.submit import SubmitConfig, submit
-from competition.train.config import TrainConfig
+from competition.settings.submit import SubmitConfig
+from competition.settings.train import TrainConfig
+from competition.submit.run import submit
 from competition.train.loop import train
 from competition.train.validation import describe
 
@@ -63,7 +64,7 @@ def run_demo(
     rows, paths = [], []
     for label, model in [("efficientnet_lite0 off-the-shelf (GeM)", "efficientnet_lite0"), *runs.items()]:
         name = f"demo-{stamp}-{'pretrained' if model == 'efficientnet_lite0' else Path(model).name.rsplit('-', 1)[-1]}"
-        result = submit(SubmitConfig(models=[model], name=name, **common), progress)
+        result = submit(SubmitConfig(model=[model], name=name, **common), progress)
         for note in result.notes:  # which kind of competition submit took it for (--landmarks auto)
             echo(f"    {note}")
         rows.append((label, result.scores or {}))

@@ -1,9 +1,15 @@
-"""Runs on disk, below both training (which writes them) and retrieval (which reads them):
-checkpoints, where a run or a submission's vectors live, and loading a run's model.
+"""Runs and caches on disk, below training (which writes them) and submit (which reads them).
+Nothing else spells a run file's name or a cache's key.
 
-`best.pt` holds what retrieval needs (embedder config + weights); `last.pt` holds the
-whole training state for --resume. Both are plain tensors and containers, loaded with
-weights_only=True so a checkpoint from elsewhere cannot run code.
+A run folder: config.json (its settings), best.pt (what submit loads: embedder settings and
+weights), last.pt (the whole training state for --resume), summary.json (its validation
+verdicts: written last, so a run is finished when it is there), metrics.csv and curves.png.
+Reading a checkpoint is models/checkpoint.py's job; this module imports no torch.
+
+Caches under runs/: pooled features of a frozen pretrained backbone (`frozen_features_cache`,
+one key whoever computes them: train's last regime or submit's off-the-shelf and last-layer
+models), the embeddings of a trained model (`trained_embeddings_cache`), local features for
+verification, and each submission's final vectors (`embeddings_file`).
 """
 
 from __future__ import annotations
@@ -11,16 +17,46 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from competition.errors import CompeteError
-from competition.io import atomic_path
-from competition.models.embedder import Embedder, EmbedderConfig, build_embedder
+from competition.io import fingerprint
 
 BEST = "best.pt"
 LAST = "last.pt"
-FORMAT_VERSION = 1
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.csv"
+CURVES = "curves.png"
 TOO_FEW = "too few photos to tell"  # a validation verdict: training could not be judged
+
+
+def view_tag(size: int, resize: str, flip: bool = False, scales=(1.0,)) -> str:
+    """The view and test-time augmentation a vector was computed at, as cache keys spell it."""
+    scales = list(scales)
+    return (
+        f"{size}"
+        + ("-aspect" if resize == "aspect" else "")
+        + ("-flip" if flip else "")
+        + ("" if scales == [1.0] else "-x" + "_".join(f"{s:g}" for s in scales))
+    )
+
+
+def frozen_features_cache(
+    runs_dir: str | Path, backbone: str, weights_origin: str, pooling: str, gem_p: float, view: str
+) -> Path:
+    """The pooled features of a pretrained backbone, whoever computes them (train or submit)."""
+    tag = fingerprint([weights_origin])[:8]
+    return Path(runs_dir) / "feature-cache" / f"{backbone}-{tag}-{pooling}{gem_p:g}-{view}.store"
+
+
+def trained_embeddings_cache(runs_dir: str | Path, run_dir: Path, view: str) -> Path:
+    """A trained run's embeddings, keyed by its best.pt: a retrained run never reuses old vectors."""
+    stat = (run_dir / BEST).stat()
+    version = fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])
+    return Path(runs_dir) / "embedding-cache" / f"{run_dir.name}-{version}-{view}.store"
+
+
+def local_features_cache(runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / "local-feature-cache"
 
 
 def embeddings_file(runs_dir: str | Path, submission_name: str) -> Path:
@@ -28,32 +64,54 @@ def embeddings_file(runs_dir: str | Path, submission_name: str) -> Path:
     return Path(runs_dir) / "submission-embeddings" / f"{submission_name}.npz"
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format_version": FORMAT_VERSION, **payload}, tmp)
+def is_run(path: str | Path) -> bool:
+    """A folder holding a checkpoint submit can load (finished or not)."""
+    return (Path(path) / BEST).is_file()
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CompeteError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        # torch's own message advises loading with weights_only=False, which would run any code
-        # hidden in the file: never pass that advice on.
-        reason = "it holds Python objects, not only tensors" if "weights_only" in str(error) else type(error).__name__
-        raise CompeteError(f"{path}: unreadable checkpoint ({reason}); compete loads only plain tensors") from error
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CompeteError(f"{path}: not a compete checkpoint of format {FORMAT_VERSION}")
-    return payload
+def is_finished(path: str | Path) -> bool:
+    """summary.json is written last: a run with it and its best.pt has finished."""
+    return (Path(path) / SUMMARY).is_file() and is_run(path)
+
+
+def can_resume(path: str | Path) -> bool:
+    return (Path(path) / LAST).is_file()
+
+
+def discard_unjudged(path: str | Path) -> None:
+    """The best.pt of a run that was killed between it and summary.json and keeps no training
+    state: no validation judged it, so training starts again rather than submit trusting it."""
+    if not is_finished(path) and not can_resume(path):
+        (Path(path) / BEST).unlink(missing_ok=True)
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    """A run's validation verdicts, None while it is unfinished."""
+    path = Path(run_dir) / SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_config(run_dir: str | Path) -> dict | None:
+    """A run's settings as it saved them (config.json), None when it has none."""
+    path = Path(run_dir) / CONFIG
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_settings(run: str | Path, runs_dir: str | Path = "runs") -> dict | None:
+    """The config.json of a run given as a folder or a name under runs_dir, finished or not."""
+    return next((read_config(c) for c in (Path(run), Path(runs_dir) / str(run)) if (c / CONFIG).is_file()), None)
+
+
+def find_run(run: str | Path, runs_dir: str | Path = "runs") -> Path | None:
+    """A run given as a folder path or as a name inside runs_dir, when it is one."""
+    return next((c for c in (Path(run), Path(runs_dir) / str(run)) if is_run(c)), None)
 
 
 def resolve_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
     """A run given as a folder path or as a name inside runs_dir."""
-    for candidate in (Path(run), Path(runs_dir) / str(run)):
-        if (candidate / BEST).is_file():
-            return candidate
+    found = find_run(run, runs_dir)
+    if found:
+        return found
     for candidate in (Path(run), Path(runs_dir) / str(run)):
         if candidate.is_dir():
             raise CompeteError(
@@ -61,26 +119,3 @@ def resolve_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
                 f"resume it with `compete train --resume {candidate}`)"
             )
     raise CompeteError(f"run '{run}' not found (looked for {Path(run)} and {Path(runs_dir) / str(run)})")
-
-
-def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, dict]:
-    """The trained embedder of a run, and the run's config."""
-    run_dir = Path(run_dir)
-    payload = load_checkpoint(run_dir / BEST)
-    if not isinstance(payload.get("embedder_config"), dict) or not isinstance(payload.get("embedder"), dict):
-        raise CompeteError(f"{run_dir / BEST}: holds no model settings or weights (not written by compete train?)")
-    config = EmbedderConfig.from_dict({**payload["embedder_config"], "pretrained": False})
-    embedder, _ = build_embedder(config)
-    try:
-        embedder.load_state_dict(payload["embedder"])
-    except RuntimeError as error:
-        raise CompeteError(
-            f"{run_dir / BEST}: weights do not match backbone {config.backbone} ({str(error).splitlines()[0]})"
-        ) from error
-    embedder.eval()
-    run_config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-    return embedder, {
-        **run_config,
-        "embedder_config": payload["embedder_config"],
-        "label_classifier": payload.get("label_classifier"),
-    }

@@ -247,7 +247,6 @@ TRANSFORMS: dict[str, TransformDef] = {
     "shadow": TransformDef("occlusion", A.RandomShadow, {}, "cast shadows"),
     "snow": TransformDef("occlusion", A.RandomSnow, {"snow_point_range": (0.1, 0.3)}, "snow"),
 }
-GROUPS = ("noise", "blur", "morphology", "colour", "geometry", "structure", "occlusion")
 
 
 def _as_tuple(value):

@@ -8,7 +8,6 @@ sees half a table.
 
 from __future__ import annotations
 
-import json
 import logging
 import unicodedata
 from datetime import datetime
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from competition.errors import CompeteError
 from competition.io import atomic_write_text, ensure_writable, file_lock, json_text, read_jsonl
+from competition.runs import CONFIG, run_settings
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,11 @@ def describe_entry(name: str, markdown: str | Path, runs_dir: str | Path) -> dic
     if rows:
         record = dict(rows[-1])
         for index, model in enumerate(record.get("models") or []):
-            for folder in (Path(str(model)), Path(runs_dir) / str(model)):
-                if (folder / "config.json").is_file():
-                    record[f"model{index}"] = json.loads((folder / "config.json").read_text())
-                    break
+            settings = run_settings(model, runs_dir)
+            if settings is not None:
+                record[f"model{index}"] = settings
         return record
-    for folder in (Path(name), Path(runs_dir) / name):
-        if (folder / "config.json").is_file():
-            return json.loads((folder / "config.json").read_text())
-    raise CompeteError(f"'{name}' is neither a submission in {markdown} nor a run folder with config.json")
+    settings = run_settings(name, runs_dir)
+    if settings is None:
+        raise CompeteError(f"'{name}' is neither a submission in {markdown} nor a run folder with {CONFIG}")
+    return settings

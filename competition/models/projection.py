@@ -19,7 +19,7 @@ PROJECTIONS = ("none", "linear", "whitening")
 
 
 class LearnedWhitening(nn.Module):
-    """x -> (normalise(x) - mean) @ matrix; the buffers come from `train.whitening.fit_whitening`."""
+    """x -> (normalise(x) - mean) @ matrix; the buffers come from `train.whitening.fit_learned_whitening`."""
 
     def __init__(self, dim: int, out_dim: int | None = None):
         super().__init__()

@@ -14,7 +14,7 @@ import numpy as np
 
 from competition.evaluate.metrics import score_key
 from competition.report.plots import plt, save_figure
-from competition.retrieval.submit import FELL_BACK_UNTOLD
+from competition.submit.models import FELL_BACK_UNTOLD
 
 COLUMNS = [  # (score name, title)
     ("top1", "top-1"),

@@ -26,12 +26,13 @@ import torch
 from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.discover import discover_competition
+from competition.device import pick_device
 from competition.errors import CompeteError
 from competition.io import atomic_write_text, exclusive_use, file_lock, json_text, read_jsonl
 from competition.models.embedder import EmbedderConfig, build_embedder
-from competition.retrieval.embed import pick_device
-from competition.retrieval.submit import FELL_BACK_LOST, FELL_BACK_UNTOLD, submit
-from competition.runs import BEST, LAST
+from competition.runs import can_resume, discard_unjudged, is_finished
+from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD
+from competition.submit.run import submit
 from competition.sweep.plan import Configuration, SubmitVariant, SweepPlan
 from competition.sweep.results import results_chart, results_table
 from competition.train.loop import train
@@ -120,6 +121,38 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if not isinstance(error, CompeteError) else text
 
 
+def augmented_folder(plan: SweepPlan, configuration: Configuration, progress: bool) -> str:
+    """A configuration's augmented set, made once per data folder, recipe and target ("" for none)."""
+    if configuration.augment == "none":
+        return ""
+    recipe = load_recipe(configuration.augment, target_per_class=plan.augment_target)
+    folder = f"{Path(plan.data).resolve().name}-{Path(recipe.name).stem}-{recipe.target_per_class}"
+    out = Path(plan.runs_dir) / "sweeps" / "augmented" / folder
+    augment_competition(plan.data, recipe, out, progress=progress, replace_if_changed=True)
+    return str(out)
+
+
+def describe_outcome(outcome: dict) -> str:
+    if outcome["status"] == "done":
+        top1 = outcome["scores"].get("top1", float("nan"))
+        return f"  {outcome['label']} · {outcome['variant']}: top-1 {top1:.3f} in {outcome['seconds']:.0f} s"
+    return f"  {outcome['label']} · {outcome['variant']}: failed: {outcome['reason']}"
+
+
+def best_runs(outcomes: list[dict], variant: str, top: int) -> list[dict]:
+    """The `top` trained runs that kept their training (a run that fell back is its backbone),
+    ranked by `variant`'s top-1 then mAP@10."""
+    kept = [
+        o
+        for o in outcomes
+        if o["status"] == "done"
+        and o["variant"] == variant
+        and o["regime"] in ("last", "full")
+        and not o.get("fallback")
+    ]
+    return sorted(kept, key=lambda o: (o["scores"].get("top1", 0), o["scores"].get("map@10", 0)), reverse=True)[:top]
+
+
 class SweepRunner:
     def __init__(self, plan: SweepPlan, progress: bool = True, echo: Callable[[str], None] = print):
         self.plan, self.progress, self.echo = plan, progress, echo
@@ -130,25 +163,14 @@ class SweepRunner:
         return {(o["id"], o["variant"]): o for o in read_jsonl(self.results_file) if o["status"] == "done"}
 
     # the steps of one configuration
-    def _augmented(self, configuration: Configuration) -> str:
-        if configuration.augment == "none":
-            return ""
-        recipe = load_recipe(configuration.augment, target_per_class=self.plan.augment_target)
-        folder = f"{Path(self.plan.data).resolve().name}-{Path(recipe.name).stem}-{recipe.target_per_class}"
-        out = Path(self.plan.runs_dir) / "sweeps" / "augmented" / folder  # one per data folder, recipe and target
-        augment_competition(self.plan.data, recipe, out, progress=self.progress, replace_if_changed=True)
-        return str(out)
-
     def _train(self, configuration: Configuration) -> str:
         """The run folder of a configuration, trained (or resumed) if it is not finished."""
-        config = self.plan.train_config(configuration, self._augmented(configuration))
+        config = self.plan.train_config(configuration, augmented_folder(self.plan, configuration, self.progress))
         folder = Path(config.runs_dir) / config.run_name
-        if (folder / "summary.json").exists() and (folder / BEST).exists():
+        if is_finished(folder):
             return str(folder)
-        resume = (folder / LAST).exists()
-        if not resume and (folder / BEST).exists():  # a last-layer run killed between best.pt and summary.json
-            (folder / BEST).unlink()
-        train(config, resume=resume, progress=self.progress)
+        discard_unjudged(folder)
+        train(config, resume=can_resume(folder), progress=self.progress)
         return str(folder)
 
     def _submit(self, models: list[str], variant: SubmitVariant, name: str) -> dict:
@@ -216,33 +238,14 @@ class SweepRunner:
             **extra,
         }
         _append(self.results_file, outcome)
-        if status == "done":
-            self.echo(
-                f"  {configuration.label} · {variant}: top-1 {outcome['scores'].get('top1', float('nan')):.3f} "
-                f"in {seconds:.0f} s"
-            )
-        else:
-            self.echo(f"  {configuration.label} · {variant}: failed: {outcome['reason']}")
+        self.echo(describe_outcome(outcome))
         return outcome
 
     def _ensemble(self, outcomes: list[dict], top: int, done: dict) -> list[dict]:
         """The `top` best trained runs that kept their training (a run that fell back is its
         backbone), ranked by the first variant's top-1 then mAP@10, fused and submitted with
         every variant."""
-        first = self.plan.variants[0].name
-        ranked = sorted(
-            (
-                o
-                for o in outcomes
-                if o["status"] == "done"
-                and o["variant"] == first
-                and o["regime"] in ("last", "full")
-                and not o.get("fallback")
-            ),
-            key=lambda o: (o["scores"].get("top1", 0), o["scores"].get("map@10", 0)),
-            reverse=True,
-        )
-        chosen = ranked[:top]
+        chosen = best_runs(outcomes, self.plan.variants[0].name, top)
         if len(chosen) < 2:
             self.echo("no ensemble: fewer than 2 trained runs kept their training")
             return []

@@ -23,17 +23,17 @@ from torch.utils.data import DataLoader
 
 from competition.data.dataset import ImageDataset, loader_workers, resize_to_tensor
 from competition.data.images import read_image
+from competition.device import autocast_for, compiled, half_precision_on
 from competition.errors import CompeteError
 from competition.io import atomic_write_text
 from competition.models.embedder import Embedder
 from competition.progress import steps
-from competition.retrieval.embed import autocast_for, compiled, half_precision_on
 from competition.train.config import check_same_settings
 from competition.train.freezing import full_training_mode
 from competition.train.label_fusion import fit_label_fusion
-from competition.train.loop import Run, seed_epoch
 from competition.train.losses import loss_for
 from competition.train.optim import fine_tuning_groups, make_optimizer, optimizer_step
+from competition.train.run import Run, seed_epoch
 from competition.train.safety import cpu_copy, interpolate_weights, resolve_freeze_bn
 from competition.train.sampling import EpochSampler
 from competition.train.validation import PoolScores, compare, objective
@@ -101,6 +101,18 @@ def choose_wise_ft(run: Run, initial: dict, best: dict, pool_scores) -> tuple[fl
     return chosen, scores[chosen]
 
 
+def label_classifier_of(run: Run, fold, baseline: PoolScores) -> dict:
+    """The label classifier on the final embedding (train/label_fusion.py), added to best.pt. The
+    backbone trained on the fold's training photos only, so its pool still measures what the test will."""
+    vectors, _ = run.extract(run.embedder, run.data.photos, "label classifier", cached=False)
+    same = lambda _: lambda v: v  # noqa: E731 - one trained network for every fold
+    summary, classifier = fit_label_fusion(
+        vectors, run.data.labels, [fold], [fold], same, same(None), baseline, run.config.seed
+    )
+    run.folder.save_best(run.folder.load_best() | {"label_classifier": classifier.to_payload()})
+    return summary
+
+
 @dataclass
 class RunState:
     """What --resume restores besides the weights and the optimiser."""
@@ -127,9 +139,7 @@ class FullLayerTrainer:
         self.state = RunState()
 
     def _pool_scores(self) -> PoolScores:
-        self.run.embedder.eval()
-        vectors, _ = self.run.extract(self.run.embedder, self.pool, "validation", cached=False)
-        return self.run.score(vectors, self.fold)
+        return self.run.embedder_scores(self.pool, self.fold)
 
     def fit(self, started: float, resume: bool = False) -> dict:
         run = self.run
@@ -156,7 +166,7 @@ class FullLayerTrainer:
             alpha, scores = choose_wise_ft(run, self.initial_weights, best, self._pool_scores)
         else:
             alpha, scores = None, self._pool_scores()
-        fusion = self._label_fusion(baseline) if self.config.landmarks != "new" else {}
+        fusion = label_classifier_of(run, self.fold, baseline) if self.config.landmarks != "new" else {}
         return run.summary(
             started,
             compare(scores, baseline, seed=self.config.seed),
@@ -167,19 +177,6 @@ class FullLayerTrainer:
             wise_ft_alpha=alpha,
             label_fusion=fusion,
         )
-
-    def _label_fusion(self, baseline: PoolScores) -> dict:
-        """The label classifier on the final embedding (train/label_fusion.py). The backbone trained
-        on the fold's training photos only, so its pool still measures what the test will."""
-        run = self.run
-        vectors, _ = run.extract(run.embedder, run.data.photos, "label classifier", cached=False)
-        same = lambda _: lambda v: v  # noqa: E731 - one trained network for every fold
-        summary, classifier = fit_label_fusion(
-            vectors, run.data.labels, [self.fold], [self.fold], same, same(None), baseline, self.config.seed
-        )
-        best = run.folder.load_best()
-        run.folder.save_best(best | {"label_classifier": classifier.to_payload()})
-        return summary
 
     def _epochs(self, resume: bool) -> None:
         run, config, device = self.run, self.config, self.run.device

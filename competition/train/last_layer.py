@@ -20,12 +20,12 @@ from competition.data.discover import ImageRecord
 from competition.models.projection import make_projection
 from competition.progress import steps
 from competition.train.label_fusion import fit_label_fusion
-from competition.train.loop import Run, seed_epoch
 from competition.train.losses import loss_for
 from competition.train.optim import make_optimizer, optimizer_step
+from competition.train.run import Run, seed_epoch
 from competition.train.sampling import epoch_order
 from competition.train.validation import PoolScores, compare, objective
-from competition.train.whitening import apply_whitening, fit_whitening
+from competition.train.whitening import apply_learned_whitening, fit_learned_whitening
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def _whitening_head_for(run: Run, features: dict):
 
     def head_for(train: np.ndarray):
         x, y = _stack(features, [run.data.photos[i] for i in train])
-        mean, matrix, _ = fit_whitening(x, y, run.config.whiten_power)
-        return lambda vectors: apply_whitening(vectors, mean, matrix)
+        mean, matrix, _ = fit_learned_whitening(x, y, run.config.whiten_power)
+        return lambda vectors: apply_learned_whitening(vectors, mean, matrix)
 
     return head_for
 
@@ -102,12 +102,12 @@ def _fit_whitening(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
     per_fold, shrinkages = [], []
     for fold in data.folds:
         x, y = _stack(features, [data.photos[i] for i in fold.train] + data.extra)
-        mean, matrix, shrinkage = fit_whitening(x, y, power)
-        per_fold.append(run.score(apply_whitening(run.pool_features(features, fold), mean, matrix), fold))
+        mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
+        per_fold.append(run.score(apply_learned_whitening(run.pool_features(features, fold), mean, matrix), fold))
         shrinkages.append(shrinkage)
     scores = PoolScores.concat(per_fold)
     x, y = _stack(features, data.photos + data.extra)
-    mean, matrix, shrinkage = fit_whitening(x, y, power)
+    mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
     run.embedder.projection.set(mean, matrix)
     history = [{"epoch": 0, **scores.means()}]
     return (

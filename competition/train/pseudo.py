@@ -10,12 +10,17 @@ landmarks that are not in train/ (transductive; off unless asked for).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from competition.data.discover import ImageRecord
+from competition.data.discover import ImageRecord, discover_competition
 from competition.retrieval.search import l2_normalize
+from competition.train.run import Run
+
+log = logging.getLogger(__name__)
 
 
 def mutual_nearest_pairs(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,3 +58,29 @@ def pseudo_classes(records: list[ImageRecord], vectors: np.ndarray, threshold: f
     _, component = connected_components(graph, directed=False)
     members = np.unique(pairs)
     return [ImageRecord(records[i].path, records[i].key, "pseudo", f"pseudo-{component[i]:04d}") for i in members]
+
+
+def add_pseudo_labels(run: Run) -> None:
+    """Extra training classes from confident mutual neighbours among query/gallery photos,
+    the threshold calibrated on the training landmarks (labels known, pretrained features)."""
+    found = discover_competition(run.config.data, need_train=False)
+    unlabeled = found.query + found.gallery
+    if not unlabeled:
+        log.warning("pseudo-labels need query/gallery photos; none added")
+        return
+    features = run.pretrained_features(run.data.photos, "calibrate")
+    labelled = [r for r in run.data.photos if r.path in features]
+    threshold = calibrate_threshold(
+        np.stack([features[r.path] for r in labelled]), [r.label for r in labelled], run.config.pseudo_precision
+    )
+    if threshold is None:
+        log.warning(
+            "pseudo-labels: no similarity reaches precision %.2f on the training landmarks; none added",
+            run.config.pseudo_precision,
+        )
+        return
+    vectors = run.pretrained_features(unlabeled, "pseudo-labels")
+    readable = [r for r in unlabeled if r.path in vectors]  # unreadable photos must not pair up
+    added = pseudo_classes(readable, np.stack([vectors[r.path] for r in readable]), threshold)
+    run.data.extra = added
+    run.pseudo = {"threshold": threshold, "images": len(added), "classes": len({r.label for r in added})}

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from competition.io import atomic_write_json, atomic_write_text
+from competition.models.checkpoint import load_checkpoint, save_checkpoint
 from competition.report.plots import plot_training_curves
-from competition.runs import BEST, LAST, load_checkpoint, save_checkpoint
+from competition.runs import BEST, CURVES, LAST, METRICS
 
 
 class RunFolder:
@@ -29,9 +30,9 @@ class RunFolder:
     def write_history(self, history: list[dict], baseline: dict) -> None:
         """metrics.csv, and curves.png when the run has epochs to draw."""
         metrics = pd.DataFrame(history)
-        atomic_write_text(self.path / "metrics.csv", metrics.to_csv(index=False))
+        atomic_write_text(self.path / METRICS, metrics.to_csv(index=False))
         if "loss" in metrics and len(metrics):
-            plot_training_curves(metrics, baseline, self.path / "curves.png")
+            plot_training_curves(metrics, baseline, self.path / CURVES)
 
     def save_best(self, payload: dict) -> None:
         save_checkpoint(self.path / BEST, payload)

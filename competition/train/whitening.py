@@ -26,7 +26,7 @@ def within_class_offsets(features: np.ndarray, labels: np.ndarray) -> np.ndarray
     return np.concatenate(offsets) if offsets else np.zeros((0, features.shape[1]), features.dtype)
 
 
-def fit_whitening(features: np.ndarray, labels, power: float = 0.5) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_learned_whitening(features: np.ndarray, labels, power: float = 0.5) -> tuple[np.ndarray, np.ndarray, float]:
     """(mean, matrix, shrinkage) such that (normalise(x) - mean) @ matrix is the whitened x."""
     features = l2_normalize(features).astype(np.float64)
     labels = np.asarray(labels)
@@ -40,6 +40,6 @@ def fit_whitening(features: np.ndarray, labels, power: float = 0.5) -> tuple[np.
     return features.mean(axis=0).astype(np.float32), matrix.astype(np.float32), float(estimate.shrinkage_)
 
 
-def apply_whitening(features: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def apply_learned_whitening(features: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """What LearnedWhitening does, on arrays (validation folds use it without a model)."""
     return (l2_normalize(features) - mean) @ matrix

@@ -1,0 +1,69 @@
+"""Which device a command runs on and in what precision: below every stage that computes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from competition.errors import CompeteError
+from competition.settings.choices import PRECISIONS
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:
+    """The CUDA autocast type of a --precision; None: float32 throughout. auto: bf16 where the GPU
+    has it (fp16's range can overflow without a loss scaler), else fp16."""
+    if precision not in PRECISIONS:
+        raise CompeteError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def half_precision_on(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast type `device` computes in under --precision: None off CUDA, whatever it says."""
+    if device.type != "cuda":
+        autocast_dtype(precision, False)  # still refuses an unknown name
+        return None
+    return autocast_dtype(precision, torch.cuda.is_bf16_supported())
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """Mixed precision on CUDA as --precision says; plain float32 on CPU, whatever it says."""
+    dtype = half_precision_on(device, precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def compiled(module: torch.nn.Module, device: torch.device, wanted: bool) -> torch.nn.Module:
+    """`module` through torch.compile when asked and on CUDA (where it pays back its compile time);
+    on another device the module as it is, with a note."""
+    if not wanted:
+        return module
+    if device.type != "cuda":
+        log.warning("--compile: no-op on %s (torch.compile pays back its compile time on CUDA)", device.type)
+        return module
+    return torch.compile(module)
+
+
+# A CPU embeds fastest in small batches (2 cores, efficientnet_lite0, scripts/bench_embed.py):
+# square 224 px 61 images/s in batches of 8 vs 31 in batches of 32; aspect 384 px 20-32 in
+# batches of 1-4 vs 16-23 in 8 or 32. So a CPU batch holds about 8 squares of 224 px.
+CPU_BATCH_PIXELS = 8 * 224 * 224
+
+
+def batch_for(device: torch.device, batch_size: int, largest_side: int) -> int:
+    """Photos per forward pass: `batch_size` on CUDA, fewer on a CPU for large views."""
+    return batch_size if device.type == "cuda" else max(1, min(batch_size, CPU_BATCH_PIXELS // largest_side**2))

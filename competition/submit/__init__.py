@@ -1,0 +1,1 @@
+"""Submit stage: from models to a scored, recorded submission (retrieval/ is its library)."""

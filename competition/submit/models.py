@@ -1,0 +1,179 @@
+"""The models of a submission: trained runs (folder or name under runs/) or backbone names for
+off-the-shelf features, each with what training said of it, and the guard that replaces a
+run validation judged worse than its pretrained backbone."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from competition.errors import CompeteError
+from competition.models.checkpoint import load_run_embedder
+from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.registry import REGISTRY, get_spec
+from competition.retrieval.posteriors import LabelClassifier
+from competition.runs import (
+    LAST,
+    SUMMARY,
+    TOO_FEW,
+    find_run,
+    frozen_features_cache,
+    read_summary,
+    resolve_run_dir,
+    trained_embeddings_cache,
+    view_tag,
+)
+from competition.settings.submit import SubmitConfig
+
+log = logging.getLogger(__name__)
+
+FELL_BACK_LOST = "it lost in validation"  # why the guard replaced a run, as its note says
+FELL_BACK_UNTOLD = "validation could not tell"
+
+
+@dataclass
+class LoadedModel:
+    label: str  # run name or backbone name
+    backbone: str
+    embedder: object
+    regime: str
+    augmentation: str
+    embedder_config: EmbedderConfig
+    weights_origin: str = ""  # of the pretrained backbone, when `frozen`
+    run_dir: Path | None = None  # None: not a trained run
+    beats_pretrained: bool | None = None  # on held-out landmarks during training; None: unknown / not a run
+    validation: str = ""  # the run's verdict on held-out landmarks ("" when not a run or not recorded)
+    # The backbone is the pretrained one (off-the-shelf, last regime): its pooled features are
+    # cached once per backbone and shared by every such model (and by training); only the projection differs.
+    frozen: bool = False
+    classifier: LabelClassifier | None = None  # the run's label classifier (closed-set queries)
+    beats_on_known: bool | None = None  # on held-out photos of training landmarks, its fusion included
+    known_validation: str = ""
+
+    def cache(self, runs_dir: str, size: int, resize: str, flip: bool, scales: list[float]) -> Path:
+        """Where this model's vectors at a view are cached (runs.py keys them)."""
+        view = view_tag(size, resize, flip, scales)
+        if self.frozen:
+            c = self.embedder_config
+            return frozen_features_cache(runs_dir, c.backbone, self.weights_origin, c.pooling, c.gem_p, view)
+        return trained_embeddings_cache(runs_dir, self.run_dir, view)
+
+
+def pretrained_model(config: EmbedderConfig) -> LoadedModel:
+    """Off-the-shelf features: the pretrained backbone and its pooling, no projection."""
+    config = replace(config, projection="none", embedding_dim=0, pretrained=True)
+    embedder, origin = build_embedder(config)
+    embedder.eval()
+    return LoadedModel(config.backbone, config.backbone, embedder, "off-the-shelf", "none", config, origin, frozen=True)
+
+
+def _finished_summary(run_dir: Path, use_unfinished: bool) -> dict:
+    """A finished run's validation verdicts. A run without them is still training or was
+    stopped: its best.pt is an in-progress checkpoint that no validation has judged, so it is
+    refused unless the user keeps runs whatever validation says."""
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return summary
+    how = (
+        f"continue it with `compete train --resume {run_dir}`"
+        if (run_dir / LAST).exists()
+        else "train it again (a last-layer run takes seconds on cached features)"
+    )
+    if not use_unfinished:
+        raise CompeteError(
+            f"{run_dir}: the run is unfinished (no {SUMMARY}: still training, or stopped); {how}, "
+            "or pass --if-worse keep to submit its best.pt as it is"
+        )
+    log.warning("%s: unfinished run, its best.pt used as it is (--if-worse keep); %s", run_dir, how)
+    return {}
+
+
+def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
+    embedder, embedder_config, config = load_run_embedder(run_dir)
+    summary = _finished_summary(run_dir, use_unfinished)
+    classifier = config.get("label_classifier")
+    fusion = summary.get("label_fusion") or {}
+    # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks
+    known = (fusion.get("validation") or summary.get("validation", {})).get("seen", {})
+    return LoadedModel(
+        run_dir.name,
+        embedder_config.backbone,
+        embedder,
+        config.get("regime", "?"),
+        augmentation_of(config),
+        embedder_config,
+        config.get("weights_origin", ""),
+        run_dir,
+        summary.get("beats_pretrained", {}).get("unseen"),
+        summary.get("validation", {}).get("unseen", {}).get("verdict", ""),
+        config.get("regime") == "last" and "weights_origin" in config,
+        LabelClassifier.from_payload(classifier) if classifier else None,
+        known.get("beats"),
+        known.get("verdict", ""),
+    )
+
+
+def load_model(model: str, config: SubmitConfig) -> LoadedModel:
+    """A run (folder or name under runs/) or, for a backbone name, its off-the-shelf features."""
+    if find_run(model, config.runs_dir) or (model not in REGISTRY and Path(model).exists()):
+        return load_run(resolve_run_dir(model, config.runs_dir), config.if_worse == "keep")
+    get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
+    return pretrained_model(
+        EmbedderConfig(backbone=model, pooling=config.pooling, weights_file=config.weights_file or None)
+    )
+
+
+def guard_unseen(
+    models: list[LoadedModel], weights: list[float], if_worse: str, with_pretrained: float, landmarks: str = "mixed"
+) -> tuple[list[LoadedModel], list[float], list[str]]:
+    """Apply --if-worse and --with-pretrained; returns models, weights and what was done.
+
+    Which validation judges a run depends on the queries: for `known` landmarks its verdict
+    on held-out photos of training landmarks, otherwise on landmarks held out whole."""
+    kept, kept_weights, notes = [], [], []
+    for model, weight in zip(models, weights):
+        beats, verdict, where = (
+            (model.beats_on_known, model.known_validation, "held-out photos of its training landmarks")
+            if landmarks == "known"
+            else (model.beats_pretrained, model.validation, "held-out landmarks")
+        )
+        worse = beats is False or verdict == TOO_FEW
+        if beats is False:
+            log.warning("run %s did worse than its pretrained backbone on %s", model.label, where)
+        elif worse:
+            log.warning("run %s: too few photos to tell whether it helps on %s", model.label, where)
+        if worse and if_worse == "fallback":
+            kept += [pretrained_model(model.embedder_config)]
+            kept_weights += [weight]
+            reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
+            notes.append(f"{model.label}: fell back to pretrained ({reason})")
+            continue
+        kept.append(model)
+        kept_weights.append(weight)
+        extra = 1.0 if worse and if_worse == "ensemble" else with_pretrained
+        if extra > 0 and model.regime != "off-the-shelf":
+            kept.append(pretrained_model(model.embedder_config))
+            kept_weights.append(weight * extra)
+            notes.append(f"{model.label} + pretrained×{extra:g}")
+    return kept, kept_weights, notes
+
+
+def augmentation_of(run_config: dict) -> str:
+    """The recipe a run trained on, as the leaderboard shows it."""
+    if not run_config.get("use_augmented", False) or run_config.get("head_resolved") == "whitening":
+        return "none"  # the learned whitening is fitted on the original photos only
+    folder = Path(run_config.get("augmented") or Path(run_config.get("data", "")) / "augmented")
+    recipe_file = folder / "recipe.json"
+    if recipe_file.exists():
+        recipe = json.loads(recipe_file.read_text())["recipe"]
+        return f"{recipe['name']}×{recipe['target_per_class']}"
+    return "none"
+
+
+def view_of(model: LoadedModel, config: SubmitConfig) -> tuple[int, str]:
+    """(size, resize) a model embeds at: its own view unless submit overrides it (`--resize
+    square` alone: the model's own size for a square view, lite0's 224)."""
+    resize = config.resize or model.embedder_config.resolved_resize()
+    return config.image_size or replace(model.embedder_config, resize=resize).resolved_image_size(), resize

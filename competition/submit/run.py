@@ -1,0 +1,208 @@
+"""`compete submit`: embed with every model, fuse, rank, write, validate, score and record.
+
+The steps in order, each a function below; retrieval/ does the embedding, fusing, searching
+and post-processing, evaluate/ the file, its checks and its score.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from competition.data.checks import leaked_photos
+from competition.data.dataset import scaled_sizes
+from competition.data.discover import Competition, discover_competition
+from competition.device import compiled, pick_device
+from competition.distributed import Distributed, init_distributed
+from competition.errors import CompeteError
+from competition.evaluate.submission import check_unique_ids, ranked_names, write_submission
+from competition.evaluate.validate import validate_submission
+from competition.io import exclusive_use
+from competition.retrieval.embed import extract_features
+from competition.retrieval.ensemble import fuse_concat
+from competition.retrieval.postprocess import check_size, embedding_steps, scored_ranking
+from competition.retrieval.search import recall_against_exact, resolve_index
+from competition.retrieval.verify import Verification, verify_ranking
+from competition.runs import embeddings_file, local_features_cache
+from competition.settings.submit import SubmitConfig
+from competition.submit.closed_set import fuse_label_posteriors, resolve_landmarks
+from competition.submit.models import LoadedModel, guard_unseen, load_model, view_of
+from competition.submit.record import (
+    leaderboard_record,
+    record_row,
+    save_ranked_vectors,
+    score_ranking,
+    submission_path,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmitResult:
+    path: Path | None  # None on a torchrun rank other than 0, which only embedded its share
+    scores: dict | None
+    record: dict
+    skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
+    notes: list[str] = field(default_factory=list)  # what submit decided for the user to read (the landmarks kind)
+
+
+def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
+    """Embed, rank, write, validate, score and record one submission. A named submission is held
+    by one process from start to end (a second `submit --name same` at once stops, naming the
+    first), so one file and one leaderboard row describe the same ranking."""
+    if config.name and init_distributed().is_main:
+        locks = Path(config.runs_dir) / "submission-locks"  # not in submissions/, which users upload from
+        with exclusive_use(submission_path(config, config.name), "submission", lock_dir=locks):
+            return _submit(config, progress)
+    return _submit(config, progress)
+
+
+class Embeddings:
+    """Each model's vectors of query and gallery photos, computed once through its cache (auto's
+    estimate embeds the queries that the ranking reuses)."""
+
+    def __init__(self, config: SubmitConfig, device: torch.device, dist: Distributed, progress: bool):
+        self.config, self.device, self.dist, self.progress = config, device, dist, progress
+        self.skipped: set[str] = set()
+        self.done: dict[tuple[int, str], tuple[LoadedModel, np.ndarray]] = {}
+
+    def __call__(self, model: LoadedModel, records) -> np.ndarray:
+        key = (id(model), records[0].split)
+        if key not in self.done:
+            vectors, failed = self._embed(model, records)
+            self.skipped.update(str(p) for p in failed)
+            self.done[key] = (model, vectors)  # the model kept alive: its id is not reused by another
+        return self.done[key][1]
+
+    def _embed(self, model: LoadedModel, records):
+        config = self.config
+        model.embedder.to(self.device)
+        size, resize = view_of(model, config)
+        vectors, failed = extract_features(
+            model.embedder.pooled if model.frozen else model.embedder,
+            [r.path for r in records],
+            size,
+            self.device,
+            cache_dir=model.cache(config.runs_dir, size, resize, config.flip, config.scales),
+            batch_size=config.batch_size,
+            flip=config.flip,
+            scales=config.scales,
+            resize=resize,
+            strict=config.strict,
+            description=f"{model.label}: {records[0].split}",
+            progress=self.progress,
+            workers=config.workers,
+            shards=self.dist,
+            precision=config.precision,
+        )
+        if model.frozen:  # the run's own projection on the shared pooled features
+            with torch.no_grad():
+                vectors = model.embedder.projection(torch.from_numpy(vectors).to(self.device)).cpu().numpy()
+        return vectors, failed
+
+
+def _competition(config: SubmitConfig) -> Competition:
+    """The competition folder, checked before any model loads."""
+    competition = discover_competition(config.data, need_train=False)
+    if not competition.query or not competition.gallery:
+        raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
+    check_size(config.postprocess, len(competition.query) + len(competition.gallery))
+    scaled_sizes(config.image_size or 224, config.scales)  # the largest view within the limit
+    for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
+        check_unique_ids([r.name for r in records], config.format, what)
+    leaked_photos(competition.train, competition.query + competition.gallery)
+    return competition
+
+
+def _rank(config: SubmitConfig, competition: Competition, queries, gallery, index: str, progress: bool):
+    """Search (and verify) the fused vectors: the ranking, the index as described, the verification."""
+    k = config.ranks[0]
+    ranked_scores, ranking = scored_ranking(config.postprocess, queries, gallery, max(k, config.verify), index)
+    if index != "exact":  # say what the approximation costs
+        recall = recall_against_exact(queries, gallery, ranking, ranking.shape[1])
+        index = f"{index} (recall@{ranking.shape[1]} vs exact {recall:.3f})"
+        log.warning("approximate search: %s", index)
+    verification = "off"
+    if config.verify:
+        ranking, cost = verify_ranking(
+            ranking,
+            ranked_scores,
+            [r.path for r in competition.query],
+            [r.path for r in competition.gallery],
+            Verification(top=config.verify),
+            cache_dir=local_features_cache(config.runs_dir),
+            progress=progress,
+        )
+        verification = f"SIFT + MAGSAC, top {cost['top']}, {cost['per_query_s']:.2f} s/query"
+    return ranking[:, :k], index, verification
+
+
+def _write(config: SubmitConfig, competition: Competition, name: str, ranking: np.ndarray) -> Path:
+    """The submission file, validated: a file the competition would reject is never scored or recorded."""
+    queries, gallery = [r.name for r in competition.query], [r.name for r in competition.gallery]
+    path = write_submission(submission_path(config, name), queries, ranked_names(ranking, gallery), config.format)
+    problems = validate_submission(path, queries, gallery, min(config.ranks[0], len(gallery)))
+    if problems:
+        raise CompeteError(f"{path} was written but is not valid, so it was not scored: " + "; ".join(problems))
+    return path
+
+
+def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
+    competition = _competition(config)
+    # relative weights: scaled so the largest is 1 (1e308,1e308 would overflow float32 as it is)
+    given = config.ensemble_weights
+    weights = [w / max(given) for w in given] if given else [1.0] * len(config.model)
+    dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
+    device = dist.device() or pick_device(config.device or None)
+    models = [load_model(m, config) for m in config.model]
+    for model in models:  # the backbone: both the pooled features and the full embedding go through it
+        model.embedder.backbone = compiled(model.embedder.backbone, device, config.compile)
+    embed = Embeddings(config, device, dist, progress)
+    landmarks, estimate = resolve_landmarks(config.landmarks, models, lambda m: embed(m, competition.query))
+    models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained, landmarks)
+    query_vectors = [embed(model, competition.query) for model in models]
+    gallery_vectors = [embed(model, competition.gallery) for model in models]
+    if not dist.is_main:
+        return SubmitResult(None, None, {}, sorted(embed.skipped))
+    index = resolve_index(config.index, len(competition.gallery))
+    queries, gallery = embedding_steps(
+        config.postprocess, fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights), index
+    )
+    fusion_note = "off"
+    if landmarks == "known":
+        queries, gallery, fusion_note = fuse_label_posteriors(
+            models, weights, query_vectors, gallery_vectors, queries, gallery
+        )
+    ranking, index, verification = _rank(config, competition, queries, gallery, index, progress)
+    name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    path = _write(config, competition, name, ranking)
+    save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
+    scores = score_ranking(ranking, competition, config.ranks[1])
+    record = leaderboard_record(
+        config,
+        models,
+        weights,
+        name=name,
+        unseen_guard="; ".join(guard_notes),
+        landmarks=landmarks if estimate is None else f"{landmarks} (auto{estimate.short()})",
+        label_fusion=fusion_note,
+        verification=verification,
+        index=index,
+        submission=str(path),
+        **(scores or {}),
+        settings=config.to_dict(),  # all of them: a row is enough to make its submission again
+    )
+    if scores is not None:
+        record_row(config, path, record)
+    notes = [estimate.describe()] if estimate is not None else []
+    if landmarks == "known":
+        notes.append(f"landmarks known: {fusion_note}")
+    if config.verify:
+        notes.append(f"geometric verification: {verification}")
+    return SubmitResult(path, scores, record, sorted(embed.skipped), notes)

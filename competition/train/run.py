@@ -1,0 +1,187 @@
+"""A training run in memory: its settings, data, model and folder, and what both regimes do
+with them (features of the frozen backbone, validation scores, the files a run writes)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import competition
+from competition.data.discover import ImageRecord
+from competition.distributed import Distributed
+from competition.io import fingerprint
+from competition.models.embedder import Embedder
+from competition.models.registry import get_spec, native_inputs
+from competition.retrieval.embed import extract_features
+from competition.runs import CONFIG, SUMMARY, frozen_features_cache, view_tag
+from competition.train.config import TrainConfig, embedder_config
+from competition.train.data import TrainingData
+from competition.train.run_folder import RunFolder
+from competition.train.validation import PoolScores, score_pool
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Randomness inside an epoch (dropout, drop-path) from (seed, epoch): a resumed run repeats it."""
+    torch.manual_seed(seed * 1_000_003 + epoch)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(competition.__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance(data: TrainingData) -> dict:
+    import timm
+    import torchvision
+
+    files = sorted(f"{r.name}|{r.path.stat().st_size}" for r in data.training_records())
+    return {
+        "git_commit": _git_commit(),
+        "compete": competition.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "data_fingerprint": fingerprint(files),
+        "photos": len(data.photos),
+        "variants": sum(map(len, data.variants)),
+        "folds": len(data.folds),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class Run:
+    """Everything a regime needs: settings, data, the model, where to write."""
+
+    config: TrainConfig
+    data: TrainingData
+    embedder: Embedder
+    weights_origin: str
+    folder: RunFolder
+    device: torch.device
+    dist: Distributed = field(default_factory=Distributed)
+    progress: bool = True
+    pseudo: dict = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the views that are embedded (validation, features, what submit uses)."""
+        return embedder_config(self.config).resolved_image_size()
+
+    @property
+    def crop_size(self) -> int:
+        """The full regime's square training crops: --image-size, else the backbone's native size."""
+        return self.config.image_size or native_inputs(get_spec(self.config.backbone)).size
+
+    def cache_dir(self) -> Path:
+        c = self.config
+        view = view_tag(self.image_size, embedder_config(c).resolved_resize())
+        return frozen_features_cache(c.runs_dir, c.backbone, self.weights_origin, c.pooling, c.gem_p, view)
+
+    def extract(
+        self, fn, records: list[ImageRecord], description: str, cached: bool = True
+    ) -> tuple[np.ndarray, list[Path]]:
+        return extract_features(
+            fn,
+            [r.path for r in records],
+            self.image_size,
+            self.device,
+            resize=embedder_config(self.config).resolved_resize(),
+            cache_dir=self.cache_dir() if cached else None,
+            batch_size=self.config.batch_size,
+            description=description,
+            progress=self.progress,
+            workers=self.config.workers,
+            precision=self.config.precision,
+        )
+
+    def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
+        """Pooled features of the (frozen) pretrained backbone by path, unreadable files left out."""
+        vectors, failed = self.extract(self.embedder.pooled, records, description)
+        unreadable = set(failed)
+        return {r.path: v for r, v in zip(records, vectors) if r.path not in unreadable}
+
+    def pool_features(self, features: dict[Path, np.ndarray], fold) -> np.ndarray:
+        """The rows of `features` for a fold's validation pool, in pool order."""
+        return np.stack([features[self.data.photos[i].path] for i in fold.pool])
+
+    def baseline(self, features: dict[Path, np.ndarray], folds) -> PoolScores:
+        """The pretrained backbone on every fold's validation pool: the score to beat."""
+        return PoolScores.concat([self.score(self.pool_features(features, fold), fold) for fold in folds])
+
+    def embedder_scores(self, records: list[ImageRecord], fold) -> PoolScores:
+        """The embedder as it is now on a fold's validation pool."""
+        self.embedder.eval()
+        vectors, _ = self.extract(self.embedder, records, "validation", cached=False)
+        return self.score(vectors, fold)
+
+    def score(self, vectors: np.ndarray, fold) -> PoolScores:
+        return score_pool(vectors, self.data.labels[fold.pool], fold.unseen)
+
+    def write_config(self, **extra) -> None:
+        self.folder.write_json(
+            CONFIG,
+            {
+                **self.config.to_dict(),
+                "head_resolved": self.config.loss,
+                "weights_origin": self.weights_origin,
+                "pseudo_labels_added": self.pseudo,
+                "classes": self.data.classes(),
+                **extra,
+                "provenance": provenance(self.data),
+            },
+        )
+
+    def save_best(self, epoch: int, scores: dict, **extra) -> None:
+        """best.pt: what `compete submit` loads (the embedder's settings and weights as they are now)."""
+        self.folder.save_best(
+            {
+                "embedder_config": embedder_config(self.config).to_dict(),
+                "embedder": self.embedder.state_dict(),
+                "epoch": epoch,
+                "scores": scores,
+                **extra,
+            }
+        )
+
+    def summary(self, started: float, comparison: dict, baseline: PoolScores, best: dict, **extra) -> dict:
+        summary = {
+            "run": self.config.run_name,
+            "regime": self.config.regime,
+            "head": self.config.loss,
+            "landmarks": self.config.landmarks,
+            **extra,
+            "validation": comparison,
+            "best": best,
+            "baseline": baseline.means(),
+            "beats_pretrained": {g: c["beats"] for g, c in comparison.items()},
+            "skipped_files": self.data.skipped,
+            "wall_seconds": round(time.time() - started, 1),
+        }
+        self.folder.write_json(SUMMARY, summary)
+        return summary
