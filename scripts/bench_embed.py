@@ -25,9 +25,10 @@ import torch
 
 from competition.data.discover import discover_competition
 from competition.data.sample import make_sample_competition
+from competition.device import batch_for, pick_device
 from competition.models.embedder import EmbedderConfig, build_embedder
-from competition.retrieval.embed import batch_for, extract_features, pick_device
-from competition.train.config import TrainConfig
+from competition.retrieval.embed import extract_features
+from competition.settings.train import TrainConfig
 from competition.train.last_layer import train_projection
 from competition.train.loop import prepare_run
 

@@ -1,8 +1,8 @@
 """A Google-Landmarks-2019-size submit on random vectors: wall time and peak memory.
 
 760k gallery and 100k query vectors (512-d, landmark-like clusters) go through the real
-post-processing and search code of `compete submit` (PostProcess.vectors, then
-rank_vectors with the index `--index auto` picks: IVF past 100k), top-100 per query, as
+post-processing and search code of `compete submit` (embedding_steps, then
+scored_ranking with the index `--index auto` picks: IVF past 100k), top-100 per query, as
 the Kaggle format asks. Photos are not decoded: this measures what happens after
 embedding, the part that used to grow quadratically.
 
@@ -19,8 +19,9 @@ import time
 
 import numpy as np
 
-from competition.retrieval.postprocess import PostProcess
+from competition.retrieval.postprocess import embedding_steps, scored_ranking
 from competition.retrieval.search import l2_normalize, recall_against_exact, resolve_index
+from competition.settings.submit import PostProcess
 
 
 def clustered(count: int, dim: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -53,9 +54,9 @@ def main() -> None:
     post = PostProcess(qe=args.qe, dba=args.dba)
     index = resolve_index("auto", len(gallery))
     started = time.perf_counter()
-    queries, gallery = post.vectors(queries, gallery, index)
+    queries, gallery = embedding_steps(post, queries, gallery, index)
     expanded = time.perf_counter()
-    ranking = post.rank_vectors(queries, gallery, args.k, index)
+    ranking = scored_ranking(post, queries, gallery, args.k, index)[1]
     ranked = time.perf_counter()
     recall = recall_against_exact(queries, gallery, ranking, args.k, sample=200)
     print(

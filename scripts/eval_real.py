@@ -43,9 +43,9 @@ from competition.augment.recipes import load_recipe
 from competition.data.discover import discover_competition
 from competition.evaluate.metrics import bootstrap_interval, per_query_scores
 from competition.evaluate.scoring import load_ranked_submission
-from competition.retrieval.postprocess import PostProcess
-from competition.retrieval.submit import SubmitConfig, submit
-from competition.train.config import TrainConfig
+from competition.settings.submit import PostProcess, SubmitConfig
+from competition.settings.train import TrainConfig
+from competition.submit.run import submit
 from competition.train.loop import train
 from competition.train.validation import MAP_K
 
@@ -72,7 +72,7 @@ def run_pipeline(name: str, data: Path, work: Path, steps) -> dict:
 def submit_in(folder: Path, data: Path, models: list[str], **settings):
     config = SubmitConfig(
         data=str(data),
-        models=models,
+        model=models,
         name="submission",
         k=100,  # deep enough for mAP@100
         runs_dir=str(folder / "runs"),

@@ -51,6 +51,7 @@ def tiny_config(data, runs, name, **overrides):
 
 def state_of(run_dir, part="embedder"):
     """A part of a run's last.pt (embedder, criterion, optimizer...)."""
-    from competition.runs import LAST, load_checkpoint
+    from competition.models.checkpoint import load_checkpoint
+    from competition.runs import LAST
 
     return load_checkpoint(Path(run_dir) / LAST)[part]

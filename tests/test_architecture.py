@@ -1,4 +1,5 @@
-"""The package's shape: each stage imports only from the stages below it."""
+"""The package's shape: each stage imports only from the stages below it, no module takes part
+in an import circle, and no file, function or class grows past what a reader takes in at once."""
 
 import ast
 from pathlib import Path
@@ -9,20 +10,25 @@ import competition
 STAGES = [
     "errors",
     "io",
+    "settings",
+    "runs",
     "progress",
+    "device",
     "distributed",
     "data",
     "models",
-    "runs",
     "evaluate",
     "report",
     "augment",
     "retrieval",
     "train",
+    "submit",
     "sweep",
     "pipeline",
     "cli",
 ]
+ROOT = Path(competition.__file__).parent
+MOST_LINES = {"file": 400, "function": 80, "class": 150}
 
 
 def stage_of(module: str) -> str:
@@ -52,3 +58,78 @@ def test_no_stage_imports_from_a_stage_above_it():
             if STAGES.index(stage_of(imported)) > STAGES.index(own):
                 upward.append(f"{relative} imports {imported}")
     assert upward == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the competition modules it imports}, lazy imports included; `from package import
+    module` counts as importing that module."""
+    modules = {module_name(p): p for p in ROOT.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("competition"):
+                named = {f"{node.module}.{alias.name}" for alias in node.names} & set(modules)
+                edges |= named or {node.module}
+            elif isinstance(node, ast.Import):
+                edges |= {alias.name for alias in node.names if alias.name.startswith("competition")}
+        graph[name] = {edge for edge in edges if edge in modules and edge != name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of a graph: Tarjan's strongly connected components of more than one module."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle_anywhere():
+    assert circles(import_graph()) == []
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # it finds one
+
+
+def test_files_functions_and_classes_stay_short():
+    too_long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MOST_LINES["file"]:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            kind = (
+                "class" if isinstance(node, ast.ClassDef) else "function" if isinstance(node, ast.FunctionDef) else ""
+            )
+            if kind and node.end_lineno - node.lineno + 1 > MOST_LINES[kind]:
+                too_long.append(
+                    f"{path.relative_to(ROOT)}: {kind} {node.name}, {node.end_lineno - node.lineno + 1} lines"
+                )
+    assert too_long == []

@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 from competition.cli import app
 from competition.data.images import read_image
 from competition.errors import CompeteError
-from competition.runs import BEST, load_checkpoint, save_checkpoint
+from competition.models.checkpoint import load_checkpoint, save_checkpoint
+from competition.runs import BEST
 
 runner = CliRunner()
 
@@ -346,7 +347,7 @@ def test_ctrl_c_during_submit_keeps_embeddings_and_rerun_finishes(tiny_competiti
     result = _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "cut")
     assert result.exit_code == 130 and "interrupted" in result.output
     assert not (tmp_path / "subs" / "cut.csv").exists()
-    caches = list((tmp_path / "runs" / "embedding-cache").glob("*.store"))
+    caches = list((tmp_path / "runs" / "feature-cache").glob("*.store"))  # off the shelf: the pooled features
     assert len(caches) == 1 and list(caches[0].glob("*.keys.npy"))  # the first batch kept...
     assert not list(caches[0].glob("*.tmp*"))  # ...atomically
     monkeypatch.setattr(Embedder, "pooled", real_pooled)
@@ -682,7 +683,7 @@ def test_sigterm_stops_any_command_with_one_line(capsys):
 
     import typer
 
-    from competition import cli
+    from competition.cli import base as cli
 
     previous = signal.getsignal(signal.SIGTERM)
     try:

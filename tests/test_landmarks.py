@@ -7,12 +7,15 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import EmbedderConfig
 from competition.retrieval.landmarks import KNOWN_FROM, calibrate_known, estimate_known_share
 from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, fuse_for_search, fused_similarity
 from competition.retrieval.search import l2_normalize, search
-from competition.retrieval.submit import LoadedModel, SubmitConfig, guard_unseen, submit
-from competition.runs import BEST, load_checkpoint
+from competition.runs import BEST
+from competition.settings.submit import SubmitConfig
+from competition.submit.models import LoadedModel, guard_unseen
+from competition.submit.run import submit
 from competition.train.label_fusion import calibrate_on_folds
 from competition.train.loop import train
 from competition.train.validation import class_folds
@@ -105,7 +108,7 @@ def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
 def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:
     config = EmbedderConfig(image_size=32)
     return LoadedModel(
-        "run", config.backbone, None, 32, "last", "none", "tag", config, beats_unseen, verdict, True, None,
+        "run", config.backbone, None, "last", "none", config, "origin", None, beats_unseen, verdict, True, None,
         beats_known, verdict,
     )  # fmt: skip
 
@@ -153,7 +156,7 @@ def test_submit_fuses_posteriors_only_for_known_landmarks(tiny_competition, tmp_
     train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
     config = SubmitConfig(
         data=str(tiny_competition),
-        models=["run"],
+        model=["run"],
         runs_dir=str(tmp_path / "runs"),
         submissions_dir=str(tmp_path / "subs"),
         leaderboard=str(tmp_path / "board.md"),

@@ -9,13 +9,13 @@ import torch
 from competition.data.dataset import resize_to_tensor
 from competition.data.images import read_image
 from competition.errors import CompeteError
+from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import ASPECT_SIDE_SCALE, Embedder, EmbedderConfig, build_embedder
 from competition.models.heads import make_head
 from competition.models.pooling import GeM, gem, mac, spoc
 from competition.models.projection import make_projection
 from competition.models.registry import REGISTRY, build_classifier, get_spec
 from competition.models.weights import WeightsUnavailable, load_pretrained
-from competition.runs import load_checkpoint
 
 
 def test_offline_weights_classify_a_known_photo():
@@ -189,7 +189,7 @@ def test_safetensors_weights_without_the_classifier_load(tmp_path):
 
 def test_whitening_at_identity_is_the_pretrained_embedding_and_a_fitted_one_shrinks_nuisance():
     from competition.models.projection import LearnedWhitening
-    from competition.train.whitening import apply_whitening, fit_whitening
+    from competition.train.whitening import apply_learned_whitening, fit_learned_whitening
 
     features = torch.rand(5, 8)
     assert torch.allclose(LearnedWhitening(8)(features), torch.nn.functional.normalize(features))  # unfitted: unchanged
@@ -200,7 +200,7 @@ def test_whitening_at_identity_is_the_pretrained_embedding_and_a_fitted_one_shri
     centres = np.eye(8)[:3] * 0.3 + 1.0
     labels = np.repeat(np.arange(3), 12)
     features = centres[labels] + rng.normal(0, 0.05, (36, 8)) + np.outer(rng.normal(0, 1.0, 36), np.eye(8)[3])
-    mean, matrix, shrinkage = fit_whitening(features, labels, power=1.0)
+    mean, matrix, shrinkage = fit_learned_whitening(features, labels, power=1.0)
     assert 0 <= shrinkage <= 1 and matrix.shape == (8, 8)
 
     def top1(vectors):
@@ -209,11 +209,11 @@ def test_whitening_at_identity_is_the_pretrained_embedding_and_a_fitted_one_shri
         np.fill_diagonal(similarity, -np.inf)
         return float((labels[similarity.argmax(1)] == labels).mean())
 
-    assert top1(features) < 0.9 and top1(apply_whitening(features, mean, matrix)) == 1.0
+    assert top1(features) < 0.9 and top1(apply_learned_whitening(features, mean, matrix)) == 1.0
     module = LearnedWhitening(8)
     module.set(mean, matrix)
     assert np.allclose(
-        module(torch.from_numpy(features).float()).numpy(), apply_whitening(features, mean, matrix), atol=1e-5
+        module(torch.from_numpy(features).float()).numpy(), apply_learned_whitening(features, mean, matrix), atol=1e-5
     )
 
 
@@ -310,7 +310,7 @@ def test_weights_download_into_the_cache_unless_offline(tmp_path, monkeypatch):
 
 
 def test_precision_picks_the_autocast_type_and_a_cpu_stays_float32(caplog):
-    from competition.retrieval.embed import autocast_dtype, autocast_for, compiled
+    from competition.device import autocast_dtype, autocast_for, compiled
 
     assert autocast_dtype("auto", bf16_supported=True) == torch.bfloat16
     assert autocast_dtype("auto", bf16_supported=False) == torch.float16  # an older GPU

@@ -5,13 +5,14 @@ import pytest
 
 from competition.errors import CompeteError
 from competition.retrieval.postprocess import (
-    PostProcess,
     database_augmentation,
     k_reciprocal_distance,
-    learn_whitening,
+    learn_pca_whitening,
     query_expansion,
+    rank,
 )
 from competition.retrieval.search import l2_normalize, search
+from competition.settings.submit import PostProcess
 
 
 def at_angle(degrees: float) -> np.ndarray:
@@ -53,18 +54,18 @@ def test_database_augmentation_averages_each_image_with_its_neighbours():
 def test_whitening_decorrelates_what_it_was_learned_on():
     rng = np.random.default_rng(0)
     data = rng.normal(size=(200, 6)) * np.array([10, 5, 1, 1, 0.5, 0.1]) + rng.normal(size=6)
-    whitening = learn_whitening(data)
+    whitening = learn_pca_whitening(data)
     projected = whitening.pca.transform(l2_normalize(data)) / np.sqrt(whitening.pca.explained_variance_)
     assert np.allclose(np.cov(projected.T), np.eye(6), atol=1e-4)  # unit variance, no correlation
     assert np.allclose(whitening(data), l2_normalize(projected), atol=1e-5)  # then back on the sphere
-    softer = learn_whitening(data, shrinkage=0.5)(data)
+    softer = learn_pca_whitening(data, power=0.5)(data)
     assert not np.allclose(softer, whitening(data), atol=1e-3)
 
 
 @pytest.mark.parametrize(
     "steps, seed",
     [
-        (PostProcess(whiten="gallery", whiten_power=1.0), 21),
+        (PostProcess(pca_whiten="gallery", pca_whiten_power=1.0), 21),
         (PostProcess(dba=3, alpha=1.0), 11),
         (PostProcess(rerank=True), 8),  # the defaults, k1=8 k2=3
     ],
@@ -72,7 +73,7 @@ def test_whitening_decorrelates_what_it_was_learned_on():
 def test_each_step_changes_the_ranking_for_the_better_on_a_noisy_case(steps, seed):
     queries, gallery, query_labels, gallery_labels = clusters(seed)
     before = correct_top1(search(queries, gallery, 1)[1], query_labels, gallery_labels)
-    after = correct_top1(steps.rank(queries, gallery, 1), query_labels, gallery_labels)
+    after = correct_top1(rank(steps, queries, gallery, 1), query_labels, gallery_labels)
     assert after == before + 1, steps.describe()
 
 
@@ -83,7 +84,7 @@ def test_k_reciprocal_distances_are_a_ranking_of_every_gallery_image():
 
 
 def test_description_names_every_step_in_order():
-    steps = PostProcess(whiten="query+gallery", whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
+    steps = PostProcess(pca_whiten="query+gallery", pca_whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
     assert (
         steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=8 k2=3"
     )
@@ -105,12 +106,12 @@ def test_large_inputs_use_a_whitening_sample_and_refuse_dense_reranking(monkeypa
 
     monkeypatch.setattr(postprocess, "WHITEN_SAMPLE", 50)
     vectors = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
-    whitening = postprocess.learn_whitening(vectors)
+    whitening = postprocess.learn_pca_whitening(vectors)
     assert whitening.pca.n_samples_ == 50 and whitening(vectors).shape == (400, 8)
     monkeypatch.setattr(postprocess, "RERANK_MAX", 100)
     with pytest.raises(CompeteError, match="stops at 100"):
-        PostProcess(rerank=True).rank(vectors[:10], vectors, k=5)
-    PostProcess(rerank=True).rank(vectors[:10], vectors[:50], k=5)  # under the limit: fine
+        rank(PostProcess(rerank=True), vectors[:10], vectors, k=5)
+    rank(PostProcess(rerank=True), vectors[:10], vectors[:50], k=5)  # under the limit: fine
 
 
 def _scene(seed: int, size=(360, 480)) -> np.ndarray:

@@ -134,6 +134,6 @@ def test_sharded_extraction_under_torchrun_equals_one_process(tiny_competition, 
         timeout=600,
     )
     assert sharded.returncode == 0, sharded.stderr[-3000:]
-    chunks = list((tmp_path / "runs-two" / "embedding-cache").glob("*.store/*.keys.npy"))
+    chunks = list((tmp_path / "runs-two" / "feature-cache").glob("*.store/*.keys.npy"))
     assert len({c.name.split("-")[1] for c in chunks}) == 2  # each process wrote its own chunks
     assert (tmp_path / "subs" / "one.csv").read_text() == (tmp_path / "subs" / "two.csv").read_text()

@@ -16,7 +16,8 @@ from competition.evaluate.metrics import score_ranking
 from competition.evaluate.scoring import score_submission
 from competition.evaluate.validate import validate_submission
 from competition.retrieval.search import search
-from competition.retrieval.submit import SubmitConfig, check_weights, submit
+from competition.settings.submit import SubmitConfig
+from competition.submit.run import submit
 
 
 def kaggle_rules(text: str, query_ids: set[str], index_ids: set[str]) -> list[str]:
@@ -51,7 +52,7 @@ def _common(tmp_path, data, **settings):
 
 def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competition, tmp_path):
     result = submit(
-        SubmitConfig(models=["efficientnet_lite0"], name="k", fmt="kaggle", **_common(tmp_path, tiny_competition)),
+        SubmitConfig(model=["efficientnet_lite0"], name="k", format="kaggle", **_common(tmp_path, tiny_competition)),
         progress=False,
     )
     found = discover_competition(tiny_competition)
@@ -73,7 +74,7 @@ def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competit
     bom.write_text("\ufeff" + text, encoding="utf-8")
     assert validate_submission(bom, [r.name for r in found.query], [r.name for r in found.gallery]) == []
     plain = submit(
-        SubmitConfig(models=["efficientnet_lite0"], name="plain", **_common(tmp_path, tiny_competition)), progress=False
+        SubmitConfig(model=["efficientnet_lite0"], name="plain", **_common(tmp_path, tiny_competition)), progress=False
     )
     problems = validate_submission(
         plain.path, [r.name for r in found.query], [r.name for r in found.gallery], expected_format="kaggle"
@@ -86,7 +87,7 @@ def test_two_gallery_photos_with_one_kaggle_id_are_refused(tiny_competition, tmp
     Image.open(first).save(first.with_suffix(".png"))
     with pytest.raises(CompeteError, match="share the id"):
         submit(
-            SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, tiny_competition)),
+            SubmitConfig(model=["efficientnet_lite0"], format="kaggle", **_common(tmp_path, tiny_competition)),
             progress=False,
         )
 
@@ -116,7 +117,7 @@ def test_approximate_index_with_k_as_large_as_the_gallery_gives_full_rows(kind):
 @pytest.mark.parametrize("weights", [[1.0, -1.0], [0.0, 0.0], [float("nan"), 1.0], [1.0]])
 def test_bad_ensemble_weights_are_refused(weights):
     with pytest.raises(CompeteError, match="weight"):
-        check_weights(weights, 2)
+        SubmitConfig(model=["a", "b"], ensemble_weights=weights)
 
 
 def _labels(root, rows):
@@ -138,7 +139,7 @@ def test_labels_blank_padded_or_partial(tiny_competition, tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         result = submit(
-            SubmitConfig(models=["efficientnet_lite0"], **_common(tmp_path, tiny_competition)), progress=False
+            SubmitConfig(model=["efficientnet_lite0"], **_common(tmp_path, tiny_competition)), progress=False
         )
     assert (
         result.scores is None and f"{len(photos) - 1} of {len(photos)}" in caplog.text and photos[0].key in caplog.text
@@ -169,7 +170,7 @@ def test_glr_layout_is_read_from_train_csv_and_nested_folders(tmp_path):
     assert [r.name for r in found.query] == ["c/d/e/cde4.jpg", "c/d/f/cdf5.jpg"] and len(found.gallery) == 3
     assert any("fffmissing" in s for s in found.skipped) and any("notes.txt" in s for s in found.skipped)
     result = submit(
-        SubmitConfig(models=["efficientnet_lite0"], fmt="kaggle", **_common(tmp_path, root)), progress=False
+        SubmitConfig(model=["efficientnet_lite0"], format="kaggle", **_common(tmp_path, root)), progress=False
     )
     lines = result.path.read_text().splitlines()
     assert lines[0] == "id,images" and lines[1].startswith("cde4,") and len(lines[1].split(",")[1].split()) == 3
@@ -198,15 +199,15 @@ def test_submit_pooling_view_and_weights_file_reach_the_embedding(tiny_competiti
     with Image.open(wide) as photo:
         photo.crop((0, 0, photo.width, photo.height // 2)).save(wide)
     settings = _common(tmp_path, tiny_competition, flip=False) | {"image_size": 64}  # 64 x 32 vs 64 x 64
-    gem = submit(SubmitConfig(models=["efficientnet_lite0"], name="gem", **settings), progress=False)
-    submit(SubmitConfig(models=["efficientnet_lite0"], name="avg", pooling="avg", **settings), progress=False)
+    gem = submit(SubmitConfig(model=["efficientnet_lite0"], name="gem", **settings), progress=False)
+    submit(SubmitConfig(model=["efficientnet_lite0"], name="avg", pooling="avg", **settings), progress=False)
     square = submit(
-        SubmitConfig(models=["efficientnet_lite0"], name="square", resize="square", **settings), progress=False
+        SubmitConfig(model=["efficientnet_lite0"], name="square", resize="square", **settings), progress=False
     )
     torch.manual_seed(0)  # weights no hub has: an off-the-shelf backbone can still be submitted with them
     torch.save(build_classifier(get_spec("efficientnet_lite0")).state_dict(), tmp_path / "lite0.pth")
     own = submit(
-        SubmitConfig(models=["efficientnet_lite0"], name="own", weights_file=str(tmp_path / "lite0.pth"), **settings),
+        SubmitConfig(model=["efficientnet_lite0"], name="own", weights_file=str(tmp_path / "lite0.pth"), **settings),
         progress=False,
     )
     vectors = {
@@ -216,7 +217,7 @@ def test_submit_pooling_view_and_weights_file_reach_the_embedding(tiny_competiti
     assert not np.allclose(vectors["gem"], vectors["avg"]) and not np.allclose(vectors["gem"], vectors["square"])
     assert not np.allclose(vectors["gem"], vectors["own"]) and own.path.exists()
     assert gem.record["tta"] == "aspect 64" and square.record["tta"] == "square 64"  # the view is on the record
-    caches = sorted(p.name for p in (tmp_path / "runs" / "embedding-cache").glob("*.store"))
+    caches = sorted(p.name for p in (tmp_path / "runs" / "feature-cache").glob("*.store"))
     assert len(caches) == 4  # each setting its own cache entry, never a stale vector
 
 
@@ -243,7 +244,7 @@ def test_a_glr_solution_file_is_scored_as_kaggle_scores_it(tiny_competition, tmp
 
     # where both apply, a solution file made from labels.csv gives the mAP@100 that labels.csv gives
     result = submit(
-        SubmitConfig(models=["efficientnet_lite0"], name="k", fmt="kaggle", **_common(tmp_path, tiny_competition)),
+        SubmitConfig(model=["efficientnet_lite0"], name="k", format="kaggle", **_common(tmp_path, tiny_competition)),
         progress=False,
     )
     labels = pd.read_csv(tiny_competition / "labels.csv")
@@ -261,7 +262,7 @@ def test_a_glr_solution_file_is_scored_as_kaggle_scores_it(tiny_competition, tmp
 
 def test_submit_verify_reranks_through_cached_local_features_and_says_its_cost(tiny_competition, tmp_path):
     settings = _common(tmp_path, tiny_competition, flip=False)
-    result = submit(SubmitConfig(models=["efficientnet_lite0"], name="v", verify=4, k=3, **settings), progress=False)
+    result = submit(SubmitConfig(model=["efficientnet_lite0"], name="v", verify=4, k=3, **settings), progress=False)
     assert (
         result.record["verification"].startswith("SIFT + MAGSAC, top 4, ")
         and "s/query" in result.record["verification"]

@@ -11,10 +11,11 @@ import torch
 from conftest import state_of, tiny_config
 
 from competition.errors import CompeteError
+from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import Embedder, build_embedder
-from competition.runs import LAST, load_checkpoint
+from competition.runs import LAST
 from competition.train import full_layer, loop
-from competition.train.config import TrainConfig
+from competition.train.config import TrainConfig, embedder_config
 from competition.train.loop import train
 from competition.train.losses import make_loss
 from competition.train.sampling import epoch_order
@@ -130,7 +131,7 @@ def test_full_regime_learns_gem_p_and_unfreeze_from_keeps_early_layers(tiny_comp
     train(config, progress=False)
     trained = state_of(tmp_path / "partial")
     loop.seed_everything(config.seed)  # as the trainer does: the same random initial weights
-    initial = build_embedder(config.embedder_config())[0].state_dict()
+    initial = build_embedder(embedder_config(config))[0].state_dict()
     early = [k for k in trained if ".layer4." not in k and k.startswith("backbone.") and "num_batches" not in k]
     late = [k for k in trained if ".layer4." in k and k.endswith("conv1.weight")]
     assert early and late
@@ -203,7 +204,8 @@ def test_two_process_gloo_run_matches_one_process_with_double_batch(tiny_competi
 
 def test_last_layer_runs_share_the_backbones_pooled_features_at_submit(tiny_competition, tmp_path, monkeypatch):
     """A frozen backbone embeds the query/gallery photos once; each run adds only its projection."""
-    from competition.retrieval.submit import SubmitConfig, submit
+    from competition.settings.submit import SubmitConfig
+    from competition.submit.run import submit
 
     for name, head in (("whiten", "auto"), ("cos", "cosface")):
         train(tiny_config(tiny_competition, tmp_path, name, head=head, pretrained=True, epochs=1), progress=False)
@@ -215,12 +217,12 @@ def test_last_layer_runs_share_the_backbones_pooled_features_at_submit(tiny_comp
         image_size=32,
         if_worse="keep",
     )
-    first = submit(SubmitConfig(models=["efficientnet_lite0"], name="plain", **common), progress=False)
+    first = submit(SubmitConfig(model=["efficientnet_lite0"], name="plain", **common), progress=False)
     calls = []
     real_pooled = Embedder.pooled
     monkeypatch.setattr(Embedder, "pooled", lambda self, images: calls.append(len(images)) or real_pooled(self, images))
     both = submit(
-        SubmitConfig(models=[str(tmp_path / "whiten"), str(tmp_path / "cos")], name="runs", **common), progress=False
+        SubmitConfig(model=[str(tmp_path / "whiten"), str(tmp_path / "cos")], name="runs", **common), progress=False
     )
     assert calls == []  # both runs reused the off-the-shelf pooled features
     assert first.scores is not None and both.scores is not None and both.scores != first.scores

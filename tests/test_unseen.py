@@ -9,10 +9,12 @@ import pytest
 import torch
 from conftest import state_of, tiny_config
 
+from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import EmbedderConfig, build_embedder
-from competition.retrieval.submit import LoadedModel, guard_unseen
-from competition.runs import BEST, TOO_FEW, load_checkpoint
+from competition.runs import BEST, TOO_FEW
+from competition.submit.models import LoadedModel, guard_unseen
 from competition.train import full_layer, loop
+from competition.train.config import embedder_config
 from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
 from competition.train.validation import PoolScores, class_folds, compare, objective, score_pool
@@ -109,7 +111,7 @@ def _distance_from_start(run_dir, initial: dict) -> float:
 
 def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path):
     loop.seed_everything(0)
-    initial = build_embedder(tiny_config(tiny_competition, tmp_path, "x").embedder_config())[0].state_dict()
+    initial = build_embedder(embedder_config(tiny_config(tiny_competition, tmp_path, "x")))[0].state_dict()
     common = dict(regime="full", epochs=3, lr=0.05)
     train(tiny_config(tiny_competition, tmp_path, "plain", **common), progress=False)
     train(tiny_config(tiny_competition, tmp_path, "l2sp", l2_sp=100.0, **common), progress=False)
@@ -123,7 +125,7 @@ def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path
 def test_wise_ft_picks_alpha_on_held_out_classes_and_saves_those_weights(tiny_competition, tmp_path):
     loop.seed_everything(0)
     config = tiny_config(tiny_competition, tmp_path, "wise", regime="full", epochs=1, wise_ft=True)
-    initial = build_embedder(config.embedder_config())[0].state_dict()
+    initial = build_embedder(embedder_config(config))[0].state_dict()
     summary = train(config, progress=False)
     table = pd.read_csv(tmp_path / "wise" / "wise_ft.csv")
     assert table["alpha"].tolist() == list(full_layer.WISE_FT_ALPHAS)
@@ -144,7 +146,7 @@ def test_interpolation_endpoints():
 
 def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
     config = EmbedderConfig(image_size=32)
-    return LoadedModel("run", config.backbone, None, 32, "full", "none", "tag", config, beats, verdict)
+    return LoadedModel("run", config.backbone, None, "full", "none", config, "", None, beats, verdict)
 
 
 @pytest.mark.parametrize(
@@ -168,7 +170,7 @@ def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, 
 def test_with_pretrained_concatenates_the_backbone_at_a_weight():
     models, weights, notes = guard_unseen([_run_model(True)], [1.0], "keep", with_pretrained=0.5)
     assert [m.regime for m in models] == ["full", "off-the-shelf"] and weights == [1.0, 0.5]
-    assert models[1].image_size == 32 and notes == ["run + pretrained×0.5"]
+    assert models[1].embedder_config.resolved_image_size() == 32 and notes == ["run + pretrained×0.5"]
 
 
 def test_pseudo_labels_calibrate_on_held_out_classes_and_join_mutual_neighbours():
