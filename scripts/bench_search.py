@@ -6,6 +6,7 @@ so its peak is its own) and recall@k against exact. Synthetic landmark-like embe
 data rather than uniform noise.
 
     python scripts/bench_search.py --gallery 1000 100000 1000000 --queries 100
+    python scripts/bench_search.py --nprobe-sweep 1000000   # IVF: probes vs time and recall, one index
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import faiss
 import numpy as np
 
 from competition.retrieval.search import build_index, l2_normalize
@@ -67,6 +69,36 @@ def one_row(method: str, size: int, queries: int, dim: int, k: int) -> dict:
     }
 
 
+def nprobe_sweep(size: int, queries: int, dim: int, k: int, probes: list[int]) -> None:
+    """One IVF index over `size` photos searched at each nprobe (0: compete's default), side by
+    side with exact search of the same queries."""
+    gallery, query = landmark_like(size, queries, dim)
+    exact = build_index(gallery, "exact", use_gpu=False)
+    started = time.perf_counter()
+    exact_found = exact.search(query, k)[1]
+    exact_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    index = build_index(gallery, "ivf", use_gpu=False, k=k)
+    build_seconds = time.perf_counter() - started
+    ivf = faiss.extract_index_ivf(index)
+    default = ivf.nprobe
+    print(
+        f"IVF over {size:,} photos, {ivf.nlist} cells, built in {build_seconds:.0f} s; "
+        f"exact search {exact_seconds:.2f} s"
+    )
+    print(f"| nprobe | share of cells | search {queries} queries (s) | recall@{k} vs exact | search time vs exact |")
+    print("|---|---|---|---|---|")
+    for nprobe in probes:
+        ivf.nprobe = min(ivf.nlist, nprobe or default)
+        started = time.perf_counter()
+        found = index.search(query, k)[1]
+        seconds = time.perf_counter() - started
+        recall = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact_found)]))
+        label = f"{ivf.nprobe} (default)" if not nprobe else str(ivf.nprobe)
+        share = ivf.nprobe / ivf.nlist
+        print(f"| {label} | {share:.3f} | {seconds:.3f} | {recall:.3f} | {seconds / exact_seconds:.3f}× |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gallery", type=int, nargs="+", default=[1000, 100_000, 1_000_000])
@@ -75,8 +107,15 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=100)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow to build)")
+    parser.add_argument(
+        "--nprobe-sweep", type=int, metavar="SIZE", help="IVF at SIZE photos: nprobe vs time and recall"
+    )
+    parser.add_argument("--probes", type=int, nargs="+", default=[0, 8, 32, 128, 256, 512, 1024])
     parser.add_argument("--row", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.nprobe_sweep:
+        nprobe_sweep(args.nprobe_sweep, args.queries, args.dim, args.k, args.probes)
+        return
     if args.row:
         print(json.dumps(one_row(args.row[0], int(args.row[1]), args.queries, args.dim, args.k)))
         return

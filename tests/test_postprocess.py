@@ -184,3 +184,33 @@ def test_geometric_verification_tells_the_same_scene_shifted_from_another_scene(
         0.25,
         0.5,
     ]
+
+
+def test_an_ivf_probing_every_cell_is_exact_and_fewer_probes_trade_recall(monkeypatch):
+    from competition.retrieval import search as search_module
+    from competition.retrieval.search import Searcher, recall_against_exact
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 16)).astype(np.float32)
+    gallery = l2_normalize(centres[rng.integers(0, 40, 4000)] + rng.normal(size=(4000, 16)).astype(np.float32))
+    queries = l2_normalize(centres[rng.integers(0, 40, 50)] + rng.normal(size=(50, 16)).astype(np.float32))
+    recalls = {}
+    for nprobe in (1, 10_000):  # one cell, then (capped) every cell
+        searcher = Searcher("ivf", 20, nprobe=nprobe)
+        _, ranking = search(queries, gallery, 20, index=searcher)
+        recalls[searcher.nprobe_used] = recall_against_exact(queries, gallery, ranking, 20)
+    (one, _), (every, exact) = sorted(recalls.items())
+    assert one == 1 and every > 1 and exact == 1.0 and recalls[1] < 1.0
+    factory = Searcher(factory="IVF16,Flat", nprobe=16)
+    assert recall_against_exact(queries, gallery, search(queries, gallery, 20, index=factory)[1], 20) == 1.0
+    assert factory.describe() == "IVF16,Flat, nprobe 16"
+    with pytest.raises(CompeteError, match="index-factory 'IVF,Nonsense'"):
+        search(queries, gallery, 5, index=Searcher(factory="IVF,Nonsense"))
+    # α-QE and the final search share the post-DBA gallery's index: built once; DBA's own gallery once more
+    builds = []
+    real_build = search_module.build_index
+    monkeypatch.setattr(search_module, "build_index", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    rank(PostProcess(qe=2), queries, gallery, 10, index=Searcher("ivf", 10))
+    assert len(builds) == 1
+    rank(PostProcess(qe=2, dba=2), queries, gallery, 10, index=Searcher("ivf", 10))
+    assert len(builds) == 3

@@ -3,6 +3,7 @@
 import csv
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,14 @@ def test_submit_verify_reranks_through_cached_local_features_and_says_its_cost(t
         list((tiny_competition / "gallery").iterdir())
     )
     assert len(result.path.read_text().splitlines()[1].split(",")) == 1 + 3  # verified top 4, cut to k=3
+
+
+def test_search_knobs_reach_the_index_and_the_leaderboard_row(tiny_competition, tmp_path):
+    common = _common(tmp_path, tiny_competition, flip=False)
+    ivf = submit(SubmitConfig(model=["efficientnet_lite0"], name="ivf", index="ivf", nprobe=3, **common), False)
+    assert re.fullmatch(r"ivf, nprobe 1 \(recall@10 vs exact 1\.000\)", ivf.record["index"])  # 1 cell: all of it
+    expert = submit(SubmitConfig(model=["efficientnet_lite0"], name="flat", index_factory="Flat", **common), False)
+    assert expert.record["index"].startswith("Flat (recall@10 vs exact 1.000")
+    assert expert.record["settings"]["index_factory"] == "Flat" and ivf.record["settings"]["nprobe"] == 3
+    plain = submit(SubmitConfig(model=["efficientnet_lite0"], name="exact", **common), False)
+    assert plain.record["index"] == "exact" and (plain.path.read_text() == ivf.path.read_text())

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from competition.errors import CompeteError
-from competition.retrieval.search import l2_normalize, search
+from competition.retrieval.search import Searcher, l2_normalize, search
 from competition.settings.submit import PostProcess
 
 
@@ -57,7 +57,12 @@ def learn_pca_whitening(fit_on: np.ndarray, dim: int = 0, power: float = 1.0) ->
 
 
 def _neighbour_mean(
-    vectors: np.ndarray, database: np.ndarray, k: int, alpha: float, include_self: bool = False, index: str = "exact"
+    vectors: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    alpha: float,
+    include_self: bool = False,
+    index: str | Searcher = "exact",
 ) -> np.ndarray:
     """Each row plus its top-k database neighbours (found by faiss, never a full similarity
     matrix), weighted by similarity ** alpha."""
@@ -73,13 +78,15 @@ def _neighbour_mean(
 
 
 def query_expansion(
-    queries: np.ndarray, gallery: np.ndarray, k: int = 2, alpha: float = 3.0, index: str = "exact"
+    queries: np.ndarray, gallery: np.ndarray, k: int = 2, alpha: float = 3.0, index: str | Searcher = "exact"
 ) -> np.ndarray:
     """alpha-QE: each query plus its top-k gallery neighbours weighted by similarity**alpha."""
     return _neighbour_mean(l2_normalize(queries), l2_normalize(gallery), k, alpha, index=index)
 
 
-def database_augmentation(gallery: np.ndarray, k: int = 2, alpha: float = 3.0, index: str = "exact") -> np.ndarray:
+def database_augmentation(
+    gallery: np.ndarray, k: int = 2, alpha: float = 3.0, index: str | Searcher = "exact"
+) -> np.ndarray:
     """DBA: each gallery image replaced by the weighted mean of its top-k gallery neighbours,
     itself included (similarity 1, weight 1)."""
     gallery = l2_normalize(gallery)
@@ -138,7 +145,7 @@ def check_size(steps: PostProcess, images: int) -> None:
 
 
 def embedding_steps(
-    steps: PostProcess, queries: np.ndarray, gallery: np.ndarray, index: str = "exact"
+    steps: PostProcess, queries: np.ndarray, gallery: np.ndarray, index: str | Searcher = "exact"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The embedding steps (PCA-whitening, DBA, QE): the vectors the ranking is made from; their
     neighbours come from the same kind of faiss `index` as the final search."""
@@ -154,7 +161,7 @@ def embedding_steps(
 
 
 def scored_ranking(
-    steps: PostProcess, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact"
+    steps: PostProcess, queries: np.ndarray, gallery: np.ndarray, k: int, index: str | Searcher = "exact"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ranking) of the top-k from vectors that went through `embedding_steps`, larger =
     better: the similarity, or minus the re-ranked distance when k-reciprocal re-ranking is on."""
@@ -166,6 +173,9 @@ def scored_ranking(
     return search(queries, gallery, k, index=index)
 
 
-def rank(steps: PostProcess, queries: np.ndarray, gallery: np.ndarray, k: int, index: str = "exact") -> np.ndarray:
+def rank(
+    steps: PostProcess, queries: np.ndarray, gallery: np.ndarray, k: int, index: str | Searcher = "exact"
+) -> np.ndarray:
     """Top-k gallery indices per query after every step (`index`: see search.build_index)."""
+    index = index if isinstance(index, Searcher) else Searcher(index, k)
     return scored_ranking(steps, *embedding_steps(steps, queries, gallery, index), k, index)[1]

@@ -8,6 +8,8 @@ searched in batches so memory stays bounded for large query sets.
 
 from __future__ import annotations
 
+import hashlib
+
 import faiss
 import numpy as np
 
@@ -48,30 +50,56 @@ def resolve_index(kind: str, gallery_size: int) -> str:
     return kind
 
 
-def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None = None, k: int = 100) -> faiss.Index:
+def _trained(index: faiss.Index, vectors: np.ndarray) -> None:
+    """Train an index that needs it on a seeded sample: TRAIN_PER_CELL vectors per IVF cell."""
+    if index.is_trained:
+        return
+    ivf = faiss.try_extract_index_ivf(index)
+    size = TRAIN_PER_CELL * ivf.nlist if ivf is not None else 100_000
+    sample = np.random.default_rng(0).permutation(len(vectors))[:size]
+    index.train(vectors[np.sort(sample)])
+
+
+def build_index(
+    gallery: np.ndarray,
+    kind: str = "exact",
+    use_gpu: bool | None = None,
+    k: int = 100,
+    nprobe: int = 0,
+    factory: str = "",
+) -> faiss.Index:
     """Inner-product index over L2-normalised vectors.
 
     exact: brute force (right up to ~1e5 images, and on a GPU well beyond); ivf: inverted
     lists, 4*sqrt(n) cells, 1/16 of them probed (more when that holds fewer than 2k
-    photos), trained on TRAIN_PER_CELL sampled vectors per cell; ivfpq: the same lists
-    holding product-quantised codes (dim/8 bytes a vector instead of dim*4: for galleries
-    that do not fit in memory as flat vectors); hnsw: a graph index, CPU only, exploring
-    at least 2k candidates."""
+    photos; `nprobe` sets it), trained on TRAIN_PER_CELL sampled vectors per cell; ivfpq:
+    the same lists holding product-quantised codes (dim/8 bytes a vector instead of dim*4:
+    for galleries that do not fit in memory as flat vectors); hnsw: a graph index, CPU only,
+    exploring at least 2k candidates. `factory`: any faiss index_factory string instead
+    (e.g. "OPQ64,IVF4096,PQ64"), trained the same way."""
     vectors = l2_normalize(gallery)
     dim, count = vectors.shape[1], len(vectors)
-    kind = resolve_index(kind, count)
+    kind = "factory" if factory else resolve_index(kind, count)
     if kind == "exact":
         index = faiss.IndexFlatIP(dim)
-    elif kind in ("ivf", "ivfpq"):
-        cells = max(1, min(int(4 * np.sqrt(count)), count // 39))  # faiss wants ~39 training points per cell
-        codes = f"PQ{dim // 8}" if kind == "ivfpq" and dim % 8 == 0 else "Flat"
-        index = faiss.index_factory(dim, f"IVF{cells},{codes}", faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).permutation(count)[: TRAIN_PER_CELL * cells]
-        index.train(vectors[np.sort(sample)])
-        index.nprobe = min(cells, max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
-    else:
+    elif kind == "hnsw":
         index = faiss.index_factory(dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(128, 2 * k)
+    else:
+        if kind == "factory":
+            try:
+                index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+            except RuntimeError as error:
+                raise CompeteError(f"--index-factory '{factory}': faiss cannot build it ({error})") from None
+        else:
+            cells = max(1, min(int(4 * np.sqrt(count)), count // 39))  # faiss wants ~39 training points per cell
+            codes = f"PQ{dim // 8}" if kind == "ivfpq" and dim % 8 == 0 else "Flat"
+            index = faiss.index_factory(dim, f"IVF{cells},{codes}", faiss.METRIC_INNER_PRODUCT)
+        _trained(index, vectors)
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            cells = ivf.nlist
+            ivf.nprobe = min(cells, nprobe or max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
     if kind != "hnsw" and ((use_gpu is None and _gpu_count() > 0) or use_gpu):
         options = faiss.GpuMultipleClonerOptions()
         options.shard = True  # each visible GPU holds its share of the gallery, not a copy
@@ -80,24 +108,64 @@ def build_index(gallery: np.ndarray, kind: str = "exact", use_gpu: bool | None =
     return index
 
 
+def probes(index: faiss.Index) -> int | None:
+    """The IVF cells a query probes (None: not an IVF index)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return None if ivf is None else int(ivf.nprobe)
+
+
+class Searcher:
+    """Searches galleries with one kind of index, building each gallery's index once: DBA's
+    neighbours, α-QE's and the final ranking ask the same post-DBA gallery twice, and an IVF
+    build over a million photos takes minutes."""
+
+    def __init__(self, kind: str = "exact", deepest_k: int = 100, nprobe: int = 0, factory: str = "", use_gpu=None):
+        self.kind, self.deepest_k, self.nprobe, self.factory, self.use_gpu = kind, deepest_k, nprobe, factory, use_gpu
+        self.key, self.index = b"", None  # the last gallery's index: one held at a time (each may be GBs)
+        self.nprobe_used: int | None = None
+
+    @classmethod
+    def of(cls, index: str | Searcher) -> Searcher:
+        return index if isinstance(index, Searcher) else cls(index)
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "exact" and not self.factory
+
+    def index_for(self, gallery: np.ndarray, k: int) -> faiss.Index:
+        gallery = l2_normalize(gallery)
+        key = hashlib.blake2b(gallery.data, digest_size=16).digest() + str(gallery.shape).encode()
+        if key != self.key:  # the gallery's content, not its array: normalising makes a new one
+            deepest = max(k, self.deepest_k)
+            self.index = build_index(gallery, self.kind, self.use_gpu, deepest, self.nprobe, self.factory)
+            self.key, self.nprobe_used = key, probes(self.index)
+        return self.index
+
+    def describe(self) -> str:
+        """The index as the leaderboard shows it: its kind and, for IVF, the cells probed."""
+        name = self.factory or self.kind
+        return name + ("" if self.nprobe_used is None else f", nprobe {self.nprobe_used}")
+
+
 def search(
     queries: np.ndarray,
     gallery: np.ndarray,
     k: int,
     use_gpu: bool | None = None,
     batch_size: int = 8192,
-    index: str = "exact",
+    index: str | Searcher = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, gallery indices), each (num_queries, min(k, gallery size)), best first."""
     k = min(k, len(gallery))
-    built = build_index(gallery, index, use_gpu, k)
+    searcher = Searcher.of(index) if isinstance(index, Searcher) else Searcher(index, k, use_gpu=use_gpu)
+    built = searcher.index_for(gallery, k)
     queries = l2_normalize(queries)
     parts = [built.search(queries[start : start + batch_size], k) for start in range(0, len(queries), batch_size)]
     if not parts:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     similarities, indices = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     short = np.flatnonzero((indices < 0).any(axis=1))
-    if len(short) and index != "exact":  # an approximate index found fewer than k: those rows exactly
+    if len(short) and not searcher.exact:  # an approximate index found fewer than k: those rows exactly
         similarities[short], indices[short] = search(queries[short], gallery, k, use_gpu, batch_size, "exact")
     return similarities, indices
 

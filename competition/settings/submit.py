@@ -10,8 +10,15 @@ from pydantic import model_validator
 
 from competition.io import check_plain_name
 from competition.settings.base import Settings, setting
-from competition.settings.choices import Format, GalleryWhitening, IfWorse, Index, Landmarks, Pooling, Precision
-from competition.settings.train import DATA_HELP, DEVICE_HELP, LANDMARKS_HELP, PRECISION_HELP, WORKERS_HELP
+from competition.settings.choices import Format, GalleryWhitening, IfWorse, Index, Landmarks, LogTo, Pooling, Precision
+from competition.settings.train import (
+    DATA_HELP,
+    DEVICE_HELP,
+    LANDMARKS_HELP,
+    LOG_TO_HELP,
+    PRECISION_HELP,
+    WORKERS_HELP,
+)
 
 KAGGLE_MAX_IMAGES = 100  # Google Landmark Retrieval: at most 100 index ids per query, scored by mAP@100
 MAX_VIEWS = 5  # test-time scales per photo
@@ -156,6 +163,17 @@ class SubmitConfig(Settings):
         "exact, ivf, ivfpq (compressed codes, for galleries too big for memory), hnsw, or auto (IVF from 100k "
         "gallery images); an approximate index reports its recall against exact.",
     )
+    nprobe: int = setting(
+        0,
+        "IVF indexes (--index ivf, ivfpq, or a factory string with IVF): gallery cells each query probes; more is "
+        "slower and nearer exact (0: 1/16 of the cells, more for a deep -k). Recall against exact is reported.",
+        ge=0,
+    )
+    index_factory: str = setting(
+        "",
+        "For experts: a faiss index_factory string (e.g. OPQ64,IVF4096,PQ64) over the L2-normalised gallery, "
+        "trained on a sample of it; replaces --index.",
+    )
     landmarks: Landmarks = setting("auto", LANDMARKS_HELP)
     verify: int = setting(
         0,
@@ -165,6 +183,7 @@ class SubmitConfig(Settings):
         ge=0,
     )
     precision: Precision = setting("auto", PRECISION_HELP)
+    log_to: LogTo = setting("", f"Also send the submission's scores to {LOG_TO_HELP}", show_default=False)
     compile: bool = setting(False, "torch.compile the models on CUDA (minutes to compile, faster after); no-op on CPU.")
 
     @model_validator(mode="before")

@@ -26,7 +26,7 @@ from competition.io import exclusive_use
 from competition.retrieval.embed import extract_features
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.postprocess import check_size, embedding_steps, scored_ranking
-from competition.retrieval.search import recall_against_exact, resolve_index
+from competition.retrieval.search import Searcher, recall_against_exact, resolve_index
 from competition.retrieval.verify import Verification, verify_ranking
 from competition.runs import embeddings_file, local_features_cache
 from competition.settings.submit import SubmitConfig
@@ -39,6 +39,7 @@ from competition.submit.record import (
     score_ranking,
     submission_path,
 )
+from competition.tracking import open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,12 @@ def _competition(config: SubmitConfig) -> Competition:
     return competition
 
 
-def _rank(config: SubmitConfig, competition: Competition, queries, gallery, index: str, progress: bool):
+def _rank(config: SubmitConfig, competition: Competition, queries, gallery, searcher: Searcher, progress: bool):
     """Search (and verify) the fused vectors: the ranking, the index as described, the verification."""
     k = config.ranks[0]
-    ranked_scores, ranking = scored_ranking(config.postprocess, queries, gallery, max(k, config.verify), index)
-    if index != "exact":  # say what the approximation costs
+    ranked_scores, ranking = scored_ranking(config.postprocess, queries, gallery, max(k, config.verify), searcher)
+    index = searcher.describe()
+    if not searcher.exact:  # say what the approximation costs
         recall = recall_against_exact(queries, gallery, ranking, ranking.shape[1])
         index = f"{index} (recall@{ranking.shape[1]} vs exact {recall:.3f})"
         log.warning("approximate search: %s", index)
@@ -170,16 +172,17 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     gallery_vectors = [embed(model, competition.gallery) for model in models]
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
-    index = resolve_index(config.index, len(competition.gallery))
+    kind = resolve_index(config.index, len(competition.gallery))
+    searcher = Searcher(kind, max(config.ranks[0], config.verify), config.nprobe, config.index_factory)
     queries, gallery = embedding_steps(
-        config.postprocess, fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights), index
+        config.postprocess, fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights), searcher
     )
     fusion_note = "off"
     if landmarks == "known":
         queries, gallery, fusion_note = fuse_label_posteriors(
             models, weights, query_vectors, gallery_vectors, queries, gallery
         )
-    ranking, index, verification = _rank(config, competition, queries, gallery, index, progress)
+    ranking, index, verification = _rank(config, competition, queries, gallery, searcher, progress)
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     path = _write(config, competition, name, ranking)
     save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
@@ -200,6 +203,10 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     )
     if scores is not None:
         record_row(config, path, record)
+        tracker = open_tracker(config.log_to, f"submit-{name}", config.runs_dir, config.to_dict())
+        if tracker is not None:
+            tracker.metrics(scores, 0)
+            tracker.close()
     notes = [estimate.describe()] if estimate is not None else []
     if landmarks == "known":
         notes.append(f"landmarks known: {fusion_note}")
