@@ -13,6 +13,7 @@ STAGES = [
     "settings",
     "runs",
     "progress",
+    "tracking",
     "device",
     "distributed",
     "data",

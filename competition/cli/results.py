@@ -274,7 +274,7 @@ def sweep(
 @app.command()
 def models(json_out: JsonOption = False) -> None:
     """List the registered backbones, their embedding size, and whether weights are available here."""
-    from competition.models.registry import REGISTRY
+    from competition.models.catalog import REGISTRY
     from competition.models.weights import weights_available
     from competition.retrieval.search import faiss_build
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from competition.errors import CompeteError
-from competition.models.registry import BackboneSpec
+from competition.models.catalog import BackboneSpec
 
 
 class WeightsUnavailable(CompeteError):

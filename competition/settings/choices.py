@@ -18,6 +18,7 @@ Format = Literal["csv", "kaggle", "json"]
 Index = Literal["auto", "exact", "ivf", "ivfpq", "hnsw"]
 IfWorse = Literal["fallback", "ensemble", "keep"]
 GalleryWhitening = Literal["off", "gallery", "query+gallery"]
+LogTo = Literal["", "tensorboard", "mlflow", "wandb"]  # "": the leaderboard only
 
 REGIMES = get_args(Regime)
 LOSSES = get_args(Loss)

@@ -8,11 +8,11 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from competition.settings.base import Settings, setting
-from competition.settings.choices import Head, Landmarks, Pooling, Precision, Regime, Resize, TripletMining
+from competition.settings.choices import Head, Landmarks, LogTo, Pooling, Precision, Regime, Resize, TripletMining
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # Flags of the place and the machine: a resumed run may take new values of these.
-RESUME_MAY_CHANGE = ("epochs", "patience", "device", "workers")
+RESUME_MAY_CHANGE = ("epochs", "patience", "device", "workers", "log_to")
 
 LANDMARKS_HELP = (
     "Are the queries' landmarks those of train/? known: all are (closed set; class posteriors fused into the "
@@ -23,6 +23,10 @@ PRECISION_HELP = (
     "A CPU computes in float32 whatever this says."
 )
 DEVICE_HELP = "cpu, cuda, cuda:1 or mps ('' = CUDA when present)."
+LOG_TO_HELP = (
+    "tensorboard (runs/tensorboard/<name>), mlflow or wandb, whichever is installed; the leaderboard stays the "
+    "local record."
+)
 WORKERS_HELP = "Image-loading processes: 0 loads in the main process, -1 picks from the cores and device."
 DATA_HELP = "Competition folder: train/<class>/*, query/*, gallery/*, optional labels.csv (see the README)."
 
@@ -129,6 +133,9 @@ class TrainConfig(Settings):
     workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
     strict: bool = setting(False, "Stop at an unreadable training photo instead of skipping it.")
     precision: Precision = setting("auto", PRECISION_HELP)
+    log_to: LogTo = setting(
+        "", f"Also send the training curves and the final validation to {LOG_TO_HELP}", show_default=False
+    )
     compile: bool = setting(
         False, "Full regime: torch.compile the model on CUDA (minutes to compile, faster after); no-op on CPU."
     )

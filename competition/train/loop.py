@@ -27,6 +27,7 @@ from competition.distributed import init_distributed
 from competition.errors import CompeteError
 from competition.io import check_plain_name, exclusive_use
 from competition.models.embedder import build_embedder
+from competition.tracking import open_tracker
 from competition.train.config import TrainConfig, embedder_config
 from competition.train.data import load_training_data
 from competition.train.freezing import freeze_before
@@ -93,8 +94,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if folder.finished and not resume:
             raise CompeteError(f"{folder.path} already exists: pick another --name, or --resume to continue it")
         run = prepare_run(config, progress)
-        if config.regime == "last":
-            if not run.dist.is_main:  # seconds of work on cached features: rank 0 does it alone
-                return {"run": config.run_name, "rank": run.dist.rank}
-            return fit_last_layer(run, started)
-        return FullLayerTrainer(run).fit(started, resume)
+        if run.dist.is_main:
+            run.folder.tracker = open_tracker(config.log_to, config.run_name, config.runs_dir, config.to_dict())
+        try:
+            if config.regime == "last":
+                if not run.dist.is_main:  # seconds of work on cached features: rank 0 does it alone
+                    return {"run": config.run_name, "rank": run.dist.rank}
+                return fit_last_layer(run, started)
+            return FullLayerTrainer(run).fit(started, resume)
+        finally:
+            if run.folder.tracker is not None:
+                run.folder.tracker.close()

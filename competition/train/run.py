@@ -184,4 +184,6 @@ class Run:
             "wall_seconds": round(time.time() - started, 1),
         }
         self.folder.write_json(SUMMARY, summary)
+        if self.folder.tracker is not None:
+            self.folder.tracker.metrics({f"validation/{k}": v for k, v in best.items()}, summary.get("best_epoch") or 0)
         return summary

@@ -14,11 +14,13 @@ from competition.io import atomic_write_json, atomic_write_text
 from competition.models.checkpoint import load_checkpoint, save_checkpoint
 from competition.report.plots import plot_training_curves
 from competition.runs import BEST, CURVES, LAST, METRICS
+from competition.tracking import Tracker
 
 
 class RunFolder:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tracker: Tracker | None = None):
         self.path = Path(path)
+        self.tracker = tracker  # --log-to: each new history row is sent there too
 
     @property
     def finished(self) -> bool:
@@ -29,6 +31,8 @@ class RunFolder:
 
     def write_history(self, history: list[dict], baseline: dict) -> None:
         """metrics.csv, and curves.png when the run has epochs to draw."""
+        if self.tracker is not None:
+            self.tracker.rows(history)
         metrics = pd.DataFrame(history)
         atomic_write_text(self.path / METRICS, metrics.to_csv(index=False))
         if "loss" in metrics and len(metrics):
