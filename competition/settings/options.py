@@ -62,51 +62,53 @@ def _cli_type(annotation: Any, default: Any, flag: str) -> tuple[Any, Any, Calla
     return annotation, default, _same
 
 
+def _parameter(name: str, annotation: Any, default: Any, info: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info]
+    )
+
+
+def _shown_default(field: FieldInfo, cli_default: Any) -> str | bool:
+    """What `--help` shows as the default: the declared text, the setting's own list, or the value."""
+    declared = (field.json_schema_extra or {}).get("show_default")
+    if declared is not None:
+        return declared
+    if cli_default is not None:
+        return True  # typer shows the value itself
+    if isinstance(field.default, list):  # a repeated flag or a comma list: the setting's own values
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in field.default)
+    return str(field.default) if field.default not in ("", None) else False
+
+
 def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
+    """The option of one setting, and a hidden one per old spelling."""
     extra = field.json_schema_extra or {}
     flags = extra.get("flags") or [flag_of(name)]
     long_flag = next(f for f in flags if f.startswith("--")).split("/")[0]
     annotation, default, convert = _cli_type(field.annotation, field.default, long_flag)
     if extra.get("many"):
         annotation, default, convert = Optional[list[annotation]], None, list
-    show_default = extra.get("show_default")
-    if show_default is None and (default is None or isinstance(default, list)):
-        show_default = ", ".join(map(str, field.default)) if isinstance(field.default, list) else False
+    if annotation is bool:  # a switch and its negation, unless the declaration names the pair
+        flags = [f"{f}/--no-{f[2:]}" if f.startswith("--") and "/" not in f else f for f in flags]
     info = typer.Option(
-        *[f"{f}/--no-{f[2:]}" if annotation is bool and "/" not in f and f.startswith("--") else f for f in flags],
-        help=field.description,
-        show_default=True if show_default is None else show_default,
-        rich_help_panel=panel,
+        *flags, help=field.description, show_default=_shown_default(field, default), rich_help_panel=panel
     )
-    parameter = inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info]
-    )
-    options = [Option(name, parameter, convert)]
+    options = [Option(name, _parameter(name, annotation, default, info), convert)]
     for old in extra.get("old_flags", []):
-        hidden = typer.Option(old, hidden=True)
-        old_name = f"old_{old[2:].replace('-', '_')}_{name}"
-        options.append(
-            Option(
-                name,
-                inspect.Parameter(
-                    old_name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, hidden]
-                ),
-                convert,
-                old,
-            )
+        hidden = _parameter(
+            f"old_{old[2:].replace('-', '_')}_{name}", annotation, default, typer.Option(old, hidden=True)
         )
+        options.append(Option(name, hidden, convert, old))
     return options
 
 
-def options_of(model: type[Settings], skip: set[str] = frozenset(), panel: str | None = None) -> list[Option]:
+def options_of(model: type[Settings], panel: str | None = None) -> list[Option]:
     """Every setting of `model` (a nested model's flat, in a help panel of their own)."""
     options = []
     nested = model.nested()
     for name, field in model.model_fields.items():
-        if name in skip:
-            continue
         if name in nested:
-            options += options_of(nested[name], skip, nested[name].PANEL)
+            options += options_of(nested[name], nested[name].PANEL)
         else:
             options += _options_of(name, field, panel)
     return options
@@ -135,16 +137,14 @@ def typed_settings(ctx: typer.Context, options: list[Option], note: Callable[[st
     return settings
 
 
-def settings_command(
-    app: typer.Typer, model: type[Settings], note: Callable[[str], None], skip: set[str] = frozenset(), **command: Any
-) -> Callable:
+def settings_command(app: typer.Typer, model: type[Settings], note: Callable[[str], None], **command: Any) -> Callable:
     """Register `body(settings, **own)` as a command whose options are `model`'s settings after
     the body's own parameters; `settings` holds the typed ones (run it inside the error guard:
     a malformed `--scales` raises CompeteError)."""
 
     def register(body: Callable) -> Callable:
         own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
-        options = options_of(model, skip)
+        options = options_of(model)
 
         def run(ctx: typer.Context, **values: Any) -> Any:
             return body(lambda: typed_settings(ctx, options, note), **{p.name: values[p.name] for p in own})
