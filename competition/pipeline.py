@@ -66,7 +66,7 @@ def run_demo(
         name = f"demo-{stamp}-{'pretrained' if model == 'efficientnet_lite0' else Path(model).name.rsplit('-', 1)[-1]}"
         result = submit(SubmitConfig(model=[model], name=name, **common), progress)
         for note in result.notes:  # which kind of competition submit took it for (--landmarks auto)
-            echo(f"    {note}")
+            echo(f"    {label}: {note}")
         rows.append((label, result.scores or {}))
         paths.append(str(result.path))
     stage_done("submit (3 submissions)")

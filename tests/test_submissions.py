@@ -217,7 +217,7 @@ def test_submit_pooling_view_and_weights_file_reach_the_embedding(tiny_competiti
     }
     assert not np.allclose(vectors["gem"], vectors["avg"]) and not np.allclose(vectors["gem"], vectors["square"])
     assert not np.allclose(vectors["gem"], vectors["own"]) and own.path.exists()
-    assert gem.record["tta"] == "aspect 64" and square.record["tta"] == "square 64"  # the view is on the record
+    assert gem.record["tta"] == "aspect up to 64" and square.record["tta"] == "square 64"  # the view is on the record
     caches = sorted(p.name for p in (tmp_path / "runs" / "feature-cache").glob("*.store"))
     assert len(caches) == 4  # each setting its own cache entry, never a stale vector
 

@@ -60,10 +60,12 @@ def score_ranking(ranking: np.ndarray, competition: Competition, map_k: int) -> 
 
 def describe_views(config: SubmitConfig, models: list[LoadedModel]) -> str:
     """The test-time augmentation and views, as the leaderboard shows them."""
+    views = [view_of(m, config) for m in models]
     parts = (
         (["flip"] if config.flip else [])
         + ([f"scales {','.join(map(str, config.scales))}"] if list(config.scales) != [1.0] else [])
-        + sorted({f"{resize} {size}" for size, resize in (view_of(m, config) for m in models)})
+        # an aspect view's size is the longest side a photo gets; smaller photos keep their own
+        + sorted({f"aspect up to {size}" if resize == "aspect" else f"square {size}" for size, resize in views})
     )
     return ", ".join(parts) or "none"
 

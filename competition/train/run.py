@@ -114,7 +114,7 @@ class Run:
             resize=embedder_config(self.config).resolved_resize(),
             cache_dir=self.cache_dir() if cached else None,
             batch_size=self.config.batch_size,
-            description=description,
+            description=f"{self.config.run_name}: {description}",  # piped lines name their run
             progress=self.progress,
             workers=self.config.workers,
             precision=self.config.precision,
