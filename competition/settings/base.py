@@ -27,15 +27,18 @@ def setting(
     flags: tuple[str, ...] = (),
     old_flags: tuple[str, ...] = (),
     many: bool = False,
+    path: bool = False,
     show_default: str | bool | None = None,
     **limits: Any,
 ) -> Any:
     """A setting: its default, the line `--help` shows, its limits (pydantic's ge, gt, le, lt)
     and, when the command line spells it otherwise than `--<name>`, its `flags` (a bool's pair
     as "--on/--off", short forms like "-d"). `old_flags` still work, with a note. `many`: the
-    flag may be repeated (train one run per --backbone)."""
-    extra = {"flags": list(flags), "old_flags": list(old_flags), "many": many, "show_default": show_default}
-    return Field(default, description=help, json_schema_extra={k: v for k, v in extra.items() if v}, **limits)
+    flag may be repeated (train one run per --backbone); `path`: a file or folder (the shell
+    completes it)."""
+    extra = {"flags": list(flags), "old_flags": list(old_flags), "many": many, "path": path}
+    extra = {k: v for k, v in extra.items() if v} | ({} if show_default is None else {"show_default": show_default})
+    return Field(default, description=help, json_schema_extra=extra, **limits)
 
 
 def flag_of(name: str) -> str:

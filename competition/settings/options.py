@@ -88,6 +88,8 @@ def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
     annotation, default, convert = _cli_type(field.annotation, field.default, long_flag)
     if extra.get("many"):
         annotation, default, convert = Optional[list[annotation]], None, list
+    if extra.get("path"):  # typed as a path so the shell completes it; the setting keeps text
+        annotation, default = Optional[Path], Path(default) if default else None
     if annotation is bool:  # a switch and its negation, unless the declaration names the pair
         flags = [f"{f}/--no-{f[2:]}" if f.startswith("--") and "/" not in f else f for f in flags]
     info = typer.Option(

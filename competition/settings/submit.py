@@ -86,7 +86,7 @@ class SubmitConfig(Settings):
     # the names of v0.2's config files and leaderboard rows
     OLD_NAMES: ClassVar[dict[str, str]] = {"models": "model", "weights": "ensemble_weights", "fmt": "format"}
 
-    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"))
+    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path=True)
     model: list[str] = setting(
         ["efficientnet_lite0"],
         "Run folder/name, or a backbone name for off-the-shelf features; repeat for an ensemble.",
@@ -128,15 +128,16 @@ class SubmitConfig(Settings):
         "",
         "ImageNet weights file (.pth, .safetensors) for an off-the-shelf backbone whose weights are neither "
         "installed nor cached (no network); trained runs carry their own.",
+        path=True,
     )
     format: Format = setting(
         "csv",
         "csv (query,rank_1..rank_k), kaggle (id,images: ids without extension, space-separated, as Google "
         "Landmark Retrieval wants) or json.",
     )
-    submissions_dir: str = setting("submissions", "Where submission files go.")
-    leaderboard: str = setting("leaderboard.md", "Leaderboard to record the scored run in.")
-    runs_dir: str = setting("runs", "Where runs and embedding caches live.")
+    submissions_dir: str = setting("submissions", "Where submission files go.", path=True)
+    leaderboard: str = setting("leaderboard.md", "Leaderboard to record the scored run in.", path=True)
+    runs_dir: str = setting("runs", "Where runs and embedding caches live.", path=True)
     batch_size: int = setting(
         32, "Photos per forward pass on CUDA (a CPU takes fewer, about 8 of 224 px: faster there).", ge=1
     )

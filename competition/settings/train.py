@@ -38,7 +38,7 @@ class TrainConfig(Settings):
         {"head_resolved", "weights_origin", "pseudo_labels_added", "classes", "provenance", "freeze_bn_resolved"}
     )
 
-    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"))
+    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path=True)
     backbone: str = setting(
         DEFAULT_BACKBONE,
         "Backbone (repeat to train several for an ensemble); `compete models` lists them.",
@@ -48,7 +48,7 @@ class TrainConfig(Settings):
     run_name: str = setting(
         "", "Run name under runs/ (default <backbone>-<regime>-<time>).", flags=("--name", "--run-name")
     )
-    runs_dir: str = setting("runs", "Where run folders go.")
+    runs_dir: str = setting("runs", "Where run folders go.", path=True)
     epochs: int = setting(30, "Loss heads and the full regime: epochs (validation picks the best).", ge=1)
     image_size: int = setting(
         0,
@@ -120,13 +120,13 @@ class TrainConfig(Settings):
         "held-out landmarks).",
     )
     pseudo_precision: float = setting(0.9, "Pseudo-labels: the precision their threshold keeps.", ge=0, le=1)
-    augmented: str = setting("", "Augmented folder to train on (default <data>/augmented when present).")
+    augmented: str = setting("", "Augmented folder to train on (default <data>/augmented when present).", path=True)
     use_augmented: bool = setting(
         True, "Train on <data>/augmented when present.", flags=("--use-augmented/--no-augmented",)
     )
     pretrained: bool = setting(True, "ImageNet weights (--no-pretrained: random init, for tests and research).")
     weights_file: str = setting(
-        "", "ImageNet weights file for the backbone (.pth, .safetensors).", old_flags=("--weights",)
+        "", "ImageNet weights file for the backbone (.pth, .safetensors).", old_flags=("--weights",), path=True
     )
     seed: int = setting(0, "Same seed, data and settings: the same run.", ge=0)
     device: str = setting("", DEVICE_HELP)
