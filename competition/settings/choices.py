@@ -20,15 +20,11 @@ IfWorse = Literal["fallback", "ensemble", "keep"]
 GalleryWhitening = Literal["off", "gallery", "query+gallery"]
 LogTo = Literal["", "tensorboard", "mlflow", "wandb"]  # "": the leaderboard only
 
-REGIMES = get_args(Regime)
 LOSSES = get_args(Loss)
-HEAD_CHOICES = get_args(Head)
 TRIPLET_MINING = get_args(TripletMining)
 POOLING_NAMES = get_args(Pooling)
 RESIZE_MODES = get_args(Resize)
 PRECISIONS = get_args(Precision)
-LANDMARKS = get_args(Landmarks)
 FORMATS = get_args(Format)
 INDEXES = get_args(Index)
 IF_WORSE = get_args(IfWorse)
-GALLERY_WHITENING = get_args(GalleryWhitening)
