@@ -1,6 +1,7 @@
 """`compete sweep`: plan expansion, resume after a crash, shared caches, failures, budget, the table."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -166,3 +167,15 @@ def test_data_override_runs_a_sweep_file_on_another_folder_under_its_own_name(ti
     assert plan.out_dir.name == f"closed-{tiny_competition.name}"  # never the results of the file's own folder
     result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--data", str(tmp_path / "nowhere"), "--dry-run"])
     assert result.exit_code == 1 and "nowhere" in result.output
+
+
+def test_every_shipped_sweep_file_is_checked_and_expands():
+    """The sweep files in scripts/sweeps/ (the compare scripts' replacements among them) use only
+    settings that exist, with values in range: a renamed setting would fail here, not in a user's run."""
+    from competition.sweep.plan import load_sweep
+
+    shipped = sorted((Path(__file__).resolve().parent.parent / "scripts" / "sweeps").glob("*.yaml"))
+    assert {p.stem for p in shipped} >= {"quick", "augmentation", "training", "postprocessing"}
+    for path in shipped:
+        plan = load_sweep(path)
+        assert plan.configurations and plan.variants, path
