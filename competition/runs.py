@@ -99,7 +99,8 @@ def read_config(run_dir: str | Path) -> dict | None:
 
 def run_settings(run: str | Path, runs_dir: str | Path = "runs") -> dict | None:
     """The config.json of a run given as a folder or a name under runs_dir, finished or not."""
-    return next((read_config(c) for c in (Path(run), Path(runs_dir) / str(run)) if (c / CONFIG).is_file()), None)
+    found = (read_config(c) for c in (Path(run), Path(runs_dir) / str(run)))
+    return next((config for config in found if config is not None), None)
 
 
 def find_run(run: str | Path, runs_dir: str | Path = "runs") -> Path | None:

@@ -31,7 +31,7 @@ def tiny_competition(tiny_competition_master, tmp_path) -> Path:
 
 def tiny_config(data, runs, name, **overrides):
     """Training settings that run in seconds on the tiny competition (random init, 32 px)."""
-    from competition.train.config import TrainConfig
+    from competition.settings.train import TrainConfig
 
     settings = dict(
         data=str(data),

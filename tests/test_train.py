@@ -14,8 +14,9 @@ from competition.errors import CompeteError
 from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import Embedder, build_embedder
 from competition.runs import LAST
+from competition.settings.train import TrainConfig
 from competition.train import full_layer, loop
-from competition.train.config import TrainConfig, embedder_config
+from competition.train.config import embedder_config
 from competition.train.loop import train
 from competition.train.losses import make_loss
 from competition.train.sampling import epoch_order

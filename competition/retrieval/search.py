@@ -124,18 +124,14 @@ class Searcher:
         self.key, self.index = b"", None  # the last gallery's index: one held at a time (each may be GBs)
         self.nprobe_used: int | None = None
 
-    @classmethod
-    def of(cls, index: str | Searcher) -> Searcher:
-        return index if isinstance(index, Searcher) else cls(index)
-
     @property
     def exact(self) -> bool:
         return self.kind == "exact" and not self.factory
 
     def index_for(self, gallery: np.ndarray, k: int) -> faiss.Index:
-        gallery = l2_normalize(gallery)
+        gallery = np.ascontiguousarray(gallery, dtype=np.float32)  # no copy for the vectors submit passes
         key = hashlib.blake2b(gallery.data, digest_size=16).digest() + str(gallery.shape).encode()
-        if key != self.key:  # the gallery's content, not its array: normalising makes a new one
+        if key != self.key:  # the gallery's content, not its array: each step hands on a new one
             deepest = max(k, self.deepest_k)
             self.index = build_index(gallery, self.kind, self.use_gpu, deepest, self.nprobe, self.factory)
             self.key, self.nprobe_used = key, probes(self.index)
@@ -157,15 +153,17 @@ def search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, gallery indices), each (num_queries, min(k, gallery size)), best first."""
     k = min(k, len(gallery))
-    searcher = Searcher.of(index) if isinstance(index, Searcher) else Searcher(index, k, use_gpu=use_gpu)
-    built = searcher.index_for(gallery, k)
+    if isinstance(index, Searcher):  # its index may be built already
+        built, exact = index.index_for(gallery, k), index.exact
+    else:  # one search: build without keeping (or hashing) anything
+        built, exact = build_index(gallery, index, use_gpu, k), index == "exact"
     queries = l2_normalize(queries)
     parts = [built.search(queries[start : start + batch_size], k) for start in range(0, len(queries), batch_size)]
     if not parts:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     similarities, indices = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     short = np.flatnonzero((indices < 0).any(axis=1))
-    if len(short) and not searcher.exact:  # an approximate index found fewer than k: those rows exactly
+    if len(short) and not exact:  # an approximate index found fewer than k: those rows exactly
         similarities[short], indices[short] = search(queries[short], gallery, k, use_gpu, batch_size, "exact")
     return similarities, indices
 

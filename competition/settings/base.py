@@ -106,26 +106,21 @@ class Settings(BaseModel):
         """Keys as settings: dashes or underscores, flag spellings, old names (with a note), a
         nested model's keys flat or under its name, a saved file's record keys dropped."""
         data = {str(k).replace("-", "_"): v for k, v in data.items() if str(k) not in cls.RECORD_KEYS}
-        spellings = cls.spellings()
-        nested = {name: dict(data.pop(name, None) or {}) for name in cls.nested()}
+        spellings, models = cls.spellings(), cls.nested()
+        nested = {name: dict(data.pop(name, None) or {}) for name in models}
         settings: dict = {}
         for key, value in data.items():
-            owner = next((n for n, model in cls.nested().items() if key in model.spellings()), None)
-            if owner:
-                nested[owner][key] = value
+            setting = spellings.get(key, key)
+            if setting in models:  # a nested model's key, flat: that model spells it
+                nested[setting][key] = value
                 continue
             if key in cls.OLD_NAMES:
                 log.warning("setting '%s' is now '%s'", key, cls.OLD_NAMES[key])
-            settings[cls.OLD_NAMES.get(key, spellings.get(key, key))] = value
-        for name, model in cls.nested().items():
-            settings[name] = model.normalize(nested[name])
-        return settings
+            settings[cls.OLD_NAMES.get(key, setting)] = value
+        return settings | {name: model.normalize(nested[name]) for name, model in models.items()}
 
     def to_dict(self) -> dict:
         return self.model_dump()
-
-    def replace(self, **changes: Any) -> Settings:
-        return type(self).from_dict(self.to_dict() | changes)
 
 
 REQUIREMENTS = {

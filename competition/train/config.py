@@ -13,8 +13,6 @@ from competition.runs import LAST
 from competition.settings.base import read_settings_file
 from competition.settings.train import RESUME_MAY_CHANGE, TrainConfig
 
-__all__ = ["TrainConfig", "embedder_config", "training_settings", "resume_settings", "check_same_settings"]
-
 
 def embedder_config(config: TrainConfig) -> EmbedderConfig:
     """The retrieval model a run trains."""

@@ -27,8 +27,9 @@ from competition.distributed import init_distributed
 from competition.errors import CompeteError
 from competition.io import check_plain_name, exclusive_use
 from competition.models.embedder import build_embedder
+from competition.settings.train import TrainConfig
 from competition.tracking import open_tracker
-from competition.train.config import TrainConfig, embedder_config
+from competition.train.config import embedder_config
 from competition.train.data import load_training_data
 from competition.train.freezing import freeze_before
 from competition.train.full_layer import FullLayerTrainer

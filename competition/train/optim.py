@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from competition.train.config import TrainConfig
+from competition.settings.train import TrainConfig
 from competition.train.safety import L2SP, layer_decay_groups
 
 

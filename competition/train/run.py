@@ -22,7 +22,8 @@ from competition.models.embedder import Embedder
 from competition.models.registry import get_spec, native_inputs
 from competition.retrieval.embed import extract_features
 from competition.runs import CONFIG, SUMMARY, frozen_features_cache, view_tag
-from competition.train.config import TrainConfig, embedder_config
+from competition.settings.train import TrainConfig
+from competition.train.config import embedder_config
 from competition.train.data import TrainingData
 from competition.train.run_folder import RunFolder
 from competition.train.validation import PoolScores, score_pool
