@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from competition.distributed import Distributed
+from competition.errors import CompeteError
 from competition.retrieval import store as store_module
 from competition.retrieval.embed import extract_features
 from competition.retrieval.store import EmbeddingStore
@@ -28,7 +30,17 @@ def test_a_kill_loses_at_most_the_chunk_in_progress(tmp_path):
     (folder / "zz-killed.vectors.npy").write_bytes(b"half a chunk")  # killed between vectors and keys
     reader = EmbeddingStore(folder)
     assert len(reader) == 8 and "k8" not in reader
-    assert np.array_equal(reader.stack(["k0", "k7", "k9"]), np.stack([vectors[0], vectors[7], np.zeros(8)]))
+    assert np.array_equal(reader.stack(["k0", "k7"]), np.stack([vectors[0], vectors[7]]))
+    with pytest.raises(CompeteError, match="1 photo.*no vector"):
+        reader.stack(["k0", "k9"])  # lost with the kill: an error, never a zero vector that ranks as a photo
+
+
+def test_only_an_unreadable_photo_stacks_as_a_zero_vector(tmp_path):
+    store = EmbeddingStore(tmp_path / "s.store")
+    store.put("a", np.ones(4, np.float32))
+    assert store.stack(["a", "bad"], unreadable={"bad"}).tolist() == [[1] * 4, [0] * 4]
+    with pytest.raises(CompeteError, match="first: gone"):
+        store.stack(["a", "gone|123|view"])
 
 
 def test_writes_grow_linearly(tmp_path, monkeypatch):
@@ -83,9 +95,64 @@ def test_extraction_resumes_from_the_store(tiny_competition, tmp_path):
     assert sum(calls) == len(paths) - 5 and np.allclose(again[:5], first)
 
 
+class _WaitsAtBarrier(Exception):
+    pass
+
+
+class _Rank(Distributed):
+    """One torchrun process played in this process: rank 1 stops where it would wait for rank 0."""
+
+    def barrier(self) -> None:
+        if self.rank:
+            raise _WaitsAtBarrier
+
+    def gather(self, items: list) -> list:
+        return list(items)
+
+
+def test_a_rank_that_opens_the_store_late_still_embeds_its_whole_share(tiny_competition, tmp_path):
+    """Rank 1 embeds and flushes its share before rank 0 opens the store (a slow start): rank 0
+    must still embed every photo of its own share, so together they cover every photo."""
+    paths = sorted((tiny_competition / "gallery").iterdir())
+    embedded = []
+
+    def mean_colour(batch):
+        embedded.append(len(batch))
+        return batch.mean(dim=(2, 3)) + 1.0  # never a zero vector
+
+    cache = tmp_path / "c.store"
+    common = dict(cache_dir=cache, batch_size=1, progress=False, workers=0)
+    with pytest.raises(_WaitsAtBarrier):  # its share embedded and flushed
+        extract_features(mean_colour, paths, 32, torch.device("cpu"), shards=_Rank(1, 2), **common)
+    late, failed = extract_features(mean_colour, paths, 32, torch.device("cpu"), shards=_Rank(0, 2), **common)
+    assert sum(embedded) == len(paths) and not failed
+    assert np.all(np.abs(late).sum(axis=1) > 0)  # every photo has its own vector, none a zero
+
+
+def _delayed_rank0_launcher(folder: Path) -> Path:
+    """A torchrun entry point whose rank 0 opens the embedding store 3 s late, so that rank 1 has
+    flushed chunks by then: the race of sharding 'what is missing' is exercised, not hoped away."""
+    script = folder / "late_rank0.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "import competition.retrieval.embed as embed\n"
+        "class LateStore(embed.EmbeddingStore):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        if os.environ.get('RANK') == '0':\n"
+        "            time.sleep(3)\n"
+        "        super().__init__(*args, **kwargs)\n"
+        "embed.EmbeddingStore = LateStore\n"
+        "from competition.cli import app\n"
+        "sys.argv[0] = 'compete'\n"
+        "app()\n"
+    )
+    return script
+
+
 @pytest.mark.skipif(not shutil.which("torchrun", path=str(Path(sys.executable).parent)), reason="needs torchrun")
 def test_sharded_extraction_under_torchrun_equals_one_process(tiny_competition, tmp_path):
-    """Two gloo processes split the photos, write their own chunks, rank 0 ranks: the same file."""
+    """Two gloo processes split the photos, write their own chunks, rank 0 ranks: the same file,
+    also when rank 0 opens the store after rank 1 has flushed its share."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     common = [
         "submit",
@@ -119,8 +186,7 @@ def test_sharded_extraction_under_torchrun_equals_one_process(tiny_competition, 
             "--standalone",
             "--nproc_per_node",
             "2",
-            "-m",
-            "competition.cli",
+            str(_delayed_rank0_launcher(work)),
             *common,
             "--name",
             "two",

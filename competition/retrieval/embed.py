@@ -73,7 +73,9 @@ def extract_features(
     if dtype is not None:  # half-precision vectors differ a little from float32 ones
         tta_tag += f"|{str(dtype).removeprefix('torch.')}"
     keys = [file_key(p) + tta_tag if p.exists() else f"{p}|missing" for p in paths]
-    todo = [i for i, k in enumerate(keys) if k not in store][dist.rank :: dist.world]  # each rank its share
+    # Each rank takes its share of the whole list, then skips what is stored: dividing only what
+    # is missing would differ between ranks that open the store before and after another's flush.
+    todo = [i for i in range(dist.rank, len(keys), dist.world) if keys[i] not in store]
     failed: list[Path] = []
     if todo:
         dataset = ViewsDataset([paths[i] for i in todo], image_size, scales, resize)
@@ -103,7 +105,9 @@ def extract_features(
         raise CompeteError(f"unreadable image(s): {', '.join(map(str, failed[:5]))}")
     for path in failed:
         log.warning("%s: unreadable image, given a zero vector", path)
-    return store.stack(keys), failed
+    failed_set = set(failed)
+    unreadable = {key for path, key in zip(paths, keys) if path in failed_set}
+    return store.stack(keys, unreadable), failed
 
 
 def _embed_views(

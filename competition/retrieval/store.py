@@ -16,11 +16,12 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
-from competition.errors import DiskFull
+from competition.errors import CompeteError, DiskFull
 from competition.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,23 @@ class EmbeddingStore:
             return int(vectors.shape[-1])
         return 0
 
-    def stack(self, keys: list[str]) -> np.ndarray:
-        """Rows for `keys` in order; a missing key gets a zero vector."""
+    def stack(self, keys: list[str], unreadable: Collection[str] = ()) -> np.ndarray:
+        """Rows for `keys` in order. Only a key in `unreadable` (a photo that could not be read,
+        reported as such) may be absent, and gets a zero vector: any other missing key is an error,
+        never a silent zero that would rank as if it were a photo."""
         out = np.zeros((len(keys), self.dim), np.float32)
+        absent = []
         for row, key in enumerate(keys):
             vector = self.get(key)
             if vector is not None:
                 out[row] = vector
+            elif key not in unreadable:
+                absent.append(key.split("|", 1)[0])
+        if absent:
+            raise CompeteError(
+                f"{len(absent)} photo(s) have no vector in the embedding store {self.folder} "
+                f"(first: {absent[0]}); nothing was written: re-run the same command, it embeds only what is missing"
+            )
         return out
 
     def flush(self) -> None:
