@@ -478,3 +478,38 @@ def test_a_leaderboard_that_cannot_take_the_row_keeps_the_submission_and_says_ho
     )
     assert recorded.exit_code == 0, recorded.output
     assert "| kept |" in other.read_text() and json.loads((tmp_path / "other.jsonl").read_text())["top1"] >= 0
+
+
+# Round 4: no silently wrong ranking or score, no lost file.
+
+
+def _solution(tmp_path, text):
+    path = tmp_path / "solution.csv"
+    path.write_text("id,images,Usage\n" + text)
+    return path
+
+
+def test_a_repeated_id_in_a_submission_row_scores_once_as_the_hosts_metric_does(tmp_path):
+    from competition.evaluate.solution import read_solution, score_against_solution
+
+    solution = read_solution(_solution(tmp_path, "q1,a b,Public\nq2,c d,Public\n"))
+    submission = tmp_path / "sub.csv"
+    submission.write_text("id,images\nq1,a a a b\nq2," + " ".join(["c"] * 100) + "\n")
+    # by hand, as the hosts' metric skips a repeat but keeps its rank: q1 (1/1 + 2/4) / 2, q2 (1/1) / 2
+    scores = score_against_solution(submission, solution)
+    assert scores["public_map@100"] == pytest.approx(((1 + 2 / 4) / 2 + 1 / 2) / 2)
+
+
+@pytest.mark.parametrize(
+    "rows, fragment",
+    [
+        ("q1,a,Public\nq2,b,Public\nq1,c,Private\n", "line 4: id 'q1' is given a second time"),
+        ("q1,a,Public\n ,b,Public\n", "line 3: the id is blank"),
+        ("q1,a,Ignored\nq2,None,Ignored\n", "every row is Ignored"),
+    ],
+)
+def test_a_solution_file_that_cannot_be_scored_as_written_is_refused_in_one_line(tmp_path, rows, fragment):
+    submission = tmp_path / "sub.csv"
+    submission.write_text("id,images\nq1,a\n")
+    one_line_error(invoke("score", submission, "--solution", _solution(tmp_path, rows)), fragment)
+

@@ -46,9 +46,18 @@ def read_solution(path: str | Path) -> dict[str, SolutionRow]:
     if unknown:
         raise CompeteError(f"{path}: Usage must be Public, Private or Ignored, not {unknown[:3]}")
     solution = {}
-    for test_id, images, usage in zip(table["id"], table["images"], table["Usage"]):
+    for line, (test_id, images, usage) in enumerate(zip(table["id"], table["images"], table["Usage"]), start=2):
+        test_id = test_id.strip()
+        if not test_id:
+            raise CompeteError(f"{path}, line {line}: the id is blank; every row names one test image")
+        if test_id in solution:
+            raise CompeteError(
+                f"{path}, line {line}: id {test_id!r} is given a second time; each test image has one row"
+            )
         relevant = frozenset(i for i in images.split() if i != "None")
-        solution[test_id.strip()] = SolutionRow(relevant, usage)
+        solution[test_id] = SolutionRow(relevant, usage)
+    if not any(row.usage in USAGES for row in solution.values()):
+        raise CompeteError(f"{path}: every row is Ignored (or the file has none): nothing can be scored")
     return solution
 
 
@@ -72,8 +81,19 @@ def score_against_solution(submission: str | Path, solution: dict[str, SolutionR
         hits = np.zeros((len(ids), KAGGLE_MAX_IMAGES), dtype=bool)
         for row, query in enumerate(ids):
             ranked = predictions.get(query, [])[:KAGGLE_MAX_IMAGES]
-            hits[row, : len(ranked)] = [image in solution[query].relevant for image in ranked]
+            hits[row, : len(ranked)] = _first_relevant(ranked, solution[query].relevant)
         counts = np.array([len(solution[q].relevant) for q in ids])
         scores[f"{usage.lower()}_map@100"] = float(average_precision(hits, KAGGLE_MAX_IMAGES, counts).mean())
         scores[f"{usage.lower()}_queries"] = float(len(ids))
     return scores
+
+
+def _first_relevant(ranked: list[str], relevant: frozenset[str]) -> list[bool]:
+    """Is each rank a relevant id seen for the first time? A repeated id keeps its rank but scores
+    nothing again, as the hosts' metric skips it (else one right id repeated 100 times scores 1.0)."""
+    seen: set[str] = set()
+    hits = []
+    for image in ranked:
+        hits.append(image in relevant and image not in seen)
+        seen.add(image)
+    return hits
