@@ -513,3 +513,61 @@ def test_a_solution_file_that_cannot_be_scored_as_written_is_refused_in_one_line
     submission.write_text("id,images\nq1,a\n")
     one_line_error(invoke("score", submission, "--solution", _solution(tmp_path, rows)), fragment)
 
+
+CLOSED_SET = Path(__file__).resolve().parents[1] / "scripts" / "closed_set.py"
+
+
+def _closed_set(source, target):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(CLOSED_SET), str(source), str(target)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("where", ["source", "inside", "parent", "user folder"])
+def test_closed_set_copy_never_deletes_the_source_or_a_users_folder(tiny_competition, tmp_path, where):
+    thesis = tmp_path / "mywork" / "thesis.txt"
+    thesis.parent.mkdir()
+    thesis.write_text("four years")
+    target = {
+        "source": tiny_competition,
+        "inside": tiny_competition / "train" / "copy",
+        "parent": tiny_competition / "..",
+        "user folder": thesis.parent,
+    }[where]
+    before = files_under(tmp_path)
+    done = _closed_set(tiny_competition, target)
+    assert done.returncode != 0 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert files_under(tmp_path) == before and thesis.read_text() == "four years"
+
+
+def test_closed_set_copy_keeps_query_subfolders_and_replaces_only_its_own_copy(tiny_competition, tmp_path):
+    nested = tiny_competition / "query" / "day"
+    nested.mkdir()
+    first_query = sorted((tiny_competition / "query").glob("*.*"))[0]
+    shutil.move(first_query, nested / first_query.name)
+    labels = (tiny_competition / "labels.csv").read_text()
+    (tiny_competition / "labels.csv").write_text(
+        labels.replace(f"query/{first_query.name}", f"query/day/{first_query.name}")
+    )
+    target = tmp_path / "closed"
+    for _ in range(2):  # the second run replaces the copy the first one made
+        done = _closed_set(tiny_competition, target)
+        assert done.returncode == 0, done.stderr
+    from competition.data.discover import discover_competition
+
+    copy, source = discover_competition(target), discover_competition(tiny_competition)
+    seen = set(source.train_classes)
+    assert [r.key for r in copy.query] == [r.key for r in source.query if r.label in seen]
+    assert len(copy.gallery) == len(source.gallery) and copy.has_eval_labels
+    assert not list(tmp_path.glob(".closed.partial"))
+
+
+def test_closed_set_copy_without_labels_is_one_line_and_writes_nothing(tiny_competition, tmp_path):
+    (tiny_competition / "labels.csv").unlink()
+    done = _closed_set(tiny_competition, tmp_path / "closed")
+    assert done.returncode != 0 and "needs labels.csv" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "closed").exists()
+
