@@ -467,7 +467,7 @@ def test_a_leaderboard_that_cannot_take_the_row_keeps_the_submission_and_says_ho
     tiny_competition, tmp_path
 ):
     board = tmp_path / "board.md"
-    board.write_text("a leaderboard someone made read-only\n")
+    board.write_text("# Leaderboard\n\na leaderboard someone made read-only\n")
     board.chmod(0o444)
     result = _quick_submit(tiny_competition, tmp_path, "--name", "kept")
     one_line_error(result, "subs/kept.csv is written and kept", "compete score", "--record")
@@ -571,3 +571,36 @@ def test_closed_set_copy_without_labels_is_one_line_and_writes_nothing(tiny_comp
     assert done.returncode != 0 and "needs labels.csv" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "closed").exists()
 
+
+def test_a_file_that_is_not_a_leaderboard_is_never_overwritten(tiny_competition, tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("# My notes\n\nlr 3e-4 worked best\n")
+    result = invoke(
+        "submit", "--data", tiny_competition, "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path / "subs",
+        "--leaderboard", notes, "--no-flip", "--name", "n",
+    )  # fmt: skip
+    one_line_error(result, "notes.md is not a compete leaderboard", "not overwritten")
+    assert notes.read_text() == "# My notes\n\nlr 3e-4 worked best\n" and not (tmp_path / "subs").exists()
+    done = _quick_submit(tiny_competition, tmp_path, "--name", "kept")
+    assert done.exit_code == 0, done.output
+    board = tmp_path / "board.md"
+    assert "Rows live in `board.jsonl`" in board.read_text()  # the header names its own rows
+    data = tmp_path / "data.csv"
+    data.write_text("image,class\na.jpg,x\n")
+    recorded = invoke(
+        "score", tmp_path / "subs" / "kept.csv", "--data", tiny_competition, "--record", "--leaderboard", data
+    )
+    one_line_error(recorded, "data.csv is not a compete leaderboard")
+    assert data.read_text() == "image,class\na.jpg,x\n" and not (tmp_path / "data.jsonl").exists()
+
+
+def test_report_replaces_only_a_page_it_wrote(tiny_competition, tmp_path):
+    assert _quick_submit(tiny_competition, tmp_path, "--name", "r").exit_code == 0
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>my homepage</h1>")
+    args = ("report", tmp_path / "subs" / "r.csv", "--data", tiny_competition, "--runs-dir", tmp_path / "runs")
+    one_line_error(invoke(*args, "--out", site), "index.html that compete report did not write")
+    assert (site / "index.html").read_text() == "<h1>my homepage</h1>" and files_under(site) == 1
+    for _ in range(2):  # its own page it replaces
+        assert invoke(*args, "--out", tmp_path / "report").exit_code == 0

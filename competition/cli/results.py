@@ -57,10 +57,12 @@ def score(
                     f"({int(kaggle[f'{usage}_queries'])} queries)"
                 )
         return
+    if record:
+        from competition.evaluate.leaderboard import check_leaderboard, record_scored_file
+
+        _run(lambda: check_leaderboard(leaderboard))
     scored = _run(lambda: score_file(submission, data, map_k))
     if record:
-        from competition.evaluate.leaderboard import record_scored_file
-
         _run(lambda: record_scored_file(leaderboard, submission, scored.scores))
     if json_out:
         _print_json({"submission": str(submission), "scores": scored.scores, "per_class_top1": scored.per_class})

@@ -39,17 +39,41 @@ COLUMNS = [  # (record key, column title)
     ("uploaded", "uploaded"),
 ]
 
-HEADER = """# Leaderboard
-
+TITLE = "# Leaderboard\n"
+HEADER = (
+    TITLE
+    + """
 Local scores of every submission scored with `compete submit` / `compete score`, best
 top-1 first. Seen/unseen split the queries by whether their landmark is in `train/`.
-Rows live in `leaderboard.jsonl`; this file is regenerated from it.
+Rows live in `{records}`; this file is regenerated from it.
 
 """
+)
 
 
 def records_file(markdown: Path) -> Path:
     return markdown.with_suffix(".jsonl")
+
+
+def check_leaderboard(markdown: str | Path) -> None:
+    """Refuse to (re)write a file that is not a compete leaderboard, or beside a .jsonl that is not
+    its rows: `--leaderboard notes.md` must never replace the user's notes. Asked before any work."""
+    markdown = Path(markdown)
+    if markdown.is_file() and markdown.stat().st_size and not _starts_with(markdown, TITLE):
+        raise CompeteError(
+            f"--leaderboard {markdown} is not a compete leaderboard (it does not start with '{TITLE.strip()}'): "
+            "not overwritten; name a new file or an existing leaderboard.md"
+        )
+    rows = records_file(markdown)
+    if rows.is_file() and rows.stat().st_size and not _starts_with(rows, "{"):
+        raise CompeteError(
+            f"{rows} is not a compete leaderboard's rows (JSON lines): not overwritten; name another file"
+        )
+
+
+def _starts_with(path: Path, text: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(text.encode())).decode("utf-8", "replace") == text
 
 
 def read_records(markdown: str | Path) -> list[dict]:
@@ -57,10 +81,11 @@ def read_records(markdown: str | Path) -> list[dict]:
 
 
 def _write_records(markdown: Path, records: list[dict]) -> None:
+    check_leaderboard(markdown)
     for path in (markdown, records_file(markdown)):  # both or neither
         ensure_writable(path)
     atomic_write_text(records_file(markdown), "".join(json_text(r) + "\n" for r in records))
-    atomic_write_text(markdown, render(records))
+    atomic_write_text(markdown, render(records, records_file(markdown).name))
 
 
 def _cell(value) -> str:
@@ -74,11 +99,11 @@ def _cell(value) -> str:
     return text.replace("|", "\\|").replace("<", "&lt;")
 
 
-def render(records: list[dict]) -> str:
+def render(records: list[dict], records_name: str = "leaderboard.jsonl") -> str:
     ordered = sorted(records, key=lambda r: (-(r.get("top1") or 0.0), r.get("date", "")))
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r.get(key)) for key, _ in COLUMNS) + " |" for r in ordered]
-    return HEADER + "\n".join(lines) + "\n"
+    return HEADER.format(records=records_name) + "\n".join(lines) + "\n"
 
 
 def add_record(markdown: str | Path, record: dict) -> None:

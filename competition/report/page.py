@@ -17,6 +17,7 @@ import numpy as np
 
 from competition.data.discover import natural_key
 from competition.data.images import UnreadableImage, read_image
+from competition.errors import CompeteError
 from competition.evaluate.scoring import score_file
 from competition.io import atomic_write_text
 from competition.report.plots import plt, save_figure
@@ -112,8 +113,13 @@ def embedding_map_figure(vectors: np.ndarray, labels: list[str], seen: set[str] 
     return save_figure(figure, out)
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+GENERATOR = '<meta name="generator" content="compete report">'  # marks a page compete may replace
+PICTURES = ("queries.png", "per_class.png", "confusion.png", "embedding_map.png")
+PAGE = (
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">"""
+    + GENERATOR
+    + """<title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; background: #fafafa; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; }}
@@ -126,6 +132,19 @@ img {{ max-width: 100%; border: 1px solid #ddd; background: white; }} section {{
 {sections}
 </body></html>
 """
+)
+
+
+def check_report_folder(out_dir: Path) -> None:
+    """Refuse a folder whose page or pictures compete did not write: a report replaces only its own."""
+    page = out_dir / "index.html"
+    ours = page.is_file() and GENERATOR in page.read_text(encoding="utf-8", errors="replace")
+    clashing = [name for name in ("index.html", *PICTURES) if (out_dir / name).exists()]
+    if clashing and not ours:
+        raise CompeteError(
+            f"--out {out_dir} holds {', '.join(clashing)} that compete report did not write: not replaced; "
+            "choose another --out"
+        )
 
 
 def write_report(
@@ -137,6 +156,7 @@ def write_report(
 ) -> Path:
     """Write <out_dir>/index.html and its PNGs for a scored submission; returns the page's path."""
     submission, out_dir = Path(submission), Path(out_dir)
+    check_report_folder(out_dir)
     scored = score_file(submission, data)
     ranked, hits, competition = scored.ranked, scored.hits, scored.competition
     gallery_paths = [r.path for r in competition.gallery]
@@ -150,19 +170,19 @@ def write_report(
                 [ranked.query_labels[i] for i in order],
                 [[gallery_paths[j] if j < len(gallery_paths) else missing for j in ranked.ranking[i]] for i in order],
                 hits[order],
-                out_dir / "queries.png",
+                out_dir / PICTURES[0],
             ),
         )
     ]
     sections.append(
         (
             "Top-1 accuracy per landmark",
-            per_class_figure(scored.per_class, ranked.seen_classes, out_dir / "per_class.png"),
+            per_class_figure(scored.per_class, ranked.seen_classes, out_dir / PICTURES[1]),
         )
     )
     predicted = [str(ranked.gallery_labels[row[0]]) for row in ranked.ranking]
     sections.append(
-        ("Confusion matrix at top-1", confusion_figure(ranked.query_labels, predicted, out_dir / "confusion.png"))
+        ("Confusion matrix at top-1", confusion_figure(ranked.query_labels, predicted, out_dir / PICTURES[2]))
     )
     vectors_file = embeddings_file(runs_dir, submission.stem)
     note = ""
@@ -173,7 +193,7 @@ def write_report(
             sections.append(
                 (
                     "Map of the gallery embeddings (t-SNE)",
-                    embedding_map_figure(saved["gallery"], labels, ranked.seen_classes, out_dir / "embedding_map.png"),
+                    embedding_map_figure(saved["gallery"], labels, ranked.seen_classes, out_dir / PICTURES[3]),
                 )
             )
     else:

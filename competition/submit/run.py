@@ -20,6 +20,7 @@ from competition.data.discover import Competition, discover_competition
 from competition.device import compiled, pick_device
 from competition.distributed import Distributed, init_distributed
 from competition.errors import CompeteError
+from competition.evaluate.leaderboard import check_leaderboard
 from competition.evaluate.submission import check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
 from competition.io import exclusive_use
@@ -110,6 +111,7 @@ class Embeddings:
 
 def _competition(config: SubmitConfig) -> Competition:
     """The competition folder, checked before any model loads."""
+    check_leaderboard(config.leaderboard)  # before the work: its row must have a place to go
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
