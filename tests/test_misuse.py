@@ -604,3 +604,46 @@ def test_report_replaces_only_a_page_it_wrote(tiny_competition, tmp_path):
     assert (site / "index.html").read_text() == "<h1>my homepage</h1>" and files_under(site) == 1
     for _ in range(2):  # its own page it replaces
         assert invoke(*args, "--out", tmp_path / "report").exit_code == 0
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_short_line(tiny_competition, tmp_path):
+    levels = ["a0: &a0 [" + ", ".join(["x"] * 9) + "]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\nname: *a8\n")
+    assert bomb.stat().st_size < 1000
+    result = invoke("train", "--data", tiny_competition, "--config", bomb)
+    one_line_error(result, "aliases are expanded")
+    assert len(result.output) < 300
+
+
+def test_a_long_wrong_value_is_quoted_short(tiny_competition, tmp_path):
+    config = tmp_path / "long.yaml"
+    config.write_text("epochs: [" + ", ".join(["1"] * 10000) + "]\n")
+    result = invoke("train", "--data", tiny_competition, "--config", config)
+    one_line_error(result, "--epochs")
+    assert len(result.output) < 300
+
+
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("dup.yaml", "epochs: 5\nepochs: 7\n", "key 'epochs' is given twice"),
+        ("dup.json", '{"epochs": 5, "epochs": 7}', "key 'epochs' is given twice"),
+    ],
+)
+def test_a_key_given_twice_in_a_config_is_refused(tiny_competition, tmp_path, name, text, fragment):
+    config = tmp_path / name
+    config.write_text(text)
+    one_line_error(invoke("train", "--data", tiny_competition, "--config", config), fragment)
+
+
+def test_a_nested_setting_that_is_not_a_mapping_is_one_line_and_a_bom_is_read(tiny_competition, tmp_path):
+    from competition.settings.base import read_settings_file
+
+    config = tmp_path / "submit.yaml"
+    config.write_text("postprocess: [1, 2]\n")
+    one_line_error(invoke("submit", "--data", tiny_competition, "--config", config), "'postprocess' must be a mapping")
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"epochs": 3}).encode())
+    assert read_settings_file(with_bom) == {"epochs": 3}

@@ -17,6 +17,7 @@ import yaml
 from competition.augment.transforms import TRANSFORMS
 from competition.errors import CompeteError
 from competition.io import atomic_write_text
+from competition.settings.base import read_settings_file
 
 
 @dataclass
@@ -182,14 +183,7 @@ def load_recipe(name_or_path: str, **overrides) -> Recipe:
     if name_or_path in PRESETS:
         data = PRESETS[name_or_path].to_dict()
     elif path.suffix.lower() in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise CompeteError(f"{path}: recipe file not found")
-        try:
-            data = (json.loads if path.suffix.lower() == ".json" else yaml.safe_load)(path.read_text())
-        except (json.JSONDecodeError, yaml.YAMLError) as error:
-            raise CompeteError(f"{path}: cannot parse recipe ({error})") from error
-        if not isinstance(data, dict):
-            raise CompeteError(f"{path}: a recipe must be a mapping with 'name' and 'steps'")
+        data = read_settings_file(path, "recipe file")
         data.setdefault("name", path.stem)
     else:
         raise CompeteError(f"unknown recipe '{name_or_path}': a preset ({', '.join(PRESETS)}) or a .yaml/.json file")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import reprlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +40,12 @@ def setting(
     extra = {"flags": list(flags), "old_flags": list(old_flags), "many": many, "path": path}
     extra = {k: v for k, v in extra.items() if v} | ({} if show_default is None else {"show_default": show_default})
     return Field(default, description=help, json_schema_extra=extra, **limits)
+
+
+def _mapping(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise CompeteError(f"'{name}' must be a mapping of settings (key: value lines), not {quoted(value)}")
+    return dict(value)
 
 
 def flag_of(name: str) -> str:
@@ -107,7 +114,7 @@ class Settings(BaseModel):
         nested model's keys flat or under its name, a saved file's record keys dropped."""
         data = {str(k).replace("-", "_"): v for k, v in data.items() if str(k) not in cls.RECORD_KEYS}
         spellings, models = cls.spellings(), cls.nested()
-        nested = {name: dict(data.pop(name, None) or {}) for name in models}
+        nested = {name: _mapping(data.pop(name, None) or {}, name) for name in models}
         settings: dict = {}
         for key, value in data.items():
             setting = spellings.get(key, key)
@@ -142,6 +149,17 @@ REQUIREMENTS = {
 }
 
 
+_QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
+_QUOTE.maxstring = _QUOTE.maxother = 80
+_QUOTE.maxlist = _QUOTE.maxdict = 6
+_QUOTE.maxlevel = 2
+
+
+def quoted(value: Any) -> str:
+    """A value as a message shows it: at most a line, whatever the file held."""
+    return _QUOTE.repr(value)
+
+
 def one_line(error: ValidationError, model: type[Settings]) -> str:
     """The first problem as the user would fix it: `--epochs must be >= 1, not 0`."""
     problems = error.errors()
@@ -156,19 +174,72 @@ def one_line(error: ValidationError, model: type[Settings]) -> str:
         return f"{flag} {message}" if message.startswith("must") else message
     requirement = REQUIREMENTS.get(problem["type"])
     if requirement is None:
-        return f"{flag}: {problem['msg']}, not {problem['input']!r}"
-    return f"{flag} must be {requirement(problem.get('ctx', {}))}, not {problem['input']!r}"
+        return f"{flag}: {problem['msg']}, not {quoted(problem['input'])}"
+    return f"{flag} must be {requirement(problem.get('ctx', {}))}, not {quoted(problem['input'])}"
 
 
-def read_settings_file(path: str | Path) -> dict:
-    """A YAML or JSON mapping (a config file, a run's config.json, a sweep file)."""
+MOST_VALUES = 100_000  # values in a settings file once its YAML aliases are expanded
+
+
+def _first_repeated(keys: list) -> Any:
+    seen: set = set()
+    for key in keys:
+        if isinstance(key, (str, int, float, bool)) or key is None:
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """YAML as a settings file needs it: a key given twice is an error, not 'the later one wins'."""
+
+    def construct_mapping(self, node, deep=False):
+        repeated = _first_repeated([self.construct_object(key, deep=deep) for key, _ in node.value])
+        if repeated is not None:
+            raise yaml.constructor.ConstructorError(None, None, f"key {repeated!r} is given twice", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    repeated = _first_repeated([key for key, _ in pairs])
+    if repeated is not None:
+        raise ValueError(f"key {repeated!r} is given twice")
+    return dict(pairs)
+
+
+def _too_many_values(value: Any, budget: int = MOST_VALUES) -> bool:
+    """Walks the value as a reader of it would, each alias again, and stops at `budget`: a 500-byte
+    YAML with nested anchors is gigabytes once printed or checked."""
+    stack, count = [value], 0
+    while stack:
+        count += 1
+        if count > budget:
+            return True
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def read_settings_file(path: str | Path, what: str = "config file") -> dict:
+    """A YAML or JSON mapping (a config file, a run's config.json, a sweep file, a recipe); a UTF-8
+    byte-order mark is read, a repeated key and an alias bomb are refused in one line."""
     path = Path(path)
     if not path.is_file():
-        raise CompeteError(f"{path}: config file not found")
+        raise CompeteError(f"{path}: {what} not found")
     try:
-        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        text = path.read_text(encoding="utf-8-sig")
+        if path.suffix.lower() == ".json":
+            data = json.loads(text, object_pairs_hook=_unique_pairs)
+        else:
+            data = yaml.load(text, Loader=_SettingsLoader)  # noqa: S506 - a SafeLoader subclass
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
         raise CompeteError(f"{path}: cannot parse ({str(error).splitlines()[0]})") from error
     if not isinstance(data, dict):
         raise CompeteError(f"{path}: expected a mapping of settings")
+    if _too_many_values(data):
+        raise CompeteError(f"{path}: more than {MOST_VALUES:,} values once its YAML aliases are expanded")
     return data
