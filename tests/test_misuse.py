@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_config
 from PIL import Image
 from typer.testing import CliRunner
@@ -647,3 +648,25 @@ def test_a_nested_setting_that_is_not_a_mapping_is_one_line_and_a_bom_is_read(ti
     with_bom = tmp_path / "bom.json"
     with_bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"epochs": 3}).encode())
     assert read_settings_file(with_bom) == {"epochs": 3}
+
+
+def test_a_gem_exponent_that_overflows_is_refused_before_a_run_folder_is_made(tiny_competition, tmp_path):
+    result = invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path / "runs", "--gem-p", 60)
+    one_line_error(result, "--gem-p must be <= 20")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "model_fn, fragment",
+    [
+        (lambda batch: batch.mean(dim=(2, 3)) * float("inf"), "not finite"),
+        (lambda batch: torch.ones(len(batch), 4), "the same vector"),
+    ],
+)
+def test_vectors_that_cannot_rank_are_an_error_not_a_ranking(tiny_competition, tmp_path, model_fn, fragment):
+    from competition.errors import CompeteError
+    from competition.retrieval.embed import extract_features
+
+    paths = sorted((tiny_competition / "gallery").iterdir())
+    with pytest.raises(CompeteError, match=fragment):
+        extract_features(model_fn, paths, 32, torch.device("cpu"), progress=False, workers=0)

@@ -107,7 +107,26 @@ def extract_features(
         log.warning("%s: unreadable image, given a zero vector", path)
     failed_set = set(failed)
     unreadable = {key for path, key in zip(paths, keys) if path in failed_set}
-    return store.stack(keys, unreadable), failed
+    vectors = store.stack(keys, unreadable)
+    readable = np.array([key not in unreadable for key in keys], dtype=bool)
+    check_vectors(vectors[readable], [p for p in paths if p not in failed_set])
+    return vectors, failed
+
+
+def check_vectors(vectors: np.ndarray, paths: list[Path]) -> None:
+    """Vectors that cannot rank are an error before anything is saved or written: a NaN or an
+    infinity (a pooling that overflowed), or one vector for every photo (all ties, one ranking)."""
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        raise CompeteError(
+            f"the model gave {int((~finite).sum())} photo(s) a vector that is not finite (first: "
+            f"{paths[int(np.argmin(finite))]}): its pooling overflowed; try a smaller --gem-p or --pooling max"
+        )
+    if len(vectors) > 1 and vectors.size and np.ptp(vectors, axis=0).max() <= 1e-6 * np.abs(vectors).max():
+        raise CompeteError(
+            f"the model gave all {len(vectors)} photos the same vector, so every query would get one ranking: "
+            "check its weights and pooling settings"
+        )
 
 
 def _embed_views(

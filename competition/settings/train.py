@@ -74,7 +74,8 @@ class TrainConfig(Settings):
     )
     embedding_dim: int = setting(512, "Projection size of loss heads; 0 = pooled backbone feature.", ge=0)
     pooling: Pooling = setting("gem", "gem, avg, max, or cls (a transformer's class token).")
-    gem_p: float = setting(3.0, "GeM pooling's exponent (1: average, large: max).", gt=0)
+    # float32 overflows past p of about 50 on lite0's maps, and p = 20 already ranks as max pooling
+    gem_p: float = setting(3.0, "GeM pooling's exponent (1: average, up to 20; --pooling max beyond).", gt=0, le=20)
     landmarks: Landmarks = setting("auto", LANDMARKS_HELP)
     folds: int = setting(
         4,
