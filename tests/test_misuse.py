@@ -670,3 +670,18 @@ def test_vectors_that_cannot_rank_are_an_error_not_a_ranking(tiny_competition, t
     paths = sorted((tiny_competition / "gallery").iterdir())
     with pytest.raises(CompeteError, match=fragment):
         extract_features(model_fn, paths, 32, torch.device("cpu"), progress=False, workers=0)
+
+
+def test_a_damaged_local_feature_cache_file_is_recomputed_with_a_warning(tiny_competition, tmp_path, caplog):
+    from competition.retrieval.embed import file_key
+    from competition.retrieval.verify import LocalFeatureCache
+
+    photo = sorted((tiny_competition / "gallery").iterdir())[0]
+    cache = LocalFeatureCache(tmp_path / "local")
+    points, descriptors = cache.get(photo, file_key(photo))
+    (stored,) = (tmp_path / "local").rglob("*.npz")
+    stored.write_bytes(stored.read_bytes()[:40])  # cut short, as a kill or a full disk leaves it
+    again_points, again_descriptors = LocalFeatureCache(tmp_path / "local").get(photo, file_key(photo))
+    assert "damaged local-feature cache" in caplog.text
+    assert np.array_equal(again_points, points) and again_descriptors.shape == descriptors.shape
+    assert LocalFeatureCache(tmp_path / "local").get(photo, file_key(photo))[0].shape == points.shape  # rewritten

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import time
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,8 +112,11 @@ class LocalFeatureCache:
             return self.memory[key]
         file = self._file(key)
         if file.exists():
-            with np.load(file) as stored:
-                return stored["points"], stored["descriptors"].astype(np.float32)
+            try:
+                with np.load(file, allow_pickle=False) as stored:
+                    return stored["points"], stored["descriptors"].astype(np.float32)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+                log.warning("%s: damaged local-feature cache file, recomputed (%s)", file, error)
         points, descriptors = local_features(path)
         file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(file) as tmp, open(tmp, "wb") as handle:
