@@ -85,16 +85,38 @@ def discard_unjudged(path: str | Path) -> None:
         (Path(path) / BEST).unlink(missing_ok=True)
 
 
+def read_run_file(path: Path) -> dict | None:
+    """A run's JSON object (summary.json, config.json), None when absent; a damaged or hand-edited
+    file is one line naming it, never a traceback."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CompeteError(f"{path}: damaged ({error}); train the run again or restore the file") from error
+    if not isinstance(data, dict):
+        raise CompeteError(f"{path}: holds {type(data).__name__}, not the run's JSON object; train the run again")
+    return data
+
+
+def section(data: dict, key: str, path: Path) -> dict:
+    """A nested object of a run file ({} when absent); any other type is one line naming the field."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CompeteError(f"{path}: '{key}' must be an object, not {type(value).__name__}; train the run again")
+    return value
+
+
 def read_summary(run_dir: str | Path) -> dict | None:
     """A run's validation verdicts, None while it is unfinished."""
-    path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_run_file(Path(run_dir) / SUMMARY)
 
 
 def read_config(run_dir: str | Path) -> dict | None:
     """A run's settings as it saved them (config.json), None when it has none."""
-    path = Path(run_dir) / CONFIG
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_run_file(Path(run_dir) / CONFIG)
 
 
 def run_settings(run: str | Path, runs_dir: str | Path = "runs") -> dict | None:

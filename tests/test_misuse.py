@@ -685,3 +685,61 @@ def test_a_damaged_local_feature_cache_file_is_recomputed_with_a_warning(tiny_co
     assert "damaged local-feature cache" in caplog.text
     assert np.array_equal(again_points, points) and again_descriptors.shape == descriptors.shape
     assert LocalFeatureCache(tmp_path / "local").get(photo, file_key(photo))[0].shape == points.shape  # rewritten
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_competition_master, tmp_path_factory):
+    from competition.train.loop import train
+
+    runs = tmp_path_factory.mktemp("finished") / "runs"
+    train(tiny_config(tiny_competition_master, runs, "done"), progress=False)
+    return runs / "done"
+
+
+def _edit_best(run, change):
+    from competition.models.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(run / "best.pt")
+    change(payload)
+    save_checkpoint(run / "best.pt", payload)
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda run: (run / "summary.json").write_text("true"), "summary.json: holds bool"),
+        (lambda run: (run / "summary.json").write_text("[]"), "summary.json: holds list"),
+        (lambda run: (run / "summary.json").write_text('{"validation": {"uns'), "summary.json: damaged"),
+        (lambda run: (run / "summary.json").write_text('{"validation": [1]}'), "'validation' must be an object"),
+        (lambda run: (run / "config.json").write_text("[1, 2]"), "config.json: holds list"),
+        (lambda run: (run / "config.json").write_text('{"regime": 5}'), "'regime' must be full or last, not 5"),
+        (lambda run: _edit_best(run, lambda p: p["embedder_config"].update(gem_p="three")), "model settings are damaged"),
+        (lambda run: _edit_best(run, lambda p: p.update(label_classifier={"weird": 1})), "label classifier is damaged"),
+        (lambda run: _edit_best(run, lambda p: p["embedder_config"].pop("projection")), "lack projection"),
+    ],
+)
+def test_a_damaged_run_file_is_one_line_naming_it_before_anything_is_written(
+    finished_run, tiny_competition, tmp_path, damage, fragment
+):
+    run = Path(shutil.copytree(finished_run, tmp_path / "runs" / "edited"))
+    damage(run)
+    one_line_error(_quick_submit(tiny_competition, tmp_path, "-m", run, "--name", "d"), fragment)
+    assert not (tmp_path / "subs").exists() and not (tmp_path / "board.md").exists()
+
+
+@pytest.mark.parametrize(
+    "summary, guard",
+    [({"beats_pretrained": {"seen": False}}, "fell back"), ({}, "no validation verdict: not guarded")],
+)
+def test_an_older_or_bare_summary_still_guards_or_says_it_cannot(
+    finished_run, tiny_competition, tmp_path, summary, guard
+):
+    from competition.settings.submit import SubmitConfig
+    from competition.submit.run import submit
+
+    run = Path(shutil.copytree(finished_run, tmp_path / "runs" / "older"))
+    (run / "summary.json").write_text(json.dumps(summary))
+    settings = dict(data=str(tiny_competition), runs_dir=str(tmp_path / "runs"), flip=False, name="o")
+    settings |= dict(submissions_dir=str(tmp_path / "subs"), leaderboard=str(tmp_path / "board.md"))
+    result = submit(SubmitConfig(model=[str(run)], landmarks="known", **settings), progress=False)
+    assert guard in result.record["unseen_guard"]

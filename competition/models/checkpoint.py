@@ -3,6 +3,7 @@ elsewhere cannot run code; and a run's trained embedder from its best.pt."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -42,14 +43,24 @@ def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, EmbedderConfig, di
     payload = load_checkpoint(run_dir / BEST)
     if not isinstance(payload.get("embedder_config"), dict) or not isinstance(payload.get("embedder"), dict):
         raise CompeteError(f"{run_dir / BEST}: holds no model settings or weights (not written by compete train?)")
-    config = EmbedderConfig.from_dict({**payload["embedder_config"], "pretrained": False})
-    embedder, _ = build_embedder(config)
+    saved = payload["embedder_config"]
+    try:
+        config = EmbedderConfig.from_dict({**saved, "pretrained": False})
+        embedder, _ = build_embedder(config)
+    except (TypeError, ValueError, KeyError) as error:
+        raise CompeteError(
+            f"{run_dir / BEST}: its model settings are damaged ({error}); train the run again"
+        ) from error
     try:
         embedder.load_state_dict(payload["embedder"])
     except RuntimeError as error:
-        raise CompeteError(
-            f"{run_dir / BEST}: weights do not match backbone {config.backbone} ({str(error).splitlines()[0]})"
-        ) from error
+        unsaid = sorted({f.name for f in fields(EmbedderConfig)} - set(saved) - {"pretrained", "weights_file"})
+        why = (
+            f"its model settings lack {', '.join(unsaid)}, so the model built differs from its weights"
+            if unsaid
+            else f"weights do not match backbone {config.backbone} ({str(error).splitlines()[0]})"
+        )
+        raise CompeteError(f"{run_dir / BEST}: {why}; train the run again") from error
     embedder.eval()
     run_config = read_config(run_dir) or {}
     return embedder, config, {**run_config, "label_classifier": payload.get("label_classifier")}

@@ -15,6 +15,8 @@ from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.posteriors import LabelClassifier
 from competition.runs import (
+    BEST,
+    CONFIG,
     LAST,
     SUMMARY,
     TOO_FEW,
@@ -22,6 +24,7 @@ from competition.runs import (
     frozen_features_cache,
     read_summary,
     resolve_run_dir,
+    section,
     trained_embeddings_cache,
     view_tag,
 )
@@ -90,27 +93,40 @@ def _finished_summary(run_dir: Path, use_unfinished: bool) -> dict:
     return {}
 
 
+def _classifier(payload, run_dir: Path) -> LabelClassifier | None:
+    try:
+        return LabelClassifier.from_payload(payload) if payload else None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CompeteError(
+            f"{run_dir / BEST}: its label classifier is damaged ({error!r}); train the run again"
+        ) from error
+
+
 def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
     embedder, embedder_config, config = load_run_embedder(run_dir)
-    summary = _finished_summary(run_dir, use_unfinished)
-    classifier = config.get("label_classifier")
-    fusion = summary.get("label_fusion") or {}
-    # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks
-    known = (fusion.get("validation") or summary.get("validation", {})).get("seen", {})
+    regime = config.get("regime", "?")
+    if regime not in ("full", "last", "?"):
+        raise CompeteError(f"{run_dir / CONFIG}: 'regime' must be full or last, not {regime!r}; train the run again")
+    summary, where = _finished_summary(run_dir, use_unfinished), run_dir / SUMMARY
+    validation, beats = section(summary, "validation", where), section(summary, "beats_pretrained", where)
+    # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks;
+    # an older summary keeps only beats_pretrained
+    fusion = section(section(summary, "label_fusion", where), "validation", where)
+    known = section(fusion or validation, "seen", where)
     return LoadedModel(
         run_dir.name,
         embedder_config.backbone,
         embedder,
-        config.get("regime", "?"),
+        regime,
         augmentation_of(config),
         embedder_config,
         config.get("weights_origin", ""),
         run_dir,
-        summary.get("beats_pretrained", {}).get("unseen"),
-        summary.get("validation", {}).get("unseen", {}).get("verdict", ""),
-        config.get("regime") == "last" and "weights_origin" in config,
-        LabelClassifier.from_payload(classifier) if classifier else None,
-        known.get("beats"),
+        beats.get("unseen"),
+        section(validation, "unseen", where).get("verdict", ""),
+        regime == "last" and "weights_origin" in config,
+        _classifier(config.get("label_classifier"), run_dir),
+        known.get("beats", beats.get("seen")),
         known.get("verdict", ""),
     )
 
@@ -140,6 +156,9 @@ def guard_unseen(
             else (model.beats_pretrained, model.validation, "held-out landmarks")
         )
         worse = beats is False or verdict == TOO_FEW
+        if beats is None and not verdict and model.run_dir is not None:
+            log.warning("run %s has no validation verdict on %s: not guarded", model.label, where)
+            notes.append(f"{model.label}: no validation verdict: not guarded")
         if beats is False:
             log.warning("run %s did worse than its pretrained backbone on %s", model.label, where)
         elif worse:
