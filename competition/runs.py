@@ -137,8 +137,10 @@ def resolve_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
         return found
     for candidate in (Path(run), Path(runs_dir) / str(run)):
         if candidate.is_dir():
-            raise CompeteError(
-                f"{candidate}: run has no {BEST} (training unfinished or interrupted? "
-                f"resume it with `compete train --resume {candidate}`)"
+            how = (  # a last-layer run keeps no training state to resume
+                f"resume it with `compete train --resume {candidate}`"
+                if can_resume(candidate)
+                else "train it again (a last-layer run takes seconds on cached features)"
             )
+            raise CompeteError(f"{candidate}: run has no {BEST} (training unfinished or interrupted?); {how}")
     raise CompeteError(f"run '{run}' not found (looked for {Path(run)} and {Path(runs_dir) / str(run)})")

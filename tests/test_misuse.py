@@ -743,3 +743,12 @@ def test_an_older_or_bare_summary_still_guards_or_says_it_cannot(
     settings |= dict(submissions_dir=str(tmp_path / "subs"), leaderboard=str(tmp_path / "board.md"))
     result = submit(SubmitConfig(model=[str(run)], landmarks="known", **settings), progress=False)
     assert guard in result.record["unseen_guard"]
+
+
+def test_a_run_without_best_pt_is_advised_only_what_train_accepts(tiny_competition, tmp_path):
+    run = tmp_path / "runs" / "crashed"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"regime": "last"}')  # a last-layer run that stopped before best.pt
+    result = _quick_submit(tiny_competition, tmp_path, "-m", run)
+    one_line_error(result, "train it again")
+    assert "--resume" not in result.output
