@@ -752,3 +752,17 @@ def test_a_run_without_best_pt_is_advised_only_what_train_accepts(tiny_competiti
     result = _quick_submit(tiny_competition, tmp_path, "-m", run)
     one_line_error(result, "train it again")
     assert "--resume" not in result.output
+
+
+def test_a_query_with_no_match_in_the_gallery_is_left_out_as_kaggle_does(tiny_competition, tmp_path):
+    from competition.evaluate.metrics import score_by_group
+
+    ranking = np.array([[0, 1], [1, 0], [0, 1]])
+    scores = score_by_group(ranking, ["a", "b", "z"], ["a", "b"], map_k=2)["all"]
+    assert scores["top1"] == 1.0 and scores["map@10"] == 1.0 and scores["queries"] == 2 and scores["left_out"] == 1
+    labels = tiny_competition / "labels.csv"
+    first_query = next(line for line in labels.read_text().splitlines() if line.startswith("query/"))
+    labels.write_text(labels.read_text().replace(first_query, first_query.split(",")[0] + ",nowhere"))
+    assert _quick_submit(tiny_competition, tmp_path, "--name", "s", "--landmarks", "new").exit_code == 0
+    scored = invoke("score", tmp_path / "subs" / "s.csv", "--data", tiny_competition)
+    assert scored.exit_code == 0 and "1 query with no photo of its landmark in the gallery left out" in scored.output

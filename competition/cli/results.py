@@ -40,7 +40,7 @@ def score(
 
     Prints top-1/3/5/10, mAP@10 and precision@10 (all, seen, unseen) and the landmarks with the lowest top-1.
     """
-    from competition.evaluate.scoring import score_file
+    from competition.evaluate.scoring import left_out_note, score_file
     from competition.report.tables import format_scores
 
     if solution:
@@ -68,6 +68,8 @@ def score(
         _print_json({"submission": str(submission), "scores": scored.scores, "per_class_top1": scored.per_class})
         return
     typer.echo(format_scores(scored.scores))
+    if left_out_note(scored.scores):
+        _note(left_out_note(scored.scores))
     weakest = sorted(scored.per_class.items(), key=lambda item: (item[1], item[0]))[:weakest_classes]
     if weakest:
         typer.echo(

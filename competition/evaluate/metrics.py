@@ -93,6 +93,12 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def answerable(query_labels: Sequence[str], gallery_labels: Sequence[str]) -> np.ndarray:
+    """Boolean per query: does the gallery hold a photo of its landmark?"""
+    in_gallery = set(gallery_labels)
+    return np.array([q in in_gallery for q in query_labels], dtype=bool)
+
+
 def _hits_and_relevant(
     ranking: np.ndarray, query_labels: Sequence[str], gallery_labels: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +146,16 @@ def score_by_group(
     ks: Sequence[int] = DEFAULT_KS,
     map_k: int = 10,
 ) -> dict[str, dict[str, float]]:
-    """Scores overall and, when the training classes are known, for seen and unseen landmarks."""
+    """Scores overall and, when the training classes are known, for seen and unseen landmarks.
+
+    A query with no photo of its landmark in the gallery is left out, as Kaggle's Google Landmark
+    Retrieval metric leaves out its Ignored test images (no ranking can be right for it); `left_out`
+    says how many were."""
+    keep = answerable(query_labels, gallery_labels)
+    ranking, query_labels = ranking[keep], [q for q, k in zip(query_labels, keep) if k]
     result = {"all": score_ranking(ranking, query_labels, gallery_labels, ks, map_k)}
+    if not keep.all():
+        result["all"]["left_out"] = float((~keep).sum())
     if seen_classes:
         seen_mask = np.array([q in seen_classes for q in query_labels], dtype=bool)
         for group, mask in (("seen", seen_mask), ("unseen", ~seen_mask)):

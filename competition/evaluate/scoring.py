@@ -9,7 +9,7 @@ import numpy as np
 
 from competition.data.discover import Competition, discover_competition
 from competition.errors import CompeteError
-from competition.evaluate.metrics import flatten_scores, per_class_top1, relevance, score_by_group
+from competition.evaluate.metrics import answerable, flatten_scores, per_class_top1, relevance, score_by_group
 from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission
 
 
@@ -69,7 +69,20 @@ def score_file(submission: str | Path, data: str | Path, map_k: int = 0) -> Scor
     scores = flatten_scores(
         score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels, ranked.seen_classes, map_k=map_k)
     )
-    return ScoredSubmission(ranked, competition, hits, scores, per_class_top1(hits, ranked.query_labels))
+    keep = answerable(ranked.query_labels, ranked.gallery_labels)  # as the scores: only queries that can be right
+    per_class = per_class_top1(hits[keep], [q for q, k in zip(ranked.query_labels, keep) if k])
+    return ScoredSubmission(ranked, competition, hits, scores, per_class)
+
+
+def left_out_note(scores: dict[str, float]) -> str | None:
+    """What a reader of the scores must know when queries were left out of them."""
+    left_out = int(scores.get("left_out", 0))
+    if not left_out:
+        return None
+    return (
+        f"{left_out} quer{'y' if left_out == 1 else 'ies'} with no photo of its landmark in the gallery "
+        "left out of the scores, as Kaggle's Google Landmark Retrieval metric leaves them out"
+    )
 
 
 def score_submission(submission: str | Path, data: str | Path, map_k: int = 0) -> dict[str, float]:

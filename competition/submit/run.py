@@ -21,6 +21,7 @@ from competition.device import compiled, pick_device
 from competition.distributed import Distributed, init_distributed
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import check_leaderboard
+from competition.evaluate.scoring import left_out_note
 from competition.evaluate.submission import check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
 from competition.io import exclusive_use
@@ -214,4 +215,6 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         notes.append(f"landmarks known: {fusion_note}")
     if config.verify:
         notes.append(f"geometric verification: {verification}")
+    if scores and left_out_note(scores):
+        notes.append(left_out_note(scores))
     return SubmitResult(path, scores, record, sorted(embed.skipped), notes)
