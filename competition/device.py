@@ -14,9 +14,21 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device to compute on: --device (cpu, cuda, cuda:N) checked against this machine, else
+    the GPU when there is one."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise CompeteError(f"--device must be cpu, cuda or cuda:N, not {requested!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CompeteError("--device cuda: no CUDA device here; use --device cpu (or leave --device out)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CompeteError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:

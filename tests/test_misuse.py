@@ -713,7 +713,10 @@ def _edit_best(run, change):
         (lambda run: (run / "summary.json").write_text('{"validation": [1]}'), "'validation' must be an object"),
         (lambda run: (run / "config.json").write_text("[1, 2]"), "config.json: holds list"),
         (lambda run: (run / "config.json").write_text('{"regime": 5}'), "'regime' must be full or last, not 5"),
-        (lambda run: _edit_best(run, lambda p: p["embedder_config"].update(gem_p="three")), "model settings are damaged"),
+        (
+            lambda run: _edit_best(run, lambda p: p["embedder_config"].update(gem_p="three")),
+            "model settings are damaged",
+        ),
         (lambda run: _edit_best(run, lambda p: p.update(label_classifier={"weird": 1})), "label classifier is damaged"),
         (lambda run: _edit_best(run, lambda p: p["embedder_config"].pop("projection")), "lack projection"),
     ],
@@ -766,3 +769,16 @@ def test_a_query_with_no_match_in_the_gallery_is_left_out_as_kaggle_does(tiny_co
     assert _quick_submit(tiny_competition, tmp_path, "--name", "s", "--landmarks", "new").exit_code == 0
     scored = invoke("score", tmp_path / "subs" / "s.csv", "--data", tiny_competition)
     assert scored.exit_code == 0 and "1 query with no photo of its landmark in the gallery left out" in scored.output
+
+
+@pytest.mark.parametrize(
+    "device, fragment", [("tpu", "must be cpu, cuda"), ("mps", "must be cpu, cuda"), ("cuda", "no CUDA")]
+)
+def test_a_device_this_machine_lacks_is_one_line(tiny_competition, tmp_path, device, fragment):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    one_line_error(_quick_submit(tiny_competition, tmp_path, "--device", device), fragment)
+    one_line_error(
+        invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path / "r", "--device", device), fragment
+    )
+    assert not list(tmp_path.glob("r/**/config.json")) and not (tmp_path / "subs").exists()  # no run folder made
