@@ -782,3 +782,36 @@ def test_a_device_this_machine_lacks_is_one_line(tiny_competition, tmp_path, dev
         invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path / "r", "--device", device), fragment
     )
     assert not list(tmp_path.glob("r/**/config.json")) and not (tmp_path / "subs").exists()  # no run folder made
+
+
+def test_a_file_of_five_a_row_shows_no_top10_or_p_at_10(tiny_competition, tmp_path):
+    assert _quick_submit(tiny_competition, tmp_path, "--name", "five", "-k", 5).exit_code == 0
+    scored = invoke("score", tmp_path / "subs" / "five.csv", "--data", tiny_competition)
+    assert scored.exit_code == 0 and "top5" in scored.output
+    assert "top10" not in scored.output and " p@10" not in scored.output and "nan" not in scored.output
+
+
+def test_search_knobs_that_cannot_apply_fall_back_or_say_so(caplog):
+    from competition.errors import CompeteError
+    from competition.retrieval.search import Searcher, search
+
+    gallery = np.random.default_rng(0).standard_normal((18, 16)).astype(np.float32)
+    exact = search(gallery[:3], gallery, 5)[1]
+    for factory in ("IVF4096,Flat", "PQ8", "IDMap,Flat", "OPQ4,IVF64,PQ4"):
+        caplog.clear()
+        searcher = Searcher(factory=factory)
+        assert np.array_equal(search(gallery[:3], gallery, 5, index=searcher)[1], exact), factory
+        assert searcher.exact and "exact search instead" in caplog.text and caplog.text.count("WARNING") == 1
+    flat = Searcher(factory="Flat")
+    search(gallery[:3], gallery, 5, index=flat)
+    assert flat.exact  # brute force, not announced as approximate
+    caplog.clear()
+    search(gallery[:3], gallery, 5, index=Searcher("ivfpq"))
+    assert "too few to train compressed codes" in caplog.text and caplog.text.count("WARNING") == 1
+    caplog.clear()
+    Searcher("exact", nprobe=8)
+    assert "--nprobe has no effect on an exact index" in caplog.text
+    with pytest.raises(CompeteError, match="at most 200 characters"):
+        from competition.settings.submit import SubmitConfig
+
+        SubmitConfig(index_factory="IVF1," * 5000)

@@ -130,10 +130,12 @@ def score_ranking(
     map_k: int = 10,
 ) -> dict[str, float]:
     hits, counts = _hits_and_relevant(ranking, query_labels, gallery_labels)
-    scores = {f"top{k}": topk_accuracy(hits, k) for k in ks}
+    listed = ranking.shape[1]  # a file of 5 a row has no top-10 (it would read as top-5) nor p@10
+    scores = {f"top{k}": topk_accuracy(hits, k) for k in ks if k <= listed}
     for cutoff in sorted({10, map_k}):  # @10 always, and @map_k (100 for Kaggle's GLR) too
-        scores[f"map@{cutoff}"] = mean_average_precision(hits, cutoff, counts)
-        scores[f"p@{cutoff}"] = precision_at_k(hits, cutoff)
+        scores[f"map@{cutoff}"] = mean_average_precision(hits, cutoff, counts)  # AP@k counts what is listed
+        if cutoff <= listed:
+            scores[f"p@{cutoff}"] = precision_at_k(hits, cutoff)
     scores["queries"] = float(len(query_labels))
     return scores
 

@@ -9,12 +9,15 @@ searched in batches so memory stays bounded for large query sets.
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import faiss
 import numpy as np
 
 from competition.errors import CompeteError
 from competition.settings.choices import INDEXES
+
+log = logging.getLogger(__name__)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -86,16 +89,7 @@ def build_index(
         index = faiss.index_factory(dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(128, 2 * k)
     else:
-        if kind == "factory":
-            try:
-                index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-            except RuntimeError as error:
-                raise CompeteError(f"--index-factory '{factory}': faiss cannot build it ({error})") from None
-        else:
-            cells = max(1, min(int(4 * np.sqrt(count)), count // 39))  # faiss wants ~39 training points per cell
-            codes = f"PQ{dim // 8}" if kind == "ivfpq" and dim % 8 == 0 else "Flat"
-            index = faiss.index_factory(dim, f"IVF{cells},{codes}", faiss.METRIC_INNER_PRODUCT)
-        _trained(index, vectors)
+        index = _factory_index(vectors, factory) if kind == "factory" else _ivf_index(vectors, kind)
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             cells = ivf.nlist
@@ -104,8 +98,71 @@ def build_index(
         options = faiss.GpuMultipleClonerOptions()
         options.shard = True  # each visible GPU holds its share of the gallery, not a copy
         index = faiss.index_cpu_to_all_gpus(index, co=options)
-    index.add(vectors)
+    try:
+        index.add(vectors)
+    except RuntimeError as error:  # e.g. IDMap,Flat wants ids
+        if kind != "factory":
+            raise
+        index = _exact_instead(dim, factory, f"faiss cannot add the gallery to it ({_first_line(error)})")
+        index.add(vectors)
     return index
+
+
+MIN_PER_CENTROID = 39  # faiss's k-means warns (once per sub-quantiser) below this many points a centroid
+PQ_CENTROIDS = 256  # per sub-quantiser at faiss's default 8 bits a code
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
+
+
+def _exact_instead(dim: int, factory: str, why: str) -> faiss.Index:
+    log.warning("--index-factory '%s': %s; exact search instead", factory, why)
+    return faiss.IndexFlatIP(dim)
+
+
+def _ivf_index(vectors: np.ndarray, kind: str) -> faiss.Index:
+    """IVF with 4*sqrt(n) cells (at most one per MIN_PER_CENTROID photos), trained; ivfpq's codes
+    need PQ_CENTROIDS * MIN_PER_CENTROID photos to train, and fewer keep flat codes."""
+    (count, dim), needed = vectors.shape, PQ_CENTROIDS * MIN_PER_CENTROID
+    cells = max(1, min(int(4 * np.sqrt(count)), count // MIN_PER_CENTROID))
+    compressible = dim % 8 == 0 and count >= needed
+    if kind == "ivfpq" and not compressible:
+        log.warning("--index ivfpq: %d gallery photos are too few to train compressed codes (%d needed): "
+                    "IVF with flat codes instead", count, needed)  # fmt: skip
+    codes = f"PQ{dim // 8}" if kind == "ivfpq" and compressible else "Flat"
+    index = faiss.index_factory(dim, f"IVF{cells},{codes}", faiss.METRIC_INNER_PRODUCT)
+    _trained(index, vectors)
+    return index
+
+
+def _factory_index(vectors: np.ndarray, factory: str) -> faiss.Index:
+    """The user's index_factory string, trained; one it cannot train on this gallery (too few photos
+    for its cells or codes, which faiss would warn about once per sub-quantiser) is exact search,
+    said once."""
+    (count, dim) = vectors.shape
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise CompeteError(f"--index-factory '{factory}': faiss cannot build it ({_first_line(error)})") from None
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and count < MIN_PER_CENTROID * ivf.nlist:
+        return _exact_instead(dim, factory, f"{count} gallery photos are too few for {ivf.nlist} IVF cells")
+    if "PQ" in factory.upper() and count < PQ_CENTROIDS * MIN_PER_CENTROID:
+        return _exact_instead(dim, factory, f"{count} gallery photos are too few to train its quantised codes")
+    try:
+        _trained(index, vectors)
+    except RuntimeError as error:
+        return _exact_instead(dim, factory, f"faiss cannot train it on this gallery ({_first_line(error)})")
+    return index
+
+
+def is_exact(index: faiss.Index) -> bool:
+    """Brute force (on CPU, or each GPU's shard of it): what an index_factory 'Flat' builds too."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexShards):
+        index = faiss.downcast_index(index.at(0))
+    return isinstance(index, (faiss.IndexFlat, *([faiss.GpuIndexFlat] if hasattr(faiss, "GpuIndexFlat") else [])))
 
 
 def probes(index: faiss.Index) -> int | None:
@@ -123,10 +180,9 @@ class Searcher:
         self.kind, self.deepest_k, self.nprobe, self.factory, self.use_gpu = kind, deepest_k, nprobe, factory, use_gpu
         self.key, self.index = b"", None  # the last gallery's index: one held at a time (each may be GBs)
         self.nprobe_used: int | None = None
-
-    @property
-    def exact(self) -> bool:
-        return self.kind == "exact" and not self.factory
+        self.exact = kind == "exact" and not factory  # until an index is built: then what was built
+        if nprobe and self.exact:
+            log.warning("--nprobe has no effect on an exact index (it sets the cells an IVF index probes)")
 
     def index_for(self, gallery: np.ndarray, k: int) -> faiss.Index:
         gallery = np.ascontiguousarray(gallery, dtype=np.float32)  # no copy for the vectors submit passes
@@ -134,12 +190,14 @@ class Searcher:
         if key != self.key:  # the gallery's content, not its array: each step hands on a new one
             deepest = max(k, self.deepest_k)
             self.index = build_index(gallery, self.kind, self.use_gpu, deepest, self.nprobe, self.factory)
-            self.key, self.nprobe_used = key, probes(self.index)
+            self.key, self.nprobe_used, self.exact = key, probes(self.index), is_exact(self.index)
         return self.index
 
     def describe(self) -> str:
         """The index as the leaderboard shows it: its kind and, for IVF, the cells probed."""
         name = self.factory or self.kind
+        if self.exact and name != "exact":
+            name += " (exact search)"
         return name + ("" if self.nprobe_used is None else f", nprobe {self.nprobe_used}")
 
 
@@ -156,7 +214,8 @@ def search(
     if isinstance(index, Searcher):  # its index may be built already
         built, exact = index.index_for(gallery, k), index.exact
     else:  # one search: build without keeping (or hashing) anything
-        built, exact = build_index(gallery, index, use_gpu, k), index == "exact"
+        built = build_index(gallery, index, use_gpu, k)
+        exact = is_exact(built)
     queries = l2_normalize(queries)
     parts = [built.search(queries[start : start + batch_size], k) for start in range(0, len(queries), batch_size)]
     if not parts:

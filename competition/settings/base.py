@@ -146,6 +146,7 @@ REQUIREMENTS = {
     "bool_type": lambda ctx: "true or false",
     "string_type": lambda ctx: "text",
     "list_type": lambda ctx: "a list",
+    "string_too_long": lambda ctx: f"at most {ctx['max_length']} characters",
 }
 
 

@@ -174,6 +174,7 @@ class SubmitConfig(Settings):
         "",
         "For experts: a faiss index_factory string (e.g. OPQ64,IVF4096,PQ64) over the L2-normalised gallery, "
         "trained on a sample of it; replaces --index.",
+        max_length=200,  # faiss's parser crashes (not errs) on strings of tens of thousands of characters
     )
     landmarks: Landmarks = setting("auto", LANDMARKS_HELP)
     verify: int = setting(
