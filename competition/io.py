@@ -86,6 +86,14 @@ def check_plain_name(name: str, what: str, folder_flag: str) -> None:
         raise CompeteError(f"{what} {name!r} holds a control character (a line break, a tab...): use a plain name")
 
 
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters (an escape sequence in a hostile file
+    or class name can retitle the terminal or overwrite lines) shown escaped; line breaks and tabs kept."""
+    return "".join(
+        c if c in "\n\t" or not unicodedata.category(c).startswith("C") else ascii(c)[1:-1] for c in str(text)
+    )
+
+
 def strict_json(value):
     """`value` with every NaN as None: strict JSON has no NaN (a score with no queries to average)."""
     if isinstance(value, float) and math.isnan(value):

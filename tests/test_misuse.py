@@ -815,3 +815,23 @@ def test_search_knobs_that_cannot_apply_fall_back_or_say_so(caplog):
         from competition.settings.submit import SubmitConfig
 
         SubmitConfig(index_factory="IVF1," * 5000)
+
+
+def test_control_characters_in_names_are_printed_escaped(tiny_competition, tmp_path):
+    import logging
+
+    from competition.cli.base import _PrintableFormatter
+
+    record = logging.LogRecord("x", logging.WARNING, "", 0, "gallery/%s.jpg: unreadable", ("\x1b[2J",), None)
+    assert _PrintableFormatter("%(message)s").format(record) == "gallery/\\x1b[2J.jpg: unreadable"
+    labels = tiny_competition / "labels.csv"
+    hostile = "\x1b]0;owned\x07"
+    first_class = labels.read_text().splitlines()[1].split(",")[1]
+    labels.write_text(labels.read_text().replace(f",{first_class}\n", f",{hostile}\n"))
+    assert _quick_submit(tiny_competition, tmp_path, "--name", "e", "--landmarks", "new").exit_code == 0
+    scored = invoke("score", tmp_path / "subs" / "e.csv", "--data", tiny_competition)
+    assert scored.exit_code == 0 and "\\x1b]0;owned\\x07" in scored.output and "\x1b" not in scored.output
+    submission = tmp_path / "bad.csv"
+    submission.write_text("query,rank_1\n\x1b[2J.jpg,x.jpg\n")
+    refused = invoke("score", submission, "--data", tiny_competition)
+    assert refused.exit_code == 1 and "\x1b" not in refused.output and "\\x1b[2J" in refused.output

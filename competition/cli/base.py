@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from competition.errors import CompeteError
+from competition.io import printable
 from competition.settings.train import DATA_HELP
 
 app = typer.Typer(
@@ -31,6 +32,16 @@ DataOption = Annotated[
 ]
 
 
+def say(text: object = "", fg: str | None = None, err: bool = False) -> None:
+    """Every line the CLI prints goes through here: control characters shown escaped."""
+    typer.secho(printable(str(text)), fg=fg, err=err)
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def _run(action):
     """Run a command body; a CompeteError or an OS error (disk full, permission) becomes one
     line on stderr and exit code 1. Files are written atomically, so nothing half-written stays."""
@@ -44,11 +55,11 @@ def _run(action):
             if isinstance(error, CompeteError)
             else (f"{error.filename}: {error.strerror}" if error.filename else f"{type(error).__name__}: {error}")
         )
-        typer.secho(f"error: {message}", fg="red", err=True)
+        say(f"error: {message}", fg="red", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt as stop:
         how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
-        typer.secho(f"{how}: finished files are kept; re-run the same command to continue", err=True)
+        say(f"{how}: finished files are kept; re-run the same command to continue", err=True)
         raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
 
 
@@ -80,9 +91,10 @@ def main(
     _stop_on_sigterm()
     if offline:
         os.environ["COMPETE_OFFLINE"] = "1"
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # names from files and folders are printed escaped
+        if type(handler) is logging.StreamHandler:  # ours, not a notebook's or a test runner's
+            handler.setFormatter(_PrintableFormatter("%(levelname)s: %(message)s"))
     if not quiet and not sys.stderr.isatty():  # no progress bar (nohup, CI, a notebook): a line per epoch instead
         logging.getLogger("competition.train").setLevel(logging.INFO)
     _state["progress"] = not quiet
@@ -106,16 +118,16 @@ ConfigOption = Annotated[
 
 
 def _note(text: str) -> None:
-    typer.secho(text, fg="yellow", err=True)
+    say(text, fg="yellow", err=True)
 
 
 def _print_json(payload: dict) -> None:
     """One JSON object on stdout; NaN (a score with no queries to average) becomes null, as strict JSON wants."""
     from competition.io import json_text
 
-    typer.echo(json_text(payload, indent=1))
+    say(json_text(payload, indent=1))
 
 
 def _report_skipped(skipped: list[str], what: str) -> None:
     if skipped:
-        typer.secho(f"{len(skipped)} {what} (--strict to stop instead); first: {skipped[0]}", fg="yellow", err=True)
+        say(f"{len(skipped)} {what} (--strict to stop instead); first: {skipped[0]}", fg="yellow", err=True)

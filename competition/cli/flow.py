@@ -18,6 +18,7 @@ from competition.cli.base import (
     _report_skipped,
     _run,
     app,
+    say,
 )
 from competition.settings.base import read_settings_file
 from competition.settings.options import settings_command
@@ -34,7 +35,7 @@ def sample_data(
     from competition.data.sample import SampleConfig, make_sample_competition
 
     root = _run(lambda: make_sample_competition(out, SampleConfig(seed=seed), progress=_progress()))
-    typer.echo(f"sample competition ready in {root}")
+    say(f"sample competition ready in {root}")
 
 
 @app.command()
@@ -72,14 +73,14 @@ def augment(
 
     if list_transforms:
         for name, definition in TRANSFORMS.items():
-            typer.echo(f"{definition.group:<11} {name:<20} {definition.about}")
-        typer.echo("presets: " + ", ".join(f"{n} ({len(r.steps)} steps)" for n, r in PRESETS.items()))
+            say(f"{definition.group:<11} {name:<20} {definition.about}")
+        say("presets: " + ", ".join(f"{n} ({len(r.steps)} steps)" for n, r in PRESETS.items()))
         return
     started = time.time()
     resolved = _run(lambda: load_recipe(recipe, target_per_class=target))
     if preview:
         path = _run(lambda: preview_recipe(data, resolved, preview, seed=seed))
-        typer.echo(f"preview of recipe {resolved.name} ({len(resolved.steps)} steps) -> {path}")
+        say(f"preview of recipe {resolved.name} ({len(resolved.steps)} steps) -> {path}")
         return
     result = _run(
         lambda: augment_competition(
@@ -94,7 +95,7 @@ def augment(
         )
     )
     counts = result.per_class.values()
-    typer.echo(
+    say(
         f"{result.written} written, {result.skipped_existing} already there, {len(result.failed)} skipped "
         f"in {time.time() - started:.1f}s -> {result.out_dir} (recipe {resolved.name}, "
         f"{min(counts)}-{max(counts)} variants per class)"
@@ -134,9 +135,9 @@ def train(
             continue
         _report_skipped(summary["skipped_files"], "unreadable training photo(s) skipped")
         lines, warnings = describe_run(summary, settings.runs_dir)
-        typer.echo("\n".join(lines))
+        say("\n".join(lines))
         for warning in warnings:
-            typer.secho(f"  warning: {warning}", fg="yellow", err=True)
+            say(f"  warning: {warning}", fg="yellow", err=True)
 
 
 @settings_command(app, SubmitConfig, _note)
@@ -163,15 +164,15 @@ def submit(
         return
     _report_skipped(result.skipped, "query/gallery image(s) unreadable, ranked with zero vectors")
     for note in result.notes:
-        typer.secho(note, fg="cyan", err=True)
+        say(note, fg="cyan", err=True)
     if json_out:
         payload = {"submission": str(result.path), "scores": result.scores, "skipped": result.skipped}
         _print_json(payload | {"record": result.record, "settings": settings.to_dict()})
         return
-    typer.echo(f"submission written: {result.path}")
+    say(f"submission written: {result.path}")
     if result.scores:
-        typer.echo(format_scores(result.scores))
-        typer.echo(f"recorded in {settings.leaderboard}")
+        say(format_scores(result.scores))
+        say(f"recorded in {settings.leaderboard}")
 
 
 @app.command()
@@ -184,6 +185,6 @@ def demo(
     from competition.pipeline import run_demo
 
     started = time.time()
-    report = _run(lambda: run_demo(root, target=target, epochs=epochs, progress=_progress(), echo=typer.echo))
-    typer.echo(f"\ndemo finished in {time.time() - started:.0f}s")
-    typer.echo(report)
+    report = _run(lambda: run_demo(root, target=target, epochs=epochs, progress=_progress(), echo=say))
+    say(f"\ndemo finished in {time.time() - started:.0f}s")
+    say(report)

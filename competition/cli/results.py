@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from competition.cli.base import DataOption, JsonOption, _note, _print_json, _progress, _run, app
+from competition.cli.base import DataOption, JsonOption, _note, _print_json, _progress, _run, app, say
 from competition.settings.choices import Format
 
 
@@ -52,7 +52,7 @@ def score(
             return
         for usage in ("public", "private"):
             if f"{usage}_map@100" in kaggle:
-                typer.echo(
+                say(
                     f"{usage.title():<8} mAP@100 {kaggle[f'{usage}_map@100']:.4f} "
                     f"({int(kaggle[f'{usage}_queries'])} queries)"
                 )
@@ -67,12 +67,12 @@ def score(
     if json_out:
         _print_json({"submission": str(submission), "scores": scored.scores, "per_class_top1": scored.per_class})
         return
-    typer.echo(format_scores(scored.scores))
+    say(format_scores(scored.scores))
     if left_out_note(scored.scores):
         _note(left_out_note(scored.scores))
     weakest = sorted(scored.per_class.items(), key=lambda item: (item[1], item[0]))[:weakest_classes]
     if weakest:
-        typer.echo(
+        say(
             f"  weakest landmarks (top-1 of their queries, {len(scored.per_class)} in all): "
             + ", ".join(f"{label} {value:.2f}" for label, value in weakest)
         )
@@ -101,14 +101,14 @@ def validate(
 
     problems, notes = _run(lambda: validate_against(submission, data, k, fmt))
     for note in notes:
-        typer.secho(f"note: {note}", fg="yellow", err=True)
+        say(f"note: {note}", fg="yellow", err=True)
     if json_out:
         _print_json({"submission": str(submission), "valid": not problems, "problems": problems})
     else:
         for problem in problems:
-            typer.secho(f"invalid: {problem}", fg="red", err=True)
+            say(f"invalid: {problem}", fg="red", err=True)
         if not problems:
-            typer.echo(f"{submission}: valid")
+            say(f"{submission}: valid")
     if problems:
         raise typer.Exit(1)
 
@@ -149,7 +149,7 @@ def upload(
         _note("note: upload -m is deprecated, use --message")
         message = message or old_message
     if not message:
-        typer.secho("error: --message is required (the description Kaggle shows)", fg="red", err=True)
+        say("error: --message is required (the description Kaggle shows)", fg="red", err=True)
         raise typer.Exit(2)
     done = _run(
         lambda: upload_submission(
@@ -160,10 +160,10 @@ def upload(
             leaderboard,
             notebook,
             version,
-            say=lambda t: typer.echo(t, err=True),
+            say=lambda t: say(t, err=True),
         )
     )
-    typer.echo(f"uploaded {submission} to {competition} (sha256 {done['sha256'][:12]}), recorded in {leaderboard}")
+    say(f"uploaded {submission} to {competition} (sha256 {done['sha256'][:12]}), recorded in {leaderboard}")
 
 
 @app.command()
@@ -188,7 +188,7 @@ def report(
 
     folder = out or Path("submissions") / "reports" / submission.stem
     page = _run(lambda: write_report(submission, data, folder, runs_dir, queries))
-    typer.echo(f"report written: {page}")
+    say(f"report written: {page}")
 
 
 @app.command()
@@ -208,21 +208,21 @@ def leaderboard(
 
     if diff:
         if len(diff) != 2:
-            typer.secho("error: --diff takes exactly two names", fg="red", err=True)
+            say("error: --diff takes exactly two names", fg="red", err=True)
             raise typer.Exit(1)
         first, second = (_run(lambda name=name: describe_entry(name, path, runs_dir)) for name in diff)
         differences = diff_configs(first, second)
         if json_out:
             _print_json({"entries": diff, "differences": differences})
         else:
-            typer.echo("\n".join(differences) or "no differences")
+            say("\n".join(differences) or "no differences")
         return
     if json_out:  # no leaderboard yet is no rows, not an error
         _print_json({"leaderboard": str(path), "rows": _run(lambda: read_records(path)) if path.exists() else []})
     elif not path.exists():
-        typer.secho(f"{path}: no leaderboard yet, no rows (compete submit writes it)", err=True)
+        say(f"{path}: no leaderboard yet, no rows (compete submit writes it)", err=True)
     else:
-        typer.echo(path.read_text(encoding="utf-8"))
+        say(path.read_text(encoding="utf-8"))
 
 
 @app.command()
@@ -266,12 +266,12 @@ def sweep(
     from competition.sweep.runner import run_sweep
 
     plan = _run(lambda: load_sweep(sweep_file, data))
-    report = _run(lambda: run_sweep(plan, max_minutes, ensemble_top, dry_run, progress=_progress(), echo=typer.echo))
+    report = _run(lambda: run_sweep(plan, max_minutes, ensemble_top, dry_run, progress=_progress(), echo=say))
     if dry_run:
         return
-    typer.echo(f"\n{report.table}\n\nresults: {report.out_dir / 'results.md'}, {report.out_dir / 'results.png'}")
+    say(f"\n{report.table}\n\nresults: {report.out_dir / 'results.md'}, {report.out_dir / 'results.png'}")
     if report.outcomes and all(o["status"] != "done" for o in report.outcomes):
-        typer.secho("error: every row of the sweep failed (reasons in the table)", fg="red", err=True)
+        say("error: every row of the sweep failed (reasons in the table)", fg="red", err=True)
         raise typer.Exit(1)
 
 
@@ -286,11 +286,11 @@ def models(json_out: JsonOption = False) -> None:
     if json_out:
         _print_json({"backbones": rows, "search": faiss_build()})
         return
-    typer.echo(f"{'backbone':<20} {'dim':>5}  weights here")
+    say(f"{'backbone':<20} {'dim':>5}  weights here")
     for row in rows:
-        typer.echo(f"{row['backbone']:<20} {row['dim']:>5}  {row['weights']}")
-    typer.echo(
+        say(f"{row['backbone']:<20} {row['dim']:>5}  {row['weights']}")
+    say(
         "and any timm model name (weights from the timm cache or --weights-file FILE), or "
         "open_clip:<architecture>/<tag> with open_clip_torch installed"
     )
-    typer.echo(f"search: {faiss_build()}")
+    say(f"search: {faiss_build()}")
