@@ -835,3 +835,49 @@ def test_control_characters_in_names_are_printed_escaped(tiny_competition, tmp_p
     submission.write_text("query,rank_1\n\x1b[2J.jpg,x.jpg\n")
     refused = invoke("score", submission, "--data", tiny_competition)
     assert refused.exit_code == 1 and "\x1b" not in refused.output and "\\x1b[2J" in refused.output
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (f"seed: {2**64}", "--seed must be <= 4294967295"),
+        ("embedding_dim: 1000000000", "--embedding-dim must be <= 8192"),
+        ("samples_per_class: 1000000000", "--samples-per-class must be <= 1024"),
+    ],
+)
+def test_huge_numbers_in_a_config_are_one_line_before_any_work(tiny_competition, tmp_path, text, fragment):
+    config = tmp_path / "huge.yaml"
+    config.write_text(text + "\n")
+    one_line_error(
+        invoke("train", "--data", tiny_competition, "--runs-dir", tmp_path / "r", "--config", config), fragment
+    )
+    assert not list(tmp_path.glob("r/**/config.json"))
+
+
+def test_every_number_setting_declares_its_bounds():
+    from competition.settings.submit import PostProcess, SubmitConfig
+    from competition.settings.sweep import SweepFile
+    from competition.settings.train import TrainConfig
+
+    unbounded = [
+        f"{model.__name__}.{name}"
+        for model in (TrainConfig, SubmitConfig, PostProcess, SweepFile)
+        for name, field in model.model_fields.items()
+        if field.annotation in (int, float) and not any(hasattr(m, "le") or hasattr(m, "lt") for m in field.metadata)
+    ]
+    assert unbounded == []
+
+
+def test_a_sweep_grid_is_capped_and_its_ids_do_not_collide(tiny_competition, monkeypatch):
+    from competition.errors import CompeteError
+    from competition.sweep import plan as plan_module
+
+    grid = {"lr": [0.001 * i for i in range(1, 101)], "epochs": list(range(1, 101)), "seed": list(range(100))}
+    with pytest.raises(CompeteError, match="100 x 100 x 100 = 1,000,000 configurations; at most 1,000"):
+        plan_module.plan_from_dict({"data": str(tiny_competition), "grid": grid})
+    grid = {"lr": [0.001 * i for i in range(1, 21)], "epochs": list(range(1, 21)), "seed": [0, 1]}
+    plan = plan_module.plan_from_dict({"data": str(tiny_competition), "grid": grid})
+    assert len({c.id for c in plan.configurations}) == 800  # 20 x 20 x 2, every id its own
+    monkeypatch.setattr(plan_module, "configuration_id", lambda *args: "same")
+    with pytest.raises(CompeteError, match="two configurations share the id same"):
+        plan_module.plan_from_dict({"data": str(tiny_competition), "grid": {"seed": [0, 1]}})

@@ -39,7 +39,7 @@ class PostProcess(Settings):
         "off", "PCA-whitening learned on the unlabeled gallery or query+gallery photos.", old_flags=("--whiten",)
     )
     pca_whiten_dim: int = setting(
-        0, "PCA-whitened dimensions (0 = as many as the data allow).", ge=0, old_flags=("--whiten-dim",)
+        0, "PCA-whitened dimensions (0 = as many as the data allow).", ge=0, old_flags=("--whiten-dim",), le=8192
     )
     # 0.5 (square-root): full whitening learned on a few hundred photos blows up noise
     # directions; measured on the embedded set, 1.0 halved top-1 and 0.5 added 5 points.
@@ -49,10 +49,13 @@ class PostProcess(Settings):
         "small galleries).",
         gt=0,
         old_flags=("--whiten-power",),
+        le=2,
     )
-    dba: int = setting(0, "Database-side augmentation: gallery neighbours averaged in (0 = off; try 2).", ge=0)
-    qe: int = setting(0, "α-query expansion: gallery neighbours averaged into each query (0 = off; try 2).", ge=0)
-    alpha: float = setting(3.0, "Neighbour weight = similarity ** alpha, for DBA and QE.", ge=0)
+    dba: int = setting(0, "Database-side augmentation: gallery neighbours averaged in (0 = off; try 2).", ge=0, le=1000)
+    qe: int = setting(
+        0, "α-query expansion: gallery neighbours averaged into each query (0 = off; try 2).", ge=0, le=1000
+    )
+    alpha: float = setting(3.0, "Neighbour weight = similarity ** alpha, for DBA and QE.", ge=0, le=100)
     rerank: bool = setting(False, "k-reciprocal re-ranking of the final ranking.")
     # k1 about 1.5x the photos one landmark has in query + gallery: realdev has ~6 (494 photos, 81
     # landmarks), where k1=8 k2=3 lifted the ensemble's mAP@10 0.654 -> 0.756 and k1=20 lost.
@@ -61,8 +64,9 @@ class PostProcess(Settings):
         "Re-ranking neighbourhood: about 1.5x the photos one landmark has in query + gallery (8 for ~6, as on "
         "realdev).",
         ge=1,
+        le=1000,
     )
-    rerank_k2: int = setting(3, "Re-ranking local expansion (about k1 / 3).", ge=1)
+    rerank_k2: int = setting(3, "Re-ranking local expansion (about k1 / 3).", ge=1, le=1000)
 
     def describe(self) -> str:
         """The steps as the leaderboard shows them."""
@@ -97,12 +101,17 @@ class SubmitConfig(Settings):
     )
     name: str = setting("", "Submission name (file submissions/<name>.csv; default: the models and the time).")
     k: int = setting(
-        0, "Gallery images per query (0: 100 for --format kaggle, its limit, else 10).", flags=("--k", "-k"), ge=0
+        0,
+        "Gallery images per query (0: 100 for --format kaggle, its limit, else 10).",
+        flags=("--k", "-k"),
+        ge=0,
+        le=10_000,
     )
     map_k: int = setting(
         0,
         "Local mAP@k next to mAP@10 (0: 100 for --format kaggle, as the Google Landmark Retrieval competitions score).",
         ge=0,
+        le=10_000,
     )
     # Mirrored photo averaged in: measured on real photos (realdev), mAP@10 +2 points off the
     # shelf and in held-out validation, for twice the embedding time.
@@ -114,7 +123,7 @@ class SubmitConfig(Settings):
         "Test-time scales, e.g. 0.707,1,1.414: the photo is resized to each from its own pixels (at most 5, "
         "at most 1024 px).",
     )
-    image_size: int = setting(0, "Override every model's view size (0: its own).", ge=0)
+    image_size: int = setting(0, "Override every model's view size (0: its own).", ge=0, le=2048)
     resize: Literal["", "aspect", "square"] = setting(
         "",
         "Override every model's view: square (the whole photo squashed to size x size) or aspect (longer side "
@@ -139,7 +148,7 @@ class SubmitConfig(Settings):
     leaderboard: str = setting("leaderboard.md", "Leaderboard to record the scored run in.", path=True)
     runs_dir: str = setting("runs", "Where runs and embedding caches live.", path=True)
     batch_size: int = setting(
-        32, "Photos per forward pass on CUDA (a CPU takes fewer, about 8 of 224 px: faster there).", ge=1
+        32, "Photos per forward pass on CUDA (a CPU takes fewer, about 8 of 224 px: faster there).", ge=1, le=4096
     )
     device: str = setting("", DEVICE_HELP)
     workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
@@ -157,6 +166,7 @@ class SubmitConfig(Settings):
         0.0,
         "Add each run's pretrained backbone to the ensemble at this weight (0 = off): guards unseen landmarks.",
         ge=0,
+        le=1e6,
     )
     postprocess: PostProcess = PostProcess()
     index: Index = setting(
@@ -169,6 +179,7 @@ class SubmitConfig(Settings):
         "IVF indexes (--index ivf, ivfpq, or a factory string with IVF): gallery cells each query probes; more is "
         "slower and nearer exact (0: 1/16 of the cells, more for a deep -k). Recall against exact is reported.",
         ge=0,
+        le=1_000_000,
     )
     index_factory: str = setting(
         "",
@@ -183,6 +194,7 @@ class SubmitConfig(Settings):
         "homography explains (MAGSAC), added to the global score; cached, about 1.3 s a query at N=100 on 2 "
         "CPU cores; 0: off.",
         ge=0,
+        le=10_000,
     )
     precision: Precision = setting("auto", PRECISION_HELP)
     log_to: LogTo = setting("", f"Also send the submission's scores to {LOG_TO_HELP}", show_default=False)

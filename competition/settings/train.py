@@ -49,7 +49,7 @@ class TrainConfig(Settings):
         "", "Run name under runs/ (default <backbone>-<regime>-<time>).", flags=("--name", "--run-name")
     )
     runs_dir: str = setting("runs", "Where run folders go.", path=True)
-    epochs: int = setting(30, "Loss heads and the full regime: epochs (validation picks the best).", ge=1)
+    epochs: int = setting(30, "Loss heads and the full regime: epochs (validation picks the best).", ge=1, le=10_000)
     image_size: int = setting(
         0,
         "Embedding view size in pixels: the longer side for --resize aspect, the square's side for square "
@@ -72,7 +72,7 @@ class TrainConfig(Settings):
     whiten_power: float = setting(
         0.5, "Learned whitening strength: 1 full, 0.5 square-root (milder, for small training sets).", gt=0, le=2
     )
-    embedding_dim: int = setting(512, "Projection size of loss heads; 0 = pooled backbone feature.", ge=0)
+    embedding_dim: int = setting(512, "Projection size of loss heads; 0 = pooled backbone feature.", ge=0, le=8192)
     pooling: Pooling = setting("gem", "gem, avg, max, or cls (a transformer's class token).")
     # float32 overflows past p of about 50 on lite0's maps, and p = 20 already ranks as max pooling
     gem_p: float = setting(3.0, "GeM pooling's exponent (1: average, up to 20; --pooling max beyond).", gt=0, le=20)
@@ -81,21 +81,26 @@ class TrainConfig(Settings):
         4,
         "Validation folds, each holding out 1/folds of the landmarks whole (the full regime validates on the first).",
         ge=1,
+        le=100,
     )
     holdout_photos: float = setting(
         0.25, "Share of each other landmark's photos held out for validation (at least 2).", gt=0, lt=1
     )
-    lr: float = setting(1e-3, "Learning rate of the head (the backbone's is lower).", gt=0)
-    backbone_lr_scale: float = setting(0.1, "Full regime: the backbone's learning rate is --lr times this.", gt=0)
-    batch_size: int = setting(64, "Training batch, per process under torchrun (a CPU embeds in smaller batches).", ge=1)
-    weight_decay: float = setting(1e-4, "AdamW weight decay.", ge=0)
+    lr: float = setting(1e-3, "Learning rate of the head (the backbone's is lower).", gt=0, le=10)
+    backbone_lr_scale: float = setting(
+        0.1, "Full regime: the backbone's learning rate is --lr times this.", gt=0, le=10
+    )
+    batch_size: int = setting(
+        64, "Training batch, per process under torchrun (a CPU embeds in smaller batches).", ge=1, le=4096
+    )
+    weight_decay: float = setting(1e-4, "AdamW weight decay.", ge=0, le=10)
     label_smoothing: float = setting(0.1, "Classifier heads: label smoothing.", ge=0, le=0.99)
-    warmup_epochs: int = setting(1, "Epochs of linear learning-rate warm-up.", ge=0)
-    grad_clip: float = setting(1.0, "Gradient norm clipping.", gt=0)
-    patience: int = setting(8, "Stop after this many epochs without a better validation score.", ge=1)
-    triplet_margin: float = setting(0.1, "Triplet loss margin.", gt=0)
+    warmup_epochs: int = setting(1, "Epochs of linear learning-rate warm-up.", ge=0, le=10_000)
+    grad_clip: float = setting(1.0, "Gradient norm clipping.", gt=0, le=1e6)
+    patience: int = setting(8, "Stop after this many epochs without a better validation score.", ge=1, le=10_000)
+    triplet_margin: float = setting(0.1, "Triplet loss margin.", gt=0, le=2)
     triplet_mining: TripletMining = setting("semihard", "Triplet negatives: hard, semihard, or all inside the margin.")
-    samples_per_class: int = setting(4, "Triplet: photos of one landmark side by side in a batch.", ge=2)
+    samples_per_class: int = setting(4, "Triplet: photos of one landmark side by side in a batch.", ge=2, le=1024)
     unfreeze_from: str = setting(
         "",
         "Full regime: freeze the backbone before this layer (e.g. layer4, blocks.5); a wrong name lists them.",
@@ -110,7 +115,7 @@ class TrainConfig(Settings):
         1.0, "Full regime: each earlier backbone block learns this factor slower (e.g. 0.7; 1 = off).", gt=0, le=1
     )
     l2_sp: float = setting(
-        0.0, "Full regime: penalty on the distance from the pretrained weights (e.g. 0.01; 0 = off).", ge=0
+        0.0, "Full regime: penalty on the distance from the pretrained weights (e.g. 0.01; 0 = off).", ge=0, le=1e6
     )
     wise_ft: bool = setting(
         True, "Full regime: interpolate pretrained and fine-tuned weights, alpha chosen on held-out landmarks."
@@ -129,7 +134,7 @@ class TrainConfig(Settings):
     weights_file: str = setting(
         "", "ImageNet weights file for the backbone (.pth, .safetensors).", old_flags=("--weights",), path=True
     )
-    seed: int = setting(0, "Same seed, data and settings: the same run.", ge=0)
+    seed: int = setting(0, "Same seed, data and settings: the same run.", ge=0, le=2**32 - 1)
     device: str = setting("", DEVICE_HELP)
     workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
     strict: bool = setting(False, "Stop at an unreadable training photo instead of skipping it.")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +120,12 @@ class SweepPlan:
         )
 
 
+MOST_CONFIGURATIONS = 1000  # at minutes a run on a CPU, already weeks; a typo'd grid must not expand to GBs
+
+
 def configuration_id(backbone: str, regime: str, settings: dict, augment: str) -> str:
-    digest = fingerprint([json.dumps({"settings": settings, "augment": augment}, sort_keys=True)])[:6]
+    # 48 bits: a 24-bit digest collided after ~6,000 configurations; 1,000 now collide about once in 10^9
+    digest = fingerprint([json.dumps({"settings": settings, "augment": augment}, sort_keys=True)])[:12]
     return f"{backbone}-{regime}-{digest}"
 
 
@@ -141,6 +146,12 @@ def _configuration(entry: dict, shared: dict) -> Configuration:
 def _grid(grid: dict) -> list[dict]:
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise CompeteError("grid: each setting takes a non-empty list of values")
+    sizes = [len(v) for v in grid.values()]
+    if math.prod(sizes) > MOST_CONFIGURATIONS:
+        raise CompeteError(
+            f"grid: {' x '.join(map(str, sizes))} = {math.prod(sizes):,} configurations; at most "
+            f"{MOST_CONFIGURATIONS:,} in one sweep (split it, or list the ones worth running)"
+        )
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
@@ -153,9 +164,20 @@ def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
     configurations += [_configuration(dict(entry), sweep.train) for entry in entries]
     if not configurations:
         raise CompeteError("the sweep has no configurations: give off_the_shelf, grid or configurations")
-    ids = [c.id for c in configurations]
-    if len(set(ids)) != len(ids):
-        raise CompeteError("the sweep lists the same configuration twice")
+    if len(configurations) > MOST_CONFIGURATIONS:
+        raise CompeteError(f"the sweep has {len(configurations):,} configurations; at most {MOST_CONFIGURATIONS:,}")
+    seen: dict[str, Configuration] = {}
+    for configuration in configurations:
+        twin = seen.setdefault(configuration.id, configuration)
+        if twin is not configuration:
+            same = (twin.backbone, twin.regime, twin.settings, twin.augment) == (
+                configuration.backbone, configuration.regime, configuration.settings, configuration.augment
+            )  # fmt: skip
+            raise CompeteError(
+                f"the sweep lists the same configuration twice ({configuration.id})"
+                if same
+                else f"two configurations share the id {configuration.id}; change one setting of either"
+            )
     variants = [
         SubmitVariant(str(v.get("name", f"v{i}")), {k: x for k, x in v.items() if k != "name"})
         for i, v in enumerate(sweep.submit)
