@@ -86,6 +86,22 @@ def check_plain_name(name: str, what: str, folder_flag: str) -> None:
         raise CompeteError(f"{what} {name!r} holds a control character (a line break, a tab...): use a plain name")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def replaceable(path: str | Path, prefix: bytes) -> bool:
+    """May compete write over `path`? Yes when it is absent, empty, or starts as the file compete
+    writes there starts: a path the user named never replaces their own file."""
+    path = Path(path)
+    if not path.exists():
+        return True
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(len(prefix))
+    return head in (b"", prefix)
+
+
 def printable(text: str) -> str:
     """Text safe to print on a terminal: control characters (an escape sequence in a hostile file
     or class name can retitle the terminal or overwrite lines) shown escaped; line breaks and tabs kept."""

@@ -49,14 +49,19 @@ from competition.submit.run import submit
 from competition.train.loop import train
 from competition.train.validation import MAP_K
 
+PIPELINE_MARK = ".eval-real-pipeline"
 METRICS = ("top1", "top3", "top10", f"map@{MAP_K}", "map@100")
 
 
 def run_pipeline(name: str, data: Path, work: Path, steps) -> dict:
     """Run `steps(folder)` -> submission path in a fresh folder; per-query scores and wall time."""
     folder = work / name
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():  # replaced only when this script made it: --work may name a folder of the user's
+        if not (folder / PIPELINE_MARK).is_file() and any(folder.iterdir()):
+            raise SystemExit(f"error: {folder} was not made by eval_real.py: not deleted; choose another --work")
+        shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    (folder / PIPELINE_MARK).write_text("made by scripts/eval_real.py; replaced on its next run\n")
     started = time.time()
     path, verdicts = steps(folder)
     seconds = time.time() - started

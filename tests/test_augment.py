@@ -195,3 +195,15 @@ def test_cli_preview_writes_png_and_exits(tiny_competition, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[1] > 27 * 100 and "27 steps" in result.output
+
+
+def test_preview_never_writes_over_a_file_that_is_not_a_png(tiny_competition, tmp_path):
+    from competition.augment.preview import preview_recipe
+    from competition.augment.recipes import load_recipe
+    from competition.errors import CompeteError
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("keep me\n")
+    with pytest.raises(CompeteError, match="not a PNG: not overwritten"):
+        preview_recipe(tiny_competition, load_recipe("light"), notes, photos=1, chained_rows=1, tile=20)
+    assert notes.read_text() == "keep me\n"

@@ -179,3 +179,13 @@ def test_every_shipped_sweep_file_is_checked_and_expands():
     for path in shipped:
         plan = load_sweep(path)
         assert plan.configurations and plan.variants, path
+
+
+def test_a_sweep_never_replaces_results_it_did_not_write(tiny_competition, tmp_path):
+    notes = tmp_path / "mine"
+    notes.mkdir()
+    (notes / "results.md").write_text("my own results\n")
+    plan = plan_from_dict(_sweep(tiny_competition, tmp_path, [{"head": "whitening"}], out=str(notes)))
+    with pytest.raises(CompeteError, match="results.md was not written by a sweep: not replaced"):
+        run_sweep(plan, progress=False, echo=lambda line: None)
+    assert (notes / "results.md").read_text() == "my own results\n" and not (tmp_path / "runs").exists()

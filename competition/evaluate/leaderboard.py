@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, ensure_writable, file_lock, json_text, read_jsonl
+from competition.io import atomic_write_text, ensure_writable, file_lock, json_text, read_jsonl, replaceable
 from competition.runs import CONFIG, run_settings
 
 log = logging.getLogger(__name__)
@@ -59,21 +59,16 @@ def check_leaderboard(markdown: str | Path) -> None:
     """Refuse to (re)write a file that is not a compete leaderboard, or beside a .jsonl that is not
     its rows: `--leaderboard notes.md` must never replace the user's notes. Asked before any work."""
     markdown = Path(markdown)
-    if markdown.is_file() and markdown.stat().st_size and not _starts_with(markdown, TITLE):
+    if not replaceable(markdown, TITLE.encode()):
         raise CompeteError(
             f"--leaderboard {markdown} is not a compete leaderboard (it does not start with '{TITLE.strip()}'): "
             "not overwritten; name a new file or an existing leaderboard.md"
         )
     rows = records_file(markdown)
-    if rows.is_file() and rows.stat().st_size and not _starts_with(rows, "{"):
+    if not replaceable(rows, b"{"):
         raise CompeteError(
             f"{rows} is not a compete leaderboard's rows (JSON lines): not overwritten; name another file"
         )
-
-
-def _starts_with(path: Path, text: str) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(len(text.encode())).decode("utf-8", "replace") == text
 
 
 def read_records(markdown: str | Path) -> list[dict]:

@@ -28,7 +28,15 @@ from competition.augment.recipes import load_recipe
 from competition.data.discover import discover_competition
 from competition.device import pick_device
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, exclusive_use, file_lock, json_text, read_jsonl
+from competition.io import (
+    PNG_SIGNATURE,
+    atomic_write_text,
+    exclusive_use,
+    file_lock,
+    json_text,
+    read_jsonl,
+    replaceable,
+)
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.runs import can_resume, discard_unjudged, is_finished
 from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD
@@ -38,6 +46,8 @@ from competition.sweep.results import results_chart, results_table
 from competition.train.loop import train
 
 log = logging.getLogger(__name__)
+
+RESULTS_TITLE = "# Sweep "  # results.md begins so: a file a later run may replace
 
 FULL_PASS_COST = 3.0  # a training step (forward + backward) costs about three forwards
 WISE_FT_POOL_PASSES = 6
@@ -274,6 +284,11 @@ class SweepRunner:
         )
         if dry_run:
             return SweepReport([], "", plan.out_dir, "dry run", estimates)
+        for name, prefix in (("results.md", RESULTS_TITLE.encode()), ("results.png", PNG_SIGNATURE)):
+            if not replaceable(plan.out_dir / name, prefix):  # out: may name a folder of the user's
+                raise CompeteError(
+                    f"{plan.out_dir / name} was not written by a sweep: not replaced; choose another out"
+                )
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         outcomes, started, stopped = [], time.time(), ""
         with exclusive_use(plan.out_dir, "sweep"):
@@ -297,7 +312,7 @@ class SweepRunner:
             if top > 1 and not stopped:
                 outcomes += self._ensemble(outcomes, top, done)
             table = results_table(outcomes)
-            atomic_write_text(plan.out_dir / "results.md", f"# Sweep {plan.name} on {plan.data}\n\n{table}\n")
+            atomic_write_text(plan.out_dir / "results.md", f"{RESULTS_TITLE}{plan.name} on {plan.data}\n\n{table}\n")
             if any(o["status"] == "done" for o in outcomes):
                 results_chart(outcomes, plan.out_dir / "results.png")
         return SweepReport(outcomes, table, plan.out_dir, stopped, estimates)
