@@ -660,7 +660,8 @@ def test_a_gem_exponent_that_overflows_is_refused_before_a_run_folder_is_made(ti
     "model_fn, fragment",
     [
         (lambda batch: batch.mean(dim=(2, 3)) * float("inf"), "not finite"),
-        (lambda batch: torch.ones(len(batch), 4), "the same vector"),
+        (lambda batch: torch.ones(len(batch), 4), "flat vector"),
+        (lambda batch: torch.arange(4.0).expand(len(batch), 4), "the same vector"),
     ],
 )
 def test_vectors_that_cannot_rank_are_an_error_not_a_ranking(tiny_competition, tmp_path, model_fn, fragment):

@@ -113,16 +113,27 @@ def extract_features(
     return vectors, failed
 
 
+FEWEST_TO_JUDGE = 10  # photos: fewer can all look the same (solid test images, duplicates)
+
+
 def check_vectors(vectors: np.ndarray, paths: list[Path]) -> None:
     """Vectors that cannot rank are an error before anything is saved or written: a NaN or an
-    infinity (a pooling that overflowed), or one vector for every photo (all ties, one ranking)."""
+    infinity, or flat vectors (every component equal: a pooling that overflowed, GeM's p of 1e300
+    gives all ones), or one vector for every photo of a real set (the model ignores its input)."""
     finite = np.isfinite(vectors).all(axis=1)
     if not finite.all():
         raise CompeteError(
             f"the model gave {int((~finite).sum())} photo(s) a vector that is not finite (first: "
             f"{paths[int(np.argmin(finite))]}): its pooling overflowed; try a smaller --gem-p or --pooling max"
         )
-    if len(vectors) > 1 and vectors.size and np.ptp(vectors, axis=0).max() <= 1e-6 * np.abs(vectors).max():
+    if len(vectors) == 0 or vectors.shape[1] < 2:
+        return
+    if (np.ptp(vectors, axis=1) <= 1e-6 * np.abs(vectors).max(axis=1)).all():
+        raise CompeteError(
+            "the model gave every photo a flat vector (all its components equal): its pooling overflowed or "
+            "its weights are broken; try a smaller --gem-p or --pooling max"
+        )
+    if len(vectors) >= FEWEST_TO_JUDGE and np.ptp(vectors, axis=0).max() <= 1e-6 * np.abs(vectors).max():
         raise CompeteError(
             f"the model gave all {len(vectors)} photos the same vector, so every query would get one ranking: "
             "check its weights and pooling settings"
