@@ -163,6 +163,13 @@ def best_runs(outcomes: list[dict], variant: str, top: int) -> list[dict]:
     return sorted(kept, key=lambda o: (o["scores"].get("top1", 0), o["scores"].get("map@10", 0)), reverse=True)[:top]
 
 
+def check_results_folder(out_dir: Path) -> None:
+    """A sweep's out: may name a folder of the user's: only a sweep's own results are replaced."""
+    for name, prefix in (("results.md", RESULTS_TITLE.encode()), ("results.png", PNG_SIGNATURE)):
+        if not replaceable(out_dir / name, prefix):
+            raise CompeteError(f"{out_dir / name} was not written by a sweep: not replaced; choose another out")
+
+
 class SweepRunner:
     def __init__(self, plan: SweepPlan, progress: bool = True, echo: Callable[[str], None] = print):
         self.plan, self.progress, self.echo = plan, progress, echo
@@ -284,11 +291,7 @@ class SweepRunner:
         )
         if dry_run:
             return SweepReport([], "", plan.out_dir, "dry run", estimates)
-        for name, prefix in (("results.md", RESULTS_TITLE.encode()), ("results.png", PNG_SIGNATURE)):
-            if not replaceable(plan.out_dir / name, prefix):  # out: may name a folder of the user's
-                raise CompeteError(
-                    f"{plan.out_dir / name} was not written by a sweep: not replaced; choose another out"
-                )
+        check_results_folder(plan.out_dir)
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         outcomes, started, stopped = [], time.time(), ""
         with exclusive_use(plan.out_dir, "sweep"):
