@@ -308,7 +308,8 @@ def test_half_written_run_folder_says_what_to_do(tiny_competition, tmp_path):
     (killed / "config.json").write_text("{}")
     (killed / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a write cut short
     result = _submit(tiny_competition, killed, tmp_path)
-    assert result.exit_code == 1 and "no best.pt" in result.output and "--resume" in result.output
+    # no last.pt: train --resume would refuse it, so the advice is to train it again
+    assert result.exit_code == 1 and "no best.pt" in result.output and "train it again" in result.output
     result = _train(tiny_competition, tmp_path / "runs", "killed")  # same name: starts afresh, no stale files
     assert result.exit_code == 0, result.output
     assert (killed / BEST).is_file()
