@@ -237,15 +237,32 @@ def recall_against_exact(
     return float(np.mean(found)) if found else float("nan")
 
 
+NEIGHBOUR_BLOCK = 1024  # query rows a block: its similarities are block x n floats, never n x n
+
+
+def neighbours_among(
+    embeddings: np.ndarray, k: int, rows: np.ndarray | None = None, block: int = NEIGHBOUR_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's (or each of `rows`') k most similar other rows by cosine, best first, exact:
+    (similarities, indices), computed a block of queries at a time, so memory is O(n k) plus
+    one block x n, however large n grows. Ties go to the lower index, as a stable sort of the
+    dense matrix would give."""
+    x = l2_normalize(embeddings)
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
+    k = max(0, min(k, len(x) - 1))
+    similarities, indices = np.empty((len(rows), k), np.float32), np.empty((len(rows), k), np.int64)
+    for start in range(0, len(rows), block):
+        queries = rows[start : start + block]
+        scores = x[queries] @ x.T
+        scores[np.arange(len(queries)), queries] = -np.inf  # never the query itself
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if 0 < k < scores.shape[1] else np.argsort(-scores)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)  # best first; equal scores: lower index first
+        indices[start : start + len(queries)] = np.take_along_axis(top, order, axis=1)
+        similarities[start : start + len(queries)] = np.take_along_axis(top_scores, order, axis=1)
+    return similarities, indices
+
+
 def leave_one_out_ranking(embeddings: np.ndarray, k: int = 10) -> np.ndarray:
     """Each row queries all the others (itself excluded): validation without a separate gallery."""
-    x = l2_normalize(embeddings)
-    return rank_others(x @ x.T, k)
-
-
-def rank_others(similarity: np.ndarray, k: int = 10) -> np.ndarray:
-    """Top-k columns of a square similarity matrix per row, the row's own column excluded."""
-    similarity = np.array(similarity, dtype=np.float64)
-    np.fill_diagonal(similarity, -np.inf)
-    k = min(k, len(similarity) - 1)
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    return neighbours_among(embeddings, k)[1]

@@ -1,0 +1,74 @@
+"""Validation on neighbours, not matrices: exact top-k in blocks gives what the dense n x n
+matrix gave, label fusion re-orders candidate lists as the dense fused matrix ranked, and a
+pool past MOST_QUERIES is judged by a seeded sample of its queries against all of it."""
+
+from collections import Counter
+
+import numpy as np
+
+from competition.evaluate.metrics import average_precision, relevance
+from competition.retrieval.search import l2_normalize, neighbours_among
+from competition.train import validation
+from competition.train.label_fusion import CANDIDATES, posterior_agreement
+from competition.train.validation import MAP_K, PoolScores, pool_queries, score_pool, score_ranked
+
+
+def _clustered(count=600, classes=40, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, count)
+    centres = rng.standard_normal((classes, dim))
+    vectors = (centres[labels] + 0.8 * rng.standard_normal((count, dim))).astype(np.float32)
+    return vectors, np.array([f"c{label}" for label in labels]), rng.random(count) < 0.3
+
+
+def _dense_rank_others(similarity, k):
+    """The n x n path validation took before: every row's others, a stable sort of the matrix."""
+    similarity = np.array(similarity, dtype=np.float64)
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def _dense_scores(similarity, labels, unseen):
+    counts = Counter(labels.tolist())
+    queries = np.array([counts[label] > 1 for label in labels])
+    hits = relevance(_dense_rank_others(similarity, MAP_K)[queries], labels[queries], labels)
+    relevant = np.array([counts[label] - 1 for label in labels[queries]])
+    return PoolScores(hits[:, 0], average_precision(hits, MAP_K, relevant), unseen[queries])
+
+
+def test_blocked_neighbours_score_a_pool_exactly_as_the_dense_matrix():
+    vectors, labels, unseen = _clustered()
+    x = l2_normalize(vectors)
+    dense = _dense_scores(x @ x.T, labels, unseen)
+    blocked = score_pool(vectors, labels, unseen)
+    assert np.array_equal(blocked.top1, dense.top1) and np.array_equal(blocked.unseen, dense.unseen)
+    assert np.allclose(blocked.ap, dense.ap)
+    _, small_blocks = neighbours_among(vectors, 25, block=7)
+    assert np.array_equal(small_blocks, _dense_rank_others(x @ x.T, 25))
+
+
+def test_label_fusion_on_candidates_ranks_as_the_dense_fused_matrix():
+    vectors, labels, unseen = _clustered(count=300)
+    rng = np.random.default_rng(1)
+    posteriors = rng.dirichlet(np.ones(40) * 0.3, size=len(vectors)).astype(np.float32)
+    queries = pool_queries(labels)
+    assert CANDIDATES >= len(vectors) - 1  # at this size the candidates are the whole pool
+    cosine, candidates = neighbours_among(vectors, CANDIDATES, queries)
+    agreement = posterior_agreement(posteriors, queries, candidates)
+    x = l2_normalize(vectors)
+    for weight in (0.0, 0.5, 4.0):
+        order = np.argsort(-(cosine + weight * agreement), axis=1, kind="stable")[:, :MAP_K]
+        fused = score_ranked(np.take_along_axis(candidates, order, axis=1), queries, labels, unseen)
+        dense = _dense_scores(x @ x.T + weight * posteriors @ posteriors.T, labels, unseen)
+        assert np.array_equal(fused.top1, dense.top1) and np.allclose(fused.ap, dense.ap)
+
+
+def test_a_pool_past_most_queries_is_judged_by_a_seeded_sample_of_them(monkeypatch):
+    vectors, labels, unseen = _clustered(count=500)
+    monkeypatch.setattr(validation, "MOST_QUERIES", 120)
+    queries = pool_queries(labels, most=120)
+    assert len(queries) == 120 and np.array_equal(queries, pool_queries(labels, most=120))
+    sampled = score_pool(vectors, labels, unseen)
+    everyone = score_ranked(neighbours_among(vectors, MAP_K)[1], np.arange(500), labels, unseen)
+    assert len(sampled.ap) == 120
+    assert np.allclose(sampled.ap, everyone.ap[queries])  # each sampled query ranked against the whole pool
