@@ -882,3 +882,9 @@ def test_a_sweep_grid_is_capped_and_its_ids_do_not_collide(tiny_competition, mon
     monkeypatch.setattr(plan_module, "configuration_id", lambda *args: "same")
     with pytest.raises(CompeteError, match="two configurations share the id same"):
         plan_module.plan_from_dict({"data": str(tiny_competition), "grid": {"seed": [0, 1]}})
+
+
+def test_a_nested_setting_given_as_its_own_object_still_works():
+    from competition.settings.submit import PostProcess, SubmitConfig
+
+    assert SubmitConfig(postprocess=PostProcess(rerank=True, rerank_k1=8)).postprocess.rerank_k1 == 8

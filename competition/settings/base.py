@@ -43,6 +43,8 @@ def setting(
 
 
 def _mapping(value: Any, name: str) -> dict:
+    if isinstance(value, BaseModel):  # a nested Settings given as itself (the Python API)
+        return dict(value)
     if not isinstance(value, dict):
         raise CompeteError(f"'{name}' must be a mapping of settings (key: value lines), not {quoted(value)}")
     return dict(value)
