@@ -8,7 +8,7 @@ Each (path, size) runs in a fresh process, so its peak RSS is its own. Features 
 vectors around one centre per landmark (GLDv2-clean has ~19 photos a landmark); a fold's
 pool is the whole set, as the largest fold is ~0.45 of GLDv2-clean's 1.58 M photos.
 Stages: validation (each pool query's top-10 among all others; at most MOST_QUERIES queries)
-and the fusion choice's re-ordering (each query's CANDIDATES cosine neighbours, re-ranked by
+and the fusion choice's re-ordering (each query's FUSION_CANDIDATES cosine neighbours, re-ranked by
 cosine + w P(q).P(c) for 6 weights, posteriors over `--classes-shown` classes).
 """
 
@@ -21,8 +21,10 @@ import time
 
 import numpy as np
 
+from competition.retrieval.posteriors import posterior_agreement, rescore
+from competition.retrieval.postprocess import FUSION_CANDIDATES
 from competition.retrieval.search import l2_normalize, neighbours_among
-from competition.train.label_fusion import CANDIDATES, WEIGHTS, posterior_agreement
+from competition.train.label_fusion import WEIGHTS
 from competition.train.validation import MAP_K, pool_queries, score_pool, score_ranked
 
 PHOTOS_PER_LANDMARK = 19
@@ -64,11 +66,10 @@ def dense_fusion(vectors, labels, unseen, posteriors):
 
 def neighbour_fusion(vectors, labels, unseen, posteriors):
     queries = pool_queries(labels)
-    cosine, candidates = neighbours_among(vectors, CANDIDATES, queries)
-    agreement = posterior_agreement(posteriors, queries, candidates)
+    cosine, candidates = neighbours_among(vectors, FUSION_CANDIDATES, queries)
+    agreement = posterior_agreement(posteriors[queries], posteriors, candidates)
     for weight in WEIGHTS:
-        order = np.argsort(-(cosine + weight * agreement), axis=1, kind="stable")[:, :MAP_K]
-        score_ranked(np.take_along_axis(candidates, order, axis=1), queries, labels, unseen)
+        score_ranked(rescore(cosine, candidates, weight * agreement, MAP_K)[1], queries, labels, unseen)
 
 
 STAGES = {

@@ -9,14 +9,15 @@ from conftest import tiny_config
 
 from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import EmbedderConfig
-from competition.retrieval.landmarks import KNOWN_FROM, calibrate_known, estimate_known_share
-from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, fuse_for_search, fused_similarity
-from competition.retrieval.search import l2_normalize, search
+from competition.retrieval.landmarks import KNOWN_FROM, KnownGate, calibrate_known, estimate_known_share
+from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, weighted_posteriors
+from competition.retrieval.postprocess import scored_ranking
+from competition.retrieval.search import l2_normalize
 from competition.runs import BEST
-from competition.settings.submit import SubmitConfig
+from competition.settings.submit import PostProcess, SubmitConfig
 from competition.submit.models import LoadedModel, guard_unseen
 from competition.submit.run import submit
-from competition.train.label_fusion import calibrate_on_folds
+from competition.train.label_fusion import choose_gate
 from competition.train.loop import train
 from competition.train.validation import class_folds
 
@@ -50,30 +51,47 @@ def test_a_query_classified_into_a_landmark_ranks_its_gallery_photos_first():
     assert cosine[0, 1] > cosine[0, 0]  # by appearance alone the photo of b comes first
     posteriors_q, posteriors_g = classifier.posteriors(query), classifier.posteriors(gallery)
     assert classifier.classes[int(posteriors_q.argmax())] == "a"
-    fused = fused_similarity(cosine, posteriors_q, posteriors_g, classifier.weight)
-    assert fused[0].argmax() == 0
-    fused_q, fused_g = fuse_for_search(query, gallery, posteriors_q, posteriors_g, classifier.weight)
-    assert search(fused_q, fused_g, k=2)[1][0].tolist() == [0, 1]  # faiss ranks by the fused score too
+    fusion = weighted_posteriors(posteriors_q, 1.0), weighted_posteriors(posteriors_g, 1.0)
+    assert scored_ranking(PostProcess(), query, gallery, 2, fusion=fusion)[1][0].tolist() == [0, 1]
+    assert scored_ranking(PostProcess(rerank=True), query, gallery, 2, fusion=fusion)[1][0].tolist() == [0, 1]
 
 
-def test_fused_vectors_rank_exactly_as_the_fused_score():
+@pytest.mark.parametrize("gated", [False, True])
+def test_fusion_on_candidates_ranks_exactly_as_the_dense_fused_score(gated):
     rng = np.random.default_rng(0)
     queries, gallery = rng.normal(size=(20, 16)), rng.normal(size=(60, 16))
     posteriors_q, posteriors_g = rng.dirichlet(np.ones(5) * 0.3, 20), rng.dirichlet(np.ones(5) * 0.3, 60)
-    dense = fused_similarity(l2_normalize(queries) @ l2_normalize(gallery).T, posteriors_q, posteriors_g, 2.0)
-    fused_q, fused_g = fuse_for_search(queries, gallery, posteriors_q, posteriors_g, 2.0)
-    order = search(fused_q, fused_g, k=10)[1]
+    gate_q, gate_g = (rng.uniform(size=20), rng.uniform(size=60)) if gated else (np.ones(20), np.ones(60))
+    dense = l2_normalize(queries) @ l2_normalize(gallery).T
+    dense += 2.0 * (gate_q[:, None] * posteriors_q) @ (gate_g[:, None] * posteriors_g).T
+    fusion = weighted_posteriors(posteriors_q, 2.0, gate_q), weighted_posteriors(posteriors_g, 2.0, gate_g)
+    scores, order = scored_ranking(PostProcess(), queries, gallery, 10, fusion=fusion)
     assert np.array_equal(order, np.argsort(-dense, axis=1, kind="stable")[:, :10])
+    assert np.allclose(scores, np.take_along_axis(dense, order, axis=1), atol=1e-5)
+
+
+def test_two_landmarks_get_real_posteriors():  # scikit-learn keeps a single logit for two classes
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(10, 4)) + [3, 0, 0, 0], rng.normal(size=(10, 4)) - [3, 0, 0, 0]])
+    classifier = fit_label_classifier(x, ["a"] * 10 + ["b"] * 10)
+    posteriors = classifier.posteriors(x)
+    assert posteriors.shape == (20, 2) and np.allclose(posteriors.sum(axis=1), 1)
+    assert (posteriors[:10, 0] > 0.5).all() and (posteriors[10:, 1] > 0.5).all()
 
 
 def test_classifier_survives_a_weights_only_checkpoint(tmp_path):
     x = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
     classifier = fit_label_classifier(x, ["a"] * 6 + ["b"] * 6, strength=10)
     classifier.weight, classifier.calibration = 0.5, {"threshold": 0.6, "tpr": 0.9, "fpr": 0.1}
+    classifier.gate, classifier.gated_weight = KnownGate((4.0, 2.0), -3.0, 0.8), 0.25
     torch.save({"label_classifier": classifier.to_payload()}, tmp_path / "c.pt")
     loaded = LabelClassifier.from_payload(torch.load(tmp_path / "c.pt", weights_only=True)["label_classifier"])
     assert np.allclose(loaded.posteriors(x), classifier.posteriors(x))
     assert loaded.weight == 0.5 and loaded.calibration["tpr"] == 0.9 and loaded.classes == ["a", "b"]
+    assert loaded.gate == classifier.gate and loaded.gated_weight == 0.25
+    assert np.allclose(loaded.known_probability(x), classifier.known_probability(x))
+    older = {k: v for k, v in classifier.to_payload().items() if k not in ("prototypes", "gate", "gated_weight")}
+    assert LabelClassifier.from_payload(older).gate is None  # a run trained before the gate: no fusion on mixed
 
 
 def _clusters(rng, centres, per_class, noise=0.1):
@@ -87,7 +105,7 @@ def test_auto_estimates_the_share_of_training_landmarks_among_queries(known_shar
     centres = l2_normalize(rng.normal(size=(16, 32)))  # 8 landmarks train, 8 are never seen
     train_x, train_y = _clusters(rng, centres[:8], 10)
     folds = class_folds(train_y, folds=4, seed=0)
-    calibration = calibrate_on_folds(train_x, train_y, folds, lambda _: lambda v: v, strength=10)
+    calibration = choose_gate(train_x, train_y, folds, lambda _: lambda v: v, strength=10).calibration
     assert calibration["tpr"] - calibration["fpr"] > 0.5  # the test separates on held-out landmarks
     classifier = fit_label_classifier(train_x, train_y, 10)
     seen_queries = round(80 * known_share)
@@ -178,3 +196,58 @@ def test_sweep_table_marks_rows_ranked_as_known_landmarks():
     off_the_shelf = row | known | {"label": "o", "fused": False}  # no classifier: nothing fused
     table = results_table([row | known | {"label": "a", "fused": True}, row | {"label": "b"}, off_the_shelf])
     assert "| a [known] |" in table and "| b |" in table and "| o |" in table and "[known]: every query" in table
+
+
+def test_the_gate_fuses_for_photos_of_training_landmarks_and_spares_the_others():
+    rng = np.random.default_rng(3)
+    centres = l2_normalize(rng.normal(size=(12, 24)))
+    x, y = _clusters(rng, centres, 12, noise=0.2)  # cosine alone confuses some photos of each landmark
+    folds = class_folds(y, folds=4, seed=0)
+    chosen = choose_gate(x, y, folds, lambda _: lambda v: v, strength=10)
+    assert chosen.gate is not None and chosen.gate.auc > 0.8 and chosen.weight > 0
+    without, with_gate = chosen.summary["validation"]["without"], chosen.summary["validation"]["with"]
+    assert with_gate["seen_map@10"] > without["seen_map@10"]  # training landmarks gain
+    assert with_gate["unseen_map@10"] >= without["unseen_map@10"] - 0.01  # held-out ones keep their ranking
+
+
+def test_a_weight_that_loses_on_held_out_landmarks_is_never_chosen():
+    from competition.train.label_fusion import _does_not_lose_unseen
+    from competition.train.validation import PoolScores
+
+    unseen = np.array([False] * 30 + [True] * 30)
+    base = PoolScores(np.ones(60, bool), np.full(60, 0.6), unseen)
+    worse = PoolScores(np.ones(60, bool), np.where(unseen, 0.55, 0.9), unseen)  # seen +0.3, unseen -0.05
+    same = PoolScores(np.ones(60, bool), np.where(unseen, 0.6, 0.9), unseen)
+    assert not _does_not_lose_unseen(worse, base) and _does_not_lose_unseen(same, base)
+
+
+def _model_with(classifier) -> LoadedModel:
+    model = _run_model(True, True)
+    model.classifier = classifier
+    return model
+
+
+def test_submit_fuses_per_query_on_a_mixed_set_by_the_gate():
+    from competition.submit.closed_set import label_fusion
+
+    classifier = _two_landmark_classifier(weight=1.0)
+    classifier.prototypes = np.array([[1.0, 0, 0], [0, 1.0, 0]], np.float32)
+    vectors = [np.array([[1.0, 0.1, 0.0], [0.0, 0.0, 1.0]], np.float32)]  # a photo of landmark a; another
+    assert label_fusion([_model_with(classifier)], [1.0], vectors, vectors, "mixed") == (None, "off")  # no gate
+    classifier.gate, classifier.gated_weight = KnownGate((0.0, 10.0), -5.0, 0.9), 0.5  # P(known) from prototypes
+    (rows, _), note = label_fusion([_model_with(classifier)], [1.0], vectors, vectors, "mixed")
+    assert note.startswith("per query") and "weight 0.5" in note
+    chance = classifier.known_probability(vectors[0])
+    assert chance[0] > 0.9 and chance[1] < 0.01
+    expected = (
+        0.5
+        * chance[:, None]
+        * chance[None, :]
+        * (classifier.posteriors(vectors[0]) @ classifier.posteriors(vectors[0]).T)
+    )
+    assert np.allclose(rows @ rows.T, expected, atol=1e-6)
+    (rows, _), note = label_fusion([_model_with(classifier)], [1.0], vectors, vectors, "known")
+    assert note.startswith("class posteriors") and np.allclose(
+        rows @ rows.T, classifier.posteriors(vectors[0]) @ classifier.posteriors(vectors[0]).T, atol=1e-6
+    )
+    assert label_fusion([_model_with(classifier)], [1.0], vectors, vectors, "new") == (None, "off")

@@ -7,9 +7,10 @@ from collections import Counter
 import numpy as np
 
 from competition.evaluate.metrics import average_precision, relevance
+from competition.retrieval.posteriors import posterior_agreement, rescore
+from competition.retrieval.postprocess import FUSION_CANDIDATES
 from competition.retrieval.search import l2_normalize, neighbours_among
 from competition.train import validation
-from competition.train.label_fusion import CANDIDATES, posterior_agreement
 from competition.train.validation import MAP_K, PoolScores, pool_queries, score_pool, score_ranked
 
 
@@ -52,13 +53,12 @@ def test_label_fusion_on_candidates_ranks_as_the_dense_fused_matrix():
     rng = np.random.default_rng(1)
     posteriors = rng.dirichlet(np.ones(40) * 0.3, size=len(vectors)).astype(np.float32)
     queries = pool_queries(labels)
-    assert CANDIDATES >= len(vectors) - 1  # at this size the candidates are the whole pool
-    cosine, candidates = neighbours_among(vectors, CANDIDATES, queries)
-    agreement = posterior_agreement(posteriors, queries, candidates)
+    assert FUSION_CANDIDATES >= len(vectors) - 1  # at this size the candidates are the whole pool
+    cosine, candidates = neighbours_among(vectors, FUSION_CANDIDATES, queries)
+    agreement = posterior_agreement(posteriors[queries], posteriors, candidates)
     x = l2_normalize(vectors)
     for weight in (0.0, 0.5, 4.0):
-        order = np.argsort(-(cosine + weight * agreement), axis=1, kind="stable")[:, :MAP_K]
-        fused = score_ranked(np.take_along_axis(candidates, order, axis=1), queries, labels, unseen)
+        fused = score_ranked(rescore(cosine, candidates, weight * agreement, MAP_K)[1], queries, labels, unseen)
         dense = _dense_scores(x @ x.T + weight * posteriors @ posteriors.T, labels, unseen)
         assert np.array_equal(fused.top1, dense.top1) and np.allclose(fused.ap, dense.ap)
 

@@ -9,6 +9,13 @@
   a threshold on it has a true-positive rate `tpr` and a false-positive rate `fpr`. Of
   the queries a share `r` passes it, so the share of training landmarks among them is
   (r - fpr) / (tpr - fpr) (the classic correction of an imperfect test's count).
+
+On a mixed set the labels help only the queries of training landmarks, and cost the others
+dearly when fused into every ranking. A `KnownGate` tells them apart one photo at a time: a
+logistic model over two signs of a training landmark (the classifier's top posterior and the
+cosine to the nearest class prototype, the mean embedding of a landmark's training photos),
+fitted on the folds' held-out photos, gives P(known | photo); the fusion weight of a pair is
+then scaled by both photos' probabilities.
 """
 
 from __future__ import annotations
@@ -45,6 +52,41 @@ class KnownShare:
             f"(90% [{self.low:.0%}, {self.high:.0%}]) show training landmarks "
             f"(known from {KNOWN_FROM:.0%}, new up to {NEW_UNTIL:.0%})"
         )
+
+
+@dataclass(frozen=True)
+class KnownGate:
+    """P(photo shows a training landmark), logistic in its gate features (see the module)."""
+
+    coef: tuple[float, ...]
+    intercept: float
+    auc: float  # how well it separated held-out photos of training landmarks from others, on the folds
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        logits = np.asarray(features, np.float64) @ np.asarray(self.coef) + self.intercept
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))).astype(np.float32)
+
+    def to_payload(self) -> dict:
+        return {"coef": [float(c) for c in self.coef], "intercept": float(self.intercept), "auc": float(self.auc)}
+
+    @classmethod
+    def from_payload(cls, payload: dict | None) -> "KnownGate | None":
+        if not payload:
+            return None
+        return cls(tuple(float(c) for c in payload["coef"]), float(payload["intercept"]), float(payload["auc"]))
+
+
+def fit_known_gate(features: np.ndarray, is_known: np.ndarray) -> KnownGate | None:
+    """The gate fitted on photos whose truth is known (None when they are all of one kind)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    is_known = np.asarray(is_known, bool)
+    if is_known.all() or not is_known.any():
+        return None
+    model = LogisticRegression(C=100.0, max_iter=1000).fit(features, is_known)
+    auc = roc_auc_score(is_known, model.decision_function(features))
+    return KnownGate(tuple(float(c) for c in model.coef_[0]), float(model.intercept_[0]), float(auc))
 
 
 def calibrate_known(top_posteriors: np.ndarray, is_known: np.ndarray) -> dict:

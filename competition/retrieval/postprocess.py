@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from competition.errors import CompeteError
+from competition.retrieval.posteriors import posterior_agreement, rescore
 from competition.retrieval.search import Searcher, l2_normalize, search
 from competition.settings.submit import PostProcess
 
@@ -44,6 +45,10 @@ class PcaWhitening:
 
 WHITEN_SAMPLE = 100_000  # PCA-whitening is fitted on at most this many vectors (a seeded sample)
 NEIGHBOUR_BATCH = 65_536  # rows whose neighbours are averaged at once (bounds the n*k*d gather)
+# a query's best photos by cosine that label fusion re-orders: a boost rarely lifts a photo from beyond the
+# first thousand (the GLR winners applied theirs to the top 100-1000), and O(queries x 1000) at any gallery size
+FUSION_CANDIDATES = 1000
+Fusion = tuple[np.ndarray, np.ndarray]  # rows whose inner products are the fusion term (retrieval/posteriors.py)
 RERANK_MAX = 20_000  # query + gallery images k-reciprocal re-ranking accepts: it holds (Q+G)^2 distances
 
 
@@ -94,25 +99,39 @@ def database_augmentation(
 
 
 def k_reciprocal_distance(
-    queries: np.ndarray, gallery: np.ndarray, k1: int = 8, k2: int = 3, lambda_value: float = 0.3
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k1: int = 8,
+    k2: int = 3,
+    lambda_value: float = 0.3,
+    fusion: Fusion | None = None,
 ) -> np.ndarray:
     """Re-ranked (num_queries, num_gallery) distances, smaller = more similar.
 
     Follows Zhong et al. (CVPR 2017) on the joint query+gallery set; memory is O((Q+G)^2),
-    fine up to tens of thousands of images."""
-    queries, gallery = l2_normalize(queries), l2_normalize(gallery)
-    features = np.concatenate([queries, gallery])
-    num_queries, total = len(queries), len(features)
+    fine up to tens of thousands of images. With `fusion`, the joint similarity is the fused
+    one (retrieval/posteriors.py), scaled back to at most 1."""
+    features = l2_normalize(np.concatenate([queries, gallery]))
+    similarity = features @ features.T
+    if fusion is not None:
+        rows = np.concatenate(fusion)
+        similarity = (similarity + rows @ rows.T) / (1 + float((rows**2).sum(axis=1).max()))
+    return _k_reciprocal(similarity, len(queries), k1, k2, lambda_value)[:, len(queries) :]
+
+
+def _k_reciprocal(similarity: np.ndarray, num_queries: int, k1: int, k2: int, lambda_value: float) -> np.ndarray:
+    """Distances of the first `num_queries` rows of a joint set to all of it, from its similarities."""
+    total = len(similarity)
     k1, k2 = min(k1, total - 1), min(k2, total - 1)
-    original = np.clip(2 - 2 * features @ features.T, 0, None)  # squared euclidean of unit vectors
+    original = np.clip(2 - 2 * similarity, 0, None)  # squared euclidean of unit vectors
     original = original / np.maximum(original.max(axis=1, keepdims=True), 1e-12)
     ranks = np.argsort(original, axis=1, kind="stable")
     expansion_weights = np.zeros_like(original)
     for i in range(total):
-        reciprocal = _k_reciprocal(ranks, i, k1)
+        reciprocal = _k_reciprocal_set(ranks, i, k1)
         expansion = reciprocal
         for candidate in reciprocal:
-            candidate_set = _k_reciprocal(ranks, candidate, int(np.around(k1 / 2)))
+            candidate_set = _k_reciprocal_set(ranks, candidate, int(np.around(k1 / 2)))
             if len(np.intersect1d(candidate_set, reciprocal)) > 2 / 3 * len(candidate_set):
                 expansion = np.append(expansion, candidate_set)
         expansion = np.unique(expansion)
@@ -124,11 +143,10 @@ def k_reciprocal_distance(
     for i in range(num_queries):
         shared = np.minimum(expansion_weights[i][None, :], expansion_weights).sum(axis=1)
         jaccard[i] = 1 - shared / (2 - shared)
-    final = jaccard * (1 - lambda_value) + original[:num_queries] * lambda_value
-    return final[:, num_queries:]
+    return jaccard * (1 - lambda_value) + original[:num_queries] * lambda_value
 
 
-def _k_reciprocal(ranks: np.ndarray, index: int, k: int) -> np.ndarray:
+def _k_reciprocal_set(ranks: np.ndarray, index: int, k: int) -> np.ndarray:
     forward = ranks[index, : k + 1]
     backward = ranks[forward, : k + 1]
     return forward[np.any(backward == index, axis=1)]
@@ -161,16 +179,26 @@ def embedding_steps(
 
 
 def scored_ranking(
-    steps: PostProcess, queries: np.ndarray, gallery: np.ndarray, k: int, index: str | Searcher = "exact"
+    steps: PostProcess,
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    index: str | Searcher = "exact",
+    fusion: Fusion | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ranking) of the top-k from vectors that went through `embedding_steps`, larger =
-    better: the similarity, or minus the re-ranked distance when k-reciprocal re-ranking is on."""
+    better: the similarity, or minus the re-ranked distance when k-reciprocal re-ranking is on.
+    `fusion` (query rows, gallery rows): label fusion, re-ordering each query's FUSION_CANDIDATES
+    best by cosine (or, re-ranked, inside the joint similarity)."""
     if steps.rerank:
         check_size(steps, len(queries) + len(gallery))
-        distances = k_reciprocal_distance(queries, gallery, steps.rerank_k1, steps.rerank_k2)
+        distances = k_reciprocal_distance(queries, gallery, steps.rerank_k1, steps.rerank_k2, fusion=fusion)
         ranking = np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(gallery))]
         return -np.take_along_axis(distances, ranking, axis=1), ranking
-    return search(queries, gallery, k, index=index)
+    if fusion is None:
+        return search(queries, gallery, k, index=index)
+    scores, candidates = search(queries, gallery, max(k, FUSION_CANDIDATES), index=index)
+    return rescore(scores, candidates, posterior_agreement(fusion[0], fusion[1], candidates), k)
 
 
 def rank(

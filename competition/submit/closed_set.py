@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from competition.retrieval.landmarks import KnownShare, estimate_known_share
-from competition.retrieval.posteriors import fuse_for_search
+from competition.retrieval.posteriors import weighted_posteriors
 from competition.submit.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -26,24 +26,47 @@ def resolve_landmarks(setting: str, models: list[LoadedModel], embed_queries) ->
     return estimate.choice, estimate
 
 
-def fuse_label_posteriors(models, weights, query_vectors, gallery_vectors, queries, gallery):
-    """For known landmarks: the runs' class posteriors (weighted like the ensemble) fused into the
-    ranking vectors; returns them and a note of what was fused."""
+def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str):
+    """The runs' class posteriors (averaged by the ensemble weights), as the rows whose inner
+    products are the fusion term (retrieval/posteriors.py): for `known` at the closed-set weight
+    for every photo, for `mixed` at the gated weight scaled by each photo's P(known). Returns
+    (query rows, gallery rows) or None, and a note of what was fused."""
+    if landmarks not in ("known", "mixed"):
+        return None, "off"
     with_classifier = [i for i, m in enumerate(models) if m.classifier is not None]
+    if landmarks == "mixed":
+        with_classifier = [i for i in with_classifier if models[i].classifier.gate is not None]
     if not with_classifier:
-        log.warning("--landmarks known: no model has a label classifier (train a last-layer run); ranking by cosine")
-        return queries, gallery, "none (no run with a label classifier)"
+        if landmarks == "known":
+            log.warning(
+                "--landmarks known: no model has a label classifier (train a last-layer run); ranking by cosine"
+            )
+        return None, "none (no run with a label classifier)" if landmarks == "known" else "off"
     classes = models[with_classifier[0]].classifier.classes
     if any(models[i].classifier.classes != classes for i in with_classifier):
-        log.warning("--landmarks known: the runs were trained on different landmarks; ranking by cosine")
-        return queries, gallery, "none (runs of different landmarks)"
+        log.warning("--landmarks %s: the runs were trained on different landmarks; ranking by cosine", landmarks)
+        return None, "none (runs of different landmarks)"
     total = sum(weights[i] for i in with_classifier)
 
     def averaged(of_run):  # over the runs with a classifier, by their ensemble weights
-        return sum(weights[i] / total * of_run(i) for i in with_classifier)
+        return sum(weights[i] / total * of_run(models[i].classifier, i) for i in with_classifier)
 
-    query_p = averaged(lambda i: models[i].classifier.posteriors(query_vectors[i]))
-    gallery_p = averaged(lambda i: models[i].classifier.posteriors(gallery_vectors[i]))
-    weight = float(averaged(lambda i: models[i].classifier.weight))
-    fused_q, fused_g = fuse_for_search(queries, gallery, query_p, gallery_p, weight)
-    return fused_q, fused_g, f"class posteriors of {len(with_classifier)} run(s), weight {weight:g}"
+    def rows(vectors):
+        posteriors = averaged(lambda c, i: c.posteriors(vectors[i]))
+        if landmarks == "known":
+            return weighted_posteriors(posteriors, averaged(lambda c, i: c.weight))
+        chance = averaged(lambda c, i: c.known_probability(vectors[i]))
+        return weighted_posteriors(posteriors, averaged(lambda c, i: c.gated_weight), chance)
+
+    runs = f"class posteriors of {len(with_classifier)} run(s)"
+    if landmarks == "known":
+        weight = float(averaged(lambda c, i: c.weight))
+        return (rows(query_vectors), rows(gallery_vectors)), f"{runs}, weight {weight:g}"
+    weight = float(averaged(lambda c, i: c.gated_weight))
+    if weight == 0:
+        return None, "off (the gated weight chosen on the mixed folds is 0)"
+    auc = float(averaged(lambda c, i: c.gate.auc))
+    return (
+        rows(query_vectors),
+        rows(gallery_vectors),
+    ), f"per query: {runs}, weight {weight:g} x P(known) (AUC {auc:.2f})"

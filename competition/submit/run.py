@@ -27,12 +27,12 @@ from competition.evaluate.validate import validate_submission
 from competition.io import exclusive_use
 from competition.retrieval.embed import extract_features
 from competition.retrieval.ensemble import fuse_concat
-from competition.retrieval.postprocess import check_size, embedding_steps, scored_ranking
+from competition.retrieval.postprocess import FUSION_CANDIDATES, check_size, embedding_steps, scored_ranking
 from competition.retrieval.search import Searcher, recall_against_exact, resolve_index
 from competition.retrieval.verify import Verification, verify_ranking
 from competition.runs import embeddings_file, local_features_cache
 from competition.settings.submit import SubmitConfig
-from competition.submit.closed_set import fuse_label_posteriors, resolve_landmarks
+from competition.submit.closed_set import label_fusion, resolve_landmarks
 from competition.submit.models import LoadedModel, guard_unseen, load_model, view_of
 from competition.submit.record import (
     leaderboard_record,
@@ -124,10 +124,10 @@ def _competition(config: SubmitConfig) -> Competition:
     return competition
 
 
-def _rank(config: SubmitConfig, competition: Competition, queries, gallery, searcher: Searcher, progress: bool):
-    """Search (and verify) the fused vectors: the ranking, the index as described, the verification."""
-    k = config.ranks[0]
-    ranked_scores, ranking = scored_ranking(config.postprocess, queries, gallery, max(k, config.verify), searcher)
+def _rank(config: SubmitConfig, steps, competition: Competition, vectors, searcher: Searcher, progress, fusion):
+    """Search (and verify) the (query, gallery) vectors: the ranking, the index as described, the verification."""
+    k, (queries, gallery) = config.ranks[0], vectors
+    ranked_scores, ranking = scored_ranking(steps, queries, gallery, max(k, config.verify), searcher, fusion)
     index = searcher.describe()
     if not searcher.exact:  # say what the approximation costs
         recall = recall_against_exact(queries, gallery, ranking, ranking.shape[1])
@@ -175,17 +175,15 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     gallery_vectors = [embed(model, competition.gallery) for model in models]
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
+    fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks)
+    steps = config.postprocess
     kind = resolve_index(config.index, len(competition.gallery))
-    searcher = Searcher(kind, max(config.ranks[0], config.verify), config.nprobe, config.index_factory)
+    depth = max(config.ranks[0], config.verify, FUSION_CANDIDATES if fusion else 0)
+    searcher = Searcher(kind, depth, config.nprobe, config.index_factory)
     queries, gallery = embedding_steps(
-        config.postprocess, fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights), searcher
+        steps, fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights), searcher
     )
-    fusion_note = "off"
-    if landmarks == "known":
-        queries, gallery, fusion_note = fuse_label_posteriors(
-            models, weights, query_vectors, gallery_vectors, queries, gallery
-        )
-    ranking, index, verification = _rank(config, competition, queries, gallery, searcher, progress)
+    ranking, index, verification = _rank(config, steps, competition, (queries, gallery), searcher, progress, fusion)
     name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     path = _write(config, competition, name, ranking)
     save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
@@ -211,8 +209,8 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
             tracker.metrics(scores, 0)
             tracker.close()
     notes = [estimate.describe()] if estimate is not None else []
-    if landmarks == "known":
-        notes.append(f"landmarks known: {fusion_note}")
+    if landmarks in ("known", "mixed") and fusion_note != "off":
+        notes.append(f"landmarks {landmarks}: {fusion_note}")
     if config.verify:
         notes.append(f"geometric verification: {verification}")
     if scores and left_out_note(scores):

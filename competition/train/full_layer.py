@@ -101,16 +101,19 @@ def choose_wise_ft(run: Run, initial: dict, best: dict, pool_scores) -> tuple[fl
     return chosen, scores[chosen]
 
 
-def label_classifier_of(run: Run, fold, baseline: PoolScores) -> dict:
-    """The label classifier on the final embedding (train/label_fusion.py), added to best.pt. The
-    backbone trained on the fold's training photos only, so its pool still measures what the test will."""
-    vectors, _ = run.extract(run.embedder, run.data.photos, "label classifier", cached=False)
-    same = lambda _: lambda v: v  # noqa: E731 - one trained network for every fold
-    summary, classifier = fit_label_fusion(
-        vectors, run.data.labels, [fold], [fold], same, same(None), baseline, run.config.seed
-    )
-    run.folder.save_best(run.folder.load_best() | {"label_classifier": classifier.to_payload()})
-    return summary
+def choices_on_final_embedding(run: Run, fold, baseline: PoolScores) -> dict:
+    """The label classifier (train/label_fusion.py, added to best.pt), chosen on every photo's
+    final embedding. The backbone trained on the fold's training photos only, so its pool still
+    measures what the test will."""
+    vectors, _ = run.extract(run.embedder, run.data.photos, "final embedding", cached=False)
+    choices = {}
+    if run.config.landmarks != "new":  # new: the labels never reach the ranking
+        same = lambda _: lambda v: v  # noqa: E731 - one trained network for every fold
+        choices["label_fusion"], classifier = fit_label_fusion(
+            vectors, run.data.labels, [fold], [fold], same, same(None), baseline, run.config.seed
+        )
+        run.folder.save_best(run.folder.load_best() | {"label_classifier": classifier.to_payload()})
+    return choices
 
 
 @dataclass
@@ -166,7 +169,6 @@ class FullLayerTrainer:
             alpha, scores = choose_wise_ft(run, self.initial_weights, best, self._pool_scores)
         else:
             alpha, scores = None, self._pool_scores()
-        fusion = label_classifier_of(run, self.fold, baseline) if self.config.landmarks != "new" else {}
         return run.summary(
             started,
             compare(scores, baseline, seed=self.config.seed),
@@ -175,7 +177,7 @@ class FullLayerTrainer:
             best_epoch=self.state.best_epoch,
             epochs_run=self.state.epoch,
             wise_ft_alpha=alpha,
-            label_fusion=fusion,
+            **choices_on_final_embedding(run, self.fold, baseline),
         )
 
     def _epochs(self, resume: bool) -> None:

@@ -1,4 +1,4 @@
-"""The label classifier a run keeps for closed-set queries, chosen on validation folds.
+"""The label classifier a run keeps for queries of training landmarks, chosen on validation folds.
 
 Closed folds (photos of every landmark held out, none held out whole) stand in for a
 competition whose queries are training landmarks: each fold fits the classifier on its
@@ -7,8 +7,13 @@ of classifier strengths and weights. The strength with the best pooled mAP@10 wi
 weight is the smallest within PLATEAU of that best, since a larger weight buys nothing
 on these folds and costs the most if a query's landmark is not in train/ after all.
 
-Folds with held-out landmarks then calibrate the top posterior as a test of "this photo
-shows a training landmark" (retrieval/landmarks.py), which `--landmarks auto` uses.
+Mixed folds (landmarks held out whole besides photos of the others) stand in for a mixed
+set. On them the classifier's top posterior is calibrated as a test of "this photo shows a
+training landmark" (what `--landmarks auto` estimates the query mix from), the known-landmark
+gate is fitted (retrieval/landmarks.KnownGate), and the gated weight is chosen: the pool
+ranked by cosine + weight * gate(q) * gate(g) * P(q).P(g), the gate of each fold fitted on
+the other folds (so no photo judges a gate it trained): the best mAP@10 over all queries
+among the weights that cost queries of held-out landmarks at most PLATEAU.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from competition.retrieval.landmarks import calibrate_known
-from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier
+from competition.retrieval.landmarks import KnownGate, calibrate_known, fit_known_gate
+from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, posterior_agreement, rescore
+from competition.retrieval.postprocess import FUSION_CANDIDATES
 from competition.retrieval.search import neighbours_among
 from competition.train.validation import MAP_K, Fold, PoolScores, compare, pool_queries, score_ranked
 
 STRENGTHS = (10.0, 100.0)  # logistic regression's C on L2-normalised embeddings
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+# the gated weight's grid is finer at the small end: there a photo of an unseen landmark that the
+# gate takes for a known one pays least, which is what decides the choice on mixed folds
+GATED_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 PLATEAU = 0.01  # mAP@10 within this of the best counts as the best
-# cosine neighbours of each pool query that the fusion re-orders: the whole pool at today's sizes
-# (pools of hundreds), and O(n) memory at Google Landmarks' (a label boost rarely lifts a photo
-# from beyond the first thousand, as the GLR winners applied theirs to the top 100-1000)
-CANDIDATES = 1000
 
 # (training photo indices) -> a function from feature rows to the run's embedding, fitted on those photos
 HeadForFold = Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]]
@@ -43,45 +48,58 @@ class FusionChoice:
     grid: dict  # "C=10 w=0.5" -> pooled mAP@10, for the run's summary
 
 
-def posterior_agreement(posteriors: np.ndarray, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """P(q).P(c) for each query and each of its candidates, in blocks of about 64 MB."""
-    rows = max(1, (1 << 24) // max(1, candidates.shape[1] * posteriors.shape[1]))
-    agreement = np.empty(candidates.shape, np.float32)
-    for start in range(0, len(queries), rows):
-        block = slice(start, start + rows)
-        agreement[block] = np.einsum("qc,qkc->qk", posteriors[queries[block]], posteriors[candidates[block]])
-    return agreement
+@dataclass
+class FoldPool:
+    """A fold's pool as the fusion sees it: its queries' cosine candidates and the posteriors of
+    every pool photo under the classifier fitted on the fold's training photos."""
+
+    fold: Fold
+    queries: np.ndarray
+    cosine: np.ndarray  # (queries, candidates), best first
+    candidates: np.ndarray  # pool indices
+    vectors: np.ndarray  # the fold's embedding of its pool photos
+    embed: Callable[[np.ndarray], np.ndarray]
+
+    def fused_scores(self, labels: np.ndarray, bonus: np.ndarray) -> PoolScores:
+        ranking = rescore(self.cosine, self.candidates, bonus, MAP_K)[1]
+        return score_ranked(ranking, self.queries, labels[self.fold.pool], self.fold.unseen)
 
 
-def _fold_posteriors(embed, features, labels, fold: Fold, strength: float) -> np.ndarray:
-    """Class posteriors of a fold's pool photos from a classifier fitted on its training photos."""
-    classifier = fit_label_classifier(embed(features[fold.train]), labels[fold.train], strength)
-    return classifier.posteriors(embed(features[fold.pool]))
+def _fold_pools(features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold):
+    """Each pool query's FUSION_CANDIDATES nearest photos by cosine, found once per fold, in blocks."""
+    pools = []
+    for fold in folds:
+        embed = head_for(fold.train)
+        vectors = embed(features[fold.pool])
+        queries = pool_queries(labels[fold.pool])
+        cosine, candidates = neighbours_among(vectors, FUSION_CANDIDATES, queries)
+        pools.append(FoldPool(fold, queries, cosine, candidates, vectors, embed))
+    return pools
+
+
+def _fold_classifier(pool: FoldPool, features, labels, strength: float) -> LabelClassifier:
+    train = pool.fold.train
+    return fit_label_classifier(pool.embed(features[train]), labels[train], strength)
+
+
+def _agreement(pool: FoldPool, rows: np.ndarray) -> np.ndarray:
+    return posterior_agreement(rows[pool.queries], rows, pool.candidates)
 
 
 def choose_fusion(
     features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold
 ) -> FusionChoice:
-    """Strength and weight of the label fusion, chosen on closed folds (see the module). Each
-    pool query's CANDIDATES nearest photos by cosine are found once per fold, in blocks; every
-    strength and weight re-orders those lists (the whole pool, at today's sizes)."""
-    neighbours = []
-    for fold in folds:
-        embed = head_for(fold.train)
-        queries = pool_queries(labels[fold.pool])
-        cosine, candidates = neighbours_among(embed(features[fold.pool]), CANDIDATES, queries)
-        neighbours.append((embed, queries, cosine, candidates))
+    """Strength and weight of the label fusion, chosen on closed folds (see the module); every
+    strength and weight re-orders the same candidate lists (the whole pool, at today's sizes)."""
+    pools = _fold_pools(features, labels, folds, head_for)
     scores: dict[tuple[float, float], PoolScores] = {}
     for strength in STRENGTHS:
         parts: dict[float, list[PoolScores]] = {w: [] for w in WEIGHTS}
-        for fold, (embed, queries, cosine, candidates) in zip(folds, neighbours):
-            agreement = posterior_agreement(
-                _fold_posteriors(embed, features, labels, fold, strength), queries, candidates
-            )
+        for pool in pools:
+            posteriors = _fold_classifier(pool, features, labels, strength).posteriors(pool.vectors)
+            agreement = _agreement(pool, posteriors)
             for weight in WEIGHTS:
-                order = np.argsort(-(cosine + weight * agreement), axis=1, kind="stable")[:, :MAP_K]
-                ranking = np.take_along_axis(candidates, order, axis=1)
-                parts[weight].append(score_ranked(ranking, queries, labels[fold.pool], fold.unseen))
+                parts[weight].append(pool.fused_scores(labels, weight * agreement))
         scores.update({(strength, w): PoolScores.concat(p) for w, p in parts.items()})
     # judged on queries of training landmarks only: the fusion is for them (closed folds hold no others)
     quality = {key: float(s.ap[~s.unseen].mean()) if (~s.unseen).any() else float("-inf") for key, s in scores.items()}
@@ -92,19 +110,68 @@ def choose_fusion(
     return FusionChoice(best_strength, weight, scores[(best_strength, weight)], grid)
 
 
-def calibrate_on_folds(
-    features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold, strength: float
-) -> dict:
-    """Top-posterior threshold between photos of training and of held-out landmarks, over the
-    folds that hold landmarks out ({} when none does)."""
-    tops, known = [], []
-    for fold in folds:
-        if not fold.unseen.any():
-            continue
-        posteriors = _fold_posteriors(head_for(fold.train), features, labels, fold, strength)
-        tops.append(posteriors.max(axis=1))
-        known.append(~fold.unseen)
-    return calibrate_known(np.concatenate(tops), np.concatenate(known)) if tops else {}
+@dataclass
+class GateChoice:
+    calibration: dict  # the top-posterior test for `--landmarks auto` ({} without held-out landmarks)
+    gate: KnownGate | None  # None: no fold holds landmarks out, or its photos are all of one kind
+    weight: float  # the gated weight (0: fusing did not pay on mixed folds)
+    summary: dict  # for the run's summary
+
+
+def _does_not_lose_unseen(scores: PoolScores, base: PoolScores) -> bool:
+    """On queries of held-out landmarks, the mean mAP@10 within PLATEAU of no fusion: a gate is
+    never perfect, so a photo of an unseen landmark taken for a known one pays a little; more
+    than a point is a loss however much the others gain."""
+    if not scores.unseen.any():
+        return True
+    return float((scores.ap[scores.unseen] - base.ap[base.unseen]).mean()) >= -PLATEAU
+
+
+def _rounded(means: dict) -> dict:
+    return {name.removesuffix(f"_map@{MAP_K}"): round(v, 4) for name, v in means.items() if name.endswith(f"@{MAP_K}")}
+
+
+def choose_gate(
+    features: np.ndarray,
+    labels: np.ndarray,
+    folds: Sequence[Fold],
+    head_for: HeadForFold,
+    strength: float,
+) -> GateChoice:
+    """Calibration, gate and gated weight on the mixed folds (see the module)."""
+    pools = _fold_pools(features, labels, [f for f in folds if f.unseen.any()], head_for)
+    if not pools:
+        return GateChoice({}, None, 0.0, {})
+    classifiers = [_fold_classifier(pool, features, labels, strength) for pool in pools]
+    posteriors = [c.posteriors(pool.vectors) for c, pool in zip(classifiers, pools)]
+    signs = [c.gate_features(pool.vectors, p) for c, pool, p in zip(classifiers, pools, posteriors)]
+    known = [~pool.fold.unseen for pool in pools]
+    calibration = calibrate_known(np.concatenate([p.max(axis=1) for p in posteriors]), np.concatenate(known))
+    gate = fit_known_gate(np.concatenate(signs), np.concatenate(known))
+    if gate is None:
+        return GateChoice(calibration, None, 0.0, {})
+    scores: dict[float, list[PoolScores]] = {w: [] for w in GATED_WEIGHTS}
+    for i, pool in enumerate(pools):
+        others = [j for j in range(len(pools)) if j != i] or [i]  # one fold alone: its own gate
+        fold_gate = fit_known_gate(
+            np.concatenate([signs[j] for j in others]), np.concatenate([known[j] for j in others])
+        )
+        chance = (fold_gate or gate).probability(signs[i])
+        agreement = _agreement(pool, posteriors[i] * chance[:, None])
+        for weight in GATED_WEIGHTS:
+            scores[weight].append(pool.fused_scores(labels, weight * agreement))
+    pooled = {w: PoolScores.concat(parts) for w, parts in scores.items()}
+    base = pooled[0.0]
+    allowed = [w for w in GATED_WEIGHTS if _does_not_lose_unseen(pooled[w], base)]
+    quality = {w: float(pooled[w].ap.mean()) for w in GATED_WEIGHTS}
+    weight = max(allowed, key=lambda w: quality[w])  # what a larger weight costs unseen landmarks is measured here
+    summary = {
+        "gate_auc": round(gate.auc, 4),
+        "weight": weight,
+        "grid_map@10": {f"w={w:g}": {"all": round(quality[w], 4)} | _rounded(pooled[w].means()) for w in GATED_WEIGHTS},
+        "validation": {"without": base.means(), "with": pooled[weight].means(), "queries": len(base.ap)},
+    }
+    return GateChoice(calibration, gate, weight, summary)
 
 
 def fit_label_fusion(
@@ -117,19 +184,21 @@ def fit_label_fusion(
     baseline: PoolScores,
     seed: int = 0,
 ) -> tuple[dict, LabelClassifier]:
-    """A run's label classifier: strength and weight chosen on `closed_folds`, calibrated on
-    `mixed_folds`, fitted on every photo's `final_embedding`; and for the run's summary, what
-    the folds said of it against `baseline` (the pretrained backbone on the closed folds)."""
+    """A run's label classifier: strength and weight chosen on `closed_folds`, calibrated and
+    gated on `mixed_folds`, fitted on every photo's `final_embedding`; and for the run's summary,
+    what the folds said of it against `baseline` (the pretrained backbone on the closed folds)."""
     choice = choose_fusion(features, labels, closed_folds, head_for)
-    calibration = calibrate_on_folds(features, labels, mixed_folds, head_for, choice.strength)
+    gated = choose_gate(features, labels, mixed_folds, head_for, choice.strength)
     classifier = fit_label_classifier(final_embedding(features), labels, choice.strength)
-    classifier.weight, classifier.calibration = choice.weight, calibration
+    classifier.weight, classifier.calibration = choice.weight, gated.calibration
+    classifier.gate, classifier.gated_weight = gated.gate, gated.weight
     verdict = compare(choice.scores, baseline, seed=seed)
     summary = {
         "strength": choice.strength,
         "weight": choice.weight,
-        "calibration": calibration,
+        "calibration": gated.calibration,
         "grid_map@10": choice.grid,
         "validation": {"seen": verdict["seen"]},  # queries of training landmarks, the fusion included
+        "gated": gated.summary,  # mixed sets: the fusion per query, by P(known)
     }
     return summary, classifier

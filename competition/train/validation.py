@@ -202,6 +202,24 @@ def describe(comparison: dict[str, dict]) -> list[str]:
     return lines
 
 
+def describe_gate(gated: dict) -> list[str]:
+    """What the mixed folds said of fusing class posteriors per query, by P(known)."""
+    if not gated:
+        return []
+    without, with_gate = gated["validation"]["without"], gated["validation"]["with"]
+    change = ", ".join(
+        f"{g} {without[f'{g}_map@{MAP_K}']:.3f} -> {with_gate[f'{g}_map@{MAP_K}']:.3f}"
+        for g in HELD_OUT
+        if f"{g}_map@{MAP_K}" in without
+    )
+    if not gated["weight"]:
+        return [f"  on mixed sets: no fusion (the known-landmark gate, AUC {gated['gate_auc']:.2f}, did not pay)"]
+    return [
+        f"  on mixed sets: class posteriors fused per query by P(known) (gate AUC {gated['gate_auc']:.2f}, "
+        f"weight {gated['weight']:g}); mAP@{MAP_K} on held-out photos {change}"
+    ]
+
+
 def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
     """(lines, warnings) that tell a user what a finished run did: its validation against the
     pretrained backbone, and what submit will do with it."""
@@ -222,6 +240,7 @@ def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
             "photos of training landmarks (what --landmarks known ranks by):"
         )
         lines += [f"  {line}" for line in describe(fusion["validation"])]
+    lines += describe_gate(fusion.get("gated") or {})
     if known:
         return lines, []  # the unseen-landmark warnings do not apply: every query's landmark trains
     unseen = summary["beats_pretrained"].get("unseen")
