@@ -10,7 +10,9 @@ honest); the competition folder is only read. Rows:
 - off-the-shelf: efficientnet_lite0 + GeM, no flip (the reference of issue 12)
 - off-the-shelf + flip: the same with `compete submit`'s default test-time flip
 - v0.1 recipe: augment heavy x60 -> last layer, softmax head on a 512-d projection, no guard
-- default: `compete train` -> `compete submit` with every default (learned whitening, flip)
+- default: `compete train` -> `compete submit` with every default (learned whitening, flip,
+  --landmarks auto: on a mixed set class posteriors fused per query by P(known), and the
+  post-processing the run's validation chose)
 - best: lite0 and lite1 default runs, ensembled, with k-reciprocal re-ranking (k1=8, k2=3)
 - full (with --full): full-layer fine-tuning (--epochs, ArcFace), then submit
 - lite1 / lite2 (with --family): off-the-shelf and default rows for the other offline
@@ -19,7 +21,8 @@ honest); the competition folder is only read. Rows:
 - with --views: v0.2's square 224 view off the shelf and for the default run (beside today's
   aspect-preserving view), and the default with geometric verification of the top 100
 - with --kinds: the default with `--landmarks known` forced on the folder as it is (what
-  fusing class posteriors costs queries of other landmarks), then a second table on its
+  fusing class posteriors costs queries of other landmarks), v0.3's default (no label fusion on
+  a mixed set, no post-processing: `--landmarks new --no-from-run`), then a second table on its
   closed-set copy (only the queries of training landmarks, scripts/closed_set.py): off the
   shelf, the default (`--landmarks auto`, which should pick known there), the default with
   `--landmarks mixed`, and the lite0 + lite1 ensemble
@@ -118,7 +121,7 @@ def closed_set_pipelines(data: Path):
     return [
         ("off-the-shelf efficientnet_lite0 + flip", lambda folder: (submit_in(folder, data, [backbones[0]])[0], "")),
         ("**default**: train -> submit (--landmarks auto)", default()),
-        ("default with --landmarks mixed (v0.2)", default(landmarks="mixed")),
+        ("default with --landmarks mixed (gated fusion)", default(landmarks="mixed")),
         ("**best**: lite0 + lite1 default runs, ensemble (--landmarks auto)", ensemble),
     ]
 
@@ -172,6 +175,8 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: boo
         rows.append(("default + --verify 100 (SIFT + MAGSAC)", default_with("efficientnet_lite0", verify=100)))
     if kinds:
         rows.append(("default, --landmarks known forced", default_with("efficientnet_lite0", landmarks="known")))
+        v03 = {"landmarks": "new", "postprocess": PostProcess(from_run=False)}
+        rows.append(("v0.3 default: no label fusion, no post-processing", default_with("efficientnet_lite0", **v03)))
     if with_full:
         rows.append((f"full layer, ArcFace, {epochs} epochs, WiSE-FT -> submit", full))
     if family:

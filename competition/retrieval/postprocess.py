@@ -119,6 +119,13 @@ def k_reciprocal_distance(
     return _k_reciprocal(similarity, len(queries), k1, k2, lambda_value)[:, len(queries) :]
 
 
+def k_reciprocal_within(vectors: np.ndarray, k1: int = 8, k2: int = 3, lambda_value: float = 0.3) -> np.ndarray:
+    """Re-ranked (n, n) distances among one set whose every photo queries the others (validation
+    pools); the diagonal is each photo's distance to itself."""
+    x = l2_normalize(vectors)
+    return _k_reciprocal(x @ x.T, len(x), k1, k2, lambda_value)
+
+
 def _k_reciprocal(similarity: np.ndarray, num_queries: int, k1: int, k2: int, lambda_value: float) -> np.ndarray:
     """Distances of the first `num_queries` rows of a joint set to all of it, from its similarities."""
     total = len(similarity)
@@ -207,3 +214,23 @@ def rank(
     """Top-k gallery indices per query after every step (`index`: see search.build_index)."""
     index = index if isinstance(index, Searcher) else Searcher(index, k)
     return scored_ranking(steps, *embedding_steps(steps, queries, gallery, index), k, index)[1]
+
+
+def pool_ranking(steps: PostProcess, vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Each pool photo in `queries` ranks all the others after the DBA, α-QE and k-reciprocal of
+    `steps`, the pool being its own gallery (validation; dense, so pools up to RERANK_MAX)."""
+    x = l2_normalize(vectors)
+    if steps.rerank:
+        similarity = -k_reciprocal_within(x, steps.rerank_k1, steps.rerank_k2)[queries]
+    else:
+        gallery = database_augmentation(x, steps.dba, steps.alpha) if steps.dba else x
+        expanded = x[queries]
+        if steps.qe:  # the query's nearest others, never itself
+            similarity = expanded @ gallery.T
+            similarity[np.arange(len(queries)), queries] = -np.inf
+            nearest = np.argsort(-similarity, axis=1, kind="stable")[:, : steps.qe]
+            weights = np.power(np.clip(np.take_along_axis(similarity, nearest, axis=1), 0, None), steps.alpha)
+            expanded = l2_normalize(expanded + np.einsum("nk,nkd->nd", weights, gallery[nearest]))
+        similarity = expanded @ gallery.T
+    similarity[np.arange(len(queries)), queries] = -np.inf
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]

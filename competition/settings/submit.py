@@ -67,6 +67,15 @@ class PostProcess(Settings):
         le=1000,
     )
     rerank_k2: int = setting(3, "Re-ranking local expansion (about k1 / 3).", ge=1, le=1000)
+    from_run: bool = setting(
+        True,
+        "When no step above is given: the steps the first run's validation chose (none, α-QE, DBA + α-QE or "
+        "k-reciprocal, scored on its held-out photos; its summary says which).",
+    )
+
+    def given(self) -> bool:
+        """Whether any step is on (else a run's choice may apply)."""
+        return self.pca_whiten != "off" or bool(self.dba or self.qe or self.rerank)
 
     def describe(self) -> str:
         """The steps as the leaderboard shows them."""

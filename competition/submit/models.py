@@ -14,6 +14,7 @@ from competition.models.checkpoint import load_run_embedder
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.posteriors import LabelClassifier
+from competition.retrieval.postprocess import RERANK_MAX
 from competition.runs import (
     BEST,
     CONFIG,
@@ -28,7 +29,7 @@ from competition.runs import (
     trained_embeddings_cache,
     view_tag,
 )
-from competition.settings.submit import SubmitConfig
+from competition.settings.submit import PostProcess, SubmitConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class LoadedModel:
     classifier: LabelClassifier | None = None  # the run's label classifier (closed-set queries)
     beats_on_known: bool | None = None  # on held-out photos of training landmarks, its fusion included
     known_validation: str = ""
+    postprocess: dict | None = None  # the steps the run's validation chose (train/postprocess_choice.py)
 
     def cache(self, runs_dir: str, size: int, resize: str, flip: bool, scales: list[float]) -> Path:
         """Where this model's vectors at a view are cached (runs.py keys them)."""
@@ -128,6 +130,7 @@ def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
         _classifier(config.get("label_classifier"), run_dir),
         known.get("beats", beats.get("seen")),
         known.get("verdict", ""),
+        section(section(summary, "postprocess", where), "steps", where) or None,
     )
 
 
@@ -196,3 +199,18 @@ def view_of(model: LoadedModel, config: SubmitConfig) -> tuple[int, str]:
     square` alone: the model's own size for a square view, lite0's 224)."""
     resize = config.resize or model.embedder_config.resolved_resize()
     return config.image_size or replace(model.embedder_config, resize=resize).resolved_image_size(), resize
+
+
+def postprocess_of(given: PostProcess, models: list[LoadedModel], images: int) -> tuple[PostProcess, str]:
+    """The steps submit runs, as the leaderboard describes them: those given, else (with `from_run`)
+    those the first run's validation chose that it can run at this size."""
+    chosen = next((m for m in models if m.postprocess), None)
+    if given.given() or not given.from_run or chosen is None:
+        return given, given.describe()
+    steps = PostProcess.from_dict({**given.to_dict(), **chosen.postprocess, "from_run": True})
+    if steps.rerank and images > RERANK_MAX:
+        log.warning(
+            "%s's validation chose k-reciprocal re-ranking, which stops at %d photos: none", chosen.label, RERANK_MAX
+        )
+        return given, given.describe()
+    return steps, f"{steps.describe()} (chosen by {chosen.label}'s validation)"

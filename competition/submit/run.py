@@ -33,7 +33,7 @@ from competition.retrieval.verify import Verification, verify_ranking
 from competition.runs import embeddings_file, local_features_cache
 from competition.settings.submit import SubmitConfig
 from competition.submit.closed_set import label_fusion, resolve_landmarks
-from competition.submit.models import LoadedModel, guard_unseen, load_model, view_of
+from competition.submit.models import LoadedModel, guard_unseen, load_model, postprocess_of, view_of
 from competition.submit.record import (
     leaderboard_record,
     record_row,
@@ -176,7 +176,7 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
     fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks)
-    steps = config.postprocess
+    steps, steps_note = postprocess_of(config.postprocess, models, len(competition.query) + len(competition.gallery))
     kind = resolve_index(config.index, len(competition.gallery))
     depth = max(config.ranks[0], config.verify, FUSION_CANDIDATES if fusion else 0)
     searcher = Searcher(kind, depth, config.nprobe, config.index_factory)
@@ -196,6 +196,7 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         unseen_guard="; ".join(guard_notes),
         landmarks=landmarks if estimate is None else f"{landmarks} (auto{estimate.short()})",
         label_fusion=fusion_note,
+        postprocess=steps_note,
         verification=verification,
         index=index,
         submission=str(path),

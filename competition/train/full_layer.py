@@ -33,6 +33,7 @@ from competition.train.freezing import full_training_mode
 from competition.train.label_fusion import fit_label_fusion
 from competition.train.losses import loss_for
 from competition.train.optim import fine_tuning_groups, make_optimizer, optimizer_step
+from competition.train.postprocess_choice import choose_postprocess
 from competition.train.run import Run, seed_epoch
 from competition.train.safety import cpu_copy, interpolate_weights, resolve_freeze_bn
 from competition.train.sampling import EpochSampler
@@ -102,11 +103,11 @@ def choose_wise_ft(run: Run, initial: dict, best: dict, pool_scores) -> tuple[fl
 
 
 def choices_on_final_embedding(run: Run, fold, baseline: PoolScores) -> dict:
-    """The label classifier (train/label_fusion.py, added to best.pt), chosen on every photo's
-    final embedding. The backbone trained on the fold's training photos only, so its pool still
-    measures what the test will."""
+    """The label classifier (train/label_fusion.py, added to best.pt) and the post-processing
+    (train/postprocess_choice.py), chosen on every photo's final embedding. The backbone trained
+    on the fold's training photos only, so its pool still measures what the test will."""
     vectors, _ = run.extract(run.embedder, run.data.photos, "final embedding", cached=False)
-    choices = {}
+    choices = {"postprocess": choose_postprocess([(vectors[fold.pool], fold)], run.data.labels, run.config.seed)}
     if run.config.landmarks != "new":  # new: the labels never reach the ranking
         same = lambda _: lambda v: v  # noqa: E731 - one trained network for every fold
         choices["label_fusion"], classifier = fit_label_fusion(

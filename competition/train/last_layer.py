@@ -22,6 +22,7 @@ from competition.progress import steps
 from competition.train.label_fusion import fit_label_fusion
 from competition.train.losses import loss_for
 from competition.train.optim import make_optimizer, optimizer_step
+from competition.train.postprocess_choice import choose_postprocess
 from competition.train.run import Run, seed_epoch
 from competition.train.sampling import epoch_order
 from competition.train.validation import PoolScores, compare, objective
@@ -55,8 +56,13 @@ def fit_last_layer(run: Run, started: float) -> dict:
     fusion, classifier = {}, None
     if run.config.landmarks != "new":  # new: the labels never reach the ranking
         fusion, classifier = _fit_label_fusion(run, features, head_for)
+    photos = np.stack([features[r.path] for r in data.photos])
+    pools = [(head_for(fold.train)(photos[fold.pool]), fold) for fold in data.folds]
+    postprocess = choose_postprocess(pools, data.labels, run.config.seed)
     run.save_best(extra.get("best_epoch", 0), scores.means(), label_classifier=classifier)
-    return run.summary(started, comparison, baseline, scores.means(), label_fusion=fusion, **extra)
+    return run.summary(
+        started, comparison, baseline, scores.means(), label_fusion=fusion, postprocess=postprocess, **extra
+    )
 
 
 def _fit_label_fusion(run: Run, features: dict, head_for) -> tuple[dict, dict]:

@@ -241,6 +241,17 @@ def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
         )
         lines += [f"  {line}" for line in describe(fusion["validation"])]
     lines += describe_gate(fusion.get("gated") or {})
+    chosen = summary.get("postprocess") or {}
+    if chosen:
+        gain = chosen["against_none"][chosen["chosen"]][f"map@{MAP_K}"]
+        lines.append(
+            f"  post-processing submit will run: {chosen['chosen']}"
+            + (
+                f" (mAP@{MAP_K} {gain[0]:+.3f}, 90% [{gain[1]:+.3f}, {gain[2]:+.3f}] on held-out photos)"
+                if gain[0]
+                else ""
+            )
+        )
     if known:
         return lines, []  # the unseen-landmark warnings do not apply: every query's landmark trains
     unseen = summary["beats_pretrained"].get("unseen")

@@ -1,0 +1,89 @@
+"""Post-processing chosen by validation: pools ranked after each step, the choice, and submit using it."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from competition.retrieval.postprocess import k_reciprocal_distance, k_reciprocal_within, pool_ranking
+from competition.retrieval.search import neighbours_among
+from competition.runs import SUMMARY
+from competition.settings.submit import PostProcess, SubmitConfig
+from competition.submit.run import submit
+from competition.train.loop import train
+from competition.train.postprocess_choice import CANDIDATES, choose_postprocess
+from competition.train.validation import class_folds, describe_run
+
+
+def _pool(seed=0, landmarks=10, photos=8, noise=0.9):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(landmarks), photos)
+    vectors = rng.normal(size=(landmarks, 16))[labels] + noise * rng.normal(size=(len(labels), 16))
+    return vectors.astype(np.float32), labels.astype(str)
+
+
+def test_a_pool_without_steps_ranks_as_its_nearest_neighbours():
+    vectors, _ = _pool()
+    queries = np.arange(0, 80, 3)
+    assert np.array_equal(pool_ranking(PostProcess(), vectors, queries, 10), neighbours_among(vectors, 10, queries)[1])
+
+
+def test_a_pool_re_ranked_never_ranks_a_photo_against_itself_and_matches_the_joint_re_ranking():
+    vectors, _ = _pool(landmarks=4, photos=5)
+    queries = np.arange(20)
+    ranking = pool_ranking(PostProcess(rerank=True), vectors, queries, 19)
+    assert not (ranking == queries[:, None]).any()
+    # the pool as its own gallery: the joint set's distances with the query copies left out of the graph
+    within = k_reciprocal_within(vectors)
+    assert within.shape == (20, 20) and np.allclose(np.diag(within), within.min(axis=1))
+    assert k_reciprocal_distance(vectors[:3], vectors[3:]).shape == (3, 17)
+
+
+def test_validation_chooses_a_step_only_when_its_gain_is_clear():
+    vectors, labels = _pool(noise=1.1)
+    folds = class_folds(labels, folds=2, seed=0)
+    pools = [(vectors[f.pool], f) for f in folds]
+    chosen = choose_postprocess(pools, labels)
+    assert set(chosen["against_none"]) == {steps.describe() for steps in CANDIDATES}
+    assert chosen["against_none"]["none"]["map@10"] == [0.0, 0.0, 0.0]
+    gain = chosen["against_none"][chosen["chosen"]]["map@10"]
+    assert chosen["chosen"] != "none" and gain[1] > 0  # several photos a landmark: expansion pays here
+    assert PostProcess.from_dict(chosen["steps"]).describe() == chosen["chosen"]
+    identical = [(np.repeat(vectors[f.pool][:1], len(f.pool), axis=0), f) for f in folds]  # nothing to gain
+    assert choose_postprocess(identical, labels)["chosen"] == "none"
+
+
+def test_pools_too_large_to_re_rank_are_not_judged(monkeypatch):
+    vectors, labels = _pool()
+    folds = class_folds(labels, folds=2, seed=0)
+    monkeypatch.setattr("competition.train.postprocess_choice.RERANK_MAX", 10)
+    assert choose_postprocess([(vectors[f.pool], f) for f in folds], labels) == {}
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({}, "α-QE k=2 α=3 (chosen by run's validation)"),
+        ({"qe": 1}, "α-QE k=1 α=3"),
+        ({"from_run": False}, "none"),
+    ],
+)
+def test_submit_runs_the_steps_the_run_chose_unless_told_otherwise(tiny_competition, tmp_path, given, expected):
+    train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
+    summary_path = tmp_path / "runs" / "run" / SUMMARY
+    summary = json.loads(summary_path.read_text())
+    assert summary["postprocess"]["chosen"] in {steps.describe() for steps in CANDIDATES}
+    assert any(line.startswith("  post-processing submit will run: ") for line in describe_run(summary, "runs")[0])
+    summary["postprocess"]["steps"] = PostProcess(qe=2).to_dict()
+    summary_path.write_text(json.dumps(summary))
+    config = SubmitConfig(
+        data=str(tiny_competition),
+        model=["run"],
+        runs_dir=str(tmp_path / "runs"),
+        submissions_dir=str(tmp_path / "subs"),
+        leaderboard=str(tmp_path / "board.md"),
+        if_worse="keep",
+        postprocess=PostProcess(**given),
+    )
+    assert submit(config, progress=False).record["postprocess"] == expected
