@@ -112,6 +112,9 @@ def test_large_inputs_use_a_whitening_sample_and_refuse_dense_reranking(monkeypa
     with pytest.raises(CompeteError, match="stops at 100"):
         rank(PostProcess(rerank=True), vectors[:10], vectors, k=5)
     rank(PostProcess(rerank=True), vectors[:10], vectors[:50], k=5)  # under the limit: fine
+    monkeypatch.setattr(postprocess, "DIFFUSION_MAX", 100)
+    with pytest.raises(CompeteError, match="diffusion's graph .* stops at 100"):
+        rank(PostProcess(diffusion=True), vectors[:10], vectors, k=5)
 
 
 def _scene(seed: int, size=(360, 480)) -> np.ndarray:

@@ -8,7 +8,9 @@ retrieval with no human annotation", and the Google Landmark challenge solutions
   top-k gallery neighbours, weights = similarity ** alpha;
 - database-side augmentation (DBA): the same for every gallery image among the gallery;
 - k-reciprocal re-ranking (Zhong et al. 2017): images that are each other's neighbours
-  get closer, via Jaccard distance of k-reciprocal neighbour sets.
+  get closer, via Jaccard distance of k-reciprocal neighbour sets;
+- diffusion (Iscen et al. 2017, retrieval/diffusion.py): a random walk on the joint
+  nearest-neighbour graph, sparse.
 All take and return L2-normalised float32 arrays (rows = images).
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from competition.errors import CompeteError
+from competition.retrieval.diffusion import diffuse
 from competition.retrieval.posteriors import posterior_agreement, rescore
 from competition.retrieval.search import Searcher, l2_normalize, search
 from competition.settings.submit import PostProcess
@@ -50,6 +53,8 @@ NEIGHBOUR_BATCH = 65_536  # rows whose neighbours are averaged at once (bounds t
 FUSION_CANDIDATES = 1000
 Fusion = tuple[np.ndarray, np.ndarray]  # rows whose inner products are the fusion term (retrieval/posteriors.py)
 RERANK_MAX = 20_000  # query + gallery images k-reciprocal re-ranking accepts: it holds (Q+G)^2 distances
+# diffusion's exact kNN graph: 101k photos took 113 s, 2.6 GB on 2 CPU cores (scripts/bench_diffusion.py); 4x here
+DIFFUSION_MAX = 200_000
 
 
 def learn_pca_whitening(fit_on: np.ndarray, dim: int = 0, power: float = 1.0) -> PcaWhitening:
@@ -111,12 +116,18 @@ def k_reciprocal_distance(
     Follows Zhong et al. (CVPR 2017) on the joint query+gallery set; memory is O((Q+G)^2),
     fine up to tens of thousands of images. With `fusion`, the joint similarity is the fused
     one (retrieval/posteriors.py), scaled back to at most 1."""
-    features = l2_normalize(np.concatenate([queries, gallery]))
-    similarity = features @ features.T
-    if fusion is not None:
-        rows = np.concatenate(fusion)
-        similarity = (similarity + rows @ rows.T) / (1 + float((rows**2).sum(axis=1).max()))
-    return _k_reciprocal(similarity, len(queries), k1, k2, lambda_value)[:, len(queries) :]
+    rows = joint_rows(queries, gallery, fusion)
+    return _k_reciprocal(rows @ rows.T, len(queries), k1, k2, lambda_value)[:, len(queries) :]
+
+
+def joint_rows(queries: np.ndarray, gallery: np.ndarray, fusion: Fusion | None = None) -> np.ndarray:
+    """Query and gallery photos as one set of rows whose inner products are their similarity:
+    the cosine, or with `fusion` the fused score (retrieval/posteriors.py) scaled back to at most 1."""
+    rows = l2_normalize(np.concatenate([queries, gallery]))
+    if fusion is None:
+        return rows
+    fused = np.concatenate(fusion)
+    return np.concatenate([rows, fused], axis=1) / np.sqrt(1 + float((fused**2).sum(axis=1).max()))
 
 
 def k_reciprocal_within(vectors: np.ndarray, k1: int = 8, k2: int = 3, lambda_value: float = 0.3) -> np.ndarray:
@@ -159,14 +170,25 @@ def _k_reciprocal_set(ranks: np.ndarray, index: int, k: int) -> np.ndarray:
     return forward[np.any(backward == index, axis=1)]
 
 
-def check_size(steps: PostProcess, images: int) -> None:
-    """Re-ranking is dense: refuse it, before any work, past RERANK_MAX query + gallery images."""
+def too_large(steps: PostProcess, images: int) -> str:
+    """Why the re-ranking of `steps` cannot run on this many query + gallery images ("" if it can)."""
     if steps.rerank and images > RERANK_MAX:
-        raise CompeteError(
+        return (
             f"k-reciprocal re-ranking holds (query + gallery)^2 distances: {images:,} images would need "
-            f"~{images**2 * 8 / 1e9:.0f} GB, so it stops at {RERANK_MAX:,}; use --qe / --dba, which find "
-            "neighbours with faiss"
+            f"~{images**2 * 8 / 1e9:.0f} GB, so it stops at {RERANK_MAX:,}"
         )
+    if steps.diffusion and images > DIFFUSION_MAX:
+        return (
+            f"diffusion's graph is found by exact search, quadratic in the images: {images:,} would take hours "
+            f"on a CPU, so it stops at {DIFFUSION_MAX:,}"
+        )
+    return ""
+
+
+def check_size(steps: PostProcess, images: int) -> None:
+    """Refuse, before any work, a re-ranking too large to run (see too_large)."""
+    if reason := too_large(steps, images):
+        raise CompeteError(f"{reason}; use --qe / --dba, which find neighbours with faiss")
 
 
 def embedding_steps(
@@ -194,11 +216,15 @@ def scored_ranking(
     fusion: Fusion | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ranking) of the top-k from vectors that went through `embedding_steps`, larger =
-    better: the similarity, or minus the re-ranked distance when k-reciprocal re-ranking is on.
-    `fusion` (query rows, gallery rows): label fusion, re-ordering each query's FUSION_CANDIDATES
-    best by cosine (or, re-ranked, inside the joint similarity)."""
+    better: the similarity, minus the re-ranked distance (k-reciprocal) or the walk's weight
+    (diffusion). `fusion` (query rows, gallery rows): label fusion, re-ordering each query's
+    FUSION_CANDIDATES best by cosine (or, re-ranked, inside the joint similarity)."""
+    check_size(steps, len(queries) + len(gallery))
+    if steps.diffusion:
+        return diffuse(
+            joint_rows(queries, gallery, fusion), np.arange(len(queries)), k, gallery_from=len(queries), **_walk(steps)
+        )
     if steps.rerank:
-        check_size(steps, len(queries) + len(gallery))
         distances = k_reciprocal_distance(queries, gallery, steps.rerank_k1, steps.rerank_k2, fusion=fusion)
         ranking = np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(gallery))]
         return -np.take_along_axis(distances, ranking, axis=1), ranking
@@ -216,10 +242,23 @@ def rank(
     return scored_ranking(steps, *embedding_steps(steps, queries, gallery, index), k, index)[1]
 
 
+def _walk(steps: PostProcess) -> dict:
+    """diffuse()'s settings from the steps."""
+    return {
+        "neighbours": steps.diffusion_k,
+        "alpha": steps.diffusion_alpha,
+        "gamma": steps.diffusion_gamma,
+        "truncate": steps.diffusion_truncate,
+    }
+
+
 def pool_ranking(steps: PostProcess, vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Each pool photo in `queries` ranks all the others after the DBA, α-QE and k-reciprocal of
-    `steps`, the pool being its own gallery (validation; dense, so pools up to RERANK_MAX)."""
+    """Each pool photo in `queries` ranks all the others after the DBA, α-QE, k-reciprocal or
+    diffusion of `steps`, the pool being its own gallery (validation; dense but for diffusion,
+    so pools up to RERANK_MAX)."""
     x = l2_normalize(vectors)
+    if steps.diffusion:
+        return diffuse(x, queries, k, **_walk(steps))[1]
     if steps.rerank:
         similarity = -k_reciprocal_within(x, steps.rerank_k1, steps.rerank_k2)[queries]
     else:

@@ -241,25 +241,33 @@ NEIGHBOUR_BLOCK = 1024  # query rows a block: its similarities are block x n flo
 
 
 def neighbours_among(
-    embeddings: np.ndarray, k: int, rows: np.ndarray | None = None, block: int = NEIGHBOUR_BLOCK
+    embeddings: np.ndarray,
+    k: int,
+    rows: np.ndarray | None = None,
+    block: int = NEIGHBOUR_BLOCK,
+    normalize: bool = True,
+    start: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's (or each of `rows`') k most similar other rows by cosine, best first, exact:
     (similarities, indices), computed a block of queries at a time, so memory is O(n k) plus
     one block x n, however large n grows. Ties go to the lower index, as a stable sort of the
-    dense matrix would give."""
-    x = l2_normalize(embeddings)
+    dense matrix would give. `start`: only rows from there on are candidates (a gallery after
+    its queries); `normalize=False`: by the rows' inner products as given."""
+    x = l2_normalize(embeddings) if normalize else np.asarray(embeddings, np.float32)
     rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
-    k = max(0, min(k, len(x) - 1))
+    candidates = x[start:]
+    k = max(0, min(k, len(candidates) - int(bool((rows >= start).any()))))
     similarities, indices = np.empty((len(rows), k), np.float32), np.empty((len(rows), k), np.int64)
-    for start in range(0, len(rows), block):
-        queries = rows[start : start + block]
-        scores = x[queries] @ x.T
-        scores[np.arange(len(queries)), queries] = -np.inf  # never the query itself
+    for first in range(0, len(rows), block):
+        queries = rows[first : first + block]
+        scores = x[queries] @ candidates.T
+        inside = np.flatnonzero(queries >= start)
+        scores[inside, queries[inside] - start] = -np.inf  # never the query itself
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if 0 < k < scores.shape[1] else np.argsort(-scores)[:, :k]
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.lexsort((top, -top_scores), axis=1)  # best first; equal scores: lower index first
-        indices[start : start + len(queries)] = np.take_along_axis(top, order, axis=1)
-        similarities[start : start + len(queries)] = np.take_along_axis(top_scores, order, axis=1)
+        indices[first : first + len(queries)] = np.take_along_axis(top, order, axis=1) + start
+        similarities[first : first + len(queries)] = np.take_along_axis(top_scores, order, axis=1)
     return similarities, indices
 
 

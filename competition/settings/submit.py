@@ -67,15 +67,33 @@ class PostProcess(Settings):
         le=1000,
     )
     rerank_k2: int = setting(3, "Re-ranking local expansion (about k1 / 3).", ge=1, le=1000)
+    diffusion: bool = setting(
+        False, "Diffusion re-ranking: a random walk on the query + gallery nearest-neighbour graph (sparse)."
+    )
+    # a walk through ~5 photos of a landmark: the Oxford/Paris settings (50, 0.99) leave it on galleries this thin
+    diffusion_k: int = setting(10, "Diffusion graph: mutual nearest neighbours per photo.", ge=1, le=1000)
+    diffusion_alpha: float = setting(
+        0.9, "Diffusion: the walk's chance to go on at each step (vs restart).", gt=0, lt=1
+    )
+    diffusion_gamma: float = setting(3.0, "Diffusion: edge weight = similarity ** gamma.", gt=0, le=100)
+    diffusion_truncate: int = setting(
+        1000, "Diffusion: each query's walk stays on its N nearest gallery photos.", ge=1, le=100_000
+    )
     from_run: bool = setting(
         True,
-        "When no step above is given: the steps the first run's validation chose (none, α-QE, DBA + α-QE or "
-        "k-reciprocal, scored on its held-out photos; its summary says which).",
+        "When no step above is given: the steps the first run's validation chose (none, α-QE, DBA + α-QE, "
+        "k-reciprocal or diffusion, scored on its held-out photos; its summary says which).",
     )
+
+    @model_validator(mode="after")
+    def _one_re_ranking(self) -> PostProcess:
+        if self.rerank and self.diffusion:
+            raise ValueError("--rerank and --diffusion each re-rank the final ranking: choose one")
+        return self
 
     def given(self) -> bool:
         """Whether any step is on (else a run's choice may apply)."""
-        return self.pca_whiten != "off" or bool(self.dba or self.qe or self.rerank)
+        return self.pca_whiten != "off" or bool(self.dba or self.qe or self.rerank or self.diffusion)
 
     def describe(self) -> str:
         """The steps as the leaderboard shows them."""
@@ -91,6 +109,8 @@ class PostProcess(Settings):
             steps.append(f"α-QE k={self.qe} α={self.alpha:g}")
         if self.rerank:
             steps.append(f"k-reciprocal k1={self.rerank_k1} k2={self.rerank_k2}")
+        if self.diffusion:
+            steps.append(f"diffusion k={self.diffusion_k} α={self.diffusion_alpha:g}")
         return ", ".join(steps) or "none"
 
 

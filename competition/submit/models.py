@@ -14,7 +14,7 @@ from competition.models.checkpoint import load_run_embedder
 from competition.models.embedder import EmbedderConfig, build_embedder
 from competition.models.registry import REGISTRY, get_spec
 from competition.retrieval.posteriors import LabelClassifier
-from competition.retrieval.postprocess import RERANK_MAX
+from competition.retrieval.postprocess import too_large
 from competition.runs import (
     BEST,
     CONFIG,
@@ -208,9 +208,7 @@ def postprocess_of(given: PostProcess, models: list[LoadedModel], images: int) -
     if given.given() or not given.from_run or chosen is None:
         return given, given.describe()
     steps = PostProcess.from_dict({**given.to_dict(), **chosen.postprocess, "from_run": True})
-    if steps.rerank and images > RERANK_MAX:
-        log.warning(
-            "%s's validation chose k-reciprocal re-ranking, which stops at %d photos: none", chosen.label, RERANK_MAX
-        )
+    if reason := too_large(steps, images):
+        log.warning("%s's validation chose %s, but %s: none", chosen.label, steps.describe(), reason)
         return given, given.describe()
     return steps, f"{steps.describe()} (chosen by {chosen.label}'s validation)"

@@ -1,0 +1,83 @@
+"""Diffusion re-ranking: the sparse graph, the truncated solve against the dense one, the ranking."""
+
+import numpy as np
+import pytest
+
+from competition.errors import CompeteError
+from competition.retrieval.diffusion import diffuse, mutual_graph, walk_matrix
+from competition.retrieval.posteriors import weighted_posteriors
+from competition.retrieval.postprocess import joint_rows, pool_ranking, scored_ranking
+from competition.retrieval.search import l2_normalize, neighbours_among
+from competition.settings.submit import PostProcess
+
+
+def _landmarks(seed=0, landmarks=20, photos=6, noise=0.2, dim=32):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(landmarks), photos)
+    centres = l2_normalize(rng.normal(size=(landmarks, dim)))
+    return l2_normalize(centres[labels] + noise * rng.normal(size=(len(labels), dim))).astype(np.float32), labels
+
+
+def _map(ranking, labels, queries, relevant):
+    hits = labels[ranking] == labels[queries][:, None]
+    precision = np.cumsum(hits, axis=1) / np.arange(1, ranking.shape[1] + 1)
+    return float(((precision * hits).sum(axis=1) / relevant).mean())
+
+
+def test_the_graph_joins_only_mutual_neighbours_with_similarity_to_the_gamma():
+    x, _ = _landmarks(photos=4)
+    graph = mutual_graph(x, 3, gamma=3.0).toarray()
+    _, nearest = neighbours_among(x, 3)
+    chose = np.zeros_like(graph, bool)
+    chose[np.repeat(np.arange(len(x)), 3), nearest.ravel()] = True
+    mutual = chose & chose.T & (x @ x.T > 0)
+    assert np.array_equal(graph > 0, mutual) and np.allclose(graph, graph.T)
+    assert np.allclose(graph[mutual], np.clip(x @ x.T, 0, None)[mutual] ** 3, atol=1e-6)
+
+
+def test_an_untruncated_walk_is_the_dense_solution():
+    x, _ = _landmarks(landmarks=6, photos=5)
+    alpha = 0.8
+    dense = np.linalg.solve(walk_matrix(mutual_graph(x, 5, 3.0), alpha).toarray(), np.eye(len(x)))
+    scores, ranking = diffuse(x, np.arange(len(x)), k=len(x) - 1, neighbours=5, alpha=alpha, truncate=len(x))
+    for source in range(len(x)):
+        others = np.delete(np.arange(len(x)), source)
+        expected = others[np.argsort(-dense[others, source], kind="stable")]
+        assert np.allclose(scores[source], dense[expected, source], atol=1e-4)
+        assert np.allclose(dense[ranking[source], source], dense[expected, source], atol=1e-4)
+
+
+def test_diffusion_finds_photos_of_the_query_landmark_that_cosine_ranks_low():
+    x, labels = _landmarks(noise=0.2)
+    queries = np.arange(len(x))
+    cosine = neighbours_among(x, 10)[1]
+    walked = pool_ranking(PostProcess(diffusion=True), x, queries, 10)
+    assert not (walked == queries[:, None]).any()  # never the photo itself
+    assert _map(walked, labels, queries, 5) > _map(cosine, labels, queries, 5) + 0.05
+    long_walk = pool_ranking(PostProcess(diffusion=True, diffusion_k=20, diffusion_alpha=0.99), x, queries, 10)
+    assert _map(long_walk, labels, queries, 5) < _map(walked, labels, queries, 5)  # it wanders off the landmark
+
+
+def test_submit_diffuses_the_gallery_in_the_joint_graph_with_or_without_label_fusion():
+    x, labels = _landmarks()
+    queries, gallery = x[::6], np.delete(x, np.arange(0, len(x), 6), axis=0)
+    steps = PostProcess(diffusion=True, diffusion_truncate=20)
+    scores, ranking = scored_ranking(steps, queries, gallery, 30)
+    assert ranking.shape == (len(queries), 30) and ranking.max() < len(gallery)
+    assert (np.diff(scores, axis=1) <= 1e-7).all() and all(len(set(r)) == 30 for r in ranking)  # k > truncate
+    posteriors = np.eye(20, dtype=np.float32)[labels]
+    fusion = (weighted_posteriors(posteriors[::6], 1.0), weighted_posteriors(np.delete(posteriors, np.s_[::6], 0), 1.0))
+    rows = joint_rows(queries, gallery, fusion)
+    cosine = joint_rows(queries, gallery)
+    assert np.allclose(
+        rows @ rows.T, (cosine @ cosine.T + np.concatenate(fusion) @ np.concatenate(fusion).T) / 2, atol=1e-6
+    )
+    fused = scored_ranking(steps, queries, gallery, 5, fusion=fusion)[1]
+    gallery_labels = np.delete(labels, np.arange(0, len(x), 6))
+    assert (gallery_labels[fused] == labels[::6][:, None]).all()  # the labels name every landmark here
+
+
+def test_one_re_ranking_at_a_time():
+    with pytest.raises(CompeteError, match="choose one"):
+        PostProcess(rerank=True, diffusion=True)
+    assert PostProcess(diffusion=True).given() and "diffusion k=10" in PostProcess(diffusion=True).describe()
