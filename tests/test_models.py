@@ -82,6 +82,26 @@ def test_pooling_functions_agree_with_their_definitions():
     assert pool.p.grad is not None and pool.p.grad.abs().item() > 0
 
 
+@pytest.mark.parametrize("height, width", [(7, 7), (12, 9), (9, 16), (2, 3)])
+def test_rmac_sums_each_regions_normalised_max_over_overlapping_squares(height, width):
+    from competition.models.pooling import rmac, rmac_regions
+
+    x = torch.rand(2, 6, height, width)
+    expected = mac(x) / mac(x).norm(dim=1, keepdim=True)
+    for level, (side, (tops, lefts)) in enumerate(rmac_regions(height, width), start=1):
+        assert side == 2 * min(height, width) // (level + 1)
+        assert len(tops) >= level**2 and max(tops) + side <= height and max(lefts) + side <= width
+        for top, left in zip(tops, lefts):  # the definition, one region at a time
+            region = x[:, :, top : top + side, left : left + side].amax(dim=(-2, -1))
+            expected = expected + region / region.norm(dim=1, keepdim=True)
+    assert torch.allclose(rmac(x), expected, atol=1e-5)
+    if height == width == 7:  # cnnimageretrieval's 7 x 7 map: 1 + 4 + 9 regions
+        assert [len(tops) for _, (tops, _) in rmac_regions(7, 7)] == [1, 4, 9]
+    if width > height:  # a longer side gets more regions, overlapping by about 40%
+        first = rmac_regions(height, width)[0]
+        assert len(first[1][1]) > 1 and min(np.diff(sorted(set(first[1][1])))) < first[0]
+
+
 def test_margin_heads_penalise_the_target_class():
     torch.manual_seed(0)
     head = make_head("arcface", 8, 3)
@@ -135,6 +155,7 @@ def test_checkpoint_loading_never_runs_code(tmp_path):
         ("test_vit", "cls", 1),
         ("swin_tiny_patch4_window7_224", "gem", 49),
         ("test_convnext", "max", 81),  # a CNN: its aspect view, 160 px x 384/224 -> 288 px, 9 x 9
+        ("test_convnext", "rmac", 81),
     ],
 )
 def test_transformer_and_channels_last_backbones_embed_through_every_pooling(name, pooling, tokens):

@@ -1,11 +1,15 @@
 """Global pooling of a feature map into a vector, after cnnimageretrieval-pytorch.
 
-Pure functions first (mac, spoc, gem), then one tiny module per function.
+Pure functions first (mac, spoc, gem, rmac), then one tiny module per function.
 """
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -22,6 +26,48 @@ def spoc(x: torch.Tensor) -> torch.Tensor:
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """Generalised mean: p=1 is average, p→∞ is max; p≈3 is the retrieval standard."""
     return torch.mean(x.clamp(min=eps).pow(p), dim=(-2, -1)).pow(1.0 / p)
+
+
+@lru_cache(maxsize=256)
+def rmac_regions(height: int, width: int, levels: int = 3, overlap: float = 0.4) -> tuple:
+    """R-MAC's square regions of a height x width map (Tolias et al. 2016): at level l, side
+    2 min(h, w) / (l + 1), l regions across the shorter side and as many more across the longer
+    one as keep neighbours overlapping by about `overlap`. ((side, (tops, lefts)), ...), a level each."""
+    short = min(height, width)
+    steps = torch.arange(2, 8, dtype=torch.float64)  # regions the longer side may take at level 1
+    offsets = (max(height, width) - short) / (steps - 1)
+    more = int(torch.argmin(torch.abs((short**2 - short * offsets) / short**2 - overlap))) + 1
+    more_down, more_across = (more if height > width else 0), (more if width > height else 0)
+    regions = []
+    for level in range(1, levels + 1):
+        side = math.floor(2 * short / (level + 1))
+        if side == 0:
+            continue
+        tops, lefts = _region_starts(height, level + more_down, side), _region_starts(width, level + more_across, side)
+        regions.append((side, tuple(zip(*[(top, left) for top in tops for left in lefts]))))
+    return tuple(regions)
+
+
+def _region_starts(length: int, count: int, side: int) -> list[int]:
+    """Where `count` regions of `side` start along `length`, spread evenly from one end to the other."""
+    half = math.floor(side / 2 - 1)
+    step = 0.0 if count == 1 else (length - side) / (count - 1)
+    return [min(length - side, math.floor(half + i * step) - half) for i in range(count)]
+
+
+def _unit(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return x / (x.norm(dim=1, keepdim=True) + eps)
+
+
+def rmac(x: torch.Tensor, levels: int = 3, eps: float = 1e-6) -> torch.Tensor:
+    """Regional MAC: the L2-normalised max of the whole map and of each R-MAC region, summed.
+    One sliding max per level, read at the regions' corners: no loop over regions."""
+    total = _unit(mac(x), eps)
+    for side, (tops, lefts) in rmac_regions(x.shape[-2], x.shape[-1], levels):
+        maxima = F.max_pool2d(x, side, stride=1)  # every side x side window's max
+        regional = maxima[:, :, list(tops), list(lefts)]  # (batch, channels, regions)
+        total = total + _unit(regional, eps).sum(dim=-1)
+    return total
 
 
 class MAC(nn.Module):
@@ -48,8 +94,13 @@ class GeM(nn.Module):
         return f"p={self.p.item():.3f}"
 
 
+class RMAC(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rmac(x.float())  # float32 even under autocast, like GeM: sums of normalised regions
+
+
 # "cls": the backbone hands over a transformer's class token as a 1x1 map; averaging it is the identity.
-POOLINGS = {"avg": SPoC, "max": MAC, "gem": GeM, "cls": SPoC}
+POOLINGS = {"avg": SPoC, "max": MAC, "gem": GeM, "rmac": RMAC, "cls": SPoC}
 
 
 def make_pooling(name: str, gem_p: float = 3.0) -> nn.Module:

@@ -73,7 +73,9 @@ class TrainConfig(Settings):
         0.5, "Learned whitening strength: 1 full, 0.5 square-root (milder, for small training sets).", gt=0, le=2
     )
     embedding_dim: int = setting(512, "Projection size of loss heads; 0 = pooled backbone feature.", ge=0, le=8192)
-    pooling: Pooling = setting("gem", "gem, avg, max, or cls (a transformer's class token).")
+    pooling: Pooling = setting(
+        "gem", "gem, avg, max, rmac (regional max, R-MAC), or cls (a transformer's class token)."
+    )
     # float32 overflows past p of about 50 on lite0's maps, and p = 20 already ranks as max pooling
     gem_p: float = setting(3.0, "GeM pooling's exponent (1: average, up to 20; --pooling max beyond).", gt=0, le=20)
     landmarks: Landmarks = setting("auto", LANDMARKS_HELP)
