@@ -49,6 +49,21 @@ def tiny_config(data, runs, name, **overrides):
     return TrainConfig(**(settings | overrides))
 
 
+def tiny_submit_config(data, tmp_path, models=("run",), **overrides):
+    """Submit settings for runs trained under tmp_path/runs, writing nothing outside tmp_path."""
+    from competition.settings.submit import SubmitConfig
+
+    settings = dict(
+        data=str(data),
+        model=list(models),
+        runs_dir=str(tmp_path / "runs"),
+        submissions_dir=str(tmp_path / "subs"),
+        leaderboard=str(tmp_path / "board.md"),
+        if_worse="keep",
+    )
+    return SubmitConfig(**(settings | overrides))
+
+
 def state_of(run_dir, part="embedder"):
     """A part of a run's last.pt (embedder, criterion, optimizer...)."""
     from competition.models.checkpoint import load_checkpoint

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, tiny_submit_config
 
 from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import EmbedderConfig
@@ -14,7 +14,7 @@ from competition.retrieval.posteriors import LabelClassifier, fit_label_classifi
 from competition.retrieval.postprocess import scored_ranking
 from competition.retrieval.search import l2_normalize
 from competition.runs import BEST
-from competition.settings.submit import PostProcess, SubmitConfig
+from competition.settings.submit import PostProcess
 from competition.submit.models import LoadedModel, guard_unseen
 from competition.submit.run import submit
 from competition.train.label_fusion import choose_gate
@@ -172,16 +172,7 @@ def test_the_full_regime_keeps_a_label_classifier_on_its_final_embedding(tiny_co
 @pytest.mark.parametrize("landmarks", ["known", "new"])
 def test_submit_fuses_posteriors_only_for_known_landmarks(tiny_competition, tmp_path, landmarks):
     train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
-    config = SubmitConfig(
-        data=str(tiny_competition),
-        model=["run"],
-        runs_dir=str(tmp_path / "runs"),
-        submissions_dir=str(tmp_path / "subs"),
-        leaderboard=str(tmp_path / "board.md"),
-        landmarks=landmarks,
-        if_worse="keep",
-        name=landmarks,
-    )
+    config = tiny_submit_config(tiny_competition, tmp_path, landmarks=landmarks, name=landmarks)
     result = submit(config, progress=False)
     assert result.record["landmarks"] == landmarks
     assert result.record["label_fusion"].startswith("class posteriors") == (landmarks == "known")

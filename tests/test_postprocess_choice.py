@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tiny_submit_config
 
 from competition.retrieval.postprocess import k_reciprocal_distance, k_reciprocal_within, pool_ranking
 from competition.retrieval.search import neighbours_among
 from competition.runs import SUMMARY
-from competition.settings.submit import PostProcess, SubmitConfig
+from competition.settings.submit import PostProcess
 from competition.submit.run import submit
 from competition.train.loop import train
 from competition.train.postprocess_choice import CANDIDATES, choose_postprocess
@@ -77,13 +77,5 @@ def test_submit_runs_the_steps_the_run_chose_unless_told_otherwise(tiny_competit
     assert any(line.startswith("  post-processing submit will run: ") for line in describe_run(summary, "runs")[0])
     summary["postprocess"]["steps"] = PostProcess(qe=2).to_dict()
     summary_path.write_text(json.dumps(summary))
-    config = SubmitConfig(
-        data=str(tiny_competition),
-        model=["run"],
-        runs_dir=str(tmp_path / "runs"),
-        submissions_dir=str(tmp_path / "subs"),
-        leaderboard=str(tmp_path / "board.md"),
-        if_worse="keep",
-        postprocess=PostProcess(**given),
-    )
+    config = tiny_submit_config(tiny_competition, tmp_path, postprocess=PostProcess(**given))
     assert submit(config, progress=False).record["postprocess"] == expected
