@@ -62,20 +62,24 @@ def test_pools_too_large_to_re_rank_are_not_judged(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "given, expected",
+    "given, landmarks, expected",
     [
-        ({}, "α-QE k=2 α=3 (chosen by run's validation)"),
-        ({"qe": 1}, "α-QE k=1 α=3"),
-        ({"from_run": False}, "none"),
+        ({}, "auto", "α-QE k=2 α=3 (chosen by run's validation)"),
+        ({"qe": 1}, "auto", "α-QE k=1 α=3"),
+        ({"from_run": False}, "auto", "none"),
+        ({}, "known", "none"),  # the choice was judged on cosine rankings, not on labels at full weight
     ],
 )
-def test_submit_runs_the_steps_the_run_chose_unless_told_otherwise(tiny_competition, tmp_path, given, expected):
+def test_submit_runs_the_steps_the_run_chose_unless_told_otherwise(
+    tiny_competition, tmp_path, given, landmarks, expected
+):
     train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
     summary_path = tmp_path / "runs" / "run" / SUMMARY
     summary = json.loads(summary_path.read_text())
     assert summary["postprocess"]["chosen"] in {steps.describe() for steps in CANDIDATES}
-    assert any(line.startswith("  post-processing submit will run: ") for line in describe_run(summary, "runs")[0])
+    lines = describe_run(summary, "runs")[0]
+    assert any(line.startswith("  post-processing submit will run (but for --landmarks known): ") for line in lines)
     summary["postprocess"]["steps"] = PostProcess(qe=2).to_dict()
     summary_path.write_text(json.dumps(summary))
-    config = tiny_submit_config(tiny_competition, tmp_path, postprocess=PostProcess(**given))
+    config = tiny_submit_config(tiny_competition, tmp_path, landmarks=landmarks, postprocess=PostProcess(**given))
     assert submit(config, progress=False).record["postprocess"] == expected

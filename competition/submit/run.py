@@ -176,7 +176,8 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
     fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks)
-    steps, steps_note = postprocess_of(config.postprocess, models, len(competition.query) + len(competition.gallery))
+    images = len(competition.query) + len(competition.gallery)
+    steps, steps_note = postprocess_of(config.postprocess, models, images, landmarks)
     kind = resolve_index(config.index, len(competition.gallery))
     depth = max(config.ranks[0], config.verify, FUSION_CANDIDATES if fusion else 0)
     searcher = Searcher(kind, depth, config.nprobe, config.index_factory)

@@ -245,7 +245,7 @@ def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
     if chosen:
         gain = chosen["against_none"][chosen["chosen"]][f"map@{MAP_K}"]
         lines.append(
-            f"  post-processing submit will run: {chosen['chosen']}"
+            f"  post-processing submit will run (but for --landmarks known): {chosen['chosen']}"
             + (
                 f" (mAP@{MAP_K} {gain[0]:+.3f}, 90% [{gain[1]:+.3f}, {gain[2]:+.3f}] on held-out photos)"
                 if gain[0]
