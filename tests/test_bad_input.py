@@ -361,6 +361,7 @@ def _interruptible() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition, stop, code, said):
     target, sources = 300, 4  # ~1200 variants: seconds of work, so the signal lands mid-run

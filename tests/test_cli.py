@@ -197,6 +197,7 @@ def test_piped_progress_is_a_line_per_interval_of_long_work_and_nothing_for_quic
     assert list(progress.steps(iter([5]), "unknown length", enabled=False)) == [5]
 
 
+@pytest.mark.slow
 def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_competition, tmp_path):
     """examples/kaggle-notebook.ipynb executed as Kaggle would, its paths pointed at the tiny set."""
     import os

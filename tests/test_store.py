@@ -149,6 +149,7 @@ def _delayed_rank0_launcher(folder: Path) -> Path:
     return script
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("torchrun", path=str(Path(sys.executable).parent)), reason="needs torchrun")
 def test_sharded_extraction_under_torchrun_equals_one_process(tiny_competition, tmp_path):
     """Two gloo processes split the photos, write their own chunks, rank 0 ranks: the same file,

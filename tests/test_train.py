@@ -65,6 +65,7 @@ def test_triplet_loss_learns_to_separate_classes(mining):
     assert gap() > before + 0.1 and loss.item() < first / 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regime, head", [("full", "arcface"), ("full", "triplet")])
 def test_resume_after_interrupt_equals_uninterrupted_run(tiny_competition, tmp_path, monkeypatch, regime, head):
     straight = tiny_config(tiny_competition, tmp_path, "straight", regime=regime, head=head, epochs=3)
