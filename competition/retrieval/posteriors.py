@@ -57,8 +57,8 @@ class LabelClassifier:
         nearest = (l2_normalize(vectors) @ self.prototypes.T).max(axis=1)
         return np.stack([posteriors.max(axis=1), nearest], axis=1).astype(np.float32)
 
-    def known_probability(self, vectors: np.ndarray) -> np.ndarray:
-        return self.gate.probability(self.gate_features(vectors))
+    def known_probability(self, vectors: np.ndarray, posteriors: np.ndarray | None = None) -> np.ndarray:
+        return self.gate.probability(self.gate_features(vectors, posteriors))
 
     def to_payload(self) -> dict:
         """Tensors, plain containers and numbers: what a checkpoint loaded with weights_only may hold."""

@@ -33,15 +33,15 @@ def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str
     (query rows, gallery rows) or None, and a note of what was fused."""
     if landmarks not in ("known", "mixed"):
         return None, "off"
-    with_classifier = [i for i, m in enumerate(models) if m.classifier is not None]
-    if landmarks == "mixed":
-        with_classifier = [i for i in with_classifier if models[i].classifier.gate is not None]
+    known = landmarks == "known"
+    with_classifier = [
+        i for i, m in enumerate(models) if m.classifier is not None and (known or m.classifier.gate is not None)
+    ]
     if not with_classifier:
-        if landmarks == "known":
-            log.warning(
-                "--landmarks known: no model has a label classifier (train a last-layer run); ranking by cosine"
-            )
-        return None, "none (no run with a label classifier)" if landmarks == "known" else "off"
+        if not known:
+            return None, "off"
+        log.warning("--landmarks known: no model has a label classifier (train a last-layer run); ranking by cosine")
+        return None, "none (no run with a label classifier)"
     classes = models[with_classifier[0]].classifier.classes
     if any(models[i].classifier.classes != classes for i in with_classifier):
         log.warning("--landmarks %s: the runs were trained on different landmarks; ranking by cosine", landmarks)
@@ -51,22 +51,18 @@ def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str
     def averaged(of_run):  # over the runs with a classifier, by their ensemble weights
         return sum(weights[i] / total * of_run(models[i].classifier, i) for i in with_classifier)
 
-    def rows(vectors):
-        posteriors = averaged(lambda c, i: c.posteriors(vectors[i]))
-        if landmarks == "known":
-            return weighted_posteriors(posteriors, averaged(lambda c, i: c.weight))
-        chance = averaged(lambda c, i: c.known_probability(vectors[i]))
-        return weighted_posteriors(posteriors, averaged(lambda c, i: c.gated_weight), chance)
-
-    runs = f"class posteriors of {len(with_classifier)} run(s)"
-    if landmarks == "known":
-        weight = float(averaged(lambda c, i: c.weight))
-        return (rows(query_vectors), rows(gallery_vectors)), f"{runs}, weight {weight:g}"
-    weight = float(averaged(lambda c, i: c.gated_weight))
-    if weight == 0:
+    weight = float(averaged(lambda c, i: c.weight if known else c.gated_weight))
+    if not known and weight == 0:
         return None, "off (the gated weight chosen on the mixed folds is 0)"
+
+    def rows(vectors):
+        posteriors = {i: models[i].classifier.posteriors(vectors[i]) for i in with_classifier}
+        chance = None if known else averaged(lambda c, i: c.known_probability(vectors[i], posteriors[i]))
+        return weighted_posteriors(averaged(lambda c, i: posteriors[i]), weight, chance)
+
+    fusion = (rows(query_vectors), rows(gallery_vectors))
+    runs = f"class posteriors of {len(with_classifier)} run(s)"
+    if known:
+        return fusion, f"{runs}, weight {weight:g}"
     auc = float(averaged(lambda c, i: c.gate.auc))
-    return (
-        rows(query_vectors),
-        rows(gallery_vectors),
-    ), f"per query: {runs}, weight {weight:g} x P(known) (AUC {auc:.2f})"
+    return fusion, f"per query: {runs}, weight {weight:g} x P(known) (AUC {auc:.2f})"

@@ -202,7 +202,7 @@ def view_of(model: LoadedModel, config: SubmitConfig) -> tuple[int, str]:
 
 
 def postprocess_of(
-    given: PostProcess, models: list[LoadedModel], images: int, landmarks: str = "mixed"
+    given: PostProcess, models: list[LoadedModel], images: int, landmarks: str
 ) -> tuple[PostProcess, str]:
     """The steps submit runs, as the leaderboard describes them: those given, else (with `from_run`)
     those the first run's validation chose that it can run at this size. Not for `known` landmarks:

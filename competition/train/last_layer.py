@@ -53,10 +53,11 @@ def fit_last_layer(run: Run, started: float) -> dict:
     comparison = compare(scores, baseline, seed=run.config.seed)
     run.folder.write_history(history, baseline.means())
     run.embedder.eval()
+    head_for = _once_per_fold(head_for)  # the gate and the post-processing choice ask for the same folds
+    photos = np.stack([features[r.path] for r in data.photos])
     fusion, classifier = {}, None
     if run.config.landmarks != "new":  # new: the labels never reach the ranking
-        fusion, classifier = _fit_label_fusion(run, features, head_for)
-    photos = np.stack([features[r.path] for r in data.photos])
+        fusion, classifier = _fit_label_fusion(run, features, photos, head_for)
     pools = [(head_for(fold.train)(photos[fold.pool]), fold) for fold in data.folds]
     postprocess = choose_postprocess(pools, data.labels, run.config.seed)
     run.save_best(extra.get("best_epoch", 0), scores.means(), label_classifier=classifier)
@@ -65,11 +66,11 @@ def fit_last_layer(run: Run, started: float) -> dict:
     )
 
 
-def _fit_label_fusion(run: Run, features: dict, head_for) -> tuple[dict, dict]:
+def _fit_label_fusion(run: Run, features: dict, photos: np.ndarray, head_for) -> tuple[dict, dict]:
     """The run's label classifier (train/label_fusion.py) and what closed-set validation said of it."""
     data = run.data
     summary, classifier = fit_label_fusion(
-        np.stack([features[r.path] for r in data.photos]),
+        photos,
         data.labels,
         data.closed_folds,
         data.mixed_folds,
@@ -79,6 +80,19 @@ def _fit_label_fusion(run: Run, features: dict, head_for) -> tuple[dict, dict]:
         run.config.seed,
     )
     return summary, classifier.to_payload()
+
+
+def _once_per_fold(head_for):
+    """head_for, each fold's head fitted once (the heads are seeded, so a second fit is the same)."""
+    heads = {}
+
+    def cached(train: np.ndarray):
+        key = np.asarray(train).tobytes()
+        if key not in heads:
+            heads[key] = head_for(train)
+        return heads[key]
+
+    return cached
 
 
 def _whitening_head_for(run: Run, features: dict):
