@@ -314,7 +314,7 @@ def test_weights_download_into_the_cache_unless_offline(tmp_path, monkeypatch):
     timm_spec = get_spec("test_vit")
     timm_published = build_classifier(timm_spec).state_dict()
     save_file({k: v.contiguous() for k, v in timm_published.items()}, tmp_path / "model.safetensors")
-    monkeypatch.setattr(weights, "_timm_cached_file", lambda spec: None)
+    monkeypatch.setattr(weights, "hub_cached", lambda spec: None)
     monkeypatch.setattr(weights, "download_hub_file", lambda repo, name: calls.append(repo) or tmp_path / name)
     timm_target = build_classifier(timm_spec)
     assert load_pretrained(timm_spec, timm_target) == "download:timm/test_vit.r160_in1k/model.safetensors"

@@ -279,7 +279,7 @@ def sweep(
 def models(json_out: JsonOption = False) -> None:
     """List the registered backbones, their embedding size, and whether weights are available here."""
     from competition.models.catalog import REGISTRY
-    from competition.models.weights import weights_available
+    from competition.models.weights_lookup import describe_weights, weights_available
     from competition.retrieval.search import faiss_build
 
     rows = [{"backbone": s.name, "dim": s.feature_dim, "weights": weights_available(s)} for s in REGISTRY.values()]
@@ -288,7 +288,7 @@ def models(json_out: JsonOption = False) -> None:
         return
     say(f"{'backbone':<20} {'dim':>5}  weights here")
     for row in rows:
-        say(f"{row['backbone']:<20} {row['dim']:>5}  {row['weights']}")
+        say(f"{row['backbone']:<20} {row['dim']:>5}  {describe_weights(row['weights'])}")
     say(
         "and any timm model name (weights from the timm cache or --weights-file FILE), or "
         "open_clip:<architecture>/<tag> with open_clip_torch installed"

@@ -33,7 +33,9 @@ def get_spec(name: str) -> BackboneSpec:
     if name.startswith(OPEN_CLIP):
         return BackboneSpec(name, "open_clip", feature_dim=0, note="open_clip image tower")
     if timm.is_model(name):
-        return BackboneSpec(name, "timm", feature_dim=0, note="any timm model")
+        published = timm.get_pretrained_cfg(name)
+        hub_id = published.hf_hub_id if published is not None and published.hf_hub_id else ""
+        return BackboneSpec(name, "timm", feature_dim=0, note="any timm model", weights_at=hub_id)
     known = ", ".join(sorted(REGISTRY))
     raise CompeteError(
         f"unknown backbone '{name}': use one of {known}, any timm model name, or "

@@ -9,8 +9,6 @@ random init only when asked for.
 
 from __future__ import annotations
 
-import importlib
-import os
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from torch import nn
 
 from competition.errors import CompeteError
 from competition.models.catalog import BackboneSpec
+from competition.models.weights_lookup import TIMM_FILES, hub_cached, offline, offline_package_file
 
 
 class WeightsUnavailable(CompeteError):
@@ -71,55 +70,6 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> 
     )
 
 
-def offline_package_file(spec: BackboneSpec) -> Path | None:
-    if not spec.offline_package:
-        return None
-    module_name = spec.offline_package.replace("-", "_")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
-    return files[0] if files else None
-
-
-def _torchvision_cached(spec: BackboneSpec) -> tuple[Path, str] | None:
-    import torchvision
-
-    weights = torchvision.models.get_model_weights(spec.name).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    return (cached, weights.url) if cached.is_file() else None
-
-
-def offline() -> bool:
-    """No downloads: --offline, COMPETE_OFFLINE or HF_HUB_OFFLINE (read at call time, not import)."""
-    return any(
-        os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("COMPETE_OFFLINE", "HF_HUB_OFFLINE")
-    )
-
-
-TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def _timm_hub_id(spec: BackboneSpec) -> str | None:
-    import timm
-
-    cfg = timm.get_pretrained_cfg(spec.name)
-    return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
-
-
-def _timm_cached_file(spec: BackboneSpec) -> Path | None:
-    """The timm weights already in the Hugging Face cache; looks, never downloads."""
-    from huggingface_hub import try_to_load_from_cache
-
-    repo = _timm_hub_id(spec)
-    for filename in TIMM_FILES if repo else ():
-        found = try_to_load_from_cache(repo, filename)
-        if isinstance(found, str):
-            return Path(found)
-    return None
-
-
 def download_hub_file(repo: str, filename: str) -> Path:
     """One file from the Hugging Face hub into its cache, with a progress bar (tests replace this)."""
     from huggingface_hub import hf_hub_download
@@ -130,13 +80,11 @@ def download_hub_file(repo: str, filename: str) -> Path:
 def _download(spec: BackboneSpec) -> tuple[dict[str, torch.Tensor], str] | None:
     """Weights fetched into the torch hub / Hugging Face cache; None when there is nothing to fetch."""
     if spec.source == "torchvision":
-        import torchvision
-
-        url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
+        url = spec.weights_at
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, weights_only=True)
         return state, f"download:{url}"
-    repo = _timm_hub_id(spec)
-    if repo is None:
+    repo = spec.weights_at
+    if not repo:
         return None
     errors = []
     for filename in TIMM_FILES:
@@ -174,12 +122,9 @@ def missing_weights_message(spec: BackboneSpec) -> str:
             "or pass --weights-file FILE (train and submit)"
         )
     if spec.source == "torchvision":
-        import torchvision
-
-        url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
-        where = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        where = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.weights_at).name
         return (
-            f"no ImageNet weights for {spec.name} and no network: download {url} on a connected machine "
+            f"no ImageNet weights for {spec.name} and no network: download {spec.weights_at} on a connected machine "
             f"and put it at {where}, {OR_FILE}"
         )
     if spec.source == "open_clip":
@@ -208,10 +153,10 @@ def load_pretrained(spec: BackboneSpec, model: nn.Module, weights_file: str | Pa
         if (origin := _open_clip_from_cache(spec, model)) is not None:
             return origin
         raise WeightsUnavailable(missing_weights_message(spec))
-    cached = _torchvision_cached(spec) if spec.source == "torchvision" else (_timm_cached_file(spec), "")
-    if cached is not None and cached[0] is not None:
-        load_into(model, load_state_dict_file(cached[0]), str(cached[0]))
-        return f"hub-cache:{cached[0].name}"
+    cached = hub_cached(spec)
+    if cached is not None:
+        load_into(model, load_state_dict_file(cached), str(cached))
+        return f"hub-cache:{cached.name}"
     if not offline():
         try:
             downloaded = _download(spec)
@@ -225,16 +170,3 @@ def load_pretrained(spec: BackboneSpec, model: nn.Module, weights_file: str | Pa
             load_into(model, downloaded[0], downloaded[1])
             return downloaded[1]
     raise WeightsUnavailable(missing_weights_message(spec))
-
-
-def weights_available(spec: BackboneSpec) -> str:
-    """Where `load_pretrained` would find weights, without loading them (for `compete models`)."""
-    if offline_package_file(spec) is not None:
-        return f"yes (package {spec.offline_package})"
-    if spec.source == "torchvision":
-        found = _torchvision_cached(spec) is not None
-    else:
-        found = _timm_cached_file(spec) is not None
-    if found:
-        return "yes (hub cache)"
-    return "no (offline: pass --weights-file)" if offline() else "downloads on first use"
