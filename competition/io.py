@@ -102,6 +102,12 @@ def replaceable(path: str | Path, prefix: bytes) -> bool:
     return head in (b"", prefix)
 
 
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """`1 query`, `2 queries`, `3 photos`: a count as a sentence says it."""
+    many = plural or (noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s")
+    return f"{count:,} {noun if count == 1 else many}"
+
+
 def printable(text: str) -> str:
     """Text safe to print on a terminal: control characters (an escape sequence in a hostile file
     or class name can retitle the terminal or overwrite lines) shown escaped; line breaks and tabs kept."""

@@ -160,7 +160,7 @@ def test_train_skips_and_counts_unreadable_photos_or_stops_with_strict(tiny_comp
     bad = unreadable_files(some_class)
     result = _train(tiny_competition, tmp_path, "skips")
     assert result.exit_code == 0, result.output
-    assert f"{len(bad)} unreadable training photo(s) skipped" in result.output
+    assert f"{len(bad)} unreadable training photos skipped" in result.output
     summary = json.loads((tmp_path / "skips" / "summary.json").read_text())
     assert sorted(Path(m.split(":")[0]).name for m in summary["skipped_files"]) == sorted(p.name for p in bad)
 
@@ -189,7 +189,7 @@ def test_submit_counts_unreadable_query_and_gallery_images(tiny_competition, tmp
     ]
     result = invoke("submit", "--name", "lenient", "-k", 3, *common)
     assert result.exit_code == 0, result.output
-    assert "2 query/gallery image(s) unreadable" in result.output
+    assert "2 query/gallery images unreadable" in result.output
     assert "q_broken.jpg" in (tmp_path / "lenient.csv").read_text()  # still ranked: every query answered
     strict = invoke("submit", "--name", "strict", "--strict", *common)
     assert strict.exit_code == 1 and "broken" in strict.output and not (tmp_path / "strict.csv").exists()
@@ -468,7 +468,7 @@ def test_validate_command_accepts_what_submit_wrote_and_rejects_a_broken_copy(ti
     broken = tmp_path / "broken.csv"
     broken.write_text("\n".join(written.read_text().splitlines()[:-1]) + "\n")
     result = invoke("validate", broken, "--data", tiny_competition)
-    assert result.exit_code == 1 and "1 query(ies) missing" in result.output
+    assert result.exit_code == 1 and "1 query missing" in result.output
 
 
 # --- upload (the kaggle client replaced at its boundary: no network here) ------------------

@@ -32,7 +32,7 @@ from competition.data.checks import require_every_class, unreadable_reason
 from competition.data.discover import ImageRecord, training_photos
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError, DiskFull
-from competition.io import atomic_path, atomic_write_json, atomic_write_text, exclusive_use
+from competition.io import atomic_path, atomic_write_json, atomic_write_text, counted, exclusive_use
 from competition.progress import steps
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def _augment(
         )
         unreadable = [p for p in problems if p]
         if unreadable and strict:
-            raise CompeteError(f"{len(unreadable)} unreadable source image(s), e.g. {unreadable[0]}")
+            raise CompeteError(f"{counted(len(unreadable), 'unreadable source image')}, e.g. {unreadable[0]}")
         readable = [r for r, p in zip(records, problems) if p is None]
         require_every_class(records, readable)
         jobs = plan_jobs(readable, recipe, out_dir, seed)

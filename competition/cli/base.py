@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from competition.errors import CompeteError
-from competition.io import printable
+from competition.io import counted, printable
 from competition.settings.train import DATA_HELP
 
 app = typer.Typer(
@@ -128,6 +128,10 @@ def _print_json(payload: dict) -> None:
     say(json_text(payload, indent=1))
 
 
-def _report_skipped(skipped: list[str], what: str) -> None:
+def _report_skipped(skipped: list[str], noun: str, what: str) -> None:
     if skipped:
-        say(f"{len(skipped)} {what} (--strict to stop instead); first: {skipped[0]}", fg="yellow", err=True)
+        say(
+            f"{counted(len(skipped), noun)} {what} (--strict to stop instead); first: {skipped[0]}",
+            fg="yellow",
+            err=True,
+        )

@@ -100,7 +100,7 @@ def augment(
         f"in {time.time() - started:.1f}s -> {result.out_dir} (recipe {resolved.name}, "
         f"{min(counts)}-{max(counts)} variants per class)"
     )
-    _report_skipped(result.failed, "photo(s) or variant(s) skipped")
+    _report_skipped(result.failed, "photo or variant", "skipped")
 
 
 @settings_command(app, TrainConfig, _note)
@@ -133,7 +133,7 @@ def train(
         summary = _run(lambda settings=settings: train_run(settings, resume=bool(resume), progress=_progress()))
         if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
             continue
-        _report_skipped(summary["skipped_files"], "unreadable training photo(s) skipped")
+        _report_skipped(summary["skipped_files"], "unreadable training photo", "skipped")
         lines, warnings = describe_run(summary, settings.runs_dir)
         say("\n".join(lines))
         for warning in warnings:
@@ -162,7 +162,7 @@ def submit(
     settings, result = _run(go)
     if result.path is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    _report_skipped(result.skipped, "query/gallery image(s) unreadable, ranked with zero vectors")
+    _report_skipped(result.skipped, "query/gallery image", "unreadable, ranked with zero vectors")
     for note in result.notes:
         say(note, fg="cyan", err=True)
     if json_out:
@@ -179,7 +179,9 @@ def submit(
 def demo(
     root: Annotated[Path, typer.Option(help="Where the sample competition goes.")] = Path("data/sample"),
     target: Annotated[int, typer.Option(help="Images per class after augmentation.")] = 40,
-    epochs: Annotated[int, typer.Option()] = 30,
+    epochs: Annotated[
+        int, typer.Option(help="Training epochs of the demo's loss-head run (validation keeps the best).")
+    ] = 30,
 ) -> None:
     """The whole path on the embedded set: sample data, augment, train, submit, leaderboard."""
     from competition.pipeline import run_demo

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from competition.cli.base import DataOption, JsonOption, _note, _print_json, _progress, _run, app, say
+from competition.io import counted
 from competition.settings.choices import Format
 
 
@@ -54,7 +55,7 @@ def score(
             if f"{usage}_map@100" in kaggle:
                 say(
                     f"{usage.title():<8} mAP@100 {kaggle[f'{usage}_map@100']:.4f} "
-                    f"({int(kaggle[f'{usage}_queries'])} queries)"
+                    f"({counted(kaggle[f'{usage}_queries'], 'query')})"
                 )
         return
     if record:

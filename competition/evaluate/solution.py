@@ -61,7 +61,7 @@ def read_solution(path: str | Path) -> dict[str, SolutionRow]:
     return solution
 
 
-def score_against_solution(submission: str | Path, solution: dict[str, SolutionRow]) -> dict[str, float]:
+def score_against_solution(submission: str | Path, solution: dict[str, SolutionRow]) -> dict[str, float | int]:
     """mAP@100 of the Public and Private leaderboards (and how many queries each), as Kaggle
     computes them; a query the submission leaves out scores 0."""
     fmt, rows = read_submission(submission)
@@ -84,7 +84,7 @@ def score_against_solution(submission: str | Path, solution: dict[str, SolutionR
             hits[row, : len(ranked)] = _first_relevant(ranked, solution[query].relevant)
         counts = np.array([len(solution[q].relevant) for q in ids])
         scores[f"{usage.lower()}_map@100"] = float(average_precision(hits, KAGGLE_MAX_IMAGES, counts).mean())
-        scores[f"{usage.lower()}_queries"] = float(len(ids))
+        scores[f"{usage.lower()}_queries"] = len(ids)
     return scores
 
 

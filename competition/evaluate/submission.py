@@ -124,7 +124,8 @@ def read_submission_rows(path: str | Path) -> tuple[str, list[tuple[str, list[st
         raise CompeteError(f"{path}: empty submission")
     header, body = rows[0], rows[1:]
     if submission_format(path, header) == "kaggle":
-        return "kaggle", [(row[0], row[1].split() if len(row) > 1 else []) for row in body]
+        # split on each space, as the hosts' metric reads it: "a  b" holds an empty id at rank 2
+        return "kaggle", [(row[0], row[1].split(" ") if len(row) > 1 and row[1] else []) for row in body]
     if header[0] != "query":
         raise CompeteError(f"{path}: header must start with 'query' (or be 'id,images'), found {header[:3]}")
     return "csv", [(row[0], [name for name in row[1:] if name]) for row in body]

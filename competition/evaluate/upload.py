@@ -22,7 +22,7 @@ from competition.errors import CompeteError
 from competition.evaluate.leaderboard import mark_uploaded, read_records
 from competition.evaluate.submission import read_submission_rows
 from competition.evaluate.validate import validate_against
-from competition.io import sha256_of_file
+from competition.io import counted, sha256_of_file
 
 NO_CREDENTIALS = (
     "no Kaggle credentials: set KAGGLE_API_TOKEN (Kaggle > Settings > API > Generate New Token) or "
@@ -82,7 +82,7 @@ def describe_file(submission: Path, fmt: str, rows: list[tuple[str, list[str]]])
     kind = {"kaggle": "Kaggle's id,images format", "csv": "compete's CSV format, query,rank_1..."}.get(
         fmt, "compete's JSON format"
     )
-    return f"{submission} ({kind}: {len(rows)} queries, up to {per_row} ids each)"
+    return f"{submission} ({kind}: {counted(len(rows), 'query')}, up to {per_row} ids each)"
 
 
 def refuse_wrong_format(

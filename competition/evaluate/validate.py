@@ -14,6 +14,7 @@ from pathlib import Path
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission_rows
+from competition.io import counted
 
 SHOWN = 5  # examples listed per kind of problem
 
@@ -47,33 +48,41 @@ def validate_submission(
     counts = Counter(q for q, _ in rows)
     missing = [q for q in query_ids if q not in counts]
     if missing:
-        problems.append(f"{len(missing)} query(ies) missing: {_some(missing)}")
+        problems.append(f"{counted(len(missing), 'query')} missing: {_some(missing)}")
     twice = [q for q, n in counts.items() if n > 1]
     if twice:
-        problems.append(f"{len(twice)} query(ies) listed more than once: {_some(twice)}")
+        problems.append(f"{counted(len(twice), 'query')} listed more than once: {_some(twice)}")
     known = set(query_ids)
     unknown = [q for q in counts if q not in known]
     if unknown:
-        problems.append(f"{len(unknown)} row(s) name a query that is not in query/: {_some(unknown)}")
+        problems.append(f"{counted(len(unknown), 'row')} name a query that is not in query/: {_some(unknown)}")
     if fmt == "kaggle":
         too_long = [f"{q} ({len(names)})" for q, names in rows if len(names) > KAGGLE_MAX_IMAGES]
         if too_long:
-            problems.append(f"{len(too_long)} row(s) with more than {KAGGLE_MAX_IMAGES} images: {_some(too_long)}")
+            problems.append(
+                f"{counted(len(too_long), 'row')} with more than {KAGGLE_MAX_IMAGES} images: {_some(too_long)}"
+            )
+        gaps = [q for q, names in rows if "" in names]
+        if gaps:  # Kaggle's metric counts the empty id as a wrong answer at its rank
+            problems.append(
+                f"{counted(len(gaps), 'row')} with an empty id (two spaces in a row, or a space at an end), which "
+                f"Kaggle scores as a wrong answer at that rank: {_some(gaps)}"
+            )
     else:
         expected = k if k is not None else (len(rows[0][1]) if rows else 0)
         wrong_length = [f"{q} ({len(names)})" for q, names in rows if len(names) != expected]
         if wrong_length:
             problems.append(
-                f"{len(wrong_length)} row(s) without exactly {expected} gallery names: {_some(wrong_length)}"
+                f"{counted(len(wrong_length), 'row')} without exactly {expected} gallery names: {_some(wrong_length)}"
             )
         if expected > len(gallery):
             problems.append(f"k={expected} is more than the {len(gallery)} gallery images")
-    not_in_gallery = sorted({name for _, names in rows for name in names if name not in gallery})
+    not_in_gallery = sorted({name for _, names in rows for name in names if name and name not in gallery})
     if not_in_gallery:
-        problems.append(f"{len(not_in_gallery)} name(s) not in gallery/: {_some(not_in_gallery)}")
-    repeated = [q for q, names in rows if len(set(names)) != len(names)]
+        problems.append(f"{counted(len(not_in_gallery), 'name')} not in gallery/: {_some(not_in_gallery)}")
+    repeated = [q for q, names in rows if len(set(names) - {""}) != len(names) - names.count("")]
     if repeated:
-        problems.append(f"{len(repeated)} row(s) list a gallery image twice: {_some(repeated)}")
+        problems.append(f"{counted(len(repeated), 'row')} list a gallery image twice: {_some(repeated)}")
     return problems
 
 

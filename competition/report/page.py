@@ -19,7 +19,7 @@ from competition.data.discover import natural_key
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
 from competition.evaluate.scoring import score_file
-from competition.io import atomic_write_text
+from competition.io import atomic_write_text, counted
 from competition.report.plots import plt, save_figure
 from competition.report.sheets import GREEN, RED, Tile, render_sheet, save_png
 from competition.report.tables import scores_html
@@ -206,7 +206,8 @@ def write_report(
     page = PAGE.format(
         title=html.escape(f"Report: {submission.name}"),
         subtitle=html.escape(
-            f"{len(ranked.query_labels)} queries, {len(gallery_paths)} gallery images, data {data}.{note}"
+            f"{counted(len(ranked.query_labels), 'query')}, {counted(len(gallery_paths), 'gallery image')}, "
+            f"data {data}.{note}"
         ),
         scores=scores_html(scored.scores),
         sections=body,

@@ -20,6 +20,7 @@ from competition.data.dataset import ViewsDataset, loader_workers
 from competition.device import autocast_for, batch_for, half_precision_on
 from competition.distributed import Distributed
 from competition.errors import CompeteError
+from competition.io import counted
 from competition.progress import steps
 from competition.retrieval.store import EmbeddingStore
 from competition.runs import view_tag
@@ -123,7 +124,7 @@ def check_vectors(vectors: np.ndarray, paths: list[Path]) -> None:
     finite = np.isfinite(vectors).all(axis=1)
     if not finite.all():
         raise CompeteError(
-            f"the model gave {int((~finite).sum())} photo(s) a vector that is not finite (first: "
+            f"the model gave {counted(int((~finite).sum()), 'photo')} a vector that is not finite (first: "
             f"{paths[int(np.argmin(finite))]}): its pooling overflowed; try a smaller --gem-p or --pooling max"
         )
     if len(vectors) == 0 or vectors.shape[1] < 2:

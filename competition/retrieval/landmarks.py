@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from competition.evaluate.metrics import bootstrap_interval
+from competition.io import counted
 
 KNOWN_FROM = 0.85  # estimated share of queries of training landmarks from which `auto` picks known
 NEW_UNTIL = 0.15  # ... and up to which it picks new
@@ -48,7 +49,7 @@ class KnownShare:
         if self.share is None:
             return f"auto -> {self.choice} (no calibration to estimate the query mix from)"
         return (
-            f"auto -> {self.choice}: an estimated {self.share:.0%} of the {self.queries} queries "
+            f"auto -> {self.choice}: an estimated {self.share:.0%} of the {counted(self.queries, 'query')} "
             f"(90% [{self.low:.0%}, {self.high:.0%}]) show training landmarks "
             f"(known from {KNOWN_FROM:.0%}, new up to {NEW_UNTIL:.0%})"
         )

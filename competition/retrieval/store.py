@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from competition.errors import CompeteError, DiskFull
-from competition.io import atomic_path
+from competition.io import atomic_path, counted
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class EmbeddingStore:
                 absent.append(key.split("|", 1)[0])
         if absent:
             raise CompeteError(
-                f"{len(absent)} photo(s) have no vector in the embedding store {self.folder} "
+                f"{counted(len(absent), 'photo')} without a vector in the embedding store {self.folder} "
                 f"(first: {absent[0]}); nothing was written: re-run the same command, it embeds only what is missing"
             )
         return out

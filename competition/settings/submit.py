@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
-from competition.io import check_plain_name
+from competition.io import check_plain_name, counted
 from competition.settings.base import Settings, setting
 from competition.settings.choices import Format, GalleryWhitening, IfWorse, Index, Landmarks, LogTo, Pooling, Precision
 from competition.settings.train import (
@@ -247,7 +247,7 @@ class SubmitConfig(Settings):
         weights = self.ensemble_weights
         if weights is not None:
             if len(weights) != len(self.model):
-                raise ValueError(f"{len(weights)} ensemble weight(s) for {len(self.model)} model(s)")
+                raise ValueError(f"{counted(len(weights), 'ensemble weight')} for {counted(len(self.model), 'model')}")
             if not all(math.isfinite(w) for w in weights) or min(weights) < 0 or sum(weights) <= 0:
                 raise ValueError(f"ensemble weights must be finite, >= 0 and not all 0, not {weights}")
         if not self.scales or len(self.scales) > MAX_VIEWS or min(self.scales) <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from competition.io import counted
 from competition.retrieval.landmarks import KnownShare, estimate_known_share
 from competition.retrieval.posteriors import weighted_posteriors
 from competition.submit.models import LoadedModel
@@ -61,7 +62,7 @@ def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str
         return weighted_posteriors(averaged(lambda c, i: posteriors[i]), weight, chance)
 
     fusion = (rows(query_vectors), rows(gallery_vectors))
-    runs = f"class posteriors of {len(with_classifier)} run(s)"
+    runs = f"class posteriors of {counted(len(with_classifier), 'run')}"
     if known:
         return fusion, f"{runs}, weight {weight:g}"
     auc = float(averaged(lambda c, i: c.gate.auc))

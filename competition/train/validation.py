@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from competition.evaluate.metrics import GROUPS, average_precision, bootstrap_interval, relevance
+from competition.io import counted
 from competition.retrieval.search import neighbours_among
 from competition.runs import TOO_FEW
 
@@ -190,14 +191,14 @@ def describe(comparison: dict[str, dict]) -> list[str]:
     lines = []
     for name, group in comparison.items():
         if not group["queries"] or "difference" not in group:
-            lines.append(f"{name:<6} {group['verdict']} ({group['queries']} validation queries)")
+            lines.append(f"{name:<6} {group['verdict']} ({counted(group['queries'], 'validation query')})")
             continue
         mean, low, high = group["difference"][f"map@{MAP_K}"]
         lines.append(
             f"{name:<6} mAP@{MAP_K} {group['trained'][f'map@{MAP_K}']:.3f} vs pretrained "
             f"{group['pretrained'][f'map@{MAP_K}']:.3f} ({mean:+.3f}, 90% [{low:+.3f}, {high:+.3f}]), "
             f"top-1 {group['trained']['top1']:.3f} vs {group['pretrained']['top1']:.3f} "
-            f"over {group['queries']} queries: {group['verdict']}"
+            f"over {counted(group['queries'], 'query')}: {group['verdict']}"
         )
     return lines
 
