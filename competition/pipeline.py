@@ -23,8 +23,9 @@ def run_demo(
     target: int = 40,
     epochs: int = 30,
     runs_dir: str = "runs",
-    submissions_dir: str = "submissions",
-    leaderboard: str = "leaderboard.md",
+    # its own leaderboard: the tracked leaderboard.md holds the project's reference results
+    submissions_dir: str = "submissions/demo",
+    leaderboard: str = "submissions/demo/leaderboard.md",
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> str:

@@ -28,3 +28,135 @@ def test_importing_augmentation_asks_no_network():
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "[]"], out.stdout + out.stderr
+
+
+def test_counts_are_said_with_their_plural():
+    from competition.io import counted
+
+    assert [counted(1, "query"), counted(2, "query"), counted(0, "photo"), counted(1200, "day")] == [
+        "1 query",
+        "2 queries",
+        "0 photos",
+        "1,200 days",
+    ]
+
+
+def test_models_lists_backbones_without_loading_torch_and_says_weights_as_fields():
+    probe = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from competition.cli import app\n"
+        "result = CliRunner().invoke(app, ['models', '--json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print([m for m in ('torch', 'timm', 'torchvision') if m in sys.modules])\n"
+        "print(result.output)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    loaded, payload = out.split("\n", 1)
+    assert loaded == "[]"
+    import json
+
+    rows = {row["backbone"]: row["weights"] for row in json.loads(payload)["backbones"]}
+    lite0 = rows["efficientnet_lite0"]
+    assert lite0["here"] is True and lite0["source"] == "package" and lite0["path"].endswith(".pth")
+    assert rows["resnet50"]["here"] in (True, False) and rows["resnet50"]["source"] in ("hub-cache", "download", None)
+
+
+def test_registered_weight_addresses_are_the_libraries_own(monkeypatch, tmp_path):
+    import timm
+    import torch
+    import torchvision
+
+    from competition.models.catalog import REGISTRY
+    from competition.models.weights_lookup import torch_hub_dir
+
+    for spec in REGISTRY.values():
+        if spec.source == "torchvision":
+            assert spec.weights_at == torchvision.models.get_model_weights(spec.name).DEFAULT.url
+        else:
+            published = timm.get_pretrained_cfg(spec.name)
+            assert spec.weights_at == (published.hf_hub_id if published and published.hf_hub_id else "")
+    for variables in ({}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {"TORCH_HOME": str(tmp_path / "th")}):
+        monkeypatch.delenv("TORCH_HOME", raising=False)
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        assert str(torch_hub_dir()) == torch.hub.get_dir()
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    undocumented = [
+        f"{name} {param.opts[0]}"
+        for name, command in group.commands.items()
+        for param in command.params
+        if not getattr(param, "hidden", False) and not param.help and param.param_type_name == "option"
+    ]
+    assert undocumented == []
+
+
+def test_a_kaggle_row_with_two_spaces_scores_as_kaggle_scores_it_and_validate_refuses_it(tiny_competition, tmp_path):
+    from competition.evaluate.solution import read_solution, score_against_solution
+
+    solution = tmp_path / "solution.csv"
+    solution.write_text("id,images,Usage\nq1,a b,Public\n")
+    submission = tmp_path / "sub.csv"
+    submission.write_text("id,images\nq1,a  b\n")
+    # the hosts' metric reads "a  b" as [a, '', b]: the empty id is a wrong answer at rank 2
+    assert score_against_solution(submission, read_solution(solution))["public_map@100"] == (1 + 2 / 3) / 2
+    printed = invoke("score", submission, "--solution", solution)
+    assert printed.exit_code == 0 and "mAP@100 0.8333 (1 query)" in printed.output, printed.output
+    as_json = invoke("score", submission, "--solution", solution, "--json")
+    assert '"public_queries": 1\n' in as_json.output
+
+    queries = sorted(p.stem for p in (tiny_competition / "query").iterdir())
+    gallery = sorted(p.stem for p in (tiny_competition / "gallery").iterdir())
+    rows = [f"{q},{gallery[0]} {gallery[1]}" for q in queries]
+    rows[0] = f"{queries[0]},{gallery[0]}  {gallery[1]}"
+    submission.write_text("id,images\n" + "\n".join(rows) + "\n")
+    result = invoke("validate", submission, "--data", tiny_competition)
+    assert result.exit_code == 1 and "1 row with an empty id" in result.output and queries[0] in result.output
+    assert "not in gallery" not in result.output
+    submission.write_text("id,images\n" + "\n".join(f"{q},{gallery[0]} {gallery[1]}" for q in queries) + "\n")
+    assert invoke("validate", submission, "--data", tiny_competition).exit_code == 0
+
+
+def _kaggle_rows(competition):
+    queries = sorted(p.stem for p in (competition / "query").iterdir())
+    gallery = sorted(p.stem for p in (competition / "gallery").iterdir())
+    return "id,images\n" + "\n".join(f"{q},{' '.join(gallery[:3])}" for q in queries) + "\n"
+
+
+def test_leaderboard_rows_say_their_folder_and_scores_of_two_folders_never_interleave(tiny_competition, tmp_path):
+    from competition.evaluate.leaderboard import read_records, render
+
+    board = tmp_path / "board.md"
+    submission = tmp_path / "sub.csv"
+    submission.write_text(_kaggle_rows(tiny_competition))
+    result = invoke("score", submission, "--data", tiny_competition, "--record", "--leaderboard", board)
+    assert result.exit_code == 0, result.output
+    assert [r["data"] for r in read_records(board)] == ["competition"]
+
+    rows = [{"name": "a", "data": "x", "top1": 0.5}, {"name": "b", "data": "y", "top1": 0.9}]
+    rows += [{"name": "c", "data": "x", "top1": 0.7}]
+    table_rows = render(rows).splitlines()[-3:]
+    assert [row.split(" | ")[0].lstrip("| ") for row in table_rows] == ["c", "a", "b"]
+
+
+def test_the_demo_keeps_its_own_leaderboard_and_the_tracked_one_is_the_reference_sweeps():
+    import inspect
+    from pathlib import Path
+
+    from competition.evaluate.leaderboard import read_records, render
+    from competition.pipeline import run_demo
+
+    defaults = {k: v.default for k, v in inspect.signature(run_demo).parameters.items()}
+    assert Path(defaults["leaderboard"]).parent == Path(defaults["submissions_dir"]) != Path("submissions")
+
+    tracked = Path(__file__).parents[1] / "leaderboard.md"
+    records = read_records(tracked)
+    assert tracked.read_text() == render(records), "leaderboard.md is not what leaderboard.jsonl renders"
+    assert {r["data"] for r in records} == {"realdev", "realdev-hr"}
+    assert all(r["settings"]["data"].startswith("../shared/realdev") and "demo" not in r["name"] for r in records)

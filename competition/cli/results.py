@@ -64,7 +64,7 @@ def score(
         _run(lambda: check_leaderboard(leaderboard))
     scored = _run(lambda: score_file(submission, data, map_k))
     if record:
-        _run(lambda: record_scored_file(leaderboard, submission, scored.scores))
+        _run(lambda: record_scored_file(leaderboard, submission, scored.scores, data))
     if json_out:
         _print_json({"submission": str(submission), "scores": scored.scores, "per_class_top1": scored.per_class})
         return

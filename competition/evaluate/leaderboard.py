@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = [  # (record key, column title)
     ("name", "run"),
+    ("data", "data"),
     ("backbones", "backbones"),
     ("regime", "regime"),
     ("augmentation", "augmentation"),
@@ -43,8 +44,8 @@ TITLE = "# Leaderboard\n"
 HEADER = (
     TITLE
     + """
-Local scores of every submission scored with `compete submit` / `compete score`, best
-top-1 first. Seen/unseen split the queries by whether their landmark is in `train/`.
+Local scores of every submission scored with `compete submit` / `compete score`, by
+competition folder, best top-1 first. Seen/unseen split the queries by whether their landmark is in `train/`.
 Rows live in `{records}`; this file is regenerated from it.
 
 """
@@ -95,7 +96,8 @@ def _cell(value) -> str:
 
 
 def render(records: list[dict], records_name: str = "leaderboard.jsonl") -> str:
-    ordered = sorted(records, key=lambda r: (-(r.get("top1") or 0.0), r.get("date", "")))
+    # scores of different folders do not compare: rows grouped by folder, then best first
+    ordered = sorted(records, key=lambda r: (r.get("data") or "", -(r.get("top1") or 0.0), r.get("date", "")))
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r.get(key)) for key, _ in COLUMNS) + " |" for r in ordered]
     return HEADER.format(records=records_name) + "\n".join(lines) + "\n"
@@ -107,12 +109,18 @@ def add_record(markdown: str | Path, record: dict) -> None:
         _write_records(markdown, read_records(markdown) + [record])
 
 
-def record_scored_file(markdown: str | Path, submission: str | Path, scores: dict) -> None:
+def record_scored_file(markdown: str | Path, submission: str | Path, scores: dict, data: str | Path = "") -> None:
     """A row for a submission scored on its own (`compete score --record`): what the file says,
     without the settings that made it."""
     submission = Path(submission)
     stamp = datetime.fromtimestamp(submission.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    add_record(markdown, {"name": submission.stem, "submission": str(submission), "date": stamp, **scores})
+    record = {
+        "name": submission.stem,
+        "data": Path(data).resolve().name if data else "",
+        "submission": str(submission),
+        "date": stamp,
+    }
+    add_record(markdown, record | scores)
 
 
 def mark_uploaded(markdown: str | Path, name: str, upload: dict) -> None:

@@ -86,6 +86,7 @@ def leaderboard_record(config: SubmitConfig, models: list[LoadedModel], weights:
     """A leaderboard row: what was submitted, how, and every setting (enough to make it again)."""
     return {
         "name": facts.pop("name"),
+        "data": Path(config.data).resolve().name,  # the folder's own name, also for "." or "../shared/realdev"
         "backbones": " + ".join(m.backbone for m in models),
         "regime": " + ".join(sorted({m.regime for m in models})),
         "augmentation": " + ".join(sorted({m.augmentation for m in models})),
