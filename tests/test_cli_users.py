@@ -160,3 +160,99 @@ def test_the_demo_keeps_its_own_leaderboard_and_the_tracked_one_is_the_reference
     assert tracked.read_text() == render(records), "leaderboard.md is not what leaderboard.jsonl renders"
     assert {r["data"] for r in records} == {"realdev", "realdev-hr"}
     assert all(r["settings"]["data"].startswith("../shared/realdev") and "demo" not in r["name"] for r in records)
+
+
+def _help(*command: str) -> str:
+    return invoke(*command, "--help", env={"COLUMNS": "200"}).output
+
+
+def test_help_groups_options_in_named_panels_with_readable_metavars():
+    from competition.settings.submit import SubmitConfig
+    from competition.settings.train import TrainConfig
+
+    for model in (TrainConfig, SubmitConfig):  # every setting in exactly one panel
+        panelled = [name for names in model.PANELS.values() for name in names]
+        assert sorted(panelled) == sorted(set(model.model_fields) - set(model.nested()))
+    submit, train = _help("submit"), _help("train")
+    panels = [line.split("─")[1].strip() for line in submit.splitlines() if line.startswith("╭─")]
+    assert panels == ["Options", "Model", "Data", "Search", "Output", "Machine", "Post-processing"]
+    assert [line.split("─")[1].strip() for line in train.splitlines() if line.startswith("╭─")] == [
+        "Options",
+        "Model",
+        "Data",
+        "Training",
+        "Validation",
+        "Output",
+        "Machine",
+    ]
+    for text in (submit, train):
+        assert "<list[" not in text and "<str>" not in text and "(default: (" not in text
+        assert "<bool>" not in text.replace("--help", "").split("Show this message")[1]
+    row = next(line for line in submit.splitlines() if "--ensemble-weights" in line)
+    assert "A,B" in row and "FILE" in next(line for line in submit.splitlines() if "--config" in line)
+    # a docstring paragraph is one paragraph for the terminal to wrap, not the source's lines
+    import typer.main
+
+    for name, command in typer.main.get_command(app).commands.items():
+        assert "\n" not in (command.help or "").replace("\n\n", ""), name
+
+
+def test_config_keys_take_negative_flags_suggest_a_typo_and_print_config_round_trips(tmp_path):
+    from competition.errors import CompeteError
+    from competition.settings.submit import SubmitConfig
+    from competition.settings.train import TrainConfig
+
+    assert SubmitConfig.from_dict({"no-flip": True}).flip is False
+    assert TrainConfig.from_dict({"no-augmented": True, "train-bn": True}).use_augmented is False
+    assert TrainConfig.from_dict({"train-bn": True}).freeze_bn is False
+    try:
+        SubmitConfig.from_dict({"fliip": True})
+    except CompeteError as error:
+        assert str(error) == "unknown submit setting 'fliip' (did you mean 'flip'?)"
+    else:
+        raise AssertionError("a typo was accepted")
+
+    printed = invoke("submit", "-m", "a", "-m", "b", "--no-flip", "--rerank", "--print-config")
+    assert printed.exit_code == 0, printed.output
+    saved = tmp_path / "settings.yaml"
+    saved.write_text(printed.output)
+    again = invoke("submit", "--config", saved, "--print-config")
+    assert again.output == printed.output
+    settings = SubmitConfig.from_dict(__import__("yaml").safe_load(printed.output))
+    assert settings.model == ["a", "b"] and settings.flip is False and settings.postprocess.rerank is True
+
+
+def test_global_flags_work_after_the_command_too(tmp_path):
+    from competition.errors import CompeteError
+
+    missing = tmp_path / "missing.csv"
+    assert invoke("score", missing).exit_code == 1  # one line, no traceback
+    for spelled in (["--debug", "score", missing], ["score", missing, "--debug"]):
+        assert isinstance(invoke(*spelled).exception, CompeteError)  # the traceback --debug asks for
+    quiet = invoke("submit", "--print-config", "-q", "--offline")
+    assert quiet.exit_code == 0 and os.environ.pop("COMPETE_OFFLINE") == "1"
+    assert invoke("submit", "--print-config", "--", "--debug").exit_code != 0  # after "--", a value
+
+
+def _complete(words: str, cwd) -> list[str]:
+    import shutil
+    from pathlib import Path
+
+    compete = shutil.which("compete", path=str(Path(sys.executable).parent)) or shutil.which("compete")
+    cword = len(words.split()) if words.endswith(" ") else len(words.split()) - 1
+    env = os.environ | {"_COMPETE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    result = subprocess.run([compete], env=env, capture_output=True, text=True, timeout=60, cwd=cwd, check=True)
+    return result.stdout.split()
+
+
+def test_shell_completes_backbones_run_folders_and_recipes(tmp_path):
+    from competition.augment.recipes import PRESETS
+
+    (tmp_path / "runs" / "lite0-full").mkdir(parents=True)
+    (tmp_path / "runs" / "lite0-full" / "config.json").write_text("{}")
+    (tmp_path / "runs" / "tensorboard").mkdir()  # not a run
+    (tmp_path / "mine.yaml").write_text("steps: []\n")
+    assert _complete("compete train --backbone resnet1", tmp_path) == ["resnet18", "resnet101", "resnet152"]
+    runs = _complete("compete submit -m ", tmp_path)
+    assert runs[0] == "lite0-full" and "efficientnet_lite0" in runs and "tensorboard" not in runs
+    assert _complete("compete augment --recipe ", tmp_path) == [*PRESETS, "mine.yaml"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -10,12 +11,27 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from competition.errors import CompeteError
 from competition.io import counted, printable
 from competition.settings.train import DATA_HELP
 
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q", "--offline")
+
+
+class _GlobalFlagsAnywhere(TyperGroup):
+    """`compete submit ... --debug` means `compete --debug submit ...`, as people type it."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)  # after "--" every word is a value
+        flags = [word for word in args[:end] if word in GLOBAL_FLAGS]
+        others = [word for word in args[:end] if word not in GLOBAL_FLAGS]
+        return super().parse_args(ctx, flags + others + args[end:])
+
+
 app = typer.Typer(
+    cls=_GlobalFlagsAnywhere,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Landmark image retrieval: augment a training set, train backbones, submit ranked results.",
@@ -106,15 +122,32 @@ def _progress() -> bool:
 
 
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout (messages go to stderr), for scripts.")
+    bool,
+    typer.Option("--json", metavar="", help="Print one JSON object on stdout (messages go to stderr), for scripts."),
 ]
 ConfigOption = Annotated[
     Optional[Path],
     typer.Option(
+        metavar="FILE",
         help="YAML/JSON file of settings, keys spelled as the flags (a run's own config.json works for train); "
-        "flags typed here override it."
+        "flags typed here override it.",
     ),
 ]
+PrintConfigOption = Annotated[
+    bool,
+    typer.Option(
+        "--print-config",
+        metavar="",
+        help="Print the settings this command would use, as a YAML file that --config reads back, and exit.",
+    ),
+]
+
+
+def unwrap_help(app: typer.Typer) -> None:
+    """Docstrings are wrapped for the source; `--help` rewraps each paragraph to the terminal."""
+    for command in app.registered_commands:
+        text = inspect.cleandoc(command.help or command.callback.__doc__ or "")
+        command.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
 
 
 def _note(text: str) -> None:

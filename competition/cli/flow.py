@@ -12,6 +12,7 @@ from competition.cli.base import (
     ConfigOption,
     DataOption,
     JsonOption,
+    PrintConfigOption,
     _note,
     _print_json,
     _progress,
@@ -21,7 +22,7 @@ from competition.cli.base import (
     say,
 )
 from competition.settings.base import read_settings_file
-from competition.settings.options import settings_command
+from competition.settings.options import COMPLETIONS, settings_command
 from competition.settings.submit import SubmitConfig
 from competition.settings.train import TrainConfig
 
@@ -42,7 +43,11 @@ def sample_data(
 def augment(
     data: DataOption = Path("data/sample"),
     recipe: Annotated[
-        str, typer.Option(help="Preset (light, default, heavy, classic) or a .yaml/.json recipe file.")
+        str,
+        typer.Option(
+            help="Preset (light, default, heavy, classic) or a .yaml/.json recipe file.",
+            autocompletion=COMPLETIONS["recipes"],
+        ),
     ] = "default",
     target: Annotated[
         Optional[int], typer.Option(help="Images per class, originals included (overrides the recipe).")
@@ -107,7 +112,10 @@ def augment(
 def train(
     typed,
     config: ConfigOption = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder exactly.")] = None,
+    print_config: PrintConfigOption = False,
+    resume: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", help="Continue an interrupted run folder exactly.")
+    ] = None,
 ) -> None:
     """Fine-tune backbone(s); each run keeps config, metrics, curves and the best checkpoint in runs/<name>/.
 
@@ -129,7 +137,11 @@ def train(
         ]
         return [training_settings(flags | extra, config) for extra in named]
 
-    for settings in _run(runs):
+    every_run = _run(runs)
+    if print_config:  # one YAML document per run (per --backbone)
+        say("---\n".join(settings.to_yaml() for settings in every_run).rstrip("\n"))
+        return
+    for settings in every_run:
         summary = _run(lambda settings=settings: train_run(settings, resume=bool(resume), progress=_progress()))
         if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
             continue
@@ -144,6 +156,7 @@ def train(
 def submit(
     typed,
     config: ConfigOption = None,
+    print_config: PrintConfigOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Rank the gallery for every query, write the submission, score it when labels.csv exists.
@@ -155,11 +168,11 @@ def submit(
     from competition.report.tables import format_scores
     from competition.submit.run import submit as run_submit
 
-    def go():
-        settings = SubmitConfig.from_dict((read_settings_file(config) if config else {}) | typed())
-        return settings, run_submit(settings, progress=_progress())
-
-    settings, result = _run(go)
+    settings = _run(lambda: SubmitConfig.from_dict((read_settings_file(config) if config else {}) | typed()))
+    if print_config:
+        say(settings.to_yaml().rstrip("\n"))
+        return
+    result = _run(lambda: run_submit(settings, progress=_progress()))
     if result.path is None:  # a torchrun rank other than 0: rank 0 reports
         return
     _report_skipped(result.skipped, "query/gallery image", "unreadable, ranked with zero vectors")

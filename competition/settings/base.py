@@ -7,11 +7,13 @@ spelled like the flags, old spellings accepted with a note, and no bool taken fo
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import reprlib
+import typing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -28,16 +30,27 @@ def setting(
     flags: tuple[str, ...] = (),
     old_flags: tuple[str, ...] = (),
     many: bool = False,
-    path: bool = False,
+    path: Literal["", "file", "dir"] = "",
+    metavar: str = "",
+    complete: str = "",
     show_default: str | bool | None = None,
     **limits: Any,
 ) -> Any:
     """A setting: its default, the line `--help` shows, its limits (pydantic's ge, gt, le, lt)
     and, when the command line spells it otherwise than `--<name>`, its `flags` (a bool's pair
     as "--on/--off", short forms like "-d"). `old_flags` still work, with a note. `many`: the
-    flag may be repeated (train one run per --backbone); `path`: a file or folder (the shell
-    completes it)."""
-    extra = {"flags": list(flags), "old_flags": list(old_flags), "many": many, "path": path}
+    flag may be repeated (train one run per --backbone); `path`: a file or a dir (the shell
+    completes it); `metavar`: what `--help` shows for its value when the type does not say it
+    (FILE, N and A,B come from the type); `complete`: what the shell completes it with (see
+    settings/options.py's COMPLETIONS)."""
+    extra = {
+        "flags": list(flags),
+        "old_flags": list(old_flags),
+        "many": many,
+        "path": path,
+        "metavar": metavar,
+        "complete": complete,
+    }
     extra = {k: v for k, v in extra.items() if v} | ({} if show_default is None else {"show_default": show_default})
     return Field(default, description=help, json_schema_extra=extra, **limits)
 
@@ -58,10 +71,11 @@ class Settings(BaseModel):
     """A command's settings. Subclasses declare fields with `setting()`."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-    WHAT: ClassVar[str] = "setting"  # as in "unknown training setting(s)"
+    WHAT: ClassVar[str] = "setting"  # as in "unknown training setting 'x'"
     OLD_NAMES: ClassVar[dict[str, str]] = {}  # key a file may still use -> the setting it means now
     RECORD_KEYS: ClassVar[frozenset[str]] = frozenset()  # keys a saved file adds beside the settings
     PANEL: ClassVar[str | None] = None  # where `--help` groups a nested model's flags
+    PANELS: ClassVar[dict[str, tuple[str, ...]]] = {}  # `--help` panel -> its settings, in the order shown
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +98,29 @@ class Settings(BaseModel):
             for name, field in cls.model_fields.items()
             if isinstance(field.annotation, type) and issubclass(field.annotation, Settings)
         }
+
+    @classmethod
+    def negations(cls) -> dict[str, str]:
+        """Keys that set a switch off (`no_flip: true` is `flip: false`), from the flags' negative halves."""
+        keys = {key: name for name, model in cls.nested().items() for key in model.negations()}
+        for name, field in cls.model_fields.items():
+            if bool not in (field.annotation, *typing.get_args(field.annotation)):  # a switch, or auto and a pair
+                continue
+            pairs = (field.json_schema_extra or {}).get("flags") or [flag_of(name)]
+            for pair in pairs:
+                off = pair.split("/")[1] if "/" in pair else f"--no-{pair[2:]}"
+                keys[off[2:].replace("-", "_")] = name
+        return keys
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """Every setting as a file spells it (the flags' names), a nested model's flat."""
+        nested = cls.nested()
+        return [
+            key
+            for name in cls.model_fields
+            for key in (nested[name].keys() if name in nested else [name.replace("_", "-")])
+        ]
 
     @classmethod
     def spellings(cls) -> dict[str, str]:
@@ -115,10 +152,12 @@ class Settings(BaseModel):
         """Keys as settings: dashes or underscores, flag spellings, old names (with a note), a
         nested model's keys flat or under its name, a saved file's record keys dropped."""
         data = {str(k).replace("-", "_"): v for k, v in data.items() if str(k) not in cls.RECORD_KEYS}
-        spellings, models = cls.spellings(), cls.nested()
+        spellings, negations, models = cls.spellings(), cls.negations(), cls.nested()
         nested = {name: _mapping(data.pop(name, None) or {}, name) for name in models}
         settings: dict = {}
         for key, value in data.items():
+            if key in negations and key not in spellings:
+                key, value = negations[key], (not value if isinstance(value, bool) else value)
             setting = spellings.get(key, key)
             if setting in models:  # a nested model's key, flat: that model spells it
                 nested[setting][key] = value
@@ -130,6 +169,20 @@ class Settings(BaseModel):
 
     def to_dict(self) -> dict:
         return self.model_dump()
+
+    def to_yaml(self) -> str:
+        """The settings as a YAML file that `--config` reads back."""
+        return yaml.safe_dump(self.to_file(), sort_keys=False, allow_unicode=True)
+
+    def to_file(self) -> dict:
+        """The settings as a `--config` file spells them: flag names, a nested model's flat."""
+        flat = {}
+        for name, value in self:
+            if isinstance(value, Settings):
+                flat |= value.to_file()
+            else:
+                flat[name.replace("_", "-")] = value
+        return flat
 
 
 REQUIREMENTS = {
@@ -168,7 +221,7 @@ def one_line(error: ValidationError, model: type[Settings]) -> str:
     problems = error.errors()
     unknown = sorted(".".join(map(str, p["loc"])) for p in problems if p["type"] == "extra_forbidden")
     if unknown:
-        return f"unknown {model.WHAT}(s): {unknown}"
+        return unknown_keys(unknown, model)
     problem = problems[0]
     names = [str(part) for part in problem["loc"] if isinstance(part, str)]
     flag = flag_of(names[-1]) if names else model.WHAT
@@ -179,6 +232,17 @@ def one_line(error: ValidationError, model: type[Settings]) -> str:
     if requirement is None:
         return f"{flag}: {problem['msg']}, not {quoted(problem['input'])}"
     return f"{flag} must be {requirement(problem.get('ctx', {}))}, not {quoted(problem['input'])}"
+
+
+def unknown_keys(unknown: list[str], model: type[Settings]) -> str:
+    """`unknown submit setting 'fliip' (did you mean 'flip'?)`, or the keys there are."""
+    known = model.keys()
+    spelled = [key.replace("_", "-") for key in unknown]
+    close = {key: difflib.get_close_matches(key, known, n=1) for key in spelled}
+    what = f"unknown {model.WHAT}{'s' if len(spelled) > 1 else ''} " + ", ".join(f"'{key}'" for key in spelled)
+    if all(close.values()):
+        return f"{what} (did you mean {', '.join(repr(close[key][0]) for key in spelled)}?)"
+    return f"{what}; the {model.WHAT}s are: {', '.join(known)}"
 
 
 MOST_VALUES = 100_000  # values in a settings file once its YAML aliases are expanded

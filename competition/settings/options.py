@@ -56,10 +56,49 @@ def _cli_type(annotation: Any, default: Any, flag: str) -> tuple[Any, Any, Calla
     if annotation in (list[float], Optional[list[float]]):
         return str, ",".join(f"{v:g}" for v in default or []), _floats(flag)
     if annotation == list[str]:
-        return Optional[list[str]], None, list
+        return Optional[list[str]], list(default) or None, list
     if set(args) == {bool, Literal["auto"]}:  # a bool pair, unset = auto
         return Optional[bool], None, _same
     return annotation, default, _same
+
+
+METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
+def _metavar(annotation: Any, extra: dict) -> str | None:
+    """What `--help` shows for the value: FILE, DIR, N, X, A,B; nothing for a switch; None lets typer
+    list a choice's values."""
+    if extra.get("metavar") or extra.get("path"):
+        return extra.get("metavar") or extra["path"].upper()
+    if annotation in (list[float], Optional[list[float]]):
+        return "A,B"
+    if bool in (annotation, *typing.get_args(annotation)):
+        return ""
+    return METAVARS.get(annotation)
+
+
+def _backbones(incomplete: str) -> list[str]:
+    from competition.models.catalog import REGISTRY
+
+    return [name for name in REGISTRY if name.startswith(incomplete)]
+
+
+def _runs(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Run folders (those with a config.json) under --runs-dir, then backbones for off-the-shelf features."""
+    runs_dir = Path(ctx.params.get("runs_dir") or "runs")
+    folders = sorted(config.parent.name for config in runs_dir.glob("*/config.json"))
+    return [name for name in folders if name.startswith(incomplete)] + _backbones(incomplete)
+
+
+def _recipes(incomplete: str) -> list[str]:
+    """Augmentation presets, then recipe files here."""
+    from competition.augment.recipes import PRESETS
+
+    files = sorted(str(p) for pattern in ("*.yaml", "*.yml", "*.json") for p in Path().glob(pattern))
+    return [name for name in [*PRESETS, *files] if name.startswith(incomplete)]
+
+
+COMPLETIONS: dict[str, Callable] = {"backbones": _backbones, "runs": _runs, "recipes": _recipes}
 
 
 def _parameter(name: str, annotation: Any, default: Any, info: Any) -> inspect.Parameter:
@@ -68,16 +107,17 @@ def _parameter(name: str, annotation: Any, default: Any, info: Any) -> inspect.P
     )
 
 
-def _shown_default(field: FieldInfo, cli_default: Any) -> str | bool:
-    """What `--help` shows as the default: the declared text, the setting's own list, or the value."""
+def _help_and_default(field: FieldInfo, cli_default: Any) -> tuple[str, bool]:
+    """The help line, and whether typer adds the default to it: a declared default text is said
+    in the help (typer would print it in parentheses), an unset one not at all."""
     declared = (field.json_schema_extra or {}).get("show_default")
+    if isinstance(declared, str):
+        return f"{field.description} Default: {declared}.", False
     if declared is not None:
-        return declared
+        return field.description, declared
     if cli_default is not None:
-        return True  # typer shows the value itself
-    if isinstance(field.default, list):  # a repeated flag or a comma list: the setting's own values
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in field.default)
-    return str(field.default) if field.default not in ("", None) else False
+        return field.description, True  # typer shows the value itself
+    return field.description, False
 
 
 def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
@@ -87,13 +127,19 @@ def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
     long_flag = next(f for f in flags if f.startswith("--")).split("/")[0]
     annotation, default, convert = _cli_type(field.annotation, field.default, long_flag)
     if extra.get("many"):
-        annotation, default, convert = Optional[list[annotation]], None, list
+        annotation, default, convert = Optional[list[annotation]], [default], list
     if extra.get("path"):  # typed as a path so the shell completes it; the setting keeps text
         annotation, default = Optional[Path], Path(default) if default else None
     if annotation is bool:  # a switch and its negation, unless the declaration names the pair
         flags = [f"{f}/--no-{f[2:]}" if f.startswith("--") and "/" not in f else f for f in flags]
+    help_text, show_default = _help_and_default(field, default)
     info = typer.Option(
-        *flags, help=field.description, show_default=_shown_default(field, default), rich_help_panel=panel
+        *flags,
+        help=help_text,
+        show_default=show_default,
+        rich_help_panel=panel,
+        metavar=_metavar(field.annotation, extra),
+        autocompletion=COMPLETIONS.get(extra.get("complete", "")),
     )
     options = [Option(name, _parameter(name, annotation, default, info), convert)]
     for old in extra.get("old_flags", []):
@@ -105,15 +151,23 @@ def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
 
 
 def options_of(model: type[Settings], panel: str | None = None) -> list[Option]:
-    """Every setting of `model` (a nested model's flat, in a help panel of their own)."""
-    options = []
+    """Every setting of `model` in its `--help` panel, panel by panel (a nested model's flat, in a
+    panel of their own)."""
     nested = model.nested()
+    panels = {name: title for title, names in model.PANELS.items() for name in names}
+    order = list(model.PANELS) + [nested[name].PANEL for name in nested]
+    options = []
     for name, field in model.model_fields.items():
         if name in nested:
             options += options_of(nested[name], nested[name].PANEL)
         else:
-            options += _options_of(name, field, panel)
-    return options
+            options += _options_of(name, field, panels.get(name, panel))
+    # stable: within a panel, the order the settings are declared in
+    return sorted(options, key=lambda o: order.index(_panel_of(o)) if _panel_of(o) in order else len(order))
+
+
+def _panel_of(option: Option) -> str | None:
+    return typing.get_args(option.parameter.annotation)[1].rich_help_panel
 
 
 def typed(ctx: typer.Context) -> set[str]:

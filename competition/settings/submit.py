@@ -119,16 +119,31 @@ class SubmitConfig(Settings):
     # the names of v0.2's config files and leaderboard rows
     OLD_NAMES: ClassVar[dict[str, str]] = {"models": "model", "weights": "ensemble_weights", "fmt": "format"}
 
-    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path=True)
+    PANELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "Model": (
+            "model", "ensemble_weights", "if_worse", "with_pretrained", "pooling", "weights_file", "image_size",
+            "resize", "flip", "scales",
+        ),
+        "Data": ("data", "landmarks", "strict"),
+        "Search": ("k", "index", "nprobe", "index_factory", "verify"),
+        "Output": ("name", "format", "map_k", "submissions_dir", "leaderboard", "runs_dir", "log_to"),
+        "Machine": ("batch_size", "device", "workers", "precision", "compile"),
+    }  # fmt: skip
+
+    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
     model: list[str] = setting(
         ["efficientnet_lite0"],
         "Run folder/name, or a backbone name for off-the-shelf features; repeat for an ensemble.",
         flags=("--model", "-m"),
+        metavar="RUN",
+        complete="runs",
     )
     ensemble_weights: list[float] | None = setting(
         None, "Weight of each --model in the ensemble, e.g. 1,0.5 (none = equal).", old_flags=("--weights",)
     )
-    name: str = setting("", "Submission name (file submissions/<name>.csv; default: the models and the time).")
+    name: str = setting(
+        "", "Submission name (file submissions/<name>.csv; default: the models and the time).", metavar="NAME"
+    )
     k: int = setting(
         0,
         "Gallery images per query (0: 100 for --format kaggle, its limit, else 10).",
@@ -166,20 +181,20 @@ class SubmitConfig(Settings):
         "",
         "ImageNet weights file (.pth, .safetensors) for an off-the-shelf backbone whose weights are neither "
         "installed nor cached (no network); trained runs carry their own.",
-        path=True,
+        path="file",
     )
     format: Format = setting(
         "csv",
         "csv (query,rank_1..rank_k), kaggle (id,images: ids without extension, space-separated, as Google "
         "Landmark Retrieval wants) or json.",
     )
-    submissions_dir: str = setting("submissions", "Where submission files go.", path=True)
-    leaderboard: str = setting("leaderboard.md", "Leaderboard to record the scored run in.", path=True)
-    runs_dir: str = setting("runs", "Where runs and embedding caches live.", path=True)
+    submissions_dir: str = setting("submissions", "Where submission files go.", path="dir")
+    leaderboard: str = setting("leaderboard.md", "Leaderboard to record the scored run in.", path="file")
+    runs_dir: str = setting("runs", "Where runs and embedding caches live.", path="dir")
     batch_size: int = setting(
         32, "Photos per forward pass on CUDA (a CPU takes fewer, about 8 of 224 px: faster there).", ge=1, le=4096
     )
-    device: str = setting("", DEVICE_HELP)
+    device: str = setting("", DEVICE_HELP, metavar="DEVICE")
     workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
     strict: bool = setting(False, "Fail on an unreadable query/gallery image instead of warning.")
     # Fallback by default: on realdev an ensemble with a run that lost still lost to the backbone

@@ -38,17 +38,35 @@ class TrainConfig(Settings):
         {"head_resolved", "weights_origin", "pseudo_labels_added", "classes", "provenance", "freeze_bn_resolved"}
     )
 
-    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path=True)
+    PANELS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "Model": (
+            "backbone", "regime", "head", "pooling", "gem_p", "embedding_dim", "whiten_power", "image_size", "resize",
+            "pretrained", "weights_file",
+        ),
+        "Data": ("data", "augmented", "use_augmented", "landmarks", "pseudo_labels", "pseudo_precision", "strict"),
+        "Training": (
+            "epochs", "lr", "backbone_lr_scale", "batch_size", "weight_decay", "label_smoothing", "warmup_epochs",
+            "grad_clip", "triplet_margin", "triplet_mining", "samples_per_class", "unfreeze_from", "freeze_bn",
+            "layer_decay", "l2_sp", "seed",
+        ),
+        "Validation": ("folds", "holdout_photos", "patience", "wise_ft"),
+        "Output": ("run_name", "runs_dir", "log_to"),
+        "Machine": ("device", "workers", "precision", "compile"),
+    }  # fmt: skip
+
+    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
     backbone: str = setting(
         DEFAULT_BACKBONE,
         "Backbone (repeat to train several for an ensemble); `compete models` lists them.",
         many=True,
+        metavar="NAME",
+        complete="backbones",
     )
     regime: Regime = setting("last", "last: frozen backbone, cached features, head only; full: all layers.")
     run_name: str = setting(
-        "", "Run name under runs/ (default <backbone>-<regime>-<time>).", flags=("--name", "--run-name")
+        "", "Run name under runs/ (default <backbone>-<regime>-<time>).", flags=("--name", "--run-name"), metavar="NAME"
     )
-    runs_dir: str = setting("runs", "Where run folders go.", path=True)
+    runs_dir: str = setting("runs", "Where run folders go.", path="dir")
     epochs: int = setting(30, "Loss heads and the full regime: epochs (validation picks the best).", ge=1, le=10_000)
     image_size: int = setting(
         0,
@@ -106,6 +124,7 @@ class TrainConfig(Settings):
     unfreeze_from: str = setting(
         "",
         "Full regime: freeze the backbone before this layer (e.g. layer4, blocks.5); a wrong name lists them.",
+        metavar="LAYER",
     )
     freeze_bn: bool | Literal["auto"] = setting(
         "auto",
@@ -128,16 +147,16 @@ class TrainConfig(Settings):
         "held-out landmarks).",
     )
     pseudo_precision: float = setting(0.9, "Pseudo-labels: the precision their threshold keeps.", ge=0, le=1)
-    augmented: str = setting("", "Augmented folder to train on (default <data>/augmented when present).", path=True)
+    augmented: str = setting("", "Augmented folder to train on (default <data>/augmented when present).", path="dir")
     use_augmented: bool = setting(
         True, "Train on <data>/augmented when present.", flags=("--use-augmented/--no-augmented",)
     )
     pretrained: bool = setting(True, "ImageNet weights (--no-pretrained: random init, for tests and research).")
     weights_file: str = setting(
-        "", "ImageNet weights file for the backbone (.pth, .safetensors).", old_flags=("--weights",), path=True
+        "", "ImageNet weights file for the backbone (.pth, .safetensors).", old_flags=("--weights",), path="file"
     )
     seed: int = setting(0, "Same seed, data and settings: the same run.", ge=0, le=2**32 - 1)
-    device: str = setting("", DEVICE_HELP)
+    device: str = setting("", DEVICE_HELP, metavar="DEVICE")
     workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
     strict: bool = setting(False, "Stop at an unreadable training photo instead of skipping it.")
     precision: Precision = setting("auto", PRECISION_HELP)
