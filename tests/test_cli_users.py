@@ -256,3 +256,20 @@ def test_shell_completes_backbones_run_folders_and_recipes(tmp_path):
     runs = _complete("compete submit -m ", tmp_path)
     assert runs[0] == "lite0-full" and "efficientnet_lite0" in runs and "tensorboard" not in runs
     assert _complete("compete augment --recipe ", tmp_path) == [*PRESETS, "mine.yaml"]
+
+
+def test_symlinked_query_and_gallery_folders_are_one_rule_for_every_command(tiny_competition, tmp_path):
+    for split in ("query", "gallery"):  # the photos kept elsewhere, linked in
+        (tiny_competition / split).rename(tmp_path / f"{split}-elsewhere")
+        (tiny_competition / split).symlink_to(tmp_path / f"{split}-elsewhere")
+    places = ["--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path, "--leaderboard", tmp_path / "b.md"]
+    made = invoke("submit", "--data", tiny_competition, "--name", "linked", "--image-size", 32, *places)
+    assert made.exit_code == 0 and "recorded in" in made.output, made.output
+    for command in ("validate", "score"):
+        result = invoke(command, tmp_path / "linked.csv", "--data", tiny_competition)
+        assert result.exit_code == 0, (command, result.output)
+    labels = tiny_competition / "labels.csv"
+    labels.write_text(labels.read_text() + "query/../../outside.jpg,x\n")
+    for command in ("validate", "score"):
+        refused = invoke(command, tmp_path / "linked.csv", "--data", tiny_competition)
+        assert refused.exit_code == 1 and "path escapes the competition folder" in refused.output
