@@ -14,12 +14,30 @@ from pathlib import Path
 
 from competition.errors import CompeteError
 
+KINDS = ("tensorboard", "mlflow", "wandb")
+TRAINING_KEYS = ("loss", "lr", "seconds")  # a history row's other numbers are validation scores
+
 
 def _module(name: str, kind: str):
     try:
         return importlib.import_module(name)
     except ImportError:
         raise CompeteError(f"--log-to {kind}: {name} is not installed (pip install {kind})") from None
+
+
+def check_tracker(kind: str) -> None:
+    """Asked before any work: a missing tracker library must not cost a finished run its log."""
+    if kind and kind not in KINDS:
+        raise CompeteError(f"--log-to must be one of {', '.join(KINDS)}, not '{kind}'")
+    if kind:
+        _module(kind, kind)
+
+
+def grouped(row: dict) -> dict:
+    """A history row as tag groups: train/loss, train/lr, val/<score>; its epoch is the step."""
+    return {
+        f"{'train' if key in TRAINING_KEYS else 'val'}/{key}": value for key, value in row.items() if key != "epoch"
+    }
 
 
 def numbers(values: dict) -> dict[str, float]:
@@ -37,6 +55,7 @@ class Tracker:
     def __init__(self, kind: str, name: str, runs_dir: str | Path, settings: dict):
         self.kind, self.logged = kind, 0
         flat = {key: json.dumps(value) if isinstance(value, (dict, list)) else value for key, value in settings.items()}
+        self.hparams = {key: "" if value is None else value for key, value in flat.items()}  # add_hparams takes no None
         if kind == "tensorboard":
             _module("tensorboard", kind)  # torch's writer needs the tensorboard package
             writer = _module("torch.utils.tensorboard", kind).SummaryWriter(str(Path(runs_dir) / "tensorboard" / name))
@@ -49,7 +68,7 @@ class Tracker:
         elif kind == "wandb":
             self.backend = _module("wandb", kind).init(project="compete", name=name, config=flat, dir=str(runs_dir))
         else:
-            raise CompeteError(f"--log-to must be tensorboard, mlflow or wandb, not '{kind}'")
+            check_tracker(kind)
 
     def metrics(self, values: dict, step: int) -> None:
         values = numbers(values)
@@ -64,8 +83,17 @@ class Tracker:
     def rows(self, history: list[dict]) -> None:
         """The rows of a growing history not sent yet (a training curve, one row per epoch)."""
         for row in history[self.logged :]:
-            self.metrics(row, int(row.get("epoch", self.logged)))
+            self.metrics(grouped(row), int(row.get("epoch", self.logged)))
         self.logged = len(history)
+
+    def outcome(self, scores: dict, group: str, step: int = 0) -> None:
+        """The scores a run ends with, under `group/`; TensorBoard also pairs them with the
+        settings (add_hparams) so runs compare side by side in its HParams tab."""
+        scores = {f"{group}/{key}": value for key, value in numbers(scores).items()}
+        if self.kind == "tensorboard":
+            self.backend.add_hparams(self.hparams, scores, run_name=".", global_step=step)
+        else:
+            self.metrics(scores, step)
 
     def close(self) -> None:
         if self.kind == "tensorboard":

@@ -41,7 +41,7 @@ from competition.submit.record import (
     score_ranking,
     submission_path,
 )
-from competition.tracking import open_tracker
+from competition.tracking import check_tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class Embeddings:
 def _competition(config: SubmitConfig) -> Competition:
     """The competition folder, checked before any model loads."""
     check_leaderboard(config.leaderboard)  # before the work: its row must have a place to go
+    check_tracker(config.log_to)
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
@@ -208,9 +209,11 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         record_row(config, path, record)
         tracker = open_tracker(config.log_to, f"submit-{name}", config.runs_dir, config.to_dict())
         if tracker is not None:
-            tracker.metrics(scores, 0)
+            tracker.outcome(scores, "submit")
             tracker.close()
     notes = [estimate.describe()] if estimate is not None else []
+    if config.log_to and scores is None:
+        notes.append(f"--log-to {config.log_to}: nothing logged, there are no scores without labels.csv")
     if landmarks in ("known", "mixed") and fusion_note != "off":
         notes.append(f"landmarks {landmarks}: {fusion_note}")
     if config.verify:

@@ -28,7 +28,7 @@ from competition.errors import CompeteError
 from competition.io import check_plain_name, exclusive_use
 from competition.models.embedder import build_embedder
 from competition.settings.train import TrainConfig
-from competition.tracking import open_tracker
+from competition.tracking import check_tracker, open_tracker
 from competition.train.config import embedder_config
 from competition.train.data import load_training_data
 from competition.train.freezing import freeze_before
@@ -87,6 +87,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if not config.run_name:
         config.run_name = default_run_name(config)
     check_plain_name(config.run_name, "run name", "--runs-dir")
+    check_tracker(config.log_to)
     started = time.time()
     folder = RunFolder(Path(config.runs_dir) / config.run_name)
     # One process writes a run folder: a second `train --name same` stops at once (rank 0 holds it under torchrun).

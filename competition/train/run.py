@@ -186,5 +186,6 @@ class Run:
         }
         self.folder.write_json(SUMMARY, summary)
         if self.folder.tracker is not None:
-            self.folder.tracker.metrics({f"validation/{k}": v for k, v in best.items()}, summary.get("best_epoch") or 0)
+            best_scores = {f"best_{key}": value for key, value in best.items()}
+            self.folder.tracker.outcome(best_scores, "val", summary.get("best_epoch") or 0)
         return summary
