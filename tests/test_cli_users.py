@@ -195,6 +195,7 @@ def test_help_groups_options_in_named_panels_with_readable_metavars():
 
     for name, command in typer.main.get_command(app).commands.items():
         assert "\n" not in (command.help or "").replace("\n\n", ""), name
+        assert "default: (" not in _help(name), name
 
 
 def test_config_keys_take_negative_flags_suggest_a_typo_and_print_config_round_trips(tmp_path):
@@ -273,3 +274,21 @@ def test_symlinked_query_and_gallery_folders_are_one_rule_for_every_command(tiny
     for command in ("validate", "score"):
         refused = invoke(command, tmp_path / "linked.csv", "--data", tiny_competition)
         assert refused.exit_code == 1 and "path escapes the competition folder" in refused.output
+
+
+def test_report_pictures_show_the_first_ten_results_of_a_kaggle_file(tiny_competition, tmp_path):
+    from PIL import Image
+
+    from competition.report.sheets import GAP, LABEL_WIDTH
+
+    queries = sorted(p.stem for p in (tiny_competition / "query").iterdir())
+    gallery = sorted(p.stem for p in (tiny_competition / "gallery").iterdir())
+    assert len(gallery) > 10
+    submission = tmp_path / "all.csv"
+    submission.write_text("id,images\n" + "\n".join(f"{q},{' '.join(gallery)}" for q in queries) + "\n")
+    result = invoke("report", submission, "--data", tiny_competition, "--out", tmp_path / "r", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    tile = 128  # query_sheet's
+    assert Image.open(tmp_path / "r" / "queries.png").width == LABEL_WIDTH + (1 + 10) * (tile + GAP)
+    three = invoke("report", submission, "--data", tiny_competition, "--out", tmp_path / "r3", "--results", 3)
+    assert Image.open(tmp_path / "r3" / "queries.png").width == LABEL_WIDTH + (1 + 3) * (tile + GAP)

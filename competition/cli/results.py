@@ -85,14 +85,14 @@ def validate(
     data: DataOption = Path("data/sample"),
     k: Annotated[
         Optional[int],
-        typer.Option("--k", "-k", help="Gallery names expected per query.", show_default="as many as the first row"),
+        typer.Option("--k", "-k", help="Gallery names expected per query. Default: as many as the first row."),
     ] = None,
     fmt: Annotated[
         Optional[Format],
         typer.Option(
             "--format",
-            help="The format the file must be in (e.g. kaggle: header id,images, at most 100 ids per row).",
-            show_default="what its header says",
+            help="The format the file must be in (e.g. kaggle: header id,images, at most 100 ids per row). "
+            "Default: what its header says.",
         ),
     ] = None,
     json_out: JsonOption = False,
@@ -135,7 +135,7 @@ def upload(
         ),
     ] = "",
     version: Annotated[
-        Optional[int], typer.Option(help="Code competitions: the notebook version.", show_default="its latest")
+        Optional[int], typer.Option(help="Code competitions: the notebook version. Default: its latest.")
     ] = None,
 ) -> None:
     """Validate a submission, send it to Kaggle, record the upload in the leaderboard.
@@ -173,22 +173,25 @@ def report(
     data: DataOption = Path("data/sample"),
     out: Annotated[
         Optional[Path],
-        typer.Option(help="Folder for index.html and the PNGs.", show_default="submissions/reports/<name>"),
+        typer.Option(help="Folder for index.html and the PNGs. Default: submissions/reports/<name>."),
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where compete submit kept the submission's embeddings.")] = Path(
         "runs"
     ),
     queries: Annotated[int, typer.Option(help="Queries shown with their results (failures first).")] = 16,
+    results: Annotated[
+        int, typer.Option(min=1, help="Results drawn beside each query, however many the file ranks.")
+    ] = 10,
 ) -> None:
     """Write an HTML report of a submission, with PNGs.
 
-    Queries beside their top-k (green right, red wrong), per-landmark accuracy, the confusion matrix and a
+    Queries beside their first results (green right, red wrong), per-landmark accuracy, the confusion matrix and a
     t-SNE map of the gallery embeddings.
     """
     from competition.report.page import write_report
 
     folder = out or Path("submissions") / "reports" / submission.stem
-    page = _run(lambda: write_report(submission, data, folder, runs_dir, queries))
+    page = _run(lambda: write_report(submission, data, folder, runs_dir, queries, results))
     say(f"report written: {page}")
 
 
@@ -245,7 +248,7 @@ def sweep(
     ] = 0,
     ensemble_top: Annotated[
         Optional[int],
-        typer.Option(help="Also submit the ensemble of the N best runs.", show_default="the file's ensemble_top"),
+        typer.Option(help="Also submit the ensemble of the N best runs. Default: the file's ensemble_top."),
     ] = None,
     data: Annotated[
         Optional[Path],
@@ -253,8 +256,7 @@ def sweep(
             "--data",
             "-d",
             help="Run the sweep on this competition folder instead of the file's; its results go to "
-            "runs/sweeps/<name>-<folder name>.",
-            show_default="the file's data",
+            "runs/sweeps/<name>-<folder name>. Default: the file's data.",
         ),
     ] = None,
 ) -> None:

@@ -153,8 +153,11 @@ def write_report(
     out_dir: str | Path,
     runs_dir: str | Path = "runs",
     queries_shown: int = 16,
+    results_shown: int = 10,
 ) -> Path:
-    """Write <out_dir>/index.html and its PNGs for a scored submission; returns the page's path."""
+    """Write <out_dir>/index.html and its PNGs for a scored submission; returns the page's path.
+    The pictures show each query's first `results_shown` results, however many the file ranks
+    (a Kaggle file has 100: a picture of all of them is too wide to read)."""
     submission, out_dir = Path(submission), Path(out_dir)
     check_report_folder(out_dir)
     scored = score_file(submission, data)
@@ -164,12 +167,15 @@ def write_report(
     missing = Path("/nonexistent")
     sections = [
         (
-            "Queries and their top results (green: same landmark, red: another; failures first)",
+            f"Queries and their top {results_shown} results (green: same landmark, red: another; failures first)",
             query_sheet(
                 [competition.query[i].path for i in order],
                 [ranked.query_labels[i] for i in order],
-                [[gallery_paths[j] if j < len(gallery_paths) else missing for j in ranked.ranking[i]] for i in order],
-                hits[order],
+                [
+                    [gallery_paths[j] if j < len(gallery_paths) else missing for j in ranked.ranking[i, :results_shown]]
+                    for i in order
+                ],
+                hits[order, :results_shown],
                 out_dir / PICTURES[0],
             ),
         )
