@@ -117,8 +117,9 @@ def printable(text: str) -> str:
 
 
 def strict_json(value):
-    """`value` with every NaN as None: strict JSON has no NaN (a score with no queries to average)."""
-    if isinstance(value, float) and math.isnan(value):
+    """`value` with every NaN or infinity as None: strict JSON has neither (a score with no
+    queries to average, an objective with nothing to judge)."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: strict_json(v) for k, v in value.items()}

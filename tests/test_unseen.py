@@ -34,6 +34,24 @@ def test_folds_hold_every_landmark_out_once_and_never_train_on_held_out_photos()
         assert "c0" in held_out or "c0" not in lent  # 3 photos: too few to lend and keep two
 
 
+def test_a_fold_that_holds_nothing_out_is_left_out_and_a_run_on_three_photos_a_landmark_says_too_few(tmp_path):
+    labels = np.repeat(["a", "b", "c"], 3)  # two of three held out leave one to train: that fold holds out none
+    assert [len(f.pool) for f in class_folds(labels, folds=2, seed=0)] == [3]
+    assert class_folds(labels, folds=4, seed=0, hold_out_landmarks=False) == []  # none can lend 2 and keep 2
+    assert PoolScores.concat([]).means() == {}
+
+    from competition.data.sample import SampleConfig, make_sample_competition
+
+    small = SampleConfig(
+        seen_classes=3, unseen_classes=1, train_per_class=3, query_per_class=1, gallery_per_class=2, size=64
+    )
+    data = make_sample_competition(tmp_path / "small", small, progress=False)
+    for head in ("whitening", "cosface"):
+        summary = train(tiny_config(data, tmp_path / "runs", head, head=head, folds=2), False)
+        assert summary["validation"]["seen"]["verdict"] == TOO_FEW and summary["beats_pretrained"]["unseen"] is None
+        json.loads((tmp_path / "runs" / head / "summary.json").read_text())  # strict JSON: no -inf
+
+
 def test_pool_scores_and_verdicts():
     vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7]], dtype=np.float32)
     scores = score_pool(vectors, ["a", "a", "b", "b", "lonely"], np.array([False, False, True, True, True]))

@@ -37,7 +37,7 @@ from competition.train.postprocess_choice import choose_postprocess
 from competition.train.run import Run, seed_epoch
 from competition.train.safety import cpu_copy, interpolate_weights, resolve_freeze_bn
 from competition.train.sampling import EpochSampler
-from competition.train.validation import PoolScores, compare, objective
+from competition.train.validation import PoolScores, compare, map_scores, objective
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class FullLayerTrainer:
             state.epoch,
             self.config.epochs,
             loss,
-            "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if "map" in k),
+            map_scores(scores),
             row["seconds"],
         )
         if objective(scores) > state.best_value:

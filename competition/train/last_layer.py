@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from competition.data.discover import ImageRecord
+from competition.io import counted
 from competition.models.projection import make_projection
 from competition.progress import steps
 from competition.train.label_fusion import fit_label_fusion
@@ -25,7 +26,7 @@ from competition.train.optim import make_optimizer, optimizer_step
 from competition.train.postprocess_choice import choose_postprocess
 from competition.train.run import Run, seed_epoch
 from competition.train.sampling import epoch_order
-from competition.train.validation import PoolScores, compare, objective
+from competition.train.validation import PoolScores, compare, map_scores, objective
 from competition.train.whitening import apply_learned_whitening, fit_learned_whitening
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ def fit_last_layer(run: Run, started: float) -> dict:
     fusion, classifier = {}, None
     if run.config.landmarks != "new":  # new: the labels never reach the ranking
         fusion, classifier = _fit_label_fusion(run, features, photos, head_for)
+        log.info("label fusion: strength and weight chosen on %s", counted(len(data.closed_folds), "fold"))
     pools = [(head_for(fold.train)(photos[fold.pool]), fold) for fold in data.folds]
     postprocess = choose_postprocess(pools, data.labels, run.config.seed)
+    log.info("post-processing chosen on %s: %s", counted(len(pools), "fold"), postprocess.get("chosen", "none"))
     run.save_best(extra.get("best_epoch", 0), scores.means(), label_classifier=classifier)
     return run.summary(
         started, comparison, baseline, scores.means(), label_fusion=fusion, postprocess=postprocess, **extra
@@ -120,14 +123,16 @@ def _loss_head_for(run: Run, features: dict, epochs: int):
 def _fit_whitening(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:
     data, power = run.data, run.config.whiten_power
     per_fold, shrinkages = [], []
-    for fold in data.folds:
+    for number, fold in enumerate(data.folds, 1):
         x, y = _stack(features, [data.photos[i] for i in fold.train] + data.extra)
         mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
         per_fold.append(run.score(apply_learned_whitening(run.pool_features(features, fold), mean, matrix), fold))
         shrinkages.append(shrinkage)
+        log.info("fold %d/%d  whitening  %s", number, len(data.folds), map_scores(per_fold[-1].means()))
     scores = PoolScores.concat(per_fold)
     x, y = _stack(features, data.photos + data.extra)
     mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
+    log.info("final whitening on %s", counted(len(x), "photo"))
     run.embedder.projection.set(mean, matrix)
     history = [{"epoch": 0, **scores.means()}]
     return (
@@ -141,7 +146,7 @@ def train_projection(
     run: Run, x: torch.Tensor, labels: np.ndarray, epochs: int, after_epoch=None
 ) -> tuple[nn.Module, list[float]]:
     """A linear projection (and its loss head) trained on features; `after_epoch(projection,
-    epoch)` is called after each epoch. Seeded: the same inputs give the same projection."""
+    epoch, loss)` is called after each epoch. Seeded: the same inputs give the same projection."""
     config = run.config
     classes = sorted(set(labels.tolist()))
     y = torch.tensor([classes.index(label) for label in labels], device=run.device)
@@ -167,7 +172,7 @@ def train_projection(
         losses.append(float(np.mean(batch_losses)))
         projection.eval()
         if after_epoch is not None:
-            after_epoch(projection, epoch)
+            after_epoch(projection, epoch, losses[-1])
     return projection, losses
 
 
@@ -182,12 +187,15 @@ def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
     data, config = run.data, run.config
     per_epoch: list[list[PoolScores]] = [[] for _ in range(config.epochs)]
     fold_losses = []
-    for fold in steps(data.folds, "validation folds", enabled=run.progress):
+    for number, fold in enumerate(steps(data.folds, "validation folds", enabled=run.progress), 1):
         x, y = _stack(features, data.training_records(fold.train))
         pool = run.pool_features(features, fold)
 
-        def score_epoch(projection, epoch, pool=pool, fold=fold):
+        def score_epoch(projection, epoch, loss, pool=pool, fold=fold, number=number):
             per_epoch[epoch].append(run.score(_project(projection, pool, run.device), fold))
+            # one line per epoch where no progress bar shows (piped, nohup, CI)
+            where = f"fold {number}/{len(data.folds)}  epoch {epoch + 1}/{config.epochs}"
+            log.info("%s  loss %.3f  %s", where, loss, map_scores(per_epoch[epoch][-1].means()))
 
         _, losses = train_projection(run, torch.from_numpy(x).to(run.device), y, config.epochs, score_epoch)
         fold_losses.append(losses)

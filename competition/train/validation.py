@@ -83,9 +83,10 @@ def class_folds(
             pool += sorted(lent)
             unseen += [False] * len(lent)
             train += [i for i in members.tolist() if i not in lent]
-        result.append(
-            Fold(np.array(train, dtype=np.int64), np.array(pool, dtype=np.int64), np.array(unseen, dtype=bool))
-        )
+        if pool:  # a fold with nothing held out validates nothing (landmarks too few, photos too few)
+            result.append(
+                Fold(np.array(train, dtype=np.int64), np.array(pool, dtype=np.int64), np.array(unseen, dtype=bool))
+            )
     return result
 
 
@@ -99,6 +100,8 @@ class PoolScores:
 
     @staticmethod
     def concat(parts: Sequence["PoolScores"]) -> "PoolScores":
+        if not parts:  # no fold held anything out: no queries, so "too few photos to tell"
+            return PoolScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, bool))
         return PoolScores(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("top1", "ap", "unseen")))
 
     def group(self, name: str) -> np.ndarray:
@@ -148,6 +151,11 @@ def objective(scores: dict[str, float]) -> float:
     """What epochs and settings are chosen by: mAP@10 averaged over the seen and unseen groups."""
     values = [scores[f"{g}_map@{MAP_K}"] for g in HELD_OUT if f"{g}_map@{MAP_K}" in scores]
     return float(np.mean(values)) if values else float("-inf")
+
+
+def map_scores(scores: dict[str, float]) -> str:
+    """An epoch's mAP scores as a log line shows them: `seen_map@10 0.512  unseen_map@10 0.430`."""
+    return "  ".join(f"{key} {value:.3f}" for key, value in scores.items() if "map" in key)
 
 
 def compare(trained: PoolScores, pretrained: PoolScores, seed: int = 0) -> dict[str, dict]:
