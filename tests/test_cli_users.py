@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 from typer.testing import CliRunner
 
 from competition.cli import app
@@ -291,4 +292,43 @@ def test_report_pictures_show_the_first_ten_results_of_a_kaggle_file(tiny_compet
     tile = 128  # query_sheet's
     assert Image.open(tmp_path / "r" / "queries.png").width == LABEL_WIDTH + (1 + 10) * (tile + GAP)
     three = invoke("report", submission, "--data", tiny_competition, "--out", tmp_path / "r3", "--results", 3)
+    assert three.exit_code == 0, three.output
     assert Image.open(tmp_path / "r3" / "queries.png").width == LABEL_WIDTH + (1 + 3) * (tile + GAP)
+
+
+def test_piped_training_says_one_line_per_epoch_or_per_step(tiny_competition, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="competition.train")
+    common = ["--data", tiny_competition, "--runs-dir", tmp_path, "--no-pretrained", "--image-size", 32, "--folds", 2]
+    loss_head = invoke("train", *common, "--name", "cosface", "--head", "cosface", "--epochs", 3)
+    assert loss_head.exit_code == 0, loss_head.output
+    epochs = [r.getMessage() for r in caplog.records if " epoch " in f" {r.getMessage()}"]
+    assert [line.split("  loss")[0] for line in epochs] == [
+        f"fold {fold}/2  epoch {epoch}/3" for fold in (1, 2) for epoch in (1, 2, 3)
+    ]
+    caplog.clear()
+    whitening = invoke("train", *common, "--name", "whitening")
+    assert whitening.exit_code == 0, whitening.output
+    steps = [r.getMessage().split("  ")[0] for r in caplog.records if r.name == "competition.train.last_layer"]
+    assert steps[:3] == ["fold 1/2", "fold 2/2", "final whitening on 16 photos"]
+    assert any(s.startswith("post-processing chosen on 2 folds") for s in steps)
+
+
+def test_test_time_views_keep_the_length_a_last_layer_projection_was_trained_on():
+    import torch
+
+    from competition.retrieval.embed import _embed_views
+
+    def pooled(images):  # a backbone's pooled features: their length carries no meaning, a bias still sees it
+        return 10 * images.mean(dim=(2, 3)) + images[:, :, :, :4].mean(dim=(2, 3))
+
+    symmetric = torch.ones(2, 3, 8, 8)
+    one_view = pooled(symmetric).numpy()
+    assert np.allclose(_embed_views(pooled, [symmetric], torch.device("cpu"), flip=True, normalize=True), one_view)
+    photo = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    both = [pooled(photo), pooled(torch.flip(photo, dims=[-1]))]
+    averaged = _embed_views(pooled, [photo], torch.device("cpu"), flip=True, normalize=True)
+    lengths = np.mean([v.norm(dim=-1).numpy() for v in both], axis=0)
+    directions = np.mean([torch.nn.functional.normalize(v, dim=-1).numpy() for v in both], axis=0)
+    assert np.allclose(averaged, directions * lengths[:, None], atol=1e-6)

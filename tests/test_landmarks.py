@@ -121,6 +121,14 @@ def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
     assert calibrate_known(np.array([0.5, 0.6]), np.array([True, True])) == {}
     weak = {"threshold": 0.5, "tpr": 0.55, "fpr": 0.45}
     assert estimate_known_share(np.ones(50), weak).choice == "mixed" and KNOWN_FROM > 0.5
+    assert "too weakly" in estimate_known_share(np.ones(50), weak).describe()
+    # queries that pass less often than photos of no training landmark did: the calibration does
+    # not describe them (the demo's CosFace run once read this as "0% (90% [0%, 0%])")
+    calibration = {"threshold": 0.5, "tpr": 0.6, "fpr": 0.35}
+    odd = estimate_known_share(np.array([0.9] * 50 + [0.1] * 150), calibration)
+    assert odd.share is None and odd.choice == "mixed" and "25% of the queries pass" in odd.describe()
+    plausible = estimate_known_share(np.array([0.9] * 75 + [0.1] * 125), calibration)  # 37.5%: near all new
+    assert plausible.choice == "new" and plausible.low == 0.0 < plausible.high
 
 
 def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:

@@ -70,6 +70,8 @@ def extract_features(
         raise CompeteError("several processes embed into a shared store: give a cache folder")
     store = EmbeddingStore(cache_dir)
     tta_tag = "|" + view_tag(image_size, resize, flip, scales)  # a store reused at another view misses
+    if normalize_views and (flip or len(scales) > 1):
+        tta_tag += "|mean-length"  # views averaged at their length (vectors stored before that were unit length)
     dtype = half_precision_on(device, precision)
     if dtype is not None:  # half-precision vectors differ a little from float32 ones
         tta_tag += f"|{str(dtype).removeprefix('torch.')}"
@@ -155,5 +157,8 @@ def _embed_views(
             if flip:
                 outputs.append(model_fn(torch.flip(images, dims=[-1])).float())
     if normalize and len(outputs) > 1:
-        outputs = [F.normalize(o, dim=-1) for o in outputs]
+        # the views' directions averaged, at their mean length: a last-layer run's linear projection
+        # was trained on one view's pooled features, and its bias makes it care about their length
+        length = torch.stack([o.norm(dim=-1, keepdim=True) for o in outputs]).mean(0)
+        return (torch.stack([F.normalize(o, dim=-1) for o in outputs]).mean(0) * length).cpu().numpy()
     return torch.stack(outputs).mean(0).cpu().numpy().astype(np.float32)

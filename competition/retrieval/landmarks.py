@@ -41,13 +41,14 @@ class KnownShare:
     high: float | None
     choice: str
     queries: int
+    why_not: str = "no calibration to estimate the query mix from"  # when share is None
 
     def short(self) -> str:
         return "" if self.share is None else f", {self.share:.0%} known"
 
     def describe(self) -> str:
         if self.share is None:
-            return f"auto -> {self.choice} (no calibration to estimate the query mix from)"
+            return f"auto -> {self.choice} (cannot tell: {self.why_not})"
         return (
             f"auto -> {self.choice}: an estimated {self.share:.0%} of the {counted(self.queries, 'query')} "
             f"(90% [{self.low:.0%}, {self.high:.0%}]) show training landmarks "
@@ -115,11 +116,21 @@ def _corrected(pass_rate: float, tpr: float, fpr: float) -> float:
 def estimate_known_share(top_posteriors: np.ndarray, calibration: dict, seed: int = 0) -> KnownShare:
     top_posteriors = np.asarray(top_posteriors, float)
     queries = len(top_posteriors)
-    if not calibration or calibration["tpr"] - calibration["fpr"] < MIN_SEPARATION or not queries:
+    if not calibration or not queries:
         return KnownShare(None, None, None, "mixed", queries)
+    if calibration["tpr"] - calibration["fpr"] < MIN_SEPARATION:
+        why_not = f"on validation the test told training landmarks from others too weakly (< {MIN_SEPARATION:.0%})"
+        return KnownShare(None, None, None, "mixed", queries, why_not)
     tpr, fpr = calibration["tpr"], calibration["fpr"]
     passing = (top_posteriors >= calibration["threshold"]).astype(float)
+    rates = bootstrap_interval(passing, seed=seed)
+    if rates[1] < fpr or rates[0] > tpr:  # no mix of the calibration's photos passes so: it does not carry over
+        why_not = (
+            f"{passing.mean():.0%} of the queries pass the training-landmark test, where any mix of landmarks "
+            f"would give {fpr:.0%} to {tpr:.0%}"
+        )
+        return KnownShare(None, None, None, "mixed", queries, why_not)
     share = _corrected(float(passing.mean()), tpr, fpr)
-    low, high = (_corrected(bound, tpr, fpr) for bound in bootstrap_interval(passing, seed=seed))
+    low, high = (_corrected(bound, tpr, fpr) for bound in rates)
     choice = "known" if share >= KNOWN_FROM else "new" if share <= NEW_UNTIL else "mixed"
     return KnownShare(share, low, high, choice, queries)
