@@ -21,8 +21,9 @@ from competition.cli.base import (
     app,
     say,
 )
+from competition.cli.complete import COMPLETIONS
 from competition.settings.base import read_settings_file
-from competition.settings.options import COMPLETIONS, settings_command
+from competition.settings.options import settings_command
 from competition.settings.submit import SubmitConfig
 from competition.settings.train import TrainConfig
 
@@ -108,7 +109,7 @@ def augment(
     _report_skipped(result.failed, "photo or variant", "skipped")
 
 
-@settings_command(app, TrainConfig, _note)
+@settings_command(app, TrainConfig, _note, COMPLETIONS)
 def train(
     typed,
     config: ConfigOption = None,
@@ -152,7 +153,7 @@ def train(
             say(f"  warning: {warning}", fg="yellow", err=True)
 
 
-@settings_command(app, SubmitConfig, _note)
+@settings_command(app, SubmitConfig, _note, COMPLETIONS)
 def submit(
     typed,
     config: ConfigOption = None,

@@ -42,7 +42,7 @@ def setting(
     flag may be repeated (train one run per --backbone); `path`: a file or a dir (the shell
     completes it); `metavar`: what `--help` shows for its value when the type does not say it
     (FILE, N and A,B come from the type); `complete`: what the shell completes it with (see
-    settings/options.py's COMPLETIONS)."""
+    cli/complete.py)."""
     extra = {
         "flags": list(flags),
         "old_flags": list(old_flags),

@@ -77,30 +77,6 @@ def _metavar(annotation: Any, extra: dict) -> str | None:
     return METAVARS.get(annotation)
 
 
-def _backbones(incomplete: str) -> list[str]:
-    from competition.models.catalog import REGISTRY
-
-    return [name for name in REGISTRY if name.startswith(incomplete)]
-
-
-def _runs(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Run folders (those with a config.json) under --runs-dir, then backbones for off-the-shelf features."""
-    runs_dir = Path(ctx.params.get("runs_dir") or "runs")
-    folders = sorted(config.parent.name for config in runs_dir.glob("*/config.json"))
-    return [name for name in folders if name.startswith(incomplete)] + _backbones(incomplete)
-
-
-def _recipes(incomplete: str) -> list[str]:
-    """Augmentation presets, then recipe files here."""
-    from competition.augment.recipes import PRESETS
-
-    files = sorted(str(p) for pattern in ("*.yaml", "*.yml", "*.json") for p in Path().glob(pattern))
-    return [name for name in [*PRESETS, *files] if name.startswith(incomplete)]
-
-
-COMPLETIONS: dict[str, Callable] = {"backbones": _backbones, "runs": _runs, "recipes": _recipes}
-
-
 def _parameter(name: str, annotation: Any, default: Any, info: Any) -> inspect.Parameter:
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info]
@@ -120,7 +96,7 @@ def _help_and_default(field: FieldInfo, cli_default: Any) -> tuple[str, bool]:
     return field.description, False
 
 
-def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
+def _options_of(name: str, field: FieldInfo, panel: str | None, completions: dict[str, Callable]) -> list[Option]:
     """The option of one setting, and a hidden one per old spelling."""
     extra = field.json_schema_extra or {}
     flags = extra.get("flags") or [flag_of(name)]
@@ -139,7 +115,7 @@ def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
         show_default=show_default,
         rich_help_panel=panel,
         metavar=_metavar(field.annotation, extra),
-        autocompletion=COMPLETIONS.get(extra.get("complete", "")),
+        autocompletion=completions.get(extra.get("complete", "")),
     )
     options = [Option(name, _parameter(name, annotation, default, info), convert)]
     for old in extra.get("old_flags", []):
@@ -150,18 +126,21 @@ def _options_of(name: str, field: FieldInfo, panel: str | None) -> list[Option]:
     return options
 
 
-def options_of(model: type[Settings], panel: str | None = None) -> list[Option]:
+def options_of(
+    model: type[Settings], panel: str | None = None, completions: dict[str, Callable] | None = None
+) -> list[Option]:
     """Every setting of `model` in its `--help` panel, panel by panel (a nested model's flat, in a
-    panel of their own)."""
+    panel of their own); `completions`: what the shell completes a setting's `complete` name with."""
+    completions = completions or {}
     nested = model.nested()
     panels = {name: title for title, names in model.PANELS.items() for name in names}
     order = list(model.PANELS) + [nested[name].PANEL for name in nested]
     options = []
     for name, field in model.model_fields.items():
         if name in nested:
-            options += options_of(nested[name], nested[name].PANEL)
+            options += options_of(nested[name], nested[name].PANEL, completions)
         else:
-            options += _options_of(name, field, panels.get(name, panel))
+            options += _options_of(name, field, panels.get(name, panel), completions)
     # stable: within a panel, the order the settings are declared in
     return sorted(options, key=lambda o: order.index(_panel_of(o)) if _panel_of(o) in order else len(order))
 
@@ -193,14 +172,20 @@ def typed_settings(ctx: typer.Context, options: list[Option], note: Callable[[st
     return settings
 
 
-def settings_command(app: typer.Typer, model: type[Settings], note: Callable[[str], None], **command: Any) -> Callable:
+def settings_command(
+    app: typer.Typer,
+    model: type[Settings],
+    note: Callable[[str], None],
+    completions: dict[str, Callable] | None = None,
+    **command: Any,
+) -> Callable:
     """Register `body(settings, **own)` as a command whose options are `model`'s settings after
     the body's own parameters; `settings` holds the typed ones (run it inside the error guard:
     a malformed `--scales` raises CompeteError)."""
 
     def register(body: Callable) -> Callable:
         own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
-        options = options_of(model)
+        options = options_of(model, completions=completions)
 
         def run(ctx: typer.Context, **values: Any) -> Any:
             return body(lambda: typed_settings(ctx, options, note), **{p.name: values[p.name] for p in own})

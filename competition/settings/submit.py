@@ -114,22 +114,24 @@ class PostProcess(Settings):
         return ", ".join(steps) or "none"
 
 
+SUBMIT_PANELS = {  # `--help` panel -> its settings
+    "Model": (
+        "model", "ensemble_weights", "if_worse", "with_pretrained", "pooling", "weights_file", "image_size",
+        "resize", "flip", "scales",
+    ),
+    "Data": ("data", "landmarks", "strict"),
+    "Search": ("k", "index", "nprobe", "index_factory", "verify"),
+    "Output": ("name", "format", "map_k", "submissions_dir", "leaderboard", "runs_dir", "log_to"),
+    "Machine": ("batch_size", "device", "workers", "precision", "compile"),
+}  # fmt: skip
+
+
 class SubmitConfig(Settings):
     WHAT: ClassVar[str] = "submit setting"
     # the names of v0.2's config files and leaderboard rows
     OLD_NAMES: ClassVar[dict[str, str]] = {"models": "model", "weights": "ensemble_weights", "fmt": "format"}
 
-    PANELS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "Model": (
-            "model", "ensemble_weights", "if_worse", "with_pretrained", "pooling", "weights_file", "image_size",
-            "resize", "flip", "scales",
-        ),
-        "Data": ("data", "landmarks", "strict"),
-        "Search": ("k", "index", "nprobe", "index_factory", "verify"),
-        "Output": ("name", "format", "map_k", "submissions_dir", "leaderboard", "runs_dir", "log_to"),
-        "Machine": ("batch_size", "device", "workers", "precision", "compile"),
-    }  # fmt: skip
-
+    PANELS: ClassVar[dict[str, tuple[str, ...]]] = SUBMIT_PANELS
     data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
     model: list[str] = setting(
         ["efficientnet_lite0"],

@@ -31,6 +31,23 @@ WORKERS_HELP = "Image-loading processes: 0 loads in the main process, -1 picks f
 DATA_HELP = "Competition folder: train/<class>/*, query/*, gallery/*, optional labels.csv (see the README)."
 
 
+TRAIN_PANELS = {  # `--help` panel -> its settings
+    "Model": (
+        "backbone", "regime", "head", "pooling", "gem_p", "embedding_dim", "whiten_power", "image_size", "resize",
+        "pretrained", "weights_file",
+    ),
+    "Data": ("data", "augmented", "use_augmented", "landmarks", "pseudo_labels", "pseudo_precision", "strict"),
+    "Training": (
+        "epochs", "lr", "backbone_lr_scale", "batch_size", "weight_decay", "label_smoothing", "warmup_epochs",
+        "grad_clip", "triplet_margin", "triplet_mining", "samples_per_class", "unfreeze_from", "freeze_bn",
+        "layer_decay", "l2_sp", "seed",
+    ),
+    "Validation": ("folds", "holdout_photos", "patience", "wise_ft"),
+    "Output": ("run_name", "runs_dir", "log_to"),
+    "Machine": ("device", "workers", "precision", "compile"),
+}  # fmt: skip
+
+
 class TrainConfig(Settings):
     WHAT: ClassVar[str] = "training setting"
     # What a run adds to its config.json beside the settings: a run's config.json can be fed back.
@@ -38,22 +55,7 @@ class TrainConfig(Settings):
         {"head_resolved", "weights_origin", "pseudo_labels_added", "classes", "provenance", "freeze_bn_resolved"}
     )
 
-    PANELS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "Model": (
-            "backbone", "regime", "head", "pooling", "gem_p", "embedding_dim", "whiten_power", "image_size", "resize",
-            "pretrained", "weights_file",
-        ),
-        "Data": ("data", "augmented", "use_augmented", "landmarks", "pseudo_labels", "pseudo_precision", "strict"),
-        "Training": (
-            "epochs", "lr", "backbone_lr_scale", "batch_size", "weight_decay", "label_smoothing", "warmup_epochs",
-            "grad_clip", "triplet_margin", "triplet_mining", "samples_per_class", "unfreeze_from", "freeze_bn",
-            "layer_decay", "l2_sp", "seed",
-        ),
-        "Validation": ("folds", "holdout_photos", "patience", "wise_ft"),
-        "Output": ("run_name", "runs_dir", "log_to"),
-        "Machine": ("device", "workers", "precision", "compile"),
-    }  # fmt: skip
-
+    PANELS: ClassVar[dict[str, tuple[str, ...]]] = TRAIN_PANELS
     data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
     backbone: str = setting(
         DEFAULT_BACKBONE,
