@@ -143,7 +143,7 @@ def test_models_lists_backbones_and_weight_availability():
     assert "efficientnet_lite0" in out and "yes (package" in out and "resnext101_32x8d" in out
     listed = json.loads(ok("models", "--json"))
     lite0 = next(row for row in listed["backbones"] if row["backbone"] == "efficientnet_lite0")
-    assert lite0["dim"] == 1280 and lite0["weights"].startswith("yes") and listed["search"].startswith("faiss")
+    assert lite0["dim"] == 1280 and lite0["weights"]["here"] and listed["search"].startswith("faiss")
 
 
 def test_report_page_shows_queries_with_green_and_red_frames(tiny_competition, tmp_path):

@@ -100,7 +100,7 @@ class EmbeddingStore:
                 absent.append(key.split("|", 1)[0])
         if absent:
             raise CompeteError(
-                f"{counted(len(absent), 'photo')} without a vector in the embedding store {self.folder} "
+                f"{counted(len(absent), 'photo')} with no vector in the embedding store {self.folder} "
                 f"(first: {absent[0]}); nothing was written: re-run the same command, it embeds only what is missing"
             )
         return out

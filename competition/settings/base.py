@@ -113,13 +113,13 @@ class Settings(BaseModel):
         return keys
 
     @classmethod
-    def keys(cls) -> list[str]:
+    def file_keys(cls) -> list[str]:
         """Every setting as a file spells it (the flags' names), a nested model's flat."""
         nested = cls.nested()
         return [
             key
             for name in cls.model_fields
-            for key in (nested[name].keys() if name in nested else [name.replace("_", "-")])
+            for key in (nested[name].file_keys() if name in nested else [name.replace("_", "-")])
         ]
 
     @classmethod
@@ -236,7 +236,7 @@ def one_line(error: ValidationError, model: type[Settings]) -> str:
 
 def unknown_keys(unknown: list[str], model: type[Settings]) -> str:
     """`unknown submit setting 'fliip' (did you mean 'flip'?)`, or the keys there are."""
-    known = model.keys()
+    known = model.file_keys()
     spelled = [key.replace("_", "-") for key in unknown]
     close = {key: difflib.get_close_matches(key, known, n=1) for key in spelled}
     what = f"unknown {model.WHAT}{'s' if len(spelled) > 1 else ''} " + ", ".join(f"'{key}'" for key in spelled)
