@@ -26,6 +26,7 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
+WISE_FT = "wise_ft.csv"  # the full regime's interpolation, scored per alpha
 TOO_FEW = "too few photos to tell"  # a validation verdict: training could not be judged
 
 

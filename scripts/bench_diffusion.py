@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from competition.retrieval.postprocess import RERANK_MAX, scored_ranking
-from competition.retrieval.search import l2_normalize
+from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
 PHOTOS_PER_LANDMARK = 6

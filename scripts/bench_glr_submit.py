@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from competition.retrieval.postprocess import embedding_steps, scored_ranking
-from competition.retrieval.search import l2_normalize, recall_against_exact, resolve_index
+from competition.retrieval.search import recall_against_exact, resolve_index
+from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from competition.retrieval.posteriors import posterior_agreement, rescore
 from competition.retrieval.postprocess import FUSION_CANDIDATES
-from competition.retrieval.search import l2_normalize, neighbours_among
+from competition.retrieval.search import neighbours_among
+from competition.retrieval.vectors import l2_normalize
 from competition.train.label_fusion import WEIGHTS
 from competition.train.validation import MAP_K, pool_queries, score_pool, score_ranked
 

@@ -21,7 +21,8 @@ import time
 import faiss
 import numpy as np
 
-from competition.retrieval.search import build_index, l2_normalize
+from competition.retrieval.search import build_index
+from competition.retrieval.vectors import l2_normalize
 
 METHODS = ("numpy", "exact", "ivf", "ivfpq", "hnsw")
 

@@ -7,7 +7,8 @@ from competition.errors import CompeteError
 from competition.retrieval.diffusion import diffuse, mutual_graph, walk_matrix
 from competition.retrieval.posteriors import weighted_posteriors
 from competition.retrieval.postprocess import joint_rows, pool_ranking, scored_ranking
-from competition.retrieval.search import l2_normalize, neighbours_among
+from competition.retrieval.search import neighbours_among
+from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
 

@@ -12,7 +12,7 @@ from competition.models.embedder import EmbedderConfig
 from competition.retrieval.landmarks import KNOWN_FROM, KnownGate, calibrate_known, estimate_known_share
 from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, weighted_posteriors
 from competition.retrieval.postprocess import scored_ranking
-from competition.retrieval.search import l2_normalize
+from competition.retrieval.vectors import l2_normalize
 from competition.runs import BEST
 from competition.settings.submit import PostProcess
 from competition.submit.models import LoadedModel, guard_unseen

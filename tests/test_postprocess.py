@@ -11,7 +11,8 @@ from competition.retrieval.postprocess import (
     query_expansion,
     rank,
 )
-from competition.retrieval.search import l2_normalize, search
+from competition.retrieval.search import search
+from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
 

@@ -285,3 +285,15 @@ def test_search_knobs_reach_the_index_and_the_leaderboard_row(tiny_competition, 
     assert expert.record["settings"]["index_factory"] == "Flat" and ivf.record["settings"]["nprobe"] == 3
     plain = submit(SubmitConfig(model=["efficientnet_lite0"], name="exact", **common), False)
     assert plain.record["index"] == "exact" and (plain.path.read_text() == ivf.path.read_text())
+
+
+def test_a_run_says_the_recipe_its_augmented_folder_was_made_with(tiny_competition):
+    from competition.augment.generate import augment_competition
+    from competition.augment.recipes import load_recipe
+    from competition.submit.models import augmentation_of
+
+    augment_competition(tiny_competition, load_recipe("light", target_per_class=5), progress=False)
+    run = {"data": str(tiny_competition), "use_augmented": True, "head_resolved": "cosface"}
+    assert augmentation_of(run) == "light×5"
+    assert augmentation_of(run | {"head_resolved": "whitening"}) == "none"  # fitted on the originals only
+    assert augmentation_of(run | {"augmented": str(tiny_competition / "elsewhere")}) == "none"

@@ -9,7 +9,8 @@ import numpy as np
 from competition.evaluate.metrics import average_precision, relevance
 from competition.retrieval.posteriors import posterior_agreement, rescore
 from competition.retrieval.postprocess import FUSION_CANDIDATES
-from competition.retrieval.search import l2_normalize, neighbours_among
+from competition.retrieval.search import neighbours_among
+from competition.retrieval.vectors import l2_normalize
 from competition.train import validation
 from competition.train.validation import MAP_K, PoolScores, pool_queries, score_pool, score_ranked
 

@@ -211,6 +211,12 @@ def check_out_dir(out_dir: Path, root: Path) -> None:
         raise CompeteError(f"--out {out_dir} is inside {sources}: its variants would be read as training classes")
 
 
+def recorded_recipe(folder: Path) -> dict | None:
+    """The recipe an augmented folder was made with, as recorded (None: not made by compete augment)."""
+    recorded = folder / RECIPE_FILE
+    return json.loads(recorded.read_text())["recipe"] if recorded.is_file() else None
+
+
 def made_by_compete(folder: Path) -> bool:
     return (folder / RECIPE_FILE).is_file() or (folder / MANIFEST).is_file()
 

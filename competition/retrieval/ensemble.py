@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from competition.retrieval.search import l2_normalize
+from competition.retrieval.vectors import l2_normalize
 
 
 def fuse_concat(embeddings: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:

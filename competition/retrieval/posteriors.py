@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from competition.retrieval.landmarks import KnownGate
-from competition.retrieval.search import l2_normalize
+from competition.retrieval.vectors import l2_normalize
 
 
 @dataclass

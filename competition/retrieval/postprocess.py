@@ -24,7 +24,8 @@ from sklearn.decomposition import PCA
 from competition.errors import CompeteError
 from competition.retrieval.diffusion import diffuse
 from competition.retrieval.posteriors import posterior_agreement, rescore
-from competition.retrieval.search import Searcher, l2_normalize, search
+from competition.retrieval.search import Searcher, search
+from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
 

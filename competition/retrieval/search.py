@@ -15,15 +15,10 @@ import faiss
 import numpy as np
 
 from competition.errors import CompeteError
+from competition.retrieval.vectors import l2_normalize
 from competition.settings.choices import INDEXES
 
 log = logging.getLogger(__name__)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def _gpu_count() -> int:

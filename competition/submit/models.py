@@ -4,7 +4,6 @@ run validation judged worse than its pretrained backbone."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -186,12 +185,10 @@ def augmentation_of(run_config: dict) -> str:
     """The recipe a run trained on, as the leaderboard shows it."""
     if not run_config.get("use_augmented", False) or run_config.get("head_resolved") == "whitening":
         return "none"  # the learned whitening is fitted on the original photos only
-    folder = Path(run_config.get("augmented") or Path(run_config.get("data", "")) / "augmented")
-    recipe_file = folder / "recipe.json"
-    if recipe_file.exists():
-        recipe = json.loads(recipe_file.read_text())["recipe"]
-        return f"{recipe['name']}×{recipe['target_per_class']}"
-    return "none"
+    from competition.augment.generate import recorded_recipe  # albumentations: only for runs that augmented
+
+    recipe = recorded_recipe(Path(run_config.get("augmented") or Path(run_config.get("data", "")) / "augmented"))
+    return f"{recipe['name']}×{recipe['target_per_class']}" if recipe else "none"
 
 
 def view_of(model: LoadedModel, config: SubmitConfig) -> tuple[int, str]:

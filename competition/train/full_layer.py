@@ -28,6 +28,7 @@ from competition.errors import CompeteError
 from competition.io import atomic_write_text
 from competition.models.embedder import Embedder
 from competition.progress import steps
+from competition.runs import WISE_FT
 from competition.train.config import check_same_settings
 from competition.train.freezing import full_training_mode
 from competition.train.label_fusion import fit_label_fusion
@@ -95,7 +96,7 @@ def choose_wise_ft(run: Run, initial: dict, best: dict, pool_scores) -> tuple[fl
         scores[alpha] = pool_scores()
     rows = [{"alpha": alpha, **pool.means()} for alpha, pool in scores.items()]
     chosen = max(rows, key=lambda row: (objective(row), -row["alpha"]))["alpha"]
-    atomic_write_text(run.folder.path / "wise_ft.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(run.folder.path / WISE_FT, pd.DataFrame(rows).to_csv(index=False))
     run.embedder.load_state_dict(interpolate_weights(initial, best["embedder"], chosen))
     run.save_best(best["epoch"], scores[chosen].means(), wise_ft_alpha=chosen)
     log.info("WiSE-FT: alpha %.2f chosen on the validation pool", chosen)

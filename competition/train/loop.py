@@ -93,7 +93,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     # One process writes a run folder: a second `train --name same` stops at once (rank 0 holds it under torchrun).
     held = exclusive_use(folder.path, "run") if init_distributed().is_main else contextlib.nullcontext()
     with held:
-        if folder.finished and not resume:
+        if folder.holds_checkpoint and not resume:
             raise CompeteError(f"{folder.path} already exists: pick another --name, or --resume to continue it")
         run = prepare_run(config, progress)
         if run.dist.is_main:

@@ -17,7 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from competition.data.discover import ImageRecord, discover_competition
-from competition.retrieval.search import l2_normalize
+from competition.retrieval.vectors import l2_normalize
 from competition.train.run import Run
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import pandas as pd
 from competition.io import atomic_write_json, atomic_write_text
 from competition.models.checkpoint import load_checkpoint, save_checkpoint
 from competition.report.plots import plot_training_curves
-from competition.runs import BEST, CURVES, LAST, METRICS
+from competition.runs import BEST, CURVES, LAST, METRICS, is_run
 from competition.tracking import Tracker
 
 
@@ -23,8 +23,9 @@ class RunFolder:
         self.tracker = tracker  # --log-to: each new history row is sent there too
 
     @property
-    def finished(self) -> bool:
-        return (self.path / BEST).exists()
+    def holds_checkpoint(self) -> bool:
+        """A best.pt is here (finished or not; runs.is_finished says finished)."""
+        return is_run(self.path)
 
     def write_json(self, name: str, data: dict) -> None:
         atomic_write_json(self.path / name, data)

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 
 from competition.errors import CompeteError
-from competition.retrieval.search import l2_normalize
+from competition.retrieval.vectors import l2_normalize
 
 
 def within_class_offsets(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
