@@ -14,8 +14,8 @@ from competition.report.tables import comparison_table
 from competition.settings.submit import SubmitConfig
 from competition.settings.train import TrainConfig
 from competition.submit.run import submit
+from competition.train.describe import describe
 from competition.train.loop import train
-from competition.train.validation import describe
 
 
 def run_demo(

@@ -124,8 +124,8 @@ def train(
     (--batch-size is per process; rank 0 validates and writes the run folder).
     """
     from competition.train.config import resume_settings, training_settings
+    from competition.train.describe import describe_run
     from competition.train.loop import train as train_run
-    from competition.train.validation import describe_run
 
     def runs() -> list[TrainConfig]:  # one per --backbone, every one checked before the first trains
         flags = typed()
