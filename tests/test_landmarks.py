@@ -134,8 +134,9 @@ def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
 def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:
     config = EmbedderConfig(image_size=32)
     return LoadedModel(
-        "run", config.backbone, None, "last", "none", config, "origin", None, beats_unseen, verdict, True, None,
-        beats_known, verdict,
+        label="run", backbone=config.backbone, embedder=None, regime="last", augmentation="none",
+        embedder_config=config, weights_origin="origin", beats_pretrained=beats_unseen, validation=verdict,
+        frozen=True, beats_on_known=beats_known, known_validation=verdict,
     )  # fmt: skip
 
 

@@ -164,7 +164,10 @@ def test_interpolation_endpoints():
 
 def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
     config = EmbedderConfig(image_size=32)
-    return LoadedModel("run", config.backbone, None, "full", "none", config, "", None, beats, verdict)
+    return LoadedModel(
+        label="run", backbone=config.backbone, embedder=None, regime="full", augmentation="none",
+        embedder_config=config, beats_pretrained=beats, validation=verdict,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

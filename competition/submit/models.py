@@ -36,7 +36,7 @@ FELL_BACK_LOST = "it lost in validation"  # why the guard replaced a run, as its
 FELL_BACK_UNTOLD = "validation could not tell"
 
 
-@dataclass
+@dataclass(kw_only=True)  # built in two places, read everywhere: every field named
 class LoadedModel:
     label: str  # run name or backbone name
     backbone: str
@@ -70,7 +70,16 @@ def pretrained_model(config: EmbedderConfig) -> LoadedModel:
     config = replace(config, projection="none", embedding_dim=0, pretrained=True)
     embedder, origin = build_embedder(config)
     embedder.eval()
-    return LoadedModel(config.backbone, config.backbone, embedder, "off-the-shelf", "none", config, origin, frozen=True)
+    return LoadedModel(
+        label=config.backbone,
+        backbone=config.backbone,
+        embedder=embedder,
+        regime="off-the-shelf",
+        augmentation="none",
+        embedder_config=config,
+        weights_origin=origin,
+        frozen=True,
+    )
 
 
 def _finished_summary(run_dir: Path, use_unfinished: bool) -> dict:
@@ -115,21 +124,21 @@ def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
     fusion = section(section(summary, "label_fusion", where), "validation", where)
     known = section(fusion or validation, "seen", where)
     return LoadedModel(
-        run_dir.name,
-        embedder_config.backbone,
-        embedder,
-        regime,
-        augmentation_of(config),
-        embedder_config,
-        config.get("weights_origin", ""),
-        run_dir,
-        beats.get("unseen"),
-        section(validation, "unseen", where).get("verdict", ""),
-        regime == "last" and "weights_origin" in config,
-        _classifier(config.get("label_classifier"), run_dir),
-        known.get("beats", beats.get("seen")),
-        known.get("verdict", ""),
-        section(section(summary, "postprocess", where), "steps", where) or None,
+        label=run_dir.name,
+        backbone=embedder_config.backbone,
+        embedder=embedder,
+        regime=regime,
+        augmentation=augmentation_of(config),
+        embedder_config=embedder_config,
+        weights_origin=config.get("weights_origin", ""),
+        run_dir=run_dir,
+        beats_pretrained=beats.get("unseen"),
+        validation=section(validation, "unseen", where).get("verdict", ""),
+        frozen=regime == "last" and "weights_origin" in config,
+        classifier=_classifier(config.get("label_classifier"), run_dir),
+        beats_on_known=known.get("beats", beats.get("seen")),
+        known_validation=known.get("verdict", ""),
+        postprocess=section(section(summary, "postprocess", where), "steps", where) or None,
     )
 
 
