@@ -59,6 +59,11 @@ def autocast_for(device: torch.device, precision: str = "auto"):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def autocast_as(half: str):
+    """CUDA autocast to a resolved half type (bfloat16, float16; "": float32, no autocast)."""
+    return torch.autocast("cuda", dtype=getattr(torch, half)) if half else contextlib.nullcontext()
+
+
 def compiled(module: torch.nn.Module, device: torch.device, wanted: bool) -> torch.nn.Module:
     """`module` through torch.compile when asked and on CUDA (where it pays back its compile time);
     on another device the module as it is, with a note."""

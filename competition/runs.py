@@ -6,7 +6,7 @@ weights), last.pt (the whole training state for --resume), summary.json (its val
 verdicts: written last, so a run is finished when it is there), metrics.csv and curves.png.
 Reading a checkpoint is models/checkpoint.py's job; this module imports no torch.
 
-Caches under runs/: pooled features of a frozen pretrained backbone (`frozen_features_cache`,
+Caches under runs/: pooled features of a frozen pretrained backbone (`features_cache`,
 one key whoever computes them: train's last regime or submit's off-the-shelf and last-layer
 models), the embeddings of a trained model (`trained_embeddings_cache`), local features for
 verification, and each submission's final vectors (`embeddings_file`).
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from competition.errors import CompeteError
 from competition.io import fingerprint
+from competition.settings.model import ModelSettings, View
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -30,30 +31,19 @@ WISE_FT = "wise_ft.csv"  # the full regime's interpolation, scored per alpha
 TOO_FEW = "too few photos to tell"  # a validation verdict: training could not be judged
 
 
-def view_tag(size: int, resize: str, flip: bool = False, scales=(1.0,)) -> str:
-    """The view and test-time augmentation a vector was computed at, as cache keys spell it."""
-    scales = list(scales)
-    return (
-        f"{size}"
-        + ("-aspect" if resize == "aspect" else "")
-        + ("-flip" if flip else "")
-        + ("" if scales == [1.0] else "-x" + "_".join(f"{s:g}" for s in scales))
-    )
+def features_cache(runs_dir: str | Path, model: ModelSettings, weights_origin: str, view: View) -> Path:
+    """The pooled features of a pretrained backbone at a view, whoever computes them (train or
+    submit): one key for the model's settings that shape them and its weights' origin."""
+    tag = fingerprint([weights_origin, *model.features_identity()])[:8]
+    name = f"{model.backbone}-{tag}-{model.pooling}{model.gem_p:g}-{view.tag}.store"
+    return Path(runs_dir) / "feature-cache" / name
 
 
-def frozen_features_cache(
-    runs_dir: str | Path, backbone: str, weights_origin: str, pooling: str, gem_p: float, view: str
-) -> Path:
-    """The pooled features of a pretrained backbone, whoever computes them (train or submit)."""
-    tag = fingerprint([weights_origin])[:8]
-    return Path(runs_dir) / "feature-cache" / f"{backbone}-{tag}-{pooling}{gem_p:g}-{view}.store"
-
-
-def trained_embeddings_cache(runs_dir: str | Path, run_dir: Path, view: str) -> Path:
+def trained_embeddings_cache(runs_dir: str | Path, run_dir: Path, view: View) -> Path:
     """A trained run's embeddings, keyed by its best.pt: a retrained run never reuses old vectors."""
     stat = (run_dir / BEST).stat()
     version = fingerprint([str(stat.st_size), str(stat.st_mtime_ns)])
-    return Path(runs_dir) / "embedding-cache" / f"{run_dir.name}-{version}-{view}.store"
+    return Path(runs_dir) / "embedding-cache" / f"{run_dir.name}-{version}-{view.tag}.store"
 
 
 def local_features_cache(runs_dir: str | Path) -> Path:

@@ -26,8 +26,10 @@ import torch
 from competition.data.discover import discover_competition
 from competition.data.sample import make_sample_competition
 from competition.device import batch_for, pick_device
-from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.embedder import build_embedder
+from competition.models.view import model_view
 from competition.retrieval.embed import extract_features
+from competition.settings.model import ModelSettings
 from competition.settings.train import TrainConfig
 from competition.train.last_layer import train_projection
 from competition.train.loop import prepare_run
@@ -46,9 +48,11 @@ def main() -> None:
     found = discover_competition(args.data)
     paths = [r.path for r in found.train][: args.photos]
     device = pick_device()
-    embedder, _ = build_embedder(EmbedderConfig(backbone=args.backbone))
+    model = ModelSettings(backbone=args.backbone)
+    embedder, _ = build_embedder(model)
     embedder.to(device).eval()
-    size = EmbedderConfig(backbone=args.backbone, resize="square").resolved_image_size()
+    square = model_view(model, resize="square")
+    size = square.size
     effective = batch_for(device, args.batch_size, size)  # as extract_features batches
     batch = torch.rand(effective, 3, size, size, device=device)
 
@@ -64,11 +68,10 @@ def main() -> None:
         extract_features(
             embedder.pooled,
             paths,
-            size,
+            square,
             device,
             cache_dir=folder,
             batch_size=args.batch_size,
-            resize="square",
             progress=False,
         )
         return time.perf_counter() - started
@@ -97,10 +100,9 @@ def main() -> None:
         extract_features(
             embedder.pooled,
             [r.path for r in run.data.photos],
-            size,
+            square,
             device,
             batch_size=64,
-            resize="square",
             progress=False,
         )
         epoch_computing = time.perf_counter() - started
@@ -130,13 +132,11 @@ def aspect_batching(embedder, args, device) -> list[str]:
     """Aspect views one photo per batch vs batched by view shape: time and the vectors' difference."""
     found = discover_competition(args.aspect_data, need_train=False)
     paths = [r.path for r in found.gallery + found.query][: args.photos]
-    size = EmbedderConfig(backbone=args.backbone).resolved_image_size()  # the default aspect view
+    view = model_view(ModelSettings(backbone=args.backbone))  # the default aspect view
 
     def timed(batch_size: int) -> tuple[float, np.ndarray]:
         started = time.perf_counter()
-        vectors, _ = extract_features(
-            embedder.pooled, paths, size, device, batch_size=batch_size, resize="aspect", progress=False
-        )
+        vectors, _ = extract_features(embedder.pooled, paths, view, device, batch_size=batch_size, progress=False)
         return time.perf_counter() - started, vectors
 
     timed(1)  # warm-up; then each measured twice, alternating, best kept (as above)
@@ -148,9 +148,10 @@ def aspect_batching(embedder, args, device) -> list[str]:
     difference = float(np.abs(alone - batched).max() / np.abs(alone).max())
     n = len(paths)
     return [
-        f"| aspect views ({size} px longer side), one photo per batch, {n} photos of "
+        f"| aspect views ({view.size} px longer side), one photo per batch, {n} photos of "
         f"{args.aspect_data.name} | {alone_s:.1f} | {n / alone_s:.1f} | 1× |",
-        f"| the same, batched by view shape (up to {batch_for(device, args.batch_size, size)}) | {batched_s:.1f} | "
+        f"| the same, batched by view shape (up to {batch_for(device, args.batch_size, view.size)}) | "
+        f"{batched_s:.1f} | "
         f"{n / batched_s:.1f} | "
         f"{alone_s / batched_s:.2f}× the throughput; vectors differ by at most {difference:.1e} (relative) |",
     ]

@@ -292,7 +292,7 @@ def _submit(data, run, tmp_path, *extra):
 
 def test_checkpoint_of_another_backbone_or_version_is_refused(tiny_competition, tmp_path, trained_run):
     payload = load_checkpoint(trained_run / BEST)
-    payload["embedder_config"]["backbone"] = "resnet18"
+    payload["model"]["backbone"] = "resnet18"
     save_checkpoint(trained_run / BEST, {k: v for k, v in payload.items() if k != "format_version"})
     result = _submit(tiny_competition, trained_run, tmp_path)
     assert result.exit_code == 1 and "do not match backbone resnet18" in result.output

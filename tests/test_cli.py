@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from competition.cli import app
 from competition.models.checkpoint import load_run_embedder
-from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.embedder import build_embedder
+from competition.settings.model import ModelSettings
 
 runner = CliRunner()
 
@@ -49,7 +50,7 @@ def _train_args(data, runs, name, regime="last", epochs=3):
 
 def _backbone_changed(run_dir) -> bool:
     trained, _, _ = load_run_embedder(run_dir)
-    pretrained, _ = build_embedder(EmbedderConfig(image_size=64))
+    pretrained, _ = build_embedder(ModelSettings(image_size=64))
     pairs = zip(trained.backbone.state_dict().values(), pretrained.backbone.state_dict().values())
     return any(not torch.equal(a, b) for a, b in pairs)
 

@@ -176,7 +176,9 @@ def test_help_groups_options_in_named_panels_with_readable_metavars():
         assert sorted(panelled) == sorted(set(model.model_fields) - set(model.nested()))
     submit, train = _help("submit"), _help("train")
     panels = [line.split("─")[1].strip() for line in submit.splitlines() if line.startswith("╭─")]
-    assert panels == ["Options", "Model", "Data", "Search", "Output", "Machine", "Post-processing"]
+    assert panels == [
+        "Options", "Model", "Data", "Search", "Output", "Machine", "Off-the-shelf backbones", "Post-processing"
+    ]  # fmt: skip
     assert [line.split("─")[1].strip() for line in train.splitlines() if line.startswith("╭─")] == [
         "Options",
         "Model",
@@ -319,16 +321,19 @@ def test_test_time_views_keep_the_length_a_last_layer_projection_was_trained_on(
     import torch
 
     from competition.retrieval.embed import _embed_views
+    from competition.settings.model import View
+
+    flipped = View(8, "square", flip=True)
 
     def pooled(images):  # a backbone's pooled features: their length carries no meaning, a bias still sees it
         return 10 * images.mean(dim=(2, 3)) + images[:, :, :, :4].mean(dim=(2, 3))
 
     symmetric = torch.ones(2, 3, 8, 8)
     one_view = pooled(symmetric).numpy()
-    assert np.allclose(_embed_views(pooled, [symmetric], torch.device("cpu"), flip=True, normalize=True), one_view)
+    assert np.allclose(_embed_views(pooled, [symmetric], torch.device("cpu"), flipped), one_view)
     photo = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     both = [pooled(photo), pooled(torch.flip(photo, dims=[-1]))]
-    averaged = _embed_views(pooled, [photo], torch.device("cpu"), flip=True, normalize=True)
+    averaged = _embed_views(pooled, [photo], torch.device("cpu"), flipped)
     lengths = np.mean([v.norm(dim=-1).numpy() for v in both], axis=0)
     directions = np.mean([torch.nn.functional.normalize(v, dim=-1).numpy() for v in both], axis=0)
     assert np.allclose(averaged, directions * lengths[:, None], atol=1e-6)

@@ -193,6 +193,7 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_by_direction_at_their
 
     from competition.data.dataset import ViewsDataset, resize_to_tensor
     from competition.retrieval.embed import extract_features
+    from competition.settings.model import View
 
     photo = np.random.default_rng(7).integers(0, 255, (120, 200, 3), dtype=np.uint8)
     Image.fromarray(photo).save(tmp_path / "wide.png")
@@ -215,15 +216,21 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_by_direction_at_their
     def mean_colour(batch):  # a tiny "model": not flip-invariant, so TTA must change the vectors
         return torch.cat([batch.mean(dim=(2, 3)), batch[:, :, :, : batch.shape[-1] // 2].mean(dim=(2, 3))], dim=1)
 
-    plain, _ = extract_features(mean_colour, paths, 32, torch.device("cpu"), progress=False)
-    flipped, _ = extract_features(mean_colour, paths, 32, torch.device("cpu"), flip=True, progress=False)
+    plain, _ = extract_features(mean_colour, paths, View(32, "square"), torch.device("cpu"), progress=False)
+    flipped, _ = extract_features(
+        mean_colour, paths, View(32, "square", flip=True), torch.device("cpu"), progress=False
+    )
     assert plain.shape == flipped.shape == (3, 6) and not np.allclose(plain, flipped)
     # the views' directions averaged (no view dominates), at their mean length (a last-layer
     # projection was trained on one view's features, lengths included)
     for path in paths:
         Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(path.with_name(f"mirrored-{path.name}"))
     mirrored, _ = extract_features(
-        mean_colour, [p.with_name(f"mirrored-{p.name}") for p in paths], 32, torch.device("cpu"), progress=False
+        mean_colour,
+        [p.with_name(f"mirrored-{p.name}") for p in paths],
+        View(32, "square"),
+        torch.device("cpu"),
+        progress=False,
     )
     unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (plain, mirrored)]
     length = (np.linalg.norm(plain, axis=1) + np.linalg.norm(mirrored, axis=1)) / 2
@@ -236,6 +243,7 @@ def test_aspect_views_are_batched_by_shape_and_give_the_vectors_of_one_photo_per
 
     from competition.data.dataset import ViewsDataset
     from competition.retrieval.embed import extract_features
+    from competition.settings.model import View
 
     rng = np.random.default_rng(3)
     paths = []
@@ -269,11 +277,8 @@ def test_aspect_views_are_batched_by_shape_and_give_the_vectors_of_one_photo_per
         return extract_features(
             pooled,
             paths,
-            96,
+            View(96, "aspect", flip=True, scales=(0.75, 1.0)),
             torch.device("cpu"),
-            scales=[0.75, 1.0],
-            resize="aspect",
-            flip=True,
             batch_size=batch_size,
             progress=False,
         )

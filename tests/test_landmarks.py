@@ -8,12 +8,12 @@ import torch
 from conftest import tiny_config, tiny_submit_config
 
 from competition.models.checkpoint import load_checkpoint
-from competition.models.embedder import EmbedderConfig
 from competition.retrieval.landmarks import KNOWN_FROM, KnownGate, calibrate_known, estimate_known_share
 from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, weighted_posteriors
 from competition.retrieval.postprocess import scored_ranking
 from competition.retrieval.vectors import l2_normalize
 from competition.runs import BEST
+from competition.settings.model import ModelSettings
 from competition.settings.submit import PostProcess
 from competition.submit.models import LoadedModel, guard_unseen
 from competition.submit.run import submit
@@ -132,10 +132,9 @@ def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
 
 
 def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:
-    config = EmbedderConfig(image_size=32)
     return LoadedModel(
-        label="run", backbone=config.backbone, embedder=None, regime="last", augmentation="none",
-        embedder_config=config, weights_origin="origin", beats_pretrained=beats_unseen, validation=verdict,
+        label="run", embedder=None, regime="last", augmentation="none", settings=ModelSettings(image_size=32),
+        weights_origin="origin", beats_pretrained=beats_unseen, validation=verdict,
         frozen=True, beats_on_known=beats_known, known_validation=verdict,
     )  # fmt: skip
 
@@ -175,7 +174,7 @@ def test_the_full_regime_keeps_a_label_classifier_on_its_final_embedding(tiny_co
     assert summary["label_fusion"]["validation"]["seen"]["queries"] > 0
     payload = load_checkpoint(tmp_path / "full" / BEST)
     classifier = LabelClassifier.from_payload(payload["label_classifier"])
-    assert classifier.coef.shape == (4, payload["embedder_config"]["embedding_dim"])  # 4 landmarks, its embedding
+    assert classifier.coef.shape == (4, payload["model"]["embedding_dim"])  # 4 landmarks, its embedding
 
 
 @pytest.mark.parametrize("landmarks", ["known", "new"])

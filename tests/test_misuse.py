@@ -265,7 +265,7 @@ def test_a_runs_own_config_feeds_back_with_flags_over_it(tiny_competition, tmp_p
 
     run = _full_run(tiny_competition, tmp_path / "runs", "source")
     settings = training_settings({"epochs": 5, "run_name": "again"}, run / "config.json")
-    assert settings.regime == "full" and settings.epochs == 5 and settings.image_size == 32
+    assert settings.regime == "full" and settings.epochs == 5 and settings.model.image_size == 32
 
 
 @pytest.mark.parametrize(
@@ -317,6 +317,7 @@ def test_a_replaced_photo_of_the_same_size_and_time_is_embedded_again(tmp_path):
     import torch
 
     from competition.retrieval.embed import extract_features
+    from competition.settings.model import View
 
     first, second = tmp_path / "a.bmp", tmp_path / "b.bmp"  # uncompressed: one size for both
     Image.new("RGB", (32, 32), (255, 0, 0)).save(first)
@@ -327,11 +328,13 @@ def test_a_replaced_photo_of_the_same_size_and_time_is_embedded_again(tmp_path):
         return batch.mean(dim=(2, 3))
 
     cache = tmp_path / "cache.store"
-    red, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_dir=cache, progress=False)
+    red, _ = extract_features(colour, [first], View(32, "square"), torch.device("cpu"), cache_dir=cache, progress=False)
     times = first.stat()
     os.replace(second, first)  # the same name, size and modification time, another photo
     os.utime(first, ns=(times.st_atime_ns, times.st_mtime_ns))
-    blue, _ = extract_features(colour, [first], 32, torch.device("cpu"), cache_dir=cache, progress=False)
+    blue, _ = extract_features(
+        colour, [first], View(32, "square"), torch.device("cpu"), cache_dir=cache, progress=False
+    )
     assert not np.allclose(red, blue) and blue[0, 2] > blue[0, 0]
 
 
@@ -667,10 +670,11 @@ def test_a_gem_exponent_that_overflows_is_refused_before_a_run_folder_is_made(ti
 def test_vectors_that_cannot_rank_are_an_error_not_a_ranking(tiny_competition, tmp_path, model_fn, fragment):
     from competition.errors import CompeteError
     from competition.retrieval.embed import extract_features
+    from competition.settings.model import View
 
     paths = sorted((tiny_competition / "gallery").iterdir())
     with pytest.raises(CompeteError, match=fragment):
-        extract_features(model_fn, paths, 32, torch.device("cpu"), progress=False, workers=0)
+        extract_features(model_fn, paths, View(32, "square"), torch.device("cpu"), progress=False, workers=0)
 
 
 def test_a_damaged_local_feature_cache_file_is_recomputed_with_a_warning(tiny_competition, tmp_path, caplog):
@@ -715,11 +719,11 @@ def _edit_best(run, change):
         (lambda run: (run / "config.json").write_text("[1, 2]"), "config.json: holds list"),
         (lambda run: (run / "config.json").write_text('{"regime": 5}'), "'regime' must be full or last, not 5"),
         (
-            lambda run: _edit_best(run, lambda p: p["embedder_config"].update(gem_p="three")),
+            lambda run: _edit_best(run, lambda p: p["model"].update(gem_p="three")),
             "model settings are damaged",
         ),
         (lambda run: _edit_best(run, lambda p: p.update(label_classifier={"weird": 1})), "label classifier is damaged"),
-        (lambda run: _edit_best(run, lambda p: p["embedder_config"].pop("projection")), "lack projection"),
+        (lambda run: _edit_best(run, lambda p: p.pop("projection")), "lack projection"),
     ],
 )
 def test_a_damaged_run_file_is_one_line_naming_it_before_anything_is_written(

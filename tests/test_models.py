@@ -10,12 +10,14 @@ from competition.data.dataset import resize_to_tensor
 from competition.data.images import read_image
 from competition.errors import CompeteError
 from competition.models.checkpoint import load_checkpoint
-from competition.models.embedder import ASPECT_SIDE_SCALE, Embedder, EmbedderConfig, build_embedder
+from competition.models.embedder import Embedder, build_embedder
 from competition.models.heads import make_head
 from competition.models.pooling import GeM, gem, mac, spoc
 from competition.models.projection import make_projection
 from competition.models.registry import REGISTRY, build_classifier, get_spec
+from competition.models.view import ASPECT_SIDE_SCALE, model_view
 from competition.models.weights import WeightsUnavailable, load_pretrained
+from competition.settings.model import ModelSettings
 
 
 def test_offline_weights_classify_a_known_photo():
@@ -35,7 +37,7 @@ def test_offline_weights_classify_a_known_photo():
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_listed_backbone_builds_and_embeds_at_its_stated_size(name):
-    embedder, origin = build_embedder(EmbedderConfig(backbone=name, pretrained=False, embedding_dim=0))
+    embedder, origin = build_embedder(ModelSettings(backbone=name, pretrained=False, embedding_dim=0))
     embedder.eval()
     with torch.no_grad():
         out = embedder(torch.rand(2, 3, 32, 32))
@@ -44,7 +46,7 @@ def test_every_listed_backbone_builds_and_embeds_at_its_stated_size(name):
         embedder.backbone, embedder.pooling, make_projection("linear", embedder.feature_dim, 24)
     ).eval()
     assert projected(torch.rand(1, 3, 32, 32)).shape == (1, 24)
-    projected, _ = build_embedder(EmbedderConfig(backbone=name, pretrained=False, embedding_dim=24))
+    projected, _ = build_embedder(ModelSettings(backbone=name, pretrained=False, embedding_dim=24), "linear")
     assert projected.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 24)
 
 
@@ -164,14 +166,15 @@ def test_transformer_and_channels_last_backbones_embed_through_every_pooling(nam
     from competition.models.registry import tokens_to_map
 
     torch.manual_seed(0)
-    config = EmbedderConfig(backbone=name, pooling=pooling, pretrained=False)
+    config = ModelSettings(backbone=name, pooling=pooling, pretrained=False)
     embedder, _ = build_embedder(config)
     embedder.eval()
-    size = config.resolved_image_size()
+    view = model_view(config)
+    size = view.size
     timm_model = embedder.backbone.body.model
     native, fixed = timm_model.pretrained_cfg["input_size"][-1], timm_model.pretrained_cfg["fixed_input_size"]
     # a transformer made for one size is embedded square at it; a CNN at its larger aspect view
-    assert (config.resolved_resize(), size) == (
+    assert (view.resize, size) == (
         ("square", native) if fixed else ("aspect", int(round(native * ASPECT_SIDE_SCALE / 32)) * 32)
     )
     assert embedder.mean.flatten().tolist() == pytest.approx(list(timm_model.pretrained_cfg["mean"]))
@@ -194,7 +197,7 @@ def test_transformer_and_channels_last_backbones_embed_through_every_pooling(nam
 
 def test_class_token_pooling_is_refused_for_a_cnn():
     with pytest.raises(CompeteError, match="cls"):
-        build_embedder(EmbedderConfig(backbone="resnet18", pooling="cls", pretrained=False))
+        build_embedder(ModelSettings(backbone="resnet18", pooling="cls", pretrained=False))
 
 
 def test_safetensors_weights_without_the_classifier_load(tmp_path):
@@ -266,10 +269,10 @@ def test_open_clip_image_tower_embeds_with_its_own_normalisation(monkeypatch, tm
     fake.create_model = lambda architecture, pretrained=None: trained if pretrained else Clip()
     monkeypatch.setitem(sys.modules, "open_clip", fake)
 
-    config = EmbedderConfig(backbone="open_clip:ViT-Tiny/test", pooling="gem")
+    config = ModelSettings(backbone="open_clip:ViT-Tiny/test", pooling="gem")
     embedder, origin = build_embedder(config)
-    assert origin == "open_clip (ViT-Tiny/test)" and config.resolved_image_size() == 64
-    assert config.resolved_resize() == "square"  # a CLIP tower takes its own size only
+    assert origin == "open_clip (ViT-Tiny/test)" and model_view(config).size == 64
+    assert model_view(config).resize == "square"  # a CLIP tower takes its own size only
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected = trained.visual((images - 0.5) / 0.5)
@@ -277,7 +280,7 @@ def test_open_clip_image_tower_embeds_with_its_own_normalisation(monkeypatch, tm
     monkeypatch.delitem(sys.modules, "open_clip")
     monkeypatch.setattr("builtins.__import__", _refuse_open_clip(__import__))
     with pytest.raises(CompeteError, match="pip install open_clip_torch"):
-        build_embedder(EmbedderConfig(backbone="open_clip:ViT-B-32/laion2b_s34b_b79k"))
+        build_embedder(ModelSettings(backbone="open_clip:ViT-B-32/laion2b_s34b_b79k"))
 
 
 def _refuse_open_clip(real_import):

@@ -106,7 +106,7 @@ def test_old_config_names_still_load_with_a_note(caplog):
         ({"epochs": True}, "--epochs must be a number, not True"),
         ({"regime": "middle"}, "--regime must be one of 'last' or 'full', not 'middle'"),
         ({"lr": float("nan")}, "--lr must be a finite number"),
-        ({"shuffle": 1}, "unknown training setting 'shuffle'; the training settings are: data, backbone"),
+        ({"shuffle": 1}, "unknown training setting 'shuffle'; the training settings are: backbone, pooling"),
         ({"regime": "full", "head": "whitening"}, "the full regime trains the backbone with a loss"),
     ],
 )

@@ -15,6 +15,7 @@ from competition.errors import CompeteError
 from competition.retrieval import store as store_module
 from competition.retrieval.embed import extract_features
 from competition.retrieval.store import EmbeddingStore
+from competition.settings.model import View
 
 
 def _vectors(count, dim=8, seed=0):
@@ -86,11 +87,11 @@ def test_extraction_resumes_from_the_store(tiny_competition, tmp_path):
 
     cache = tmp_path / "c.store"
     first, _ = extract_features(
-        mean_colour, paths[:5], 32, torch.device("cpu"), cache_dir=cache, batch_size=2, progress=False
+        mean_colour, paths[:5], View(32, "square"), torch.device("cpu"), cache_dir=cache, batch_size=2, progress=False
     )
     calls.clear()
     again, _ = extract_features(
-        mean_colour, paths, 32, torch.device("cpu"), cache_dir=cache, batch_size=2, progress=False
+        mean_colour, paths, View(32, "square"), torch.device("cpu"), cache_dir=cache, batch_size=2, progress=False
     )
     assert sum(calls) == len(paths) - 5 and np.allclose(again[:5], first)
 
@@ -121,10 +122,10 @@ def test_a_rank_that_opens_the_store_late_still_embeds_its_whole_share(tiny_comp
         return batch.mean(dim=(2, 3)) + 1.0  # never a zero vector
 
     cache = tmp_path / "c.store"
-    common = dict(cache_dir=cache, batch_size=1, progress=False, workers=0)
+    common = dict(cache_dir=cache, batch_size=1, progress=False, workers=0, view=View(32, "square"))
     with pytest.raises(_WaitsAtBarrier):  # its share embedded and flushed
-        extract_features(mean_colour, paths, 32, torch.device("cpu"), shards=_Rank(1, 2), **common)
-    late, failed = extract_features(mean_colour, paths, 32, torch.device("cpu"), shards=_Rank(0, 2), **common)
+        extract_features(mean_colour, paths, device=torch.device("cpu"), shards=_Rank(1, 2), **common)
+    late, failed = extract_features(mean_colour, paths, device=torch.device("cpu"), shards=_Rank(0, 2), **common)
     assert sum(embedded) == len(paths) and not failed
     assert np.all(np.abs(late).sum(axis=1) > 0)  # every photo has its own vector, none a zero
 

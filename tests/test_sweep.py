@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from competition.cli import app
@@ -42,7 +43,7 @@ def _sweep(data, tmp_path, configurations, **extra) -> dict:
 @pytest.fixture(autouse=True)
 def steady_throughput(monkeypatch):
     """The estimate's probe runs the backbone on random tensors; the tests count real forwards."""
-    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda backbone, size, device: 100.0)
+    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda model, device: 100.0)
 
 
 def test_plan_expands_the_grid_and_checks_every_setting_first(tmp_path):
@@ -137,7 +138,7 @@ def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tiny_competit
 
 
 def test_budget_stops_between_configurations(tiny_competition, tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda backbone, size, device: 0.01)
+    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda model, device: 0.01)
     plan = plan_from_dict(_sweep(tiny_competition, tmp_path, [{"head": "whitening"}]))
     report = run_sweep(plan, max_minutes=1, progress=False, echo=lambda line: None)
     assert report.outcomes == [] and "stopped before" in report.stopped_early and "re-run" in report.stopped_early
@@ -189,3 +190,11 @@ def test_a_sweep_never_replaces_results_it_did_not_write(tiny_competition, tmp_p
     with pytest.raises(CompeteError, match="results.md was not written by a sweep: not replaced"):
         run_sweep(plan, progress=False, echo=lambda line: None)
     assert (notes / "results.md").read_text() == "my own results\n" and not (tmp_path / "runs").exists()
+
+
+def test_the_estimate_counts_a_cache_once_by_the_caches_own_key(tiny_competition, tmp_path):
+    """Two heads on one frozen model share its features; another GeM exponent or view does not."""
+    configurations = [{"head": "whitening"}, {"head": "softmax"}, {"gem_p": 4.0}, {"image_size": 64}]
+    plan = plan_from_dict(_sweep(tiny_competition, tmp_path, configurations))
+    estimates = list(sweep_runner.estimate_seconds(plan, torch.device("cpu")).values())
+    assert estimates[0] > 0 and estimates[1] == 0 and estimates[2] == estimates[0] and estimates[3] > 0

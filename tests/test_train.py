@@ -16,7 +16,6 @@ from competition.models.embedder import Embedder, build_embedder
 from competition.runs import LAST
 from competition.settings.train import TrainConfig
 from competition.train import full_layer, loop
-from competition.train.config import embedder_config
 from competition.train.loop import train
 from competition.train.losses import make_loss
 from competition.train.sampling import epoch_order
@@ -133,7 +132,7 @@ def test_full_regime_learns_gem_p_and_unfreeze_from_keeps_early_layers(tiny_comp
     train(config, progress=False)
     trained = state_of(tmp_path / "partial")
     loop.seed_everything(config.seed)  # as the trainer does: the same random initial weights
-    initial = build_embedder(embedder_config(config))[0].state_dict()
+    initial = build_embedder(config.model, config.projection)[0].state_dict()
     early = [k for k in trained if ".layer4." not in k and k.startswith("backbone.") and "num_batches" not in k]
     late = [k for k in trained if ".layer4." in k and k.endswith("conv1.weight")]
     assert early and late

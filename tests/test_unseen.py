@@ -10,11 +10,12 @@ import torch
 from conftest import state_of, tiny_config
 
 from competition.models.checkpoint import load_checkpoint
-from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.embedder import build_embedder
+from competition.models.view import model_view
 from competition.runs import BEST, TOO_FEW
+from competition.settings.model import ModelSettings
 from competition.submit.models import LoadedModel, guard_unseen
 from competition.train import full_layer, loop
-from competition.train.config import embedder_config
 from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
 from competition.train.validation import PoolScores, class_folds, compare, objective, score_pool
@@ -86,7 +87,7 @@ def test_loss_head_keeps_the_epoch_count_the_folds_score_best(tiny_competition, 
 
 def test_batchnorm_frozen_automatically_when_classes_are_small(tiny_competition, tmp_path):
     assert resolve_freeze_bn("auto", {"a": 12, "b": 400}) and not resolve_freeze_bn("auto", {"a": 30, "b": 31})
-    initial = build_embedder(EmbedderConfig(backbone="resnet18", pretrained=False, embedding_dim=16))[0]
+    initial = build_embedder(ModelSettings(backbone="resnet18", pretrained=False))[0]
 
     def running_mean_changed(name, **overrides):
         loop.seed_everything(0)
@@ -105,7 +106,7 @@ def test_batchnorm_frozen_automatically_when_classes_are_small(tiny_competition,
 
 
 def test_layer_decay_slows_early_blocks(tiny_competition, tmp_path):
-    backbone = build_embedder(EmbedderConfig(backbone="resnet18", pretrained=False))[0].backbone
+    backbone = build_embedder(ModelSettings(backbone="resnet18", pretrained=False))[0].backbone
     groups = layer_decay_groups(backbone, 1e-3, 0.5)
     assert [g["block"] for g in groups][:3] == ["conv1", "bn1", "layer1.0"] and groups[-1]["block"] == "layer4.1"
     assert groups[-1]["lr"] == 1e-3 and groups[-2]["lr"] == 5e-4 and groups[0]["lr"] == pytest.approx(1e-3 * 0.5**9)
@@ -129,7 +130,8 @@ def _distance_from_start(run_dir, initial: dict) -> float:
 
 def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path):
     loop.seed_everything(0)
-    initial = build_embedder(embedder_config(tiny_config(tiny_competition, tmp_path, "x")))[0].state_dict()
+    start = tiny_config(tiny_competition, tmp_path, "x")
+    initial = build_embedder(start.model, start.projection)[0].state_dict()
     common = dict(regime="full", epochs=3, lr=0.05)
     train(tiny_config(tiny_competition, tmp_path, "plain", **common), progress=False)
     train(tiny_config(tiny_competition, tmp_path, "l2sp", l2_sp=100.0, **common), progress=False)
@@ -143,7 +145,7 @@ def test_l2_sp_keeps_weights_near_the_pretrained_ones(tiny_competition, tmp_path
 def test_wise_ft_picks_alpha_on_held_out_classes_and_saves_those_weights(tiny_competition, tmp_path):
     loop.seed_everything(0)
     config = tiny_config(tiny_competition, tmp_path, "wise", regime="full", epochs=1, wise_ft=True)
-    initial = build_embedder(embedder_config(config))[0].state_dict()
+    initial = build_embedder(config.model, config.projection)[0].state_dict()
     summary = train(config, progress=False)
     table = pd.read_csv(tmp_path / "wise" / "wise_ft.csv")
     assert table["alpha"].tolist() == list(full_layer.WISE_FT_ALPHAS)
@@ -163,10 +165,9 @@ def test_interpolation_endpoints():
 
 
 def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
-    config = EmbedderConfig(image_size=32)
     return LoadedModel(
-        label="run", backbone=config.backbone, embedder=None, regime="full", augmentation="none",
-        embedder_config=config, beats_pretrained=beats, validation=verdict,
+        label="run", embedder=None, regime="full", augmentation="none", settings=ModelSettings(image_size=32),
+        beats_pretrained=beats, validation=verdict,
     )  # fmt: skip
 
 
@@ -191,7 +192,7 @@ def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, 
 def test_with_pretrained_concatenates_the_backbone_at_a_weight():
     models, weights, notes = guard_unseen([_run_model(True)], [1.0], "keep", with_pretrained=0.5)
     assert [m.regime for m in models] == ["full", "off-the-shelf"] and weights == [1.0, 0.5]
-    assert models[1].embedder_config.resolved_image_size() == 32 and notes == ["run + pretrained×0.5"]
+    assert model_view(models[1].settings).size == 32 and notes == ["run + pretrained×0.5"]
 
 
 def test_pseudo_labels_calibrate_on_held_out_classes_and_join_mutual_neighbours():

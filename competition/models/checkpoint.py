@@ -3,15 +3,15 @@ elsewhere cannot run code; and a run's trained embedder from its best.pt."""
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from competition.errors import CompeteError
 from competition.io import atomic_path
-from competition.models.embedder import Embedder, EmbedderConfig, build_embedder
+from competition.models.embedder import Embedder, build_embedder
 from competition.runs import BEST, read_config
+from competition.settings.model import ModelSettings
 
 FORMAT_VERSION = 1
 
@@ -37,16 +37,35 @@ def load_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, EmbedderConfig, dict]:
-    """The trained embedder of a run, its settings, and the run's config (its label classifier added)."""
+def saved_model(payload: dict, where: Path) -> tuple[ModelSettings, str]:
+    """The model settings and projection a best.pt was written with: today's `model` and
+    `projection`, or 0.3's `embedder_config` (which held both, and square views before `resize`)."""
+    if isinstance(payload.get("embedder_config"), dict):  # a run of compete 0.3
+        saved = dict(payload["embedder_config"])
+        projection = saved.pop("projection", None)
+        if projection == "none" and saved.get("embedding_dim"):  # a size asked for a linear projection
+            projection = "linear"
+        saved = {"resize": "square", **saved, "weights_file": saved.get("weights_file") or ""}
+    else:
+        saved, projection = payload.get("model"), payload.get("projection")
+    if not isinstance(saved, dict) or not isinstance(payload.get("embedder"), dict):
+        raise CompeteError(f"{where}: holds no model settings or weights (not written by compete train?)")
+    if projection is None:
+        raise CompeteError(f"{where}: its model settings lack projection, so no model can be built for its weights")
+    try:
+        # the weights are the run's: nothing pretrained to load (weights_file says what its backbone began from)
+        return ModelSettings.from_dict({**saved, "pretrained": False}), projection
+    except CompeteError as error:
+        raise CompeteError(f"{where}: its model settings are damaged ({error}); train the run again") from error
+
+
+def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, ModelSettings, dict]:
+    """The trained embedder of a run, its model settings, and the run's config (its label classifier added)."""
     run_dir = Path(run_dir)
     payload = load_checkpoint(run_dir / BEST)
-    if not isinstance(payload.get("embedder_config"), dict) or not isinstance(payload.get("embedder"), dict):
-        raise CompeteError(f"{run_dir / BEST}: holds no model settings or weights (not written by compete train?)")
-    saved = payload["embedder_config"]
+    model, projection = saved_model(payload, run_dir / BEST)
     try:
-        config = EmbedderConfig.from_dict({**saved, "pretrained": False})
-        embedder, _ = build_embedder(config)
+        embedder, _ = build_embedder(model, projection)
     except (TypeError, ValueError, KeyError) as error:
         raise CompeteError(
             f"{run_dir / BEST}: its model settings are damaged ({error}); train the run again"
@@ -54,13 +73,14 @@ def load_run_embedder(run_dir: str | Path) -> tuple[Embedder, EmbedderConfig, di
     try:
         embedder.load_state_dict(payload["embedder"])
     except RuntimeError as error:
-        unsaid = sorted({f.name for f in fields(EmbedderConfig)} - set(saved) - {"pretrained", "weights_file"})
-        why = (
+        saved = payload.get("model") or payload.get("embedder_config")
+        unsaid = sorted(set(ModelSettings.model_fields) - set(saved) - {"pretrained", "weights_file"})
+        why = (  # a setting left out took its default, which may build another model
             f"its model settings lack {', '.join(unsaid)}, so the model built differs from its weights"
             if unsaid
-            else f"weights do not match backbone {config.backbone} ({str(error).splitlines()[0]})"
+            else f"weights do not match backbone {model.backbone} ({str(error).splitlines()[0]})"
         )
         raise CompeteError(f"{run_dir / BEST}: {why}; train the run again") from error
     embedder.eval()
     run_config = read_config(run_dir) or {}
-    return embedder, config, {**run_config, "label_classifier": payload.get("label_classifier")}
+    return embedder, model, {**run_config, "label_classifier": payload.get("label_classifier")}

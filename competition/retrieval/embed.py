@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from competition.data.dataset import ViewsDataset, loader_workers
-from competition.device import autocast_for, batch_for, half_precision_on
+from competition.device import autocast_as, batch_for
 from competition.distributed import Distributed
 from competition.errors import CompeteError
 from competition.io import counted
 from competition.progress import steps
 from competition.retrieval.store import EmbeddingStore
-from competition.runs import view_tag
+from competition.settings.model import View
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +39,21 @@ def file_key(path: Path) -> str:
 def extract_features(
     model_fn: Callable[[torch.Tensor], torch.Tensor],
     paths: Sequence[str | Path],
-    image_size: int,
+    view: View,
     device: torch.device,
     cache_dir: str | Path | None = None,
     batch_size: int = 32,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
-    resize: str = "square",
-    normalize_views: bool = True,
     strict: bool = False,
     description: str = "embedding",
     progress: bool = True,
     workers: int = -1,
     shards: Distributed | None = None,
-    precision: str = "auto",
 ) -> tuple[np.ndarray, list[Path]]:
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
-    Test-time views: the photo resized to each scale of `image_size` from its own pixels
-    (`resize` square, or aspect-preserving in batches of photos of one view shape), each also mirrored
-    when `flip`; each view is L2-normalised before averaging so no view dominates. An
+    The view (models/view.py): the photo resized to each of its scales of its size from its own
+    pixels (square, or aspect-preserving in batches of photos of one view shape), each also
+    mirrored when it flips; the views' directions are averaged, at their mean length. An
     unreadable file gets a zero vector and is reported. Vectors computed before an
     interruption stay in the store (retrieval/store.py). With `shards` (the torchrun
     processes of a submit) each process embeds its share into the shared store and every
@@ -69,19 +64,13 @@ def extract_features(
     if dist.active and cache_dir is None:
         raise CompeteError("several processes embed into a shared store: give a cache folder")
     store = EmbeddingStore(cache_dir)
-    tta_tag = "|" + view_tag(image_size, resize, flip, scales)  # a store reused at another view misses
-    if normalize_views and (flip or len(scales) > 1):
-        tta_tag += "|mean-length"  # views averaged at their length (vectors stored before that were unit length)
-    dtype = half_precision_on(device, precision)
-    if dtype is not None:  # half-precision vectors differ a little from float32 ones
-        tta_tag += f"|{str(dtype).removeprefix('torch.')}"
-    keys = [file_key(p) + tta_tag if p.exists() else f"{p}|missing" for p in paths]
+    keys = [file_key(p) + view.key if p.exists() else f"{p}|missing" for p in paths]
     # Each rank takes its share of the whole list, then skips what is stored: dividing only what
     # is missing would differ between ranks that open the store before and after another's flush.
     todo = [i for i in range(dist.rank, len(keys), dist.world) if keys[i] not in store]
     failed: list[Path] = []
     if todo:
-        dataset = ViewsDataset([paths[i] for i in todo], image_size, scales, resize)
+        dataset = ViewsDataset([paths[i] for i in todo], view.size, view.scales, view.resize)
         loader = DataLoader(
             dataset,
             batch_sampler=dataset.batches(batch_for(device, batch_size, max(dataset.sizes))),
@@ -92,7 +81,7 @@ def extract_features(
         batches = steps(loader, description, unit="batch", enabled=progress)
         try:
             for views, _, indices, ok in batches:
-                vectors = _embed_views(model_fn, views, device, flip, normalize_views, precision)
+                vectors = _embed_views(model_fn, views, device, view)
                 for row, index, good in zip(vectors, indices.tolist(), ok.tolist()):
                     if good:
                         store.put(keys[todo[index]], row)
@@ -143,20 +132,18 @@ def check_vectors(vectors: np.ndarray, paths: list[Path]) -> None:
         )
 
 
-def _embed_views(
-    model_fn, views: list[torch.Tensor], device: torch.device, flip: bool, normalize: bool, precision: str = "auto"
-) -> np.ndarray:
-    """One batch: every view (scales, and mirrored when `flip`) through the model, averaged."""
+def _embed_views(model_fn, views: list[torch.Tensor], device: torch.device, view: View) -> np.ndarray:
+    """One batch: every view (scales, and mirrored when the view flips) through the model, averaged."""
     outputs = []
     for images in views:
         images = images.to(device, non_blocking=True)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device, precision):
+        with autocast_as(view.half):
             outputs.append(model_fn(images).float())
-            if flip:
+            if view.flip:
                 outputs.append(model_fn(torch.flip(images, dims=[-1])).float())
-    if normalize and len(outputs) > 1:
+    if len(outputs) > 1:
         # the views' directions averaged, at their mean length: a last-layer run's linear projection
         # was trained on one view's pooled features, and its bias makes it care about their length
         length = torch.stack([o.norm(dim=-1, keepdim=True) for o in outputs]).mean(0)

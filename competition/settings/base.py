@@ -76,6 +76,7 @@ class Settings(BaseModel):
     RECORD_KEYS: ClassVar[frozenset[str]] = frozenset()  # keys a saved file adds beside the settings
     PANEL: ClassVar[str | None] = None  # where `--help` groups a nested model's flags
     PANELS: ClassVar[dict[str, tuple[str, ...]]] = {}  # `--help` panel -> its settings, in the order shown
+    HIDDEN: ClassVar[frozenset[str]] = frozenset()  # settings this command does not take (they keep their default)
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +92,11 @@ class Settings(BaseModel):
         return value
 
     @classmethod
+    def shown(cls) -> dict[str, Any]:
+        """The settings a command takes: flags, file keys, `--print-config`."""
+        return {name: field for name, field in cls.model_fields.items() if name not in cls.HIDDEN}
+
+    @classmethod
     def nested(cls) -> dict[str, type[Settings]]:
         """Fields that are settings of their own (submit's post-processing), flat on the command line."""
         return {
@@ -103,7 +109,7 @@ class Settings(BaseModel):
     def negations(cls) -> dict[str, str]:
         """Keys that set a switch off (`no_flip: true` is `flip: false`), from the flags' negative halves."""
         keys = {key: name for name, model in cls.nested().items() for key in model.negations()}
-        for name, field in cls.model_fields.items():
+        for name, field in cls.shown().items():
             if bool not in (field.annotation, *typing.get_args(field.annotation)):  # a switch, or auto and a pair
                 continue
             pairs = (field.json_schema_extra or {}).get("flags") or [flag_of(name)]
@@ -118,7 +124,7 @@ class Settings(BaseModel):
         nested = cls.nested()
         return [
             key
-            for name in cls.model_fields
+            for name in cls.shown()
             for key in (nested[name].file_keys() if name in nested else [name.replace("_", "-")])
         ]
 
@@ -127,7 +133,7 @@ class Settings(BaseModel):
         """Every key a file may use for a setting -> the setting: its name and its flags' spellings (a
         nested model's keys -> that model's field)."""
         keys = {key: name for name, model in cls.nested().items() for key in model.spellings()}
-        for name, field in cls.model_fields.items():
+        for name, field in cls.shown().items():
             extra = field.json_schema_extra or {}
             for flag in extra.get("flags", []) + extra.get("old_flags", []):
                 if flag.startswith("--"):
@@ -153,7 +159,8 @@ class Settings(BaseModel):
         nested model's keys flat or under its name, a saved file's record keys dropped."""
         data = {str(k).replace("-", "_"): v for k, v in data.items() if str(k) not in cls.RECORD_KEYS}
         spellings, negations, models = cls.spellings(), cls.negations(), cls.nested()
-        nested = {name: _mapping(data.pop(name, None) or {}, name) for name in models}
+        given = {name: data.pop(name, None) for name in models}
+        nested: dict[str, dict] = {name: {} for name in models}
         settings: dict = {}
         for key, value in data.items():
             if key in negations and key not in spellings:
@@ -165,10 +172,28 @@ class Settings(BaseModel):
             if key in cls.OLD_NAMES:
                 log.warning("setting '%s' is now '%s'", key, cls.OLD_NAMES[key])
             settings[cls.OLD_NAMES.get(key, setting)] = value
-        return settings | {name: model.normalize(nested[name]) for name, model in models.items()}
+        for name, model in models.items():
+            if isinstance(given[name], model) and not nested[name]:  # kept as it is (pydantic re-checks an assignment)
+                settings[name] = given[name]
+            else:
+                settings[name] = model.normalize(_mapping(given[name] or {}, name) | nested[name])
+        return settings
 
     def to_dict(self) -> dict:
-        return self.model_dump()
+        """The settings as a run's config.json and a leaderboard row keep them (nested models nested)."""
+        hidden = {name: True for name in self.HIDDEN}
+        hidden |= {name: set(model.HIDDEN) for name, model in self.nested().items() if model.HIDDEN}
+        return self.model_dump(exclude=hidden or None)
+
+    def flat(self) -> dict:
+        """{setting: value}, a nested model's flat, as the command line and `--config` name them."""
+        flat = {}
+        for name, value in self:
+            if isinstance(value, Settings):
+                flat |= value.flat()
+            elif name not in self.HIDDEN:
+                flat[name] = value
+        return flat
 
     def to_yaml(self) -> str:
         """The settings as a YAML file that `--config` reads back."""
@@ -176,13 +201,7 @@ class Settings(BaseModel):
 
     def to_file(self) -> dict:
         """The settings as a `--config` file spells them: flag names, a nested model's flat."""
-        flat = {}
-        for name, value in self:
-            if isinstance(value, Settings):
-                flat |= value.to_file()
-            else:
-                flat[name.replace("_", "-")] = value
-        return flat
+        return {name.replace("_", "-"): value for name, value in self.flat().items()}
 
 
 REQUIREMENTS = {

@@ -135,10 +135,12 @@ def options_of(
     nested = model.nested()
     panels = {name: title for title, names in model.PANELS.items() for name in names}
     order = list(model.PANELS) + [nested[name].PANEL for name in nested]
-    options = []
-    for name, field in model.model_fields.items():
-        if name in nested:
-            options += options_of(nested[name], nested[name].PANEL, completions)
+    options, own = [], {name: field for name, field in model.shown().items() if name not in nested}
+    own_old = {flag for name, field in own.items() for flag in (field.json_schema_extra or {}).get("old_flags", [])}
+    for name, field in model.shown().items():
+        if name in nested:  # an old spelling the command's own settings also had stays theirs (submit's --weights)
+            inner = options_of(nested[name], nested[name].PANEL, completions)
+            options += [option for option in inner if option.old_flag not in own_old]
         else:
             options += _options_of(name, field, panels.get(name, panel), completions)
     # stable: within a panel, the order the settings are declared in

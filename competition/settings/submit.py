@@ -10,7 +10,8 @@ from pydantic import model_validator
 
 from competition.io import check_plain_name, counted
 from competition.settings.base import Settings, setting
-from competition.settings.choices import Format, GalleryWhitening, IfWorse, Index, Landmarks, LogTo, Pooling, Precision
+from competition.settings.choices import Format, GalleryWhitening, IfWorse, Index, Landmarks, LogTo, Precision
+from competition.settings.model import ModelSettings, OffTheShelf
 from competition.settings.train import (
     DATA_HELP,
     DEVICE_HELP,
@@ -116,8 +117,7 @@ class PostProcess(Settings):
 
 SUBMIT_PANELS = {  # `--help` panel -> its settings
     "Model": (
-        "model", "ensemble_weights", "if_worse", "with_pretrained", "pooling", "weights_file", "image_size",
-        "resize", "flip", "scales",
+        "model", "ensemble_weights", "if_worse", "with_pretrained", "image_size", "resize", "flip", "scales",
     ),
     "Data": ("data", "landmarks", "strict"),
     "Search": ("k", "index", "nprobe", "index_factory", "verify"),
@@ -176,15 +176,7 @@ class SubmitConfig(Settings):
         "to size, aspect ratio kept, photos of one shape batched together).",
         show_default="each model's own (aspect for off-the-shelf backbones)",
     )
-    pooling: Pooling = setting(
-        "gem", "Pooling for off-the-shelf backbones (cls: a transformer's class token); trained runs keep their own."
-    )
-    weights_file: str = setting(
-        "",
-        "ImageNet weights file (.pth, .safetensors) for an off-the-shelf backbone whose weights are neither "
-        "installed nor cached (no network); trained runs carry their own.",
-        path="file",
-    )
+    off_the_shelf: OffTheShelf = OffTheShelf()  # --pooling, --gem-p, --weights-file of backbones named by --model
     format: Format = setting(
         "csv",
         "csv (query,rank_1..rank_k), kaggle (id,images: ids without extension, space-separated, as Google "
@@ -270,6 +262,10 @@ class SubmitConfig(Settings):
         if not self.scales or len(self.scales) > MAX_VIEWS or min(self.scales) <= 0:
             raise ValueError(f"--scales must be 1 to {MAX_VIEWS} positive numbers, not {self.scales}")
         return self
+
+    def off_the_shelf_model(self, backbone: str) -> ModelSettings:
+        """The model of a backbone named by --model: pretrained, pooled as --pooling and --gem-p say."""
+        return ModelSettings.from_dict(self.off_the_shelf.to_dict() | {"backbone": backbone})
 
     @property
     def ranks(self) -> tuple[int, int]:

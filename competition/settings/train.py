@@ -8,9 +8,9 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from competition.settings.base import Settings, setting
-from competition.settings.choices import Head, Landmarks, LogTo, Pooling, Precision, Regime, Resize, TripletMining
+from competition.settings.choices import Head, Landmarks, LogTo, Precision, Regime, TripletMining
+from competition.settings.model import ModelSettings
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 # Flags of the place and the machine: a resumed run may take new values of these.
 RESUME_MAY_CHANGE = ("epochs", "patience", "device", "workers", "log_to")
 
@@ -32,10 +32,7 @@ DATA_HELP = "Competition folder: train/<class>/*, query/*, gallery/*, optional l
 
 
 TRAIN_PANELS = {  # `--help` panel -> its settings
-    "Model": (
-        "backbone", "regime", "head", "pooling", "gem_p", "embedding_dim", "whiten_power", "image_size", "resize",
-        "pretrained", "weights_file",
-    ),
+    "Model": ("regime", "head", "whiten_power"),  # after the model's own (settings/model.py)
     "Data": ("data", "augmented", "use_augmented", "landmarks", "pseudo_labels", "pseudo_precision", "strict"),
     "Training": (
         "epochs", "lr", "backbone_lr_scale", "batch_size", "weight_decay", "label_smoothing", "warmup_epochs",
@@ -56,32 +53,14 @@ class TrainConfig(Settings):
     )
 
     PANELS: ClassVar[dict[str, tuple[str, ...]]] = TRAIN_PANELS
+    model: ModelSettings = ModelSettings()
     data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
-    backbone: str = setting(
-        DEFAULT_BACKBONE,
-        "Backbone (repeat to train several for an ensemble); `compete models` lists them.",
-        many=True,
-        metavar="NAME",
-        complete="backbones",
-    )
     regime: Regime = setting("last", "last: frozen backbone, cached features, head only; full: all layers.")
     run_name: str = setting(
         "", "Run name under runs/ (default <backbone>-<regime>-<time>).", flags=("--name", "--run-name"), metavar="NAME"
     )
     runs_dir: str = setting("runs", "Where run folders go.", path="dir")
     epochs: int = setting(30, "Loss heads and the full regime: epochs (validation picks the best).", ge=1, le=10_000)
-    image_size: int = setting(
-        0,
-        "Embedding view size in pixels: the longer side for --resize aspect, the square's side for square "
-        "(0: the backbone's own, lite0: 384 aspect / 224 square); the full regime's training crops.",
-        ge=0,
-        le=4096,
-    )
-    resize: Resize = setting(
-        "aspect",
-        "aspect: photos embedded at their own aspect ratio (never enlarged past their size); square: squashed "
-        "to a square. Submit uses the run's own.",
-    )
     head: Head = setting(
         "auto",
         "auto: learned whitening in the last regime, softmax in the full. whitening: learned whitening fitted "
@@ -92,12 +71,6 @@ class TrainConfig(Settings):
     whiten_power: float = setting(
         0.5, "Learned whitening strength: 1 full, 0.5 square-root (milder, for small training sets).", gt=0, le=2
     )
-    embedding_dim: int = setting(512, "Projection size of loss heads; 0 = pooled backbone feature.", ge=0, le=8192)
-    pooling: Pooling = setting(
-        "gem", "gem, avg, max, rmac (regional max, R-MAC), or cls (a transformer's class token)."
-    )
-    # float32 overflows past p of about 50 on lite0's maps, and p = 20 already ranks as max pooling
-    gem_p: float = setting(3.0, "GeM pooling's exponent (1: average, up to 20; --pooling max beyond).", gt=0, le=20)
     landmarks: Landmarks = setting("auto", LANDMARKS_HELP)
     folds: int = setting(
         4,
@@ -153,10 +126,6 @@ class TrainConfig(Settings):
     use_augmented: bool = setting(
         True, "Train on <data>/augmented when present.", flags=("--use-augmented/--no-augmented",)
     )
-    pretrained: bool = setting(True, "ImageNet weights (--no-pretrained: random init, for tests and research).")
-    weights_file: str = setting(
-        "", "ImageNet weights file for the backbone (.pth, .safetensors).", old_flags=("--weights",), path="file"
-    )
     seed: int = setting(0, "Same seed, data and settings: the same run.", ge=0, le=2**32 - 1)
     device: str = setting("", DEVICE_HELP, metavar="DEVICE")
     workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
@@ -171,18 +140,23 @@ class TrainConfig(Settings):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if 0 < self.image_size < 32:
-            raise ValueError(f"--image-size must be 0 (the backbone's own) or at least 32, not {self.image_size}")
         if self.regime == "full" and self.loss == "whitening":
             raise ValueError(
                 "the full regime trains the backbone with a loss: --head softmax, arcface, cosface, "
                 "subcenter-arcface or triplet (whitening is the last regime's closed-form head)"
             )
-        if self.regime == "last" and self.loss != "whitening" and self.embedding_dim <= 0:
+        if self.regime == "last" and self.loss != "whitening" and self.model.embedding_dim <= 0:
             raise ValueError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
         if self.unfreeze_from and self.regime != "full":
             raise ValueError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
         return self
+
+    @property
+    def projection(self) -> str:
+        """What follows the pooling in the model this run trains (models/projection.py)."""
+        if self.loss == "whitening":
+            return "whitening"
+        return "linear" if self.model.embedding_dim > 0 else "none"
 
     @property
     def loss(self) -> str:

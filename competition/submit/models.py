@@ -5,13 +5,16 @@ run validation judged worse than its pretrained backbone."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from competition.errors import CompeteError
 from competition.models.checkpoint import load_run_embedder
-from competition.models.embedder import EmbedderConfig, build_embedder
+from competition.models.embedder import build_embedder
 from competition.models.registry import REGISTRY, get_spec
+from competition.models.view import model_view
 from competition.retrieval.posteriors import LabelClassifier
 from competition.retrieval.postprocess import too_large
 from competition.runs import (
@@ -20,14 +23,14 @@ from competition.runs import (
     LAST,
     SUMMARY,
     TOO_FEW,
+    features_cache,
     find_run,
-    frozen_features_cache,
     read_summary,
     resolve_run_dir,
     section,
     trained_embeddings_cache,
-    view_tag,
 )
+from competition.settings.model import ModelSettings, View
 from competition.settings.submit import PostProcess, SubmitConfig
 
 log = logging.getLogger(__name__)
@@ -39,11 +42,10 @@ FELL_BACK_UNTOLD = "validation could not tell"
 @dataclass(kw_only=True)  # built in two places, read everywhere: every field named
 class LoadedModel:
     label: str  # run name or backbone name
-    backbone: str
     embedder: object
     regime: str
     augmentation: str
-    embedder_config: EmbedderConfig
+    settings: ModelSettings  # what it embeds with, as trained (a run) or as asked (off the shelf)
     weights_origin: str = ""  # of the pretrained backbone, when `frozen`
     run_dir: Path | None = None  # None: not a trained run
     beats_pretrained: bool | None = None  # on held-out landmarks during training; None: unknown / not a run
@@ -56,27 +58,28 @@ class LoadedModel:
     known_validation: str = ""
     postprocess: dict | None = None  # the steps the run's validation chose (train/postprocess_choice.py)
 
-    def cache(self, runs_dir: str, size: int, resize: str, flip: bool, scales: list[float]) -> Path:
+    @property
+    def backbone(self) -> str:
+        return self.settings.backbone
+
+    def cache(self, runs_dir: str, view: View) -> Path:
         """Where this model's vectors at a view are cached (runs.py keys them)."""
-        view = view_tag(size, resize, flip, scales)
         if self.frozen:
-            c = self.embedder_config
-            return frozen_features_cache(runs_dir, c.backbone, self.weights_origin, c.pooling, c.gem_p, view)
+            return features_cache(runs_dir, self.settings, self.weights_origin, view)
         return trained_embeddings_cache(runs_dir, self.run_dir, view)
 
 
-def pretrained_model(config: EmbedderConfig) -> LoadedModel:
+def pretrained_model(settings: ModelSettings) -> LoadedModel:
     """Off-the-shelf features: the pretrained backbone and its pooling, no projection."""
-    config = replace(config, projection="none", embedding_dim=0, pretrained=True)
-    embedder, origin = build_embedder(config)
+    settings = settings.model_copy(update={"pretrained": True})
+    embedder, origin = build_embedder(settings)
     embedder.eval()
     return LoadedModel(
-        label=config.backbone,
-        backbone=config.backbone,
+        label=settings.backbone,
         embedder=embedder,
         regime="off-the-shelf",
         augmentation="none",
-        embedder_config=config,
+        settings=settings,
         weights_origin=origin,
         frozen=True,
     )
@@ -113,7 +116,7 @@ def _classifier(payload, run_dir: Path) -> LabelClassifier | None:
 
 
 def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
-    embedder, embedder_config, config = load_run_embedder(run_dir)
+    embedder, settings, config = load_run_embedder(run_dir)
     regime = config.get("regime", "?")
     if regime not in ("full", "last", "?"):
         raise CompeteError(f"{run_dir / CONFIG}: 'regime' must be full or last, not {regime!r}; train the run again")
@@ -125,11 +128,10 @@ def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
     known = section(fusion or validation, "seen", where)
     return LoadedModel(
         label=run_dir.name,
-        backbone=embedder_config.backbone,
         embedder=embedder,
         regime=regime,
         augmentation=augmentation_of(config),
-        embedder_config=embedder_config,
+        settings=settings,
         weights_origin=config.get("weights_origin", ""),
         run_dir=run_dir,
         beats_pretrained=beats.get("unseen"),
@@ -147,9 +149,7 @@ def load_model(model: str, config: SubmitConfig) -> LoadedModel:
     if find_run(model, config.runs_dir) or (model not in REGISTRY and Path(model).exists()):
         return load_run(resolve_run_dir(model, config.runs_dir), config.if_worse == "keep")
     get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
-    return pretrained_model(
-        EmbedderConfig(backbone=model, pooling=config.pooling, weights_file=config.weights_file or None)
-    )
+    return pretrained_model(config.off_the_shelf_model(model))
 
 
 def guard_unseen(
@@ -175,7 +175,7 @@ def guard_unseen(
         elif worse:
             log.warning("run %s: too few photos to tell whether it helps on %s", model.label, where)
         if worse and if_worse == "fallback":
-            kept += [pretrained_model(model.embedder_config)]
+            kept += [pretrained_model(model.settings)]
             kept_weights += [weight]
             reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
             notes.append(f"{model.label}: fell back to pretrained ({reason})")
@@ -184,7 +184,7 @@ def guard_unseen(
         kept_weights.append(weight)
         extra = 1.0 if worse and if_worse == "ensemble" else with_pretrained
         if extra > 0 and model.regime != "off-the-shelf":
-            kept.append(pretrained_model(model.embedder_config))
+            kept.append(pretrained_model(model.settings))
             kept_weights.append(weight * extra)
             notes.append(f"{model.label} + pretrained×{extra:g}")
     return kept, kept_weights, notes
@@ -200,11 +200,18 @@ def augmentation_of(run_config: dict) -> str:
     return f"{recipe['name']}×{recipe['target_per_class']}" if recipe else "none"
 
 
-def view_of(model: LoadedModel, config: SubmitConfig) -> tuple[int, str]:
-    """(size, resize) a model embeds at: its own view unless submit overrides it (`--resize
-    square` alone: the model's own size for a square view, lite0's 224)."""
-    resize = config.resize or model.embedder_config.resolved_resize()
-    return config.image_size or replace(model.embedder_config, resize=resize).resolved_image_size(), resize
+def view_of(model: ModelSettings, config: SubmitConfig, device: torch.device | None = None) -> View:
+    """The view a model embeds at: its own unless submit overrides it (`--resize square` alone:
+    the model's own size for a square view, lite0's 224), with submit's test-time views."""
+    return model_view(
+        model,
+        image_size=config.image_size,
+        resize=config.resize,
+        flip=config.flip,
+        scales=config.scales,
+        device=device,
+        precision=config.precision,
+    )
 
 
 def postprocess_of(

@@ -60,7 +60,7 @@ def score_ranking(ranking: np.ndarray, competition: Competition, map_k: int) -> 
 
 def describe_views(config: SubmitConfig, models: list[LoadedModel]) -> str:
     """The test-time augmentation and views, as the leaderboard shows them."""
-    views = [view_of(m, config) for m in models]
+    views = [(view.size, view.resize) for view in (view_of(m.settings, config) for m in models)]
     parts = (
         (["flip"] if config.flip else [])
         + ([f"scales {','.join(map(str, config.scales))}"] if list(config.scales) != [1.0] else [])

@@ -86,23 +86,19 @@ class Embeddings:
     def _embed(self, model: LoadedModel, records):
         config = self.config
         model.embedder.to(self.device)
-        size, resize = view_of(model, config)
+        view = view_of(model.settings, config, self.device)
         vectors, failed = extract_features(
             model.embedder.pooled if model.frozen else model.embedder,
             [r.path for r in records],
-            size,
+            view,
             self.device,
-            cache_dir=model.cache(config.runs_dir, size, resize, config.flip, config.scales),
+            cache_dir=model.cache(config.runs_dir, view),
             batch_size=config.batch_size,
-            flip=config.flip,
-            scales=config.scales,
-            resize=resize,
             strict=config.strict,
             description=f"{model.label}: {records[0].split}",
             progress=self.progress,
             workers=config.workers,
             shards=self.dist,
-            precision=config.precision,
         )
         if model.frozen:  # the run's own projection on the shared pooled features
             with torch.no_grad():
@@ -118,7 +114,6 @@ def _competition(config: SubmitConfig) -> Competition:
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
     check_size(config.postprocess, len(competition.query) + len(competition.gallery))
-    scaled_sizes(config.image_size or 224, config.scales)  # the largest view within the limit
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
         check_unique_ids([r.name for r in records], config.format, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
@@ -168,6 +163,8 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     device = dist.device() or pick_device(config.device or None)
     models = [load_model(m, config) for m in config.model]
     for model in models:  # the backbone: both the pooled features and the full embedding go through it
+        view = view_of(model.settings, config)
+        scaled_sizes(view.size, view.scales)  # the largest view within the limit, before any photo
         model.embedder.backbone = compiled(model.embedder.backbone, device, config.compile)
     embed = Embeddings(config, device, dist, progress)
     landmarks, estimate = resolve_landmarks(config.landmarks, models, lambda m: embed(m, competition.query))

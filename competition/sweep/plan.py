@@ -31,6 +31,7 @@ from pathlib import Path
 from competition.errors import CompeteError
 from competition.io import check_plain_name, fingerprint
 from competition.settings.base import read_settings_file
+from competition.settings.model import DEFAULT_BACKBONE
 from competition.settings.submit import SubmitConfig
 from competition.settings.sweep import SweepFile
 from competition.settings.train import TrainConfig
@@ -135,7 +136,7 @@ def _configuration(entry: dict, shared: dict) -> Configuration:
     if owned:
         raise CompeteError(f"the sweep sets {', '.join(owned)} itself; remove them from the sweep file")
     augment = str(settings.pop("augment", "none"))
-    backbone = settings.pop("backbone", TrainConfig.model_fields["backbone"].default)
+    backbone = settings.pop("backbone", DEFAULT_BACKBONE)
     regime = settings.pop("regime", TrainConfig.model_fields["regime"].default)
     varied = tuple(sorted(set(entry) - {"backbone", "regime", "augment"}))
     return Configuration(

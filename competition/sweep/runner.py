@@ -37,9 +37,11 @@ from competition.io import (
     read_jsonl,
     replaceable,
 )
-from competition.models.embedder import EmbedderConfig, build_embedder
-from competition.runs import can_resume, discard_unjudged, is_finished
-from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD
+from competition.models.embedder import build_embedder
+from competition.models.view import model_view
+from competition.runs import can_resume, discard_unjudged, features_cache, is_finished
+from competition.settings.model import ModelSettings
+from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD, view_of
 from competition.submit.run import submit
 from competition.sweep.plan import Configuration, SubmitVariant, SweepPlan
 from competition.sweep.results import results_chart, results_table
@@ -62,11 +64,12 @@ class SweepReport:
     estimates: dict[str, float] = field(default_factory=dict)
 
 
-def measure_throughput(backbone: str, image_size: int, device: torch.device, batch: int = 8) -> float:
-    """Images per second through the backbone's forward on this machine (random weights: the same cost)."""
-    embedder, _ = build_embedder(EmbedderConfig(backbone=backbone, image_size=image_size, pretrained=False))
+def measure_throughput(model: ModelSettings, device: torch.device, batch: int = 8) -> float:
+    """Images per second through the model's backbone at its view on this machine (random weights: the same cost)."""
+    model = model.model_copy(update={"pretrained": False})
+    embedder, _ = build_embedder(model)
     embedder.to(device).eval()
-    size = EmbedderConfig(backbone=backbone, image_size=image_size).resolved_image_size()
+    size = model_view(model).size
     images = torch.rand(batch, 3, size, size, device=device)
     with torch.no_grad():
         embedder.pooled(images)  # warm-up
@@ -76,42 +79,44 @@ def measure_throughput(backbone: str, image_size: int, device: torch.device, bat
 
 
 def estimate_seconds(plan: SweepPlan, device: torch.device, finished: set[str] = frozenset()) -> dict[str, float]:
-    """Seconds each configuration should take here, counting what an earlier one already cached;
-    a finished configuration costs 0 and its backbone is not probed."""
+    """Seconds each configuration should take here, counting what an earlier one already cached
+    (by the caches' own key, runs.features_cache); a finished configuration costs 0 and its
+    backbone is not probed."""
     found = discover_competition(plan.data, need_train=any(c.trained for c in plan.configurations))
     photos, unlabeled = len(found.train), len(found.query) + len(found.gallery)
-    views = 2  # flip, submit's default
-    throughput: dict[tuple, float] = {}
-    features_cached: set[tuple] = set()  # training photos through a frozen backbone (runs/feature-cache)
-    embeddings_cached: set[tuple] = set()  # query + gallery through it (runs/embedding-cache)
+    submits = [plan.submit_config(["x"], variant, "x") for variant in plan.variants]
+    throughput: dict[Path, float] = {}
+    cached: set[Path] = set()  # pooled features of a frozen backbone (runs/feature-cache)
     estimates = {}
     for configuration in plan.configurations:
-        size = int(configuration.settings.get("image_size", 0))
-        key = (configuration.backbone, size)
-        frozen = (*key, configuration.settings.get("pooling", "gem"))
-        computes_features = configuration.regime == "last" and frozen not in features_cached
-        computes_embeddings = configuration.regime in ("last", "off-the-shelf") and frozen not in embeddings_cached
-        if computes_features:
-            features_cached.add(frozen)
-        if computes_embeddings:
-            embeddings_cached.add(frozen)
+        config = plan.train_config(configuration) if configuration.trained else None
+        model = config.model if config else submits[0].off_the_shelf_model(configuration.backbone)
+        origin = f"{model.pretrained}|{model.weights_file}"  # the weights load_pretrained will find
+        own = model_view(model)
+        views = {view_of(model, submit) for submit in submits}
+        work = {}  # cache -> photos through the backbone to fill it
+        if configuration.regime == "last":
+            work[features_cache(plan.runs_dir, model, origin, own)] = photos
+        if configuration.regime != "full":  # query and gallery through the frozen backbone
+            work |= {features_cache(plan.runs_dir, model, origin, view): unlabeled * view.passes for view in views}
+        images = sum(count for key, count in work.items() if key not in cached)
+        cached.update(work)
         if configuration.id in finished:  # nothing left to do, and what it cached serves the others
             estimates[configuration.id] = 0.0
             continue
-        if key not in throughput:
-            try:
-                throughput[key] = measure_throughput(configuration.backbone, size, device)
-            except Exception as error:  # an unknown or unbuildable backbone: it will fail and say why
-                log.debug("no throughput for %s: %s", configuration.backbone, error)
-                throughput[key] = float("nan")
-        images = photos * computes_features + unlabeled * views * computes_embeddings
-        if configuration.regime == "full":
-            epochs = int(configuration.settings.get("epochs", 30))
+        if config is not None and configuration.regime == "full":
             trained = photos * (plan.augment_target / 10 if configuration.augment != "none" else 1)
-            pool = photos / 4
-            images += epochs * (trained * FULL_PASS_COST + pool) + WISE_FT_POOL_PASSES * pool + unlabeled * views
-        # every submit variant after the first reads the embeddings the first one cached
-        estimates[configuration.id] = images / throughput[key]
+            pool = photos / config.folds
+            images += config.epochs * (trained * FULL_PASS_COST + pool) + WISE_FT_POOL_PASSES * pool
+            images += unlabeled * sum(view.passes for view in views)
+        speed = features_cache(plan.runs_dir, model, origin, own)
+        if speed not in throughput:
+            try:
+                throughput[speed] = measure_throughput(model, device)
+            except Exception as error:  # an unknown or unbuildable backbone: it will fail and say why
+                log.debug("no throughput for %s: %s", model.backbone, error)
+                throughput[speed] = float("nan")
+        estimates[configuration.id] = images / throughput[speed]
     return estimates
 
 
@@ -315,7 +320,8 @@ class SweepRunner:
             if top > 1 and not stopped:
                 outcomes += self._ensemble(outcomes, top, done)
             table = results_table(outcomes)
-            atomic_write_text(plan.out_dir / "results.md", f"{RESULTS_TITLE}{plan.name} on {plan.data}\n\n{table}\n")
+            title = f"{RESULTS_TITLE}{plan.name} on {plan.data}"
+            atomic_write_text(plan.out_dir / "results.md", f"{title}\n\n{table}\n")
             if any(o["status"] == "done" for o in outcomes):
                 results_chart(outcomes, plan.out_dir / "results.png")
         return SweepReport(outcomes, table, plan.out_dir, stopped, estimates)

@@ -1,5 +1,5 @@
 """A training run's settings resolved: from flags and a config file, from a run to resume, and
-the embedder they describe. The settings themselves are declared in settings/train.py."""
+checks of a resumed run's. The settings themselves are declared in settings/train.py."""
 
 from __future__ import annotations
 
@@ -7,31 +7,14 @@ from pathlib import Path
 
 from competition.errors import CompeteError
 from competition.models.checkpoint import load_checkpoint
-from competition.models.embedder import EmbedderConfig
 from competition.models.registry import get_spec
 from competition.runs import LAST
 from competition.settings.base import read_settings_file
 from competition.settings.train import RESUME_MAY_CHANGE, TrainConfig
 
 
-def embedder_config(config: TrainConfig) -> EmbedderConfig:
-    """The retrieval model a run trains."""
-    projection = "whitening" if config.loss == "whitening" else "linear" if config.embedding_dim > 0 else "none"
-    return EmbedderConfig(
-        backbone=config.backbone,
-        pooling=config.pooling,
-        gem_p=config.gem_p,
-        projection=projection,
-        embedding_dim=config.embedding_dim if projection == "linear" else 0,
-        image_size=config.image_size,
-        resize=config.resize,
-        pretrained=config.pretrained,
-        weights_file=config.weights_file or None,
-    )
-
-
 def checked(config: TrainConfig) -> TrainConfig:
-    get_spec(config.backbone)  # an unknown name fails here, before any data is read
+    get_spec(config.model.backbone)  # an unknown name fails here, before any data is read
     return config
 
 
@@ -44,8 +27,8 @@ def check_same_settings(saved: dict, config: TrainConfig, where: str | Path) -> 
     """A resumed run's saved settings must equal the current ones, but for RESUME_MAY_CHANGE
     and its place (a moved run continues in its new place)."""
     may_change = (*RESUME_MAY_CHANGE, "run_name", "runs_dir")
-    current = config.to_dict()
-    changed = sorted(k for k, v in saved.items() if k not in may_change and k in current and current[k] != v)
+    before, now = TrainConfig.from_dict(saved).flat(), config.flat()
+    changed = sorted(k for k, v in before.items() if k not in may_change and now[k] != v)
     if changed:
         raise CompeteError(f"{where}: cannot resume with different settings ({', '.join(changed)})")
 
@@ -64,7 +47,8 @@ def resume_settings(run_dir: str | Path, flags: dict) -> TrainConfig:
     if not isinstance(saved, dict):
         raise CompeteError(f"{run_dir / LAST}: holds no training settings")
     place = {"run_name": run_dir.name, "runs_dir": str(run_dir.parent)}
-    conflicts = sorted(k for k, v in flags.items() if k not in RESUME_MAY_CHANGE and place.get(k, saved.get(k)) != v)
+    before = TrainConfig.from_dict(saved).flat() | place
+    conflicts = sorted(k for k, v in flags.items() if k not in RESUME_MAY_CHANGE and before.get(k) != v)
     if conflicts:
         raise CompeteError(
             f"--resume continues {run_dir} with its own settings; these flags would change it: "

@@ -27,6 +27,7 @@ from competition.device import autocast_for, compiled, half_precision_on
 from competition.errors import CompeteError
 from competition.io import atomic_write_text
 from competition.models.embedder import Embedder
+from competition.models.view import training_crop
 from competition.progress import steps
 from competition.runs import WISE_FT
 from competition.train.config import check_same_settings
@@ -185,7 +186,7 @@ class FullLayerTrainer:
     def _epochs(self, resume: bool) -> None:
         run, config, device = self.run, self.config, self.run.device
         labels = [self.classes.index(r.label) for r in self.records]
-        dataset = TrainDataset([r.path for r in self.records], labels, run.crop_size, config.seed)
+        dataset = TrainDataset([r.path for r in self.records], labels, training_crop(config.model), config.seed)
         per_class = config.samples_per_class if config.loss == "triplet" else 1
         sampler = EpochSampler(dataset.labels, per_class, config.seed, run.dist.rank, run.dist.world)
         drop_last = len(sampler) > config.batch_size

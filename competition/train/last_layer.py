@@ -151,8 +151,8 @@ def train_projection(
     classes = sorted(set(labels.tolist()))
     y = torch.tensor([classes.index(label) for label in labels], device=run.device)
     torch.manual_seed(config.seed + 1)
-    projection = make_projection("linear", x.shape[1], config.embedding_dim).to(run.device)
-    criterion = loss_for(config, config.embedding_dim, len(classes)).to(run.device)
+    projection = make_projection("linear", x.shape[1], config.model.embedding_dim).to(run.device)
+    criterion = loss_for(config, config.model.embedding_dim, len(classes)).to(run.device)
     per_class = config.samples_per_class if config.loss == "triplet" else 1
     steps = max(1, len(epoch_order(y.cpu().numpy(), per_class, config.seed, 0)) // config.batch_size)
     trainable = list(projection.parameters()) + list(criterion.parameters())

@@ -29,7 +29,6 @@ from competition.io import check_plain_name, exclusive_use
 from competition.models.embedder import build_embedder
 from competition.settings.train import TrainConfig
 from competition.tracking import check_tracker, open_tracker
-from competition.train.config import embedder_config
 from competition.train.data import load_training_data
 from competition.train.freezing import freeze_before
 from competition.train.full_layer import FullLayerTrainer
@@ -56,7 +55,7 @@ def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
         config.landmarks,
     )
     seed_everything(config.seed)
-    embedder, origin = build_embedder(embedder_config(config))
+    embedder, origin = build_embedder(config.model, config.projection)
     if config.unfreeze_from:
         freeze_before(embedder.backbone, config.unfreeze_from)
     device = dist.device() or pick_device(config.device or None)
@@ -79,7 +78,7 @@ def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
 
 
 def default_run_name(config: TrainConfig) -> str:
-    return f"{config.backbone}-{config.regime}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return f"{config.model.backbone}-{config.regime}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:

@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,11 @@ from competition.data.discover import ImageRecord
 from competition.distributed import Distributed
 from competition.io import fingerprint
 from competition.models.embedder import Embedder
-from competition.models.registry import get_spec, native_inputs
+from competition.models.view import model_view
 from competition.retrieval.embed import extract_features
-from competition.runs import CONFIG, SUMMARY, frozen_features_cache, view_tag
+from competition.runs import CONFIG, SUMMARY, features_cache
+from competition.settings.model import View
 from competition.settings.train import TrainConfig
-from competition.train.config import embedder_config
 from competition.train.data import TrainingData
 from competition.train.run_folder import RunFolder
 from competition.train.validation import PoolScores, score_pool
@@ -89,20 +90,13 @@ class Run:
     progress: bool = True
     pseudo: dict = field(default_factory=dict)
 
-    @property
-    def image_size(self) -> int:
-        """The side of the views that are embedded (validation, features, what submit uses)."""
-        return embedder_config(self.config).resolved_image_size()
-
-    @property
-    def crop_size(self) -> int:
-        """The full regime's square training crops: --image-size, else the backbone's native size."""
-        return self.config.image_size or native_inputs(get_spec(self.config.backbone)).size
+    @cached_property
+    def view(self) -> View:
+        """How photos are embedded for validation and features: the model's own view, one of it."""
+        return model_view(self.config.model, device=self.device, precision=self.config.precision)
 
     def cache_dir(self) -> Path:
-        c = self.config
-        view = view_tag(self.image_size, embedder_config(c).resolved_resize())
-        return frozen_features_cache(c.runs_dir, c.backbone, self.weights_origin, c.pooling, c.gem_p, view)
+        return features_cache(self.config.runs_dir, self.config.model, self.weights_origin, self.view)
 
     def extract(
         self, fn, records: list[ImageRecord], description: str, cached: bool = True
@@ -110,15 +104,13 @@ class Run:
         return extract_features(
             fn,
             [r.path for r in records],
-            self.image_size,
+            self.view,
             self.device,
-            resize=embedder_config(self.config).resolved_resize(),
             cache_dir=self.cache_dir() if cached else None,
             batch_size=self.config.batch_size,
             description=f"{self.config.run_name}: {description}",  # piped lines name their run
             progress=self.progress,
             workers=self.config.workers,
-            precision=self.config.precision,
         )
 
     def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
@@ -162,7 +154,8 @@ class Run:
         """best.pt: what `compete submit` loads (the embedder's settings and weights as they are now)."""
         self.folder.save_best(
             {
-                "embedder_config": embedder_config(self.config).to_dict(),
+                "model": self.config.model.to_dict(),
+                "projection": self.config.projection,
                 "embedder": self.embedder.state_dict(),
                 "epoch": epoch,
                 "scores": scores,
