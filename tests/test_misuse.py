@@ -743,6 +743,7 @@ def test_an_older_or_bare_summary_still_guards_or_says_it_cannot(
     finished_run, tiny_competition, tmp_path, summary, guard
 ):
     from competition.settings.submit import SubmitConfig
+    from competition.submit.models import FELL_BACK_LOST
     from competition.submit.run import submit
 
     run = Path(shutil.copytree(finished_run, tmp_path / "runs" / "older"))
@@ -750,7 +751,9 @@ def test_an_older_or_bare_summary_still_guards_or_says_it_cannot(
     settings = dict(data=str(tiny_competition), runs_dir=str(tmp_path / "runs"), flip=False, name="o")
     settings |= dict(submissions_dir=str(tmp_path / "subs"), leaderboard=str(tmp_path / "board.md"))
     result = submit(SubmitConfig(model=[str(run)], landmarks="known", **settings), progress=False)
-    assert guard in result.record["unseen_guard"]
+    assert guard in result.record["unseen_guard"] and result.landmarks == "known"
+    # what was decided travels as data: the sweep reads it, never the note's words
+    assert result.fell_back == ({"older": FELL_BACK_LOST} if guard == "fell back" else {})
 
 
 def test_a_run_without_best_pt_is_advised_only_what_train_accepts(tiny_competition, tmp_path):

@@ -162,9 +162,9 @@ def test_data_override_runs_a_sweep_file_on_another_folder_under_its_own_name(ti
 
     sweep_file = tmp_path / "closed.yaml"
     sweep_file.write_text(yaml.safe_dump(_sweep("elsewhere", tmp_path, [{"head": "whitening"}]) | {"name": "closed"}))
-    assert load_sweep(sweep_file).data == "elsewhere"
+    assert load_sweep(sweep_file).file.data == "elsewhere"
     plan = load_sweep(sweep_file, tiny_competition)
-    assert plan.data == str(tiny_competition) and plan.name == f"closed-{tiny_competition.name}"
+    assert plan.file.data == str(tiny_competition) and plan.file.name == f"closed-{tiny_competition.name}"
     assert plan.out_dir.name == f"closed-{tiny_competition.name}"  # never the results of the file's own folder
     result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--data", str(tmp_path / "nowhere"), "--dry-run"])
     assert result.exit_code == 1 and "nowhere" in result.output

@@ -14,7 +14,7 @@ from competition.models.embedder import build_embedder
 from competition.models.view import model_view
 from competition.runs import BEST, TOO_FEW
 from competition.settings.model import ModelSettings
-from competition.submit.models import LoadedModel, guard_unseen
+from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD, LoadedModel, guard_unseen
 from competition.train import full_layer, loop
 from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
@@ -187,6 +187,9 @@ def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, 
     assert [m.label for m in models] == expected
     assert all(m.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run") :])
     assert weights == [2.0] * len(expected) and bool(notes) == (expected != ["run"])
+    fell_back = {m.replaces: m.fell_back for m in models if m.replaces}
+    reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
+    assert fell_back == ({} if "run" in expected else {"run": reason})
 
 
 def test_with_pretrained_concatenates_the_backbone_at_a_weight():

@@ -140,12 +140,12 @@ class TrainConfig(Settings):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.regime == "full" and self.loss == "whitening":
+        if self.regime == "full" and self.head_resolved == "whitening":
             raise ValueError(
                 "the full regime trains the backbone with a loss: --head softmax, arcface, cosface, "
                 "subcenter-arcface or triplet (whitening is the last regime's closed-form head)"
             )
-        if self.regime == "last" and self.loss != "whitening" and self.model.embedding_dim <= 0:
+        if self.regime == "last" and self.head_resolved != "whitening" and self.model.embedding_dim <= 0:
             raise ValueError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
         if self.unfreeze_from and self.regime != "full":
             raise ValueError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
@@ -154,12 +154,12 @@ class TrainConfig(Settings):
     @property
     def projection(self) -> str:
         """What follows the pooling in the model this run trains (models/projection.py)."""
-        if self.loss == "whitening":
+        if self.head_resolved == "whitening":
             return "whitening"
         return "linear" if self.model.embedding_dim > 0 else "none"
 
     @property
-    def loss(self) -> str:
+    def head_resolved(self) -> str:
         """The head with "auto" resolved for the regime."""
         if self.head == "auto":
             return "whitening" if self.regime == "last" else "softmax"

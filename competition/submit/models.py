@@ -5,7 +5,7 @@ run validation judged worse than its pretrained backbone."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,8 @@ class LoadedModel:
     beats_on_known: bool | None = None  # on held-out photos of training landmarks, its fusion included
     known_validation: str = ""
     postprocess: dict | None = None  # the steps the run's validation chose (train/postprocess_choice.py)
+    replaces: str = ""  # the run this pretrained backbone stands in for (--if-worse fallback)
+    fell_back: str = ""  # why: FELL_BACK_LOST or FELL_BACK_UNTOLD
 
     @property
     def backbone(self) -> str:
@@ -175,9 +177,9 @@ def guard_unseen(
         elif worse:
             log.warning("run %s: too few photos to tell whether it helps on %s", model.label, where)
         if worse and if_worse == "fallback":
-            kept += [pretrained_model(model.settings)]
-            kept_weights += [weight]
             reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
+            kept += [replace(pretrained_model(model.settings), replaces=model.label, fell_back=reason)]
+            kept_weights += [weight]
             notes.append(f"{model.label}: fell back to pretrained ({reason})")
             continue
         kept.append(model)

@@ -53,6 +53,9 @@ class SubmitResult:
     record: dict
     skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
     notes: list[str] = field(default_factory=list)  # what submit decided for the user to read (the landmarks kind)
+    fell_back: dict[str, str] = field(default_factory=dict)  # run -> why its pretrained backbone took its place
+    landmarks: str = ""  # the kind of queries submitted for: known, new or mixed (auto resolved)
+    fused: bool = False  # class posteriors fused into the ranking
 
 
 def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
@@ -217,4 +220,13 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         notes.append(f"geometric verification: {verification}")
     if scores and left_out_note(scores):
         notes.append(left_out_note(scores))
-    return SubmitResult(path, scores, record, sorted(embed.skipped), notes)
+    return SubmitResult(
+        path,
+        scores,
+        record,
+        sorted(embed.skipped),
+        notes,
+        fell_back={m.replaces: m.fell_back for m in models if m.replaces},
+        landmarks=landmarks,
+        fused=fusion is not None,
+    )

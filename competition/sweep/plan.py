@@ -73,20 +73,13 @@ class SubmitVariant:
 
 @dataclass
 class SweepPlan:
-    name: str
-    data: str
+    file: SweepFile  # its name, data folder and places, as the sweep file gave them
     configurations: list[Configuration]
     variants: list[SubmitVariant]
-    augment_target: int = 60
-    ensemble_top: int = 0
-    runs_dir: str = "runs"
-    submissions_dir: str = "submissions"
-    leaderboard: str = "leaderboard.md"
-    out: str = ""  # results.jsonl, results.md, results.png; default runs/sweeps/<name>
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or Path(self.runs_dir) / "sweeps" / self.name)
+        return Path(self.file.out or Path(self.file.runs_dir) / "sweeps" / self.file.name)
 
     def train_config(self, configuration: Configuration, augmented: str = "") -> TrainConfig:
         return checked(
@@ -95,8 +88,8 @@ class SweepPlan:
                 | {
                     "backbone": configuration.backbone,
                     "regime": configuration.regime,
-                    "data": self.data,
-                    "runs_dir": self.runs_dir,
+                    "data": self.file.data,
+                    "runs_dir": self.file.runs_dir,
                     "run_name": self.run_name(configuration),
                     "augmented": augmented,
                     "use_augmented": bool(augmented),
@@ -105,18 +98,18 @@ class SweepPlan:
         )
 
     def run_name(self, configuration: Configuration) -> str:
-        return f"{self.name}-{configuration.id}"
+        return f"{self.file.name}-{configuration.id}"
 
     def submit_config(self, models: list[str], variant: SubmitVariant, name: str) -> SubmitConfig:
         return SubmitConfig.from_dict(
             variant.settings
             | {
-                "data": self.data,
+                "data": self.file.data,
                 "model": models,
                 "name": name,
-                "submissions_dir": self.submissions_dir,
-                "leaderboard": self.leaderboard,
-                "runs_dir": self.runs_dir,
+                "submissions_dir": self.file.submissions_dir,
+                "leaderboard": self.file.leaderboard,
+                "runs_dir": self.file.runs_dir,
             }
         )
 
@@ -183,11 +176,8 @@ def plan_from_dict(data: dict, name: str = "sweep") -> SweepPlan:
         SubmitVariant(str(v.get("name", f"v{i}")), {k: x for k, x in v.items() if k != "name"})
         for i, v in enumerate(sweep.submit)
     ]
-    places = sweep.model_dump(
-        include={"augment_target", "ensemble_top", "runs_dir", "submissions_dir", "leaderboard", "out"}
-    )
-    plan = SweepPlan(sweep.name, sweep.data, configurations, variants, **places)
-    check_plain_name(plan.name, "sweep name", "runs_dir or out")
+    plan = SweepPlan(sweep, configurations, variants)
+    check_plain_name(sweep.name, "sweep name", "runs_dir or out")
     for configuration in plan.configurations:  # every setting checked before any work
         if configuration.trained:
             plan.train_config(configuration)

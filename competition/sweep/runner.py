@@ -41,7 +41,7 @@ from competition.models.embedder import build_embedder
 from competition.models.view import model_view
 from competition.runs import can_resume, discard_unjudged, features_cache, is_finished
 from competition.settings.model import ModelSettings
-from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD, view_of
+from competition.submit.models import view_of
 from competition.submit.run import submit
 from competition.sweep.plan import Configuration, SubmitVariant, SweepPlan
 from competition.sweep.results import results_chart, results_table
@@ -82,7 +82,7 @@ def estimate_seconds(plan: SweepPlan, device: torch.device, finished: set[str] =
     """Seconds each configuration should take here, counting what an earlier one already cached
     (by the caches' own key, runs.features_cache); a finished configuration costs 0 and its
     backbone is not probed."""
-    found = discover_competition(plan.data, need_train=any(c.trained for c in plan.configurations))
+    found = discover_competition(plan.file.data, need_train=any(c.trained for c in plan.configurations))
     photos, unlabeled = len(found.train), len(found.query) + len(found.gallery)
     submits = [plan.submit_config(["x"], variant, "x") for variant in plan.variants]
     throughput: dict[Path, float] = {}
@@ -96,20 +96,20 @@ def estimate_seconds(plan: SweepPlan, device: torch.device, finished: set[str] =
         views = {view_of(model, submit) for submit in submits}
         work = {}  # cache -> photos through the backbone to fill it
         if configuration.regime == "last":
-            work[features_cache(plan.runs_dir, model, origin, own)] = photos
+            work[features_cache(plan.file.runs_dir, model, origin, own)] = photos
         if configuration.regime != "full":  # query and gallery through the frozen backbone
-            work |= {features_cache(plan.runs_dir, model, origin, view): unlabeled * view.passes for view in views}
+            work |= {features_cache(plan.file.runs_dir, model, origin, view): unlabeled * view.passes for view in views}
         images = sum(count for key, count in work.items() if key not in cached)
         cached.update(work)
         if configuration.id in finished:  # nothing left to do, and what it cached serves the others
             estimates[configuration.id] = 0.0
             continue
         if config is not None and configuration.regime == "full":
-            trained = photos * (plan.augment_target / 10 if configuration.augment != "none" else 1)
+            trained = photos * (plan.file.augment_target / 10 if configuration.augment != "none" else 1)
             pool = photos / config.folds
             images += config.epochs * (trained * FULL_PASS_COST + pool) + WISE_FT_POOL_PASSES * pool
             images += unlabeled * sum(view.passes for view in views)
-        speed = features_cache(plan.runs_dir, model, origin, own)
+        speed = features_cache(plan.file.runs_dir, model, origin, own)
         if speed not in throughput:
             try:
                 throughput[speed] = measure_throughput(model, device)
@@ -118,11 +118,6 @@ def estimate_seconds(plan: SweepPlan, device: torch.device, finished: set[str] =
                 throughput[speed] = float("nan")
         estimates[configuration.id] = images / throughput[speed]
     return estimates
-
-
-def _fallback_reason(guard_notes: str) -> str:
-    """Why submit used the backbone in a run's place ('' when it did not)."""
-    return next((reason for reason in (FELL_BACK_UNTOLD, FELL_BACK_LOST) if reason in guard_notes), "")
 
 
 def _append(path: Path, outcome: dict) -> None:
@@ -140,10 +135,10 @@ def augmented_folder(plan: SweepPlan, configuration: Configuration, progress: bo
     """A configuration's augmented set, made once per data folder, recipe and target ("" for none)."""
     if configuration.augment == "none":
         return ""
-    recipe = load_recipe(configuration.augment, target_per_class=plan.augment_target)
-    folder = f"{Path(plan.data).resolve().name}-{Path(recipe.name).stem}-{recipe.target_per_class}"
-    out = Path(plan.runs_dir) / "sweeps" / "augmented" / folder
-    augment_competition(plan.data, recipe, out, progress=progress, replace_if_changed=True)
+    recipe = load_recipe(configuration.augment, target_per_class=plan.file.augment_target)
+    folder = f"{Path(plan.file.data).resolve().name}-{Path(recipe.name).stem}-{recipe.target_per_class}"
+    out = Path(plan.file.runs_dir) / "sweeps" / "augmented" / folder
+    augment_competition(plan.file.data, recipe, out, progress=progress, replace_if_changed=True)
     return str(out)
 
 
@@ -199,14 +194,14 @@ class SweepRunner:
         result = submit(self.plan.submit_config(models, variant, name), progress=self.progress)
         if result.scores is None:
             raise CompeteError(
-                f"{self.plan.data} has no labels.csv for every query and gallery photo: nothing to score"
+                f"{self.plan.file.data} has no labels.csv for every query and gallery photo: nothing to score"
             )
         return {
             "scores": result.scores,
             "submission": str(result.path),
-            "fallback": _fallback_reason(result.record.get("unseen_guard", "")),
-            "landmarks": result.record.get("landmarks", ""),
-            "fused": result.record.get("label_fusion", "").startswith("class posteriors"),
+            "fallback": next(iter(result.fell_back.values()), ""),
+            "landmarks": result.record.get("landmarks", ""),  # as the leaderboard says it (auto's estimate too)
+            "fused": result.fused,
         }
 
     def _run_configuration(self, configuration: Configuration, done: dict) -> list[dict]:
@@ -276,12 +271,12 @@ class SweepRunner:
         )
         label = f"ensemble of the {len(chosen)} best runs: " + " + ".join(o["label"] for o in chosen)
         return self._submit_variants(
-            ensemble, [o["model"] for o in chosen], done, f"{self.plan.name}-ensemble", label=label
+            ensemble, [o["model"] for o in chosen], done, f"{self.plan.file.name}-ensemble", label=label
         )
 
     def run(self, max_minutes: float = 0, ensemble_top: int | None = None, dry_run: bool = False) -> SweepReport:
         plan = self.plan
-        top = plan.ensemble_top if ensemble_top is None else ensemble_top
+        top = plan.file.ensemble_top if ensemble_top is None else ensemble_top
         device = pick_device(None)
         done = self._done()
         finished = {c.id for c in plan.configurations if all((c.id, v.name) in done for v in plan.variants)}
@@ -320,7 +315,7 @@ class SweepRunner:
             if top > 1 and not stopped:
                 outcomes += self._ensemble(outcomes, top, done)
             table = results_table(outcomes)
-            title = f"{RESULTS_TITLE}{plan.name} on {plan.data}"
+            title = f"{RESULTS_TITLE}{plan.file.name} on {plan.file.data}"
             atomic_write_text(plan.out_dir / "results.md", f"{title}\n\n{table}\n")
             if any(o["status"] == "done" for o in outcomes):
                 results_chart(outcomes, plan.out_dir / "results.png")

@@ -42,10 +42,10 @@ def fit_last_layer(run: Run, started: float) -> dict:
     run.write_config()
     data = run.data
     # the whitening is fitted on the original photos: their variants need no features
-    records = data.photos + data.extra if run.config.loss == "whitening" else data.training_records()
+    records = data.photos + data.extra if run.config.head_resolved == "whitening" else data.training_records()
     features = run.pretrained_features(records, "features")
     baseline = run.baseline(features, data.folds)
-    if run.config.loss == "whitening":
+    if run.config.head_resolved == "whitening":
         history, scores, extra = _fit_whitening(run, features)
         head_for = _whitening_head_for(run, features)
     else:
@@ -153,7 +153,7 @@ def train_projection(
     torch.manual_seed(config.seed + 1)
     projection = make_projection("linear", x.shape[1], config.model.embedding_dim).to(run.device)
     criterion = loss_for(config, config.model.embedding_dim, len(classes)).to(run.device)
-    per_class = config.samples_per_class if config.loss == "triplet" else 1
+    per_class = config.samples_per_class if config.head_resolved == "triplet" else 1
     steps = max(1, len(epoch_order(y.cpu().numpy(), per_class, config.seed, 0)) // config.batch_size)
     trainable = list(projection.parameters()) + list(criterion.parameters())
     optimizer, scheduler = make_optimizer(config, [{"params": trainable}], steps)

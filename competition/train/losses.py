@@ -92,5 +92,5 @@ def make_loss(
 def loss_for(config, dim: int, num_classes: int) -> nn.Module:
     """The loss a TrainConfig asks for (its head, label smoothing and triplet settings)."""
     return make_loss(
-        config.loss, dim, num_classes, config.label_smoothing, config.triplet_margin, config.triplet_mining
+        config.head_resolved, dim, num_classes, config.label_smoothing, config.triplet_margin, config.triplet_mining
     )

@@ -141,7 +141,7 @@ class Run:
             CONFIG,
             {
                 **self.config.to_dict(),
-                "head_resolved": self.config.loss,
+                "head_resolved": self.config.head_resolved,
                 "weights_origin": self.weights_origin,
                 "pseudo_labels_added": self.pseudo,
                 "classes": self.data.classes(),
@@ -167,7 +167,7 @@ class Run:
         summary = {
             "run": self.config.run_name,
             "regime": self.config.regime,
-            "head": self.config.loss,
+            "head": self.config.head_resolved,
             "landmarks": self.config.landmarks,
             **extra,
             "validation": comparison,
