@@ -11,7 +11,6 @@ from competition.data.images import read_image
 from competition.errors import CompeteError
 from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import Embedder, build_embedder
-from competition.models.heads import make_head
 from competition.models.pooling import GeM, gem, mac, spoc
 from competition.models.projection import make_projection
 from competition.models.registry import REGISTRY, build_classifier, get_spec
@@ -105,6 +104,8 @@ def test_rmac_sums_each_regions_normalised_max_over_overlapping_squares(height, 
 
 
 def test_margin_heads_penalise_the_target_class():
+    from competition.train.losses import make_head
+
     torch.manual_seed(0)
     head = make_head("arcface", 8, 3)
     embedding, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])

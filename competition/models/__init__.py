@@ -1,1 +1,1 @@
-"""Models stage: backbones by name, their weights, pooling, heads and the retrieval embedder."""
+"""Models stage: backbones by name, their weights, pooling, projections, the retrieval embedder and its view."""
