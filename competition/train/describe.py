@@ -47,7 +47,7 @@ def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
     pretrained backbone, and what submit will do with it."""
     epochs = f", best epoch {summary['best_epoch']} of {summary['epochs_run']}" if summary.get("epochs_run") else ""
     lines = [
-        f"run {runs_dir}/{summary['run']} ({summary['regime']} regime, head {summary['head']}{epochs}) in "
+        f"run {runs_dir}/{summary['run']} ({summary['regime']} regime, head {summary['head_resolved']}{epochs}) in "
         f"{summary['wall_seconds']:.0f}s; validation on held-out photos vs the pretrained backbone:"
     ]
     known = summary.get("landmarks") == "known"  # closed folds: no landmark is held out whole

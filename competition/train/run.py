@@ -167,7 +167,7 @@ class Run:
         summary = {
             "run": self.config.run_name,
             "regime": self.config.regime,
-            "head": self.config.head_resolved,
+            "head_resolved": self.config.head_resolved,  # config.json records it by the same name
             "landmarks": self.config.landmarks,
             **extra,
             "validation": comparison,
