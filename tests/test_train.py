@@ -40,13 +40,13 @@ def test_epoch_order_groups_classes_and_shards_without_overlap():
     assert set(shards[0].reshape(-1, 4)[:, 0]).isdisjoint(shards[1].reshape(-1, 4)[:, 0])
 
 
-@pytest.mark.parametrize("mining", ["hard", "semihard"])
-def test_triplet_loss_learns_to_separate_classes(mining):
+@pytest.mark.parametrize("name, mining", [("triplet", "hard"), ("triplet", "semihard"), ("contrastive", "")])
+def test_pair_losses_learn_to_separate_classes(name, mining):
     torch.manual_seed(0)
     labels = torch.arange(4).repeat_interleave(4)
     features = torch.randn(16, 8) * 0.3 + torch.randn(4, 8).repeat_interleave(4, 0) * 0.3
     projection = torch.nn.Linear(8, 8)
-    loss_fn = make_loss("triplet", 8, 4, triplet_margin=0.2, triplet_mining=mining)
+    loss_fn = make_loss(name, 8, 4, triplet_margin=0.2, triplet_mining=mining or "semihard", contrastive_margin=0.7)
     optimizer = torch.optim.SGD(projection.parameters(), lr=0.5)
 
     def gap() -> float:  # mean same-class cosine minus mean other-class cosine

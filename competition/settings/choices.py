@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Regime = Literal["last", "full"]  # last: frozen backbone, cached features; full: all layers train
-Loss = Literal["softmax", "arcface", "cosface", "subcenter-arcface", "triplet"]
+Loss = Literal["softmax", "arcface", "cosface", "subcenter-arcface", "triplet", "contrastive"]
 # auto: learned whitening in the last regime, softmax in the full one
 Head = Literal["auto", "whitening", Loss]
 TripletMining = Literal["hard", "semihard", "all"]
@@ -21,6 +21,7 @@ GalleryWhitening = Literal["off", "gallery", "query+gallery"]
 LogTo = Literal["", "tensorboard", "mlflow", "wandb"]  # "": the leaderboard only
 
 LOSSES = get_args(Loss)
+PAIR_LOSSES = ("triplet", "contrastive")  # no classifier: batches need several photos of a landmark
 TRIPLET_MINING = get_args(TripletMining)
 POOLING_NAMES = get_args(Pooling)
 RESIZE_MODES = get_args(Resize)

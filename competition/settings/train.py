@@ -36,8 +36,8 @@ TRAIN_PANELS = {  # `--help` panel -> its settings
     "Data": ("data", "augmented", "use_augmented", "landmarks", "pseudo_labels", "pseudo_precision", "strict"),
     "Training": (
         "epochs", "lr", "backbone_lr_scale", "batch_size", "weight_decay", "label_smoothing", "warmup_epochs",
-        "grad_clip", "triplet_margin", "triplet_mining", "samples_per_class", "unfreeze_from", "freeze_bn",
-        "layer_decay", "l2_sp", "seed",
+        "grad_clip", "triplet_margin", "triplet_mining", "contrastive_margin", "samples_per_class", "unfreeze_from",
+        "freeze_bn", "layer_decay", "l2_sp", "seed",
     ),
     "Validation": ("folds", "holdout_photos", "patience", "wise_ft"),
     "Output": ("run_name", "runs_dir", "log_to"),
@@ -65,8 +65,8 @@ class TrainConfig(Settings):
         "auto",
         "auto: learned whitening in the last regime, softmax in the full. whitening: learned whitening fitted "
         "in closed form on the training photos' labels (last regime); softmax, arcface, cosface, "
-        "subcenter-arcface (classifier heads) or triplet (hard-negative mining, no classifier): trained with "
-        "that loss.",
+        "subcenter-arcface (classifier heads), triplet (hard-negative mining) or contrastive (Siamese pairs), "
+        "the last two without a classifier: trained with that loss.",
     )
     whiten_power: float = setting(
         0.5, "Learned whitening strength: 1 full, 0.5 square-root (milder, for small training sets).", gt=0, le=2
@@ -95,7 +95,11 @@ class TrainConfig(Settings):
     patience: int = setting(8, "Stop after this many epochs without a better validation score.", ge=1, le=10_000)
     triplet_margin: float = setting(0.1, "Triplet loss margin.", gt=0, le=2)
     triplet_mining: TripletMining = setting("semihard", "Triplet negatives: hard, semihard, or all inside the margin.")
-    samples_per_class: int = setting(4, "Triplet: photos of one landmark side by side in a batch.", ge=2, le=1024)
+    # cnnimageretrieval-pytorch's default for its contrastive loss on unit vectors
+    contrastive_margin: float = setting(
+        0.7, "Contrastive loss: pairs of other landmarks pushed at least this far apart (unit vectors).", gt=0, le=2
+    )
+    samples_per_class: int = setting(4, "Triplet and contrastive: photos of one landmark side by side in a batch.", ge=2, le=1024)
     unfreeze_from: str = setting(
         "",
         "Full regime: freeze the backbone before this layer (e.g. layer4, blocks.5); a wrong name lists them.",
@@ -143,7 +147,7 @@ class TrainConfig(Settings):
         if self.regime == "full" and self.head_resolved == "whitening":
             raise ValueError(
                 "the full regime trains the backbone with a loss: --head softmax, arcface, cosface, "
-                "subcenter-arcface or triplet (whitening is the last regime's closed-form head)"
+                "subcenter-arcface, triplet or contrastive (whitening is the last regime's closed-form head)"
             )
         if self.regime == "last" and self.head_resolved != "whitening" and self.model.embedding_dim <= 0:
             raise ValueError("a loss head in the last regime trains a projection: give --embedding-dim > 0")

@@ -30,6 +30,7 @@ from competition.models.embedder import Embedder
 from competition.models.view import training_crop
 from competition.progress import steps
 from competition.runs import WISE_FT
+from competition.settings.choices import PAIR_LOSSES
 from competition.train.config import check_same_settings
 from competition.train.freezing import full_training_mode
 from competition.train.label_fusion import fit_label_fusion
@@ -187,7 +188,7 @@ class FullLayerTrainer:
         run, config, device = self.run, self.config, self.run.device
         labels = [self.classes.index(r.label) for r in self.records]
         dataset = TrainDataset([r.path for r in self.records], labels, training_crop(config.model), config.seed)
-        per_class = config.samples_per_class if config.head_resolved == "triplet" else 1
+        per_class = config.samples_per_class if config.head_resolved in PAIR_LOSSES else 1
         sampler = EpochSampler(dataset.labels, per_class, config.seed, run.dist.rank, run.dist.world)
         drop_last = len(sampler) > config.batch_size
         backbone_ids = {id(p) for p in run.embedder.backbone.parameters()}

@@ -20,6 +20,7 @@ from competition.data.discover import ImageRecord
 from competition.io import counted
 from competition.models.projection import make_projection
 from competition.progress import steps
+from competition.settings.choices import PAIR_LOSSES
 from competition.train.label_fusion import fit_label_fusion
 from competition.train.losses import loss_for
 from competition.train.optim import make_optimizer, optimizer_step
@@ -153,7 +154,7 @@ def train_projection(
     torch.manual_seed(config.seed + 1)
     projection = make_projection("linear", x.shape[1], config.model.embedding_dim).to(run.device)
     criterion = loss_for(config, config.model.embedding_dim, len(classes)).to(run.device)
-    per_class = config.samples_per_class if config.head_resolved == "triplet" else 1
+    per_class = config.samples_per_class if config.head_resolved in PAIR_LOSSES else 1
     steps = max(1, len(epoch_order(y.cpu().numpy(), per_class, config.seed, 0)) // config.batch_size)
     trainable = list(projection.parameters()) + list(criterion.parameters())
     optimizer, scheduler = make_optimizer(config, [{"params": trainable}], steps)

@@ -95,6 +95,21 @@ class TripletLoss(nn.Module):
         return self.loss(embedding, labels, self.miner(embedding, labels))
 
 
+class ContrastiveLoss(nn.Module):
+    """The Siamese loss of landmark retrieval (Radenović et al.'s cnnimageretrieval-pytorch): every
+    pair of a batch, positives pulled together, negatives pushed past `margin` in Euclidean
+    distance between unit vectors. pytorch-metric-learning's loss; batches as for the triplet loss."""
+
+    def __init__(self, margin: float = 0.7):
+        super().__init__()
+        from pytorch_metric_learning import distances, losses
+
+        self.loss = losses.ContrastiveLoss(pos_margin=0.0, neg_margin=margin, distance=distances.LpDistance())
+
+    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(embedding.float(), labels)
+
+
 class SubCenterArcFace(nn.Module):
     """ArcFace with several centres per class (Deng et al. 2020), the head of the 2020-21 Google
     Landmarks winners: a noisy or multi-view class (inside and outside of a building) keeps a
@@ -123,9 +138,12 @@ def make_loss(
     label_smoothing: float = 0.0,
     triplet_margin: float = 0.1,
     triplet_mining: str = "semihard",
+    contrastive_margin: float = 0.7,
 ) -> nn.Module:
     if name == "triplet":
         return TripletLoss(triplet_margin, triplet_mining)
+    if name == "contrastive":
+        return ContrastiveLoss(contrastive_margin)
     if name == "subcenter-arcface":
         return SubCenterArcFace(dim, num_classes)
     if name in HEADS:
@@ -134,7 +152,13 @@ def make_loss(
 
 
 def loss_for(config, dim: int, num_classes: int) -> nn.Module:
-    """The loss a TrainConfig asks for (its head, label smoothing and triplet settings)."""
+    """The loss a TrainConfig asks for (its head, label smoothing, triplet and contrastive settings)."""
     return make_loss(
-        config.head_resolved, dim, num_classes, config.label_smoothing, config.triplet_margin, config.triplet_mining
+        config.head_resolved,
+        dim,
+        num_classes,
+        config.label_smoothing,
+        config.triplet_margin,
+        config.triplet_mining,
+        config.contrastive_margin,
     )
