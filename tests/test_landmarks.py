@@ -250,3 +250,51 @@ def test_submit_fuses_per_query_on_a_mixed_set_by_the_gate():
         rows @ rows.T, classifier.posteriors(vectors[0]) @ classifier.posteriors(vectors[0]).T, atol=1e-6
     )
     assert label_fusion([_model_with(classifier)], [1.0], vectors, vectors, "new") == (None, "off")
+
+
+def _four_landmarks(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, 16))
+    labels = np.repeat(["a", "b", "c", "d"], 10)
+    return (centres[np.repeat(np.arange(4), 10)] + rng.normal(scale=0.6, size=(40, 16))).astype(np.float32), labels
+
+
+def test_many_landmarks_get_prototype_posteriors_kept_sparse_and_fused_the_same_way(monkeypatch):
+    """Above LOGISTIC_MOST_CLASSES (Google Landmarks' 81k) no n x classes matrix is made: prototypes,
+    each photo's top posteriors as sparse rows, and the fusion term on candidates from them."""
+    from scipy import sparse
+
+    from competition.retrieval import posteriors as module
+
+    vectors, labels = _four_landmarks()
+    assert not fit_label_classifier(vectors, labels).sparse  # today's sizes: logistic regression
+    monkeypatch.setattr(module, "LOGISTIC_MOST_CLASSES", 3)
+    monkeypatch.setattr(module, "TOP_CLASSES", 2)
+    monkeypatch.setattr(module, "ROWS_AT_ONCE", 7)  # blocks that do not divide the photos
+    classifier = fit_label_classifier(vectors, labels, strength=10.0)
+    assert classifier.sparse and "class prototypes" in classifier.kind
+    rows = classifier.posteriors(vectors)
+    dense = module._softmax(l2_normalize(vectors) @ classifier.coef.T)
+    assert sparse.issparse(rows) and (rows.getnnz(axis=1) == 2).all()
+    kept = np.sort(dense, axis=1)[:, -2:]
+    assert np.allclose(np.sort(rows.toarray(), axis=1)[:, -2:], kept, atol=1e-6)
+    assert (rows.toarray().argmax(axis=1) == np.searchsorted(classifier.classes, labels)).mean() > 0.9
+    assert np.allclose(module.top_posterior(rows), dense.max(axis=1), atol=1e-6)
+    gate = np.linspace(0, 1, len(vectors)).astype(np.float32)
+    weighted = weighted_posteriors(rows, 2.0, gate)
+    assert np.allclose(weighted.toarray(), weighted_posteriors(rows.toarray(), 2.0, gate), atol=1e-6)
+    candidates = np.random.default_rng(1).integers(0, len(vectors), (len(vectors), 9))
+    agreement = module.posterior_agreement(weighted, weighted, candidates)
+    expected = module.posterior_agreement(weighted.toarray(), weighted.toarray(), candidates)
+    assert np.allclose(agreement, expected, atol=1e-6) and agreement.max() > 0
+    assert classifier.gate_features(vectors, rows).shape == (len(vectors), 2)
+
+
+def test_a_run_over_many_landmarks_trains_and_submits_with_sparse_posteriors(tiny_competition, tmp_path, monkeypatch):
+    from competition.retrieval import posteriors as module
+
+    monkeypatch.setattr(module, "LOGISTIC_MOST_CLASSES", 2)  # the tiny set's 4 landmarks count as many
+    summary = train(tiny_config(tiny_competition, tmp_path / "runs", "run", landmarks="known"), progress=False)
+    assert summary["label_fusion"]["classifier"].startswith("class prototypes")
+    result = submit(tiny_submit_config(tiny_competition, tmp_path, landmarks="known", name="many"), progress=False)
+    assert result.fused and result.scores["top1"] > 0

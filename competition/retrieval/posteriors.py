@@ -11,8 +11,11 @@ classified into moves up by up to `weight`; photos of other landmarks keep their
 order. The gate is 1 when every query is known to show a training landmark (`--landmarks
 known`), and P(known | photo) on a mixed set (retrieval/landmarks.KnownGate), so a photo of
 a landmark training never saw keeps its cosine ranking. The classifier is a multinomial
-logistic regression (scikit-learn) on L2-normalised embeddings, fitted in seconds; its
-strength and the weights are chosen on validation folds (train/label_fusion.py).
+logistic regression (scikit-learn) on L2-normalised embeddings, fitted in seconds, up to
+LOGISTIC_MOST_CLASSES landmarks; above (Google Landmarks: 81k), where a full-batch fit needs
+an n x classes matrix, it is the cosine to each landmark's mean embedding (its prototype)
+under a softmax, and each photo keeps only its TOP_CLASSES posteriors, as a sparse matrix.
+Its strength and the weights are chosen on validation folds (train/label_fusion.py).
 
 The fusion re-orders each query's top candidates by cosine (`rescore`), never an n x n
 matrix or appended vectors: O(queries x candidates) at any gallery size.
@@ -23,9 +26,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 
 from competition.retrieval.landmarks import KnownGate
 from competition.retrieval.vectors import l2_normalize
+
+LOGISTIC_MOST_CLASSES = 2048  # above: class prototypes and sparse posteriors
+TOP_CLASSES = 20  # posteriors each photo keeps when they are sparse
+ROWS_AT_ONCE = 256  # photos scored against every class at once (256 x 81k floats: 83 MB)
+
+
+def top_posterior(posteriors) -> np.ndarray:
+    """Each photo's largest class posterior, dense or sparse rows."""
+    if sparse.issparse(posteriors):
+        return np.asarray(posteriors.max(axis=1).todense(), np.float32).ravel()
+    return posteriors.max(axis=1)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    odds = np.exp(logits)
+    return (odds / odds.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _sparse_top(probabilities: np.ndarray, top: int) -> sparse.csr_matrix:
+    """The `top` largest of each row, the rest dropped (not renormalised: P stays P)."""
+    top = min(top, probabilities.shape[1])
+    columns = np.argpartition(-probabilities, top - 1, axis=1)[:, :top]
+    values = np.take_along_axis(probabilities, columns, axis=1)
+    rows = np.repeat(np.arange(len(probabilities)), top)
+    return sparse.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=probabilities.shape)
 
 
 @dataclass
@@ -36,7 +66,7 @@ class LabelClassifier:
     coef: np.ndarray  # (classes, dim)
     intercept: np.ndarray  # (classes,)
     weight: float = 0.0  # of P(q).P(g) in the fused score
-    strength: float = 10.0  # logistic regression's C (inverse regularisation)
+    strength: float = 10.0  # logistic regression's C (inverse regularisation); the prototypes' cosine scale
     # Max-posterior threshold that tells a training landmark's photo from another's, with its true and
     # false positive rates on held-out landmarks: what `--landmarks auto` estimates the query mix from.
     calibration: dict = field(default_factory=dict)
@@ -45,17 +75,37 @@ class LabelClassifier:
     gate: KnownGate | None = None  # P(known | photo), fitted on held-out photos; None: no mixed folds
     gated_weight: float = 0.0  # the fusion weight on a mixed set, scaled per pair by the gate
 
-    def posteriors(self, vectors: np.ndarray) -> np.ndarray:
-        logits = l2_normalize(vectors) @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        odds = np.exp(logits)
-        return (odds / odds.sum(axis=1, keepdims=True)).astype(np.float32)
+    @property
+    def sparse(self) -> bool:
+        return len(self.classes) > LOGISTIC_MOST_CLASSES
 
-    def gate_features(self, vectors: np.ndarray, posteriors: np.ndarray | None = None) -> np.ndarray:
+    @property
+    def kind(self) -> str:
+        """What the summary says it is."""
+        if self.sparse:
+            return f"class prototypes, top {TOP_CLASSES} posteriors kept ({len(self.classes)} landmarks)"
+        return f"logistic regression ({len(self.classes)} landmarks)"
+
+    def posteriors(self, vectors: np.ndarray):
+        """P(class | photo): an (n, classes) array, or sparse rows of each photo's TOP_CLASSES."""
+        vectors = l2_normalize(vectors)
+        blocks = [
+            _softmax(vectors[start : start + ROWS_AT_ONCE] @ self.coef.T + self.intercept)
+            for start in range(0, len(vectors), ROWS_AT_ONCE)
+        ]
+        if not self.sparse:
+            return np.concatenate(blocks) if blocks else np.zeros((0, len(self.classes)), np.float32)
+        return sparse.vstack([_sparse_top(block, TOP_CLASSES) for block in blocks], format="csr")
+
+    def gate_features(self, vectors: np.ndarray, posteriors=None) -> np.ndarray:
         """(top posterior, cosine to the nearest class prototype) of each photo: what the gate reads."""
         posteriors = self.posteriors(vectors) if posteriors is None else posteriors
-        nearest = (l2_normalize(vectors) @ self.prototypes.T).max(axis=1)
-        return np.stack([posteriors.max(axis=1), nearest], axis=1).astype(np.float32)
+        vectors = l2_normalize(vectors)
+        nearest = [
+            (vectors[start : start + ROWS_AT_ONCE] @ self.prototypes.T).max(axis=1)
+            for start in range(0, len(vectors), ROWS_AT_ONCE)
+        ]
+        return np.stack([top_posterior(posteriors), np.concatenate(nearest)], axis=1).astype(np.float32)
 
     def known_probability(self, vectors: np.ndarray, posteriors: np.ndarray | None = None) -> np.ndarray:
         return self.gate.probability(self.gate_features(vectors, posteriors))
@@ -93,29 +143,54 @@ class LabelClassifier:
 
 
 def fit_label_classifier(vectors: np.ndarray, labels, strength: float = 10.0) -> LabelClassifier:
+    """Logistic regression up to LOGISTIC_MOST_CLASSES landmarks, class prototypes above."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, dtype=object).astype(str)
     vectors = l2_normalize(vectors)
+    classes = sorted(set(labels.tolist()))
+    if len(classes) > LOGISTIC_MOST_CLASSES:
+        prototypes = class_prototypes(vectors, labels, classes)
+        bias = np.zeros(len(classes), np.float32)
+        return LabelClassifier(classes, strength * prototypes, bias, strength=strength, prototypes=prototypes)
     model = LogisticRegression(C=strength, max_iter=5000).fit(vectors, labels)
     classes = [str(c) for c in model.classes_]
     coef, intercept = model.coef_, model.intercept_
     if len(classes) == 2:  # scikit-learn keeps one logit z for two classes: softmax(-z/2, z/2) = sigmoid(z)
         coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-    prototypes = l2_normalize(np.stack([vectors[labels == c].mean(axis=0) for c in classes]))
+    prototypes = class_prototypes(vectors, labels, classes)
     return LabelClassifier(classes, coef, intercept, strength=strength, prototypes=prototypes)
 
 
-def weighted_posteriors(posteriors: np.ndarray, weight: float, gate: np.ndarray | None = None) -> np.ndarray:
+def class_prototypes(vectors: np.ndarray, labels: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Each class's mean unit embedding, unit length, in `classes` order (one pass, any class count)."""
+    index = {c: i for i, c in enumerate(classes)}
+    sums = np.zeros((len(classes), vectors.shape[1]), np.float64)
+    np.add.at(sums, np.array([index[label] for label in labels]), vectors)
+    return l2_normalize(sums.astype(np.float32))
+
+
+def weighted_posteriors(posteriors, weight: float, gate: np.ndarray | None = None):
     """Rows whose inner product is the fusion term weight * gate(a) * gate(b) * P(a).P(b)."""
-    scale = np.sqrt(np.float32(weight)) * (np.ones(len(posteriors), np.float32) if gate is None else gate)
+    scale = np.sqrt(np.float32(weight)) * (np.ones(posteriors.shape[0], np.float32) if gate is None else gate)
+    if sparse.issparse(posteriors):
+        return sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ posteriors, dtype=np.float32)
     return (posteriors * scale[:, None]).astype(np.float32)
 
 
-def posterior_agreement(query_rows: np.ndarray, gallery_rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """query_rows[i] . gallery_rows[candidates[i, j]] for each query and candidate, in blocks of ~64 MB."""
-    block = max(1, (1 << 24) // max(1, candidates.shape[1] * gallery_rows.shape[1]))
+def posterior_agreement(query_rows, gallery_rows, candidates: np.ndarray) -> np.ndarray:
+    """query_rows[i] . gallery_rows[candidates[i, j]] for each query and candidate, in blocks of ~64 MB.
+    Sparse rows multiply sparse: only gallery photos sharing a kept class with a query are touched."""
     agreement = np.empty(candidates.shape, np.float32)
+    if sparse.issparse(query_rows):
+        gallery_t = sparse.csc_matrix(gallery_rows.T)
+        for start in range(0, query_rows.shape[0], ROWS_AT_ONCE):
+            shared = (query_rows[start : start + ROWS_AT_ONCE] @ gallery_t).tocsr()
+            block = candidates[start : start + ROWS_AT_ONCE]
+            picked = shared[np.repeat(np.arange(len(block)), block.shape[1]), block.ravel()]
+            agreement[start : start + len(block)] = np.asarray(picked).reshape(block.shape)
+        return agreement
+    block = max(1, (1 << 24) // max(1, candidates.shape[1] * gallery_rows.shape[1]))
     for start in range(0, len(query_rows), block):
         rows = slice(start, start + block)
         agreement[rows] = np.einsum("qc,qkc->qk", query_rows[rows], gallery_rows[candidates[rows]])

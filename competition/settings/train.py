@@ -99,7 +99,9 @@ class TrainConfig(Settings):
     contrastive_margin: float = setting(
         0.7, "Contrastive loss: pairs of other landmarks pushed at least this far apart (unit vectors).", gt=0, le=2
     )
-    samples_per_class: int = setting(4, "Triplet and contrastive: photos of one landmark side by side in a batch.", ge=2, le=1024)
+    samples_per_class: int = setting(
+        4, "Triplet and contrastive: photos of one landmark side by side in a batch.", ge=2, le=1024
+    )
     unfreeze_from: str = setting(
         "",
         "Full regime: freeze the backbone before this layer (e.g. layer4, blocks.5); a wrong name lists them.",

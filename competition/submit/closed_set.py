@@ -7,7 +7,7 @@ import logging
 
 from competition.io import counted
 from competition.retrieval.landmarks import KnownShare, estimate_known_share
-from competition.retrieval.posteriors import weighted_posteriors
+from competition.retrieval.posteriors import top_posterior, weighted_posteriors
 from competition.submit.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def resolve_landmarks(setting: str, models: list[LoadedModel], embed_queries) ->
     if not calibrated:
         return "mixed", KnownShare(None, None, None, "mixed", 0)
     model = calibrated[0]
-    top = model.classifier.posteriors(embed_queries(model)).max(axis=1)
+    top = top_posterior(model.classifier.posteriors(embed_queries(model)))
     estimate = estimate_known_share(top, model.classifier.calibration)
     return estimate.choice, estimate
 

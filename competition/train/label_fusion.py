@@ -24,12 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from competition.retrieval.landmarks import KnownGate, calibrate_known, fit_known_gate
-from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, posterior_agreement, rescore
+from competition.retrieval.posteriors import (
+    LabelClassifier,
+    fit_label_classifier,
+    posterior_agreement,
+    rescore,
+    top_posterior,
+    weighted_posteriors,
+)
 from competition.retrieval.postprocess import FUSION_CANDIDATES
 from competition.retrieval.search import neighbours_among
 from competition.train.validation import MAP_K, Fold, PoolScores, compare, pool_queries, score_ranked
 
-STRENGTHS = (10.0, 100.0)  # logistic regression's C on L2-normalised embeddings
+STRENGTHS = (10.0, 100.0)  # logistic regression's C on unit embeddings; above its class count, the cosine scale
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 # the gated weight's grid is finer at the small end: there a photo of an unseen landmark that the
 # gate takes for a known one pays least, which is what decides the choice on mixed folds
@@ -146,7 +153,7 @@ def choose_gate(
     posteriors = [c.posteriors(pool.vectors) for c, pool in zip(classifiers, pools)]
     signs = [c.gate_features(pool.vectors, p) for c, pool, p in zip(classifiers, pools, posteriors)]
     known = [~pool.fold.unseen for pool in pools]
-    calibration = calibrate_known(np.concatenate([p.max(axis=1) for p in posteriors]), np.concatenate(known))
+    calibration = calibrate_known(np.concatenate([top_posterior(p) for p in posteriors]), np.concatenate(known))
     gate = fit_known_gate(np.concatenate(signs), np.concatenate(known))
     if gate is None:
         return GateChoice(calibration, None, 0.0, {})
@@ -157,7 +164,7 @@ def choose_gate(
             np.concatenate([signs[j] for j in others]), np.concatenate([known[j] for j in others])
         )
         chance = (fold_gate or gate).probability(signs[i])
-        agreement = _agreement(pool, posteriors[i] * chance[:, None])
+        agreement = _agreement(pool, weighted_posteriors(posteriors[i], 1.0, chance))
         for weight in GATED_WEIGHTS:
             scores[weight].append(pool.fused_scores(labels, weight * agreement))
     pooled = {w: PoolScores.concat(parts) for w, parts in scores.items()}
@@ -194,6 +201,7 @@ def fit_label_fusion(
     classifier.gate, classifier.gated_weight = gated.gate, gated.weight
     verdict = compare(choice.scores, baseline, seed=seed)
     summary = {
+        "classifier": classifier.kind,  # logistic regression, or prototypes above LOGISTIC_MOST_CLASSES
         "strength": choice.strength,
         "weight": choice.weight,
         "calibration": gated.calibration,
