@@ -51,17 +51,20 @@ def half_precision_on(device: torch.device, precision: str) -> torch.dtype | Non
     return autocast_dtype(precision, torch.cuda.is_bf16_supported())
 
 
-def autocast_for(device: torch.device, precision: str = "auto"):
-    """Mixed precision on CUDA as --precision says; plain float32 on CPU, whatever it says."""
+def half_name(device: torch.device, precision: str) -> str:
+    """`half_precision_on` by name, as a cache key spells it: bfloat16, float16, or "" (float32)."""
     dtype = half_precision_on(device, precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
+    return str(dtype).removeprefix("torch.") if dtype is not None else ""
 
 
 def autocast_as(half: str):
-    """CUDA autocast to a resolved half type (bfloat16, float16; "": float32, no autocast)."""
+    """CUDA autocast to a half type named by `half_name` ("": float32, no autocast)."""
     return torch.autocast("cuda", dtype=getattr(torch, half)) if half else contextlib.nullcontext()
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """Mixed precision on CUDA as --precision says; plain float32 on CPU, whatever it says."""
+    return autocast_as(half_name(device, precision))
 
 
 def compiled(module: torch.nn.Module, device: torch.device, wanted: bool) -> torch.nn.Module:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from competition.device import half_precision_on
+from competition.device import half_name
 from competition.models.registry import get_spec, native_inputs
 from competition.settings.model import ModelSettings, View
 
@@ -36,8 +36,7 @@ def model_view(
     size = image_size or model.image_size
     if not size:
         size = native.size if resize == "square" else int(round(native.size * ASPECT_SIDE_SCALE / 32)) * 32
-    half = half_precision_on(device, precision) if device is not None else None
-    return View(size, resize, flip, tuple(scales), str(half).removeprefix("torch.") if half else "")
+    return View(size, resize, flip, tuple(scales), half_name(device, precision) if device is not None else "")
 
 
 def training_crop(model: ModelSettings) -> int:

@@ -36,6 +36,11 @@ TOP_CLASSES = 20  # posteriors each photo keeps when they are sparse
 ROWS_AT_ONCE = 256  # photos scored against every class at once (256 x 81k floats: 83 MB)
 
 
+def _row_blocks(rows: int):
+    """Slices of at most ROWS_AT_ONCE rows: what is scored against every class (or gallery photo) at once."""
+    return (slice(start, start + ROWS_AT_ONCE) for start in range(0, rows, ROWS_AT_ONCE))
+
+
 def top_posterior(posteriors) -> np.ndarray:
     """Each photo's largest class posterior, dense or sparse rows."""
     if sparse.issparse(posteriors):
@@ -89,10 +94,7 @@ class LabelClassifier:
     def posteriors(self, vectors: np.ndarray):
         """P(class | photo): an (n, classes) array, or sparse rows of each photo's TOP_CLASSES."""
         vectors = l2_normalize(vectors)
-        blocks = [
-            _softmax(vectors[start : start + ROWS_AT_ONCE] @ self.coef.T + self.intercept)
-            for start in range(0, len(vectors), ROWS_AT_ONCE)
-        ]
+        blocks = [_softmax(vectors[rows] @ self.coef.T + self.intercept) for rows in _row_blocks(len(vectors))]
         if not self.sparse:
             return np.concatenate(blocks) if blocks else np.zeros((0, len(self.classes)), np.float32)
         return sparse.vstack([_sparse_top(block, TOP_CLASSES) for block in blocks], format="csr")
@@ -101,10 +103,7 @@ class LabelClassifier:
         """(top posterior, cosine to the nearest class prototype) of each photo: what the gate reads."""
         posteriors = self.posteriors(vectors) if posteriors is None else posteriors
         vectors = l2_normalize(vectors)
-        nearest = [
-            (vectors[start : start + ROWS_AT_ONCE] @ self.prototypes.T).max(axis=1)
-            for start in range(0, len(vectors), ROWS_AT_ONCE)
-        ]
+        nearest = [(vectors[rows] @ self.prototypes.T).max(axis=1) for rows in _row_blocks(len(vectors))]
         return np.stack([top_posterior(posteriors), np.concatenate(nearest)], axis=1).astype(np.float32)
 
     def known_probability(self, vectors: np.ndarray, posteriors: np.ndarray | None = None) -> np.ndarray:
@@ -184,11 +183,11 @@ def posterior_agreement(query_rows, gallery_rows, candidates: np.ndarray) -> np.
     agreement = np.empty(candidates.shape, np.float32)
     if sparse.issparse(query_rows):
         gallery_t = sparse.csc_matrix(gallery_rows.T)
-        for start in range(0, query_rows.shape[0], ROWS_AT_ONCE):
-            shared = (query_rows[start : start + ROWS_AT_ONCE] @ gallery_t).tocsr()
-            block = candidates[start : start + ROWS_AT_ONCE]
+        for rows in _row_blocks(query_rows.shape[0]):
+            shared = (query_rows[rows] @ gallery_t).tocsr()
+            block = candidates[rows]
             picked = shared[np.repeat(np.arange(len(block)), block.shape[1]), block.ravel()]
-            agreement[start : start + len(block)] = np.asarray(picked).reshape(block.shape)
+            agreement[rows] = np.asarray(picked).reshape(block.shape)
         return agreement
     block = max(1, (1 << 24) // max(1, candidates.shape[1] * gallery_rows.shape[1]))
     for start in range(0, len(query_rows), block):

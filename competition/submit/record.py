@@ -60,12 +60,12 @@ def score_ranking(ranking: np.ndarray, competition: Competition, map_k: int) -> 
 
 def describe_views(config: SubmitConfig, models: list[LoadedModel]) -> str:
     """The test-time augmentation and views, as the leaderboard shows them."""
-    views = [(view.size, view.resize) for view in (view_of(m.settings, config) for m in models)]
+    views = [view_of(m.settings, config) for m in models]
     parts = (
         (["flip"] if config.flip else [])
         + ([f"scales {','.join(map(str, config.scales))}"] if list(config.scales) != [1.0] else [])
         # an aspect view's size is the longest side a photo gets; smaller photos keep their own
-        + sorted({f"aspect up to {size}" if resize == "aspect" else f"square {size}" for size, resize in views})
+        + sorted({f"aspect up to {v.size}" if v.resize == "aspect" else f"square {v.size}" for v in views})
     )
     return ", ".join(parts) or "none"
 
