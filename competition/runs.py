@@ -9,7 +9,8 @@ Reading a checkpoint is models/checkpoint.py's job; this module imports no torch
 Caches under runs/: pooled features of a frozen pretrained backbone (`features_cache`,
 one key whoever computes them: train's last regime or submit's off-the-shelf and last-layer
 models), the embeddings of a trained model (`trained_embeddings_cache`), local features for
-verification, and each submission's final vectors (`embeddings_file`).
+verification, galleries' nearest-neighbour graphs for re-ranking (`graph_cache`, keyed by the
+vectors' content) and each submission's final vectors (`embeddings_file`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def trained_embeddings_cache(runs_dir: str | Path, run_dir: Path, view: View) ->
 
 def local_features_cache(runs_dir: str | Path) -> Path:
     return Path(runs_dir) / "local-feature-cache"
+
+
+def graph_cache(runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / "graph-cache"
 
 
 def embeddings_file(runs_dir: str | Path, submission_name: str) -> Path:

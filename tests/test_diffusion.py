@@ -5,6 +5,7 @@ import pytest
 
 from competition.errors import CompeteError
 from competition.retrieval.diffusion import diffuse, mutual_graph, walk_matrix
+from competition.retrieval.graph import nearest
 from competition.retrieval.posteriors import weighted_posteriors
 from competition.retrieval.postprocess import joint_rows, pool_ranking, scored_ranking
 from competition.retrieval.search import neighbours_among
@@ -27,10 +28,10 @@ def _map(ranking, labels, queries, relevant):
 
 def test_the_graph_joins_only_mutual_neighbours_with_similarity_to_the_gamma():
     x, _ = _landmarks(photos=4)
-    graph = mutual_graph(x, 3, gamma=3.0).toarray()
-    _, nearest = neighbours_among(x, 3)
+    graph = mutual_graph(nearest(x, x, 3, same=True), 3, gamma=3.0).toarray()
+    _, closest = neighbours_among(x, 3)
     chose = np.zeros_like(graph, bool)
-    chose[np.repeat(np.arange(len(x)), 3), nearest.ravel()] = True
+    chose[np.repeat(np.arange(len(x)), 3), closest.ravel()] = True
     mutual = chose & chose.T & (x @ x.T > 0)
     assert np.array_equal(graph > 0, mutual) and np.allclose(graph, graph.T)
     assert np.allclose(graph[mutual], np.clip(x @ x.T, 0, None)[mutual] ** 3, atol=1e-6)
@@ -39,8 +40,9 @@ def test_the_graph_joins_only_mutual_neighbours_with_similarity_to_the_gamma():
 def test_an_untruncated_walk_is_the_dense_solution():
     x, _ = _landmarks(landmarks=6, photos=5)
     alpha = 0.8
-    dense = np.linalg.solve(walk_matrix(mutual_graph(x, 5, 3.0), alpha).toarray(), np.eye(len(x)))
-    scores, ranking = diffuse(x, np.arange(len(x)), k=len(x) - 1, neighbours=5, alpha=alpha, truncate=len(x))
+    graph = nearest(x, x, len(x), same=True)
+    dense = np.linalg.solve(walk_matrix(mutual_graph(graph, 5, 3.0), alpha).toarray(), np.eye(len(x)))
+    scores, ranking = diffuse(graph, np.arange(len(x)), graph.indices, k=len(x) - 1, neighbours=5, alpha=alpha)
     for source in range(len(x)):
         others = np.delete(np.arange(len(x)), source)
         expected = others[np.argsort(-dense[others, source], kind="stable")]

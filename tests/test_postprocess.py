@@ -6,7 +6,6 @@ import pytest
 from competition.errors import CompeteError
 from competition.retrieval.postprocess import (
     database_augmentation,
-    k_reciprocal_distance,
     learn_pca_whitening,
     query_expansion,
     rank,
@@ -78,12 +77,6 @@ def test_each_step_changes_the_ranking_for_the_better_on_a_noisy_case(steps, see
     assert after == before + 1, steps.describe()
 
 
-def test_k_reciprocal_distances_are_a_ranking_of_every_gallery_image():
-    queries, gallery, _, _ = clusters(0)
-    distances = k_reciprocal_distance(queries, gallery, k1=4, k2=2)
-    assert distances.shape == (3, 12) and np.all(np.isfinite(distances)) and distances.min() >= 0
-
-
 def test_description_names_every_step_in_order():
     steps = PostProcess(pca_whiten="query+gallery", pca_whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
     assert (
@@ -102,20 +95,23 @@ def test_neighbour_expansion_by_faiss_equals_the_dense_formula():
     assert np.allclose(query_expansion(queries, gallery, k=3, alpha=3.0), dense, atol=1e-5)
 
 
-def test_large_inputs_use_a_whitening_sample_and_refuse_dense_reranking(monkeypatch):
+def test_large_inputs_use_a_whitening_sample_and_refuse_re_ranking_past_the_memory(monkeypatch):
     from competition.retrieval import postprocess
 
     monkeypatch.setattr(postprocess, "WHITEN_SAMPLE", 50)
     vectors = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
     whitening = postprocess.learn_pca_whitening(vectors)
     assert whitening.pca.n_samples_ == 50 and whitening(vectors).shape == (400, 8)
-    monkeypatch.setattr(postprocess, "RERANK_MAX", 100)
-    with pytest.raises(CompeteError, match="stops at 100"):
-        rank(PostProcess(rerank=True), vectors[:10], vectors, k=5)
-    rank(PostProcess(rerank=True), vectors[:10], vectors[:50], k=5)  # under the limit: fine
-    monkeypatch.setattr(postprocess, "DIFFUSION_MAX", 100)
-    with pytest.raises(CompeteError, match="diffusion's graph .* stops at 100"):
-        rank(PostProcess(diffusion=True), vectors[:10], vectors, k=5)
+    reranking = PostProcess(rerank=True)
+    needed = postprocess.rerank_bytes(reranking, 10, 400)
+    assert needed == 2 * postprocess.rerank_bytes(reranking, 5, 200)  # linear in the photos
+    assert postprocess.rerank_bytes(reranking, 10, 40_000) < 0.2e9  # the dense distances held 12.8 GB
+    monkeypatch.setattr(postprocess, "machine_memory", lambda: needed - 1)
+    with pytest.raises(CompeteError, match=r"k-reciprocal re-ranking of 10 queries and 400 gallery .* by estimate"):
+        rank(reranking, vectors[:10], vectors, k=5)
+    rank(reranking, vectors[:10], vectors[:50], k=5)  # under the limit: fine
+    with pytest.raises(CompeteError, match="diffusion of 10 queries"):
+        rank(PostProcess(diffusion=True, diffusion_k=100), vectors[:10], vectors, k=5)
 
 
 def _scene(seed: int, size=(360, 480)) -> np.ndarray:

@@ -11,7 +11,8 @@ the share of a walk restarting at q (with probability 1 - alpha at each step) th
 photo: a gallery photo reached through a chain of close photos ranks high even when it is far
 from q itself. Each solve is truncated to q and its `truncate` nearest gallery photos, as at
 index scale, and solved by conjugate gradient (the matrix is symmetric positive definite for
-alpha < 1): memory O(n * neighbours) for the graph, never n x n.
+alpha < 1): memory O(n * neighbours) for the graph, never n x n. The graph's neighbours come from
+retrieval/graph.py (the gallery's own, cached, merged with the queries').
 
 The settings used for Oxford and Paris (50 neighbours, alpha 0.99) suit landmarks with dozens of
 gallery photos; on a gallery with ~5 photos a landmark a walk that long leaves the landmark, so
@@ -24,15 +25,15 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import cg
 
-from competition.retrieval.search import neighbours_among
+from competition.retrieval.graph import Neighbours
 
 CG_ITERATIONS = 20  # conjugate-gradient steps a query's solve stops after (the reference implementations' 20)
 
 
-def mutual_graph(rows: np.ndarray, neighbours: int, gamma: float) -> sparse.csr_matrix:
-    """The (n, n) sparse affinity of mutual nearest neighbours by the rows' inner products."""
-    similarities, indices = neighbours_among(rows, neighbours, normalize=False)
-    n = len(rows)
+def mutual_graph(nearest: Neighbours, neighbours: int, gamma: float) -> sparse.csr_matrix:
+    """The (n, n) sparse affinity of mutual nearest neighbours (each photo's first `neighbours`)."""
+    similarities, indices = nearest.similarities[:, :neighbours], nearest.indices[:, :neighbours]
+    n = len(indices)
     weights = np.clip(similarities, 0, None) ** gamma
     directed = sparse.csr_matrix(
         (weights.ravel(), (np.repeat(np.arange(n), indices.shape[1]), indices.ravel())), (n, n)
@@ -49,30 +50,27 @@ def walk_matrix(graph: sparse.csr_matrix, alpha: float) -> sparse.csr_matrix:
 
 
 def diffuse(
-    rows: np.ndarray,
+    nearest: Neighbours,
     sources: np.ndarray,
+    candidates: np.ndarray,
     k: int,
     neighbours: int = 10,
     alpha: float = 0.9,
     gamma: float = 3.0,
-    truncate: int = 1000,
     gallery_from: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, ranking) of each source's top k gallery rows (those from `gallery_from` on, never
-    the source itself) by the walk's weight; rows: L2-normalised photos, or any rows whose inner
-    products are the similarity. Indices count from `gallery_from`."""
-    rows = np.asarray(rows, np.float32)
+    """(scores, ranking) of each source's top k by the walk's weight, each walk truncated to the
+    source and its `candidates` (its nearest photos it may rank: from `gallery_from` on, never
+    itself; at least k). Indices count from `gallery_from`."""
     sources = np.asarray(sources, np.int64)
-    walk = walk_matrix(mutual_graph(rows, neighbours, gamma), alpha)
-    # each source's candidates: its nearest gallery rows (at least k, so the ranking is whole)
-    _, candidates = neighbours_among(rows, max(truncate, k), sources, normalize=False, start=gallery_from)
+    walk = walk_matrix(mutual_graph(nearest, neighbours, gamma), alpha)
     k = min(k, candidates.shape[1])
     scores, ranking = np.empty((len(sources), k), np.float32), np.empty((len(sources), k), np.int64)
     restart = np.zeros(candidates.shape[1] + 1)
     restart[0] = 1.0
-    for i, (source, nearest) in enumerate(zip(sources, candidates)):
-        ids = np.concatenate([[source], nearest])
+    for i, (source, closest) in enumerate(zip(sources, candidates)):
+        ids = np.concatenate([[source], closest])
         weights, _ = cg(walk[ids][:, ids], restart, rtol=1e-6, maxiter=CG_ITERATIONS)
         order = np.argsort(-weights[1:], kind="stable")[:k]
-        scores[i], ranking[i] = weights[1:][order], nearest[order] - gallery_from
+        scores[i], ranking[i] = weights[1:][order], closest[order] - gallery_from
     return scores, ranking

@@ -7,23 +7,29 @@ retrieval with no human annotation", and the Google Landmark challenge solutions
 - alpha-query expansion (alpha-QE): a query becomes the weighted mean of itself and its
   top-k gallery neighbours, weights = similarity ** alpha;
 - database-side augmentation (DBA): the same for every gallery image among the gallery;
-- k-reciprocal re-ranking (Zhong et al. 2017): images that are each other's neighbours
-  get closer, via Jaccard distance of k-reciprocal neighbour sets;
+- k-reciprocal re-ranking (Zhong et al. 2017, retrieval/reciprocal.py): images that are each
+  other's neighbours get closer, via Jaccard distance of k-reciprocal neighbour sets;
 - diffusion (Iscen et al. 2017, retrieval/diffusion.py): a random walk on the joint
-  nearest-neighbour graph, sparse.
+  nearest-neighbour graph.
+Both re-rankings work on one sparse graph (retrieval/graph.py), the gallery's part cached.
 All take and return L2-normalised float32 arrays (rows = images).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from sklearn.decomposition import PCA
 
 from competition.errors import CompeteError
 from competition.retrieval.diffusion import diffuse
-from competition.retrieval.posteriors import posterior_agreement, rescore
+from competition.retrieval.graph import GRAPH_K, Neighbours, joint_graph, nearest
+from competition.retrieval.posteriors import LOGISTIC_MOST_CLASSES, posterior_agreement, rescore
+from competition.retrieval.reciprocal import k_reciprocal
 from competition.retrieval.search import Searcher, search
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
@@ -53,9 +59,7 @@ NEIGHBOUR_BATCH = 65_536  # rows whose neighbours are averaged at once (bounds t
 # first thousand (the GLR winners applied theirs to the top 100-1000), and O(queries x 1000) at any gallery size
 FUSION_CANDIDATES = 1000
 Fusion = tuple[np.ndarray, np.ndarray]  # rows whose inner products are the fusion term (retrieval/posteriors.py)
-RERANK_MAX = 20_000  # query + gallery images k-reciprocal re-ranking accepts: it holds (Q+G)^2 distances
-# diffusion's exact kNN graph: 101k photos took 113 s, 2.6 GB on 2 CPU cores (scripts/bench_diffusion.py); 4x here
-DIFFUSION_MAX = 200_000
+POOL_MAX = 20_000  # validation pools post-processings are judged on: α-QE and DBA rank a pool densely
 
 
 def learn_pca_whitening(fit_on: np.ndarray, dim: int = 0, power: float = 1.0) -> PcaWhitening:
@@ -104,91 +108,64 @@ def database_augmentation(
     return _neighbour_mean(gallery, gallery, k, alpha, include_self=True, index=index)
 
 
-def k_reciprocal_distance(
-    queries: np.ndarray,
-    gallery: np.ndarray,
-    k1: int = 8,
-    k2: int = 3,
-    lambda_value: float = 0.3,
-    fusion: Fusion | None = None,
-) -> np.ndarray:
-    """Re-ranked (num_queries, num_gallery) distances, smaller = more similar.
-
-    Follows Zhong et al. (CVPR 2017) on the joint query+gallery set; memory is O((Q+G)^2),
-    fine up to tens of thousands of images. With `fusion`, the joint similarity is the fused
-    one (retrieval/posteriors.py), scaled back to at most 1."""
-    rows = joint_rows(queries, gallery, fusion)
-    return _k_reciprocal(rows @ rows.T, len(queries), k1, k2, lambda_value)[:, len(queries) :]
-
-
 def joint_rows(queries: np.ndarray, gallery: np.ndarray, fusion: Fusion | None = None) -> np.ndarray:
     """Query and gallery photos as one set of rows whose inner products are their similarity:
     the cosine, or with `fusion` the fused score (retrieval/posteriors.py) scaled back to at most 1."""
     rows = l2_normalize(np.concatenate([queries, gallery]))
     if fusion is None:
         return rows
+    if any(sparse.issparse(part) for part in fusion):
+        raise CompeteError(
+            "re-ranking with label fusion keeps each photo's posteriors beside its embedding, which "
+            f"over {LOGISTIC_MOST_CLASSES:,} landmarks are kept sparse: use --qe / --dba, or --landmarks new"
+        )
     fused = np.concatenate(fusion)
     return np.concatenate([rows, fused], axis=1) / np.sqrt(1 + float((fused**2).sum(axis=1).max()))
 
 
-def k_reciprocal_within(vectors: np.ndarray, k1: int = 8, k2: int = 3, lambda_value: float = 0.3) -> np.ndarray:
-    """Re-ranked (n, n) distances among one set whose every photo queries the others (validation
-    pools); the diagonal is each photo's distance to itself."""
-    x = l2_normalize(vectors)
-    return _k_reciprocal(x @ x.T, len(x), k1, k2, lambda_value)
+def graph_width(steps: PostProcess) -> int:
+    """The neighbours a re-ranking reads per photo."""
+    return steps.diffusion_k if steps.diffusion else max(steps.rerank_k1, steps.rerank_k2 - 1)
 
 
-def _k_reciprocal(similarity: np.ndarray, num_queries: int, k1: int, k2: int, lambda_value: float) -> np.ndarray:
-    """Distances of the first `num_queries` rows of a joint set to all of it, from its similarities."""
-    total = len(similarity)
-    k1, k2 = min(k1, total - 1), min(k2, total - 1)
-    original = np.clip(2 - 2 * similarity, 0, None)  # squared euclidean of unit vectors
-    original = original / np.maximum(original.max(axis=1, keepdims=True), 1e-12)
-    ranks = np.argsort(original, axis=1, kind="stable")
-    expansion_weights = np.zeros_like(original)
-    for i in range(total):
-        reciprocal = _k_reciprocal_set(ranks, i, k1)
-        expansion = reciprocal
-        for candidate in reciprocal:
-            candidate_set = _k_reciprocal_set(ranks, candidate, int(np.around(k1 / 2)))
-            if len(np.intersect1d(candidate_set, reciprocal)) > 2 / 3 * len(candidate_set):
-                expansion = np.append(expansion, candidate_set)
-        expansion = np.unique(expansion)
-        weight = np.exp(-original[i, expansion])
-        expansion_weights[i, expansion] = weight / weight.sum()
-    if k2 > 1:  # local query expansion in the neighbour-set space
-        expansion_weights = np.stack([expansion_weights[ranks[i, :k2]].mean(axis=0) for i in range(total)])
-    jaccard = np.zeros((num_queries, total))
-    for i in range(num_queries):
-        shared = np.minimum(expansion_weights[i][None, :], expansion_weights).sum(axis=1)
-        jaccard[i] = 1 - shared / (2 - shared)
-    return jaccard * (1 - lambda_value) + original[:num_queries] * lambda_value
+def rerank_bytes(steps: PostProcess, queries: int, gallery: int) -> int:
+    """What re-ranking holds at its peak, by estimate: the gallery's and the joint graph (12 bytes a
+    neighbour), each query's candidates, and k-reciprocal's weighted neighbour sets (at most k2 x
+    (k1 + 1) x (k1 / 2 + 2) a photo, 12 bytes each, twice) or diffusion's mutual graph (four copies)."""
+    if not (steps.rerank or steps.diffusion):
+        return 0
+    photos, width = queries + gallery, graph_width(steps)
+    depth = max(FUSION_CANDIDATES, steps.diffusion_truncate) if steps.diffusion else FUSION_CANDIDATES
+    if steps.diffusion:
+        held = 4 * 12 * width
+    else:
+        held = 24 * steps.rerank_k2 * (steps.rerank_k1 + 1) * (round(steps.rerank_k1 / 2) + 2)
+    return photos * (2 * 12 * max(width, GRAPH_K) + held) + queries * depth * 12
 
 
-def _k_reciprocal_set(ranks: np.ndarray, index: int, k: int) -> np.ndarray:
-    forward = ranks[index, : k + 1]
-    backward = ranks[forward, : k + 1]
-    return forward[np.any(backward == index, axis=1)]
+def machine_memory() -> int:
+    """This machine's memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
-def too_large(steps: PostProcess, images: int) -> str:
-    """Why the re-ranking of `steps` cannot run on this many query + gallery images ("" if it can)."""
-    if steps.rerank and images > RERANK_MAX:
+def too_large(steps: PostProcess, queries: int, gallery: int) -> str:
+    """Why the re-ranking of `steps` cannot run on this machine ("" if it can)."""
+    needed, memory = rerank_bytes(steps, queries, gallery), machine_memory()
+    if memory and needed > memory:
+        what = "diffusion" if steps.diffusion else "k-reciprocal re-ranking"
         return (
-            f"k-reciprocal re-ranking holds (query + gallery)^2 distances: {images:,} images would need "
-            f"~{images**2 * 8 / 1e9:.0f} GB, so it stops at {RERANK_MAX:,}"
-        )
-    if steps.diffusion and images > DIFFUSION_MAX:
-        return (
-            f"diffusion's graph is found by exact search, quadratic in the images: {images:,} would take hours "
-            f"on a CPU, so it stops at {DIFFUSION_MAX:,}"
+            f"{what} of {queries:,} queries and {gallery:,} gallery photos needs ~{needed / 1e9:.0f} GB by "
+            f"estimate, and this machine has {memory / 1e9:.0f} GB"
         )
     return ""
 
 
-def check_size(steps: PostProcess, images: int) -> None:
+def check_size(steps: PostProcess, queries: int, gallery: int) -> None:
     """Refuse, before any work, a re-ranking too large to run (see too_large)."""
-    if reason := too_large(steps, images):
+    if reason := too_large(steps, queries, gallery):
         raise CompeteError(f"{reason}; use --qe / --dba, which find neighbours with faiss")
 
 
@@ -215,24 +192,35 @@ def scored_ranking(
     k: int,
     index: str | Searcher = "exact",
     fusion: Fusion | None = None,
+    graph_cache: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ranking) of the top-k from vectors that went through `embedding_steps`, larger =
     better: the similarity, minus the re-ranked distance (k-reciprocal) or the walk's weight
-    (diffusion). `fusion` (query rows, gallery rows): label fusion, re-ordering each query's
+    (diffusion), both on the joint graph (retrieval/graph.py; the gallery's part kept in
+    `graph_cache`). `fusion` (query rows, gallery rows): label fusion, re-ordering each query's
     FUSION_CANDIDATES best by cosine (or, re-ranked, inside the joint similarity)."""
-    check_size(steps, len(queries) + len(gallery))
-    if steps.diffusion:
-        return diffuse(
-            joint_rows(queries, gallery, fusion), np.arange(len(queries)), k, gallery_from=len(queries), **_walk(steps)
-        )
-    if steps.rerank:
-        distances = k_reciprocal_distance(queries, gallery, steps.rerank_k1, steps.rerank_k2, fusion=fusion)
-        ranking = np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(gallery))]
-        return -np.take_along_axis(distances, ranking, axis=1), ranking
+    check_size(steps, len(queries), len(gallery))
+    if steps.diffusion or steps.rerank:
+        rows, count = joint_rows(queries, gallery, fusion), len(queries)
+        kind = index.kind if isinstance(index, Searcher) else index
+        depth = max(k, steps.diffusion_truncate) if steps.diffusion else k
+        graph, candidates = joint_graph(rows[:count], rows[count:], graph_width(steps), depth, kind, graph_cache)
+        return _re_ranked(steps, rows, graph, np.arange(count), candidates, k, gallery_from=count)
     if fusion is None:
         return search(queries, gallery, k, index=index)
     scores, candidates = search(queries, gallery, max(k, FUSION_CANDIDATES), index=index)
     return rescore(scores, candidates, posterior_agreement(fusion[0], fusion[1], candidates), k)
+
+
+def _re_ranked(
+    steps: PostProcess, rows: np.ndarray, graph: Neighbours, sources, candidates, k: int, gallery_from: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each source's candidates re-ranked by diffusion or k-reciprocal (whichever `steps` asks)."""
+    if steps.diffusion:
+        walk = {"neighbours": steps.diffusion_k, "alpha": steps.diffusion_alpha, "gamma": steps.diffusion_gamma}
+        return diffuse(graph, sources, candidates, k, gallery_from=gallery_from, **walk)
+    k1, k2 = steps.rerank_k1, steps.rerank_k2
+    return k_reciprocal(rows, graph, sources, candidates, k, k1, k2, gallery_from=gallery_from)
 
 
 def rank(
@@ -243,34 +231,23 @@ def rank(
     return scored_ranking(steps, *embedding_steps(steps, queries, gallery, index), k, index)[1]
 
 
-def _walk(steps: PostProcess) -> dict:
-    """diffuse()'s settings from the steps."""
-    return {
-        "neighbours": steps.diffusion_k,
-        "alpha": steps.diffusion_alpha,
-        "gamma": steps.diffusion_gamma,
-        "truncate": steps.diffusion_truncate,
-    }
-
-
 def pool_ranking(steps: PostProcess, vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Each pool photo in `queries` ranks all the others after the DBA, α-QE, k-reciprocal or
-    diffusion of `steps`, the pool being its own gallery (validation; dense but for diffusion,
-    so pools up to RERANK_MAX)."""
+    diffusion of `steps`, the pool being its own gallery (validation; DBA and α-QE dense, so pools
+    up to POOL_MAX)."""
     x = l2_normalize(vectors)
-    if steps.diffusion:
-        return diffuse(x, queries, k, **_walk(steps))[1]
-    if steps.rerank:
-        similarity = -k_reciprocal_within(x, steps.rerank_k1, steps.rerank_k2)[queries]
-    else:
-        gallery = database_augmentation(x, steps.dba, steps.alpha) if steps.dba else x
-        expanded = x[queries]
-        if steps.qe:  # the query's nearest others, never itself
-            similarity = expanded @ gallery.T
-            similarity[np.arange(len(queries)), queries] = -np.inf
-            nearest = np.argsort(-similarity, axis=1, kind="stable")[:, : steps.qe]
-            weights = np.power(np.clip(np.take_along_axis(similarity, nearest, axis=1), 0, None), steps.alpha)
-            expanded = l2_normalize(expanded + np.einsum("nk,nkd->nd", weights, gallery[nearest]))
+    if steps.diffusion or steps.rerank:
+        depth = max(k, steps.diffusion_truncate) if steps.diffusion else k
+        graph = nearest(x, x, max(graph_width(steps), depth), same=True)
+        return _re_ranked(steps, x, graph, queries, graph.indices[queries, :depth], k, gallery_from=0)[1]
+    gallery = database_augmentation(x, steps.dba, steps.alpha) if steps.dba else x
+    expanded = x[queries]
+    if steps.qe:  # the query's nearest others, never itself
         similarity = expanded @ gallery.T
+        similarity[np.arange(len(queries)), queries] = -np.inf
+        nearest_others = np.argsort(-similarity, axis=1, kind="stable")[:, : steps.qe]
+        weights = np.power(np.clip(np.take_along_axis(similarity, nearest_others, axis=1), 0, None), steps.alpha)
+        expanded = l2_normalize(expanded + np.einsum("nk,nkd->nd", weights, gallery[nearest_others]))
+    similarity = expanded @ gallery.T
     similarity[np.arange(len(queries)), queries] = -np.inf
     return np.argsort(-similarity, axis=1, kind="stable")[:, :k]

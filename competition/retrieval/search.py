@@ -65,6 +65,7 @@ def build_index(
     k: int = 100,
     nprobe: int = 0,
     factory: str = "",
+    normalize: bool = True,
 ) -> faiss.Index:
     """Inner-product index over L2-normalised vectors.
 
@@ -74,8 +75,9 @@ def build_index(
     the same lists holding product-quantised codes (dim/8 bytes a vector instead of dim*4:
     for galleries that do not fit in memory as flat vectors); hnsw: a graph index, CPU only,
     exploring at least 2k candidates. `factory`: any faiss index_factory string instead
-    (e.g. "OPQ64,IVF4096,PQ64"), trained the same way."""
-    vectors = l2_normalize(gallery)
+    (e.g. "OPQ64,IVF4096,PQ64"), trained the same way. `normalize=False`: the rows' inner products
+    as given (rows that carry label posteriors beside their embedding)."""
+    vectors = l2_normalize(gallery) if normalize else np.ascontiguousarray(gallery, np.float32)
     dim, count = vectors.shape[1], len(vectors)
     kind = "factory" if factory else resolve_index(kind, count)
     if kind == "exact":
@@ -211,15 +213,22 @@ def search(
     else:  # one search: build without keeping (or hashing) anything
         built = build_index(gallery, index, use_gpu, k)
         exact = is_exact(built)
-    queries = l2_normalize(queries)
-    parts = [built.search(queries[start : start + batch_size], k) for start in range(0, len(queries), batch_size)]
-    if not parts:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    similarities, indices = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    similarities, indices = search_index(built, l2_normalize(queries), k, batch_size)
     short = np.flatnonzero((indices < 0).any(axis=1))
     if len(short) and not exact:  # an approximate index found fewer than k: those rows exactly
         similarities[short], indices[short] = search(queries[short], gallery, k, use_gpu, batch_size, "exact")
     return similarities, indices
+
+
+def search_index(
+    index: faiss.Index, queries: np.ndarray, k: int, batch_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) of a built index's top-k for the rows as given, a batch at a time."""
+    queries = np.ascontiguousarray(queries, np.float32)
+    parts = [index.search(queries[start : start + batch_size], k) for start in range(0, len(queries), batch_size)]
+    if not parts:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def recall_against_exact(

@@ -217,7 +217,7 @@ def view_of(model: ModelSettings, config: SubmitConfig, device: torch.device | N
 
 
 def postprocess_of(
-    given: PostProcess, models: list[LoadedModel], images: int, landmarks: str
+    given: PostProcess, models: list[LoadedModel], sizes: tuple[int, int], landmarks: str
 ) -> tuple[PostProcess, str]:
     """The steps submit runs, as the leaderboard describes them: those given, else (with `from_run`)
     those the first run's validation chose that it can run at this size. Not for `known` landmarks:
@@ -227,7 +227,7 @@ def postprocess_of(
     if given.given() or not given.from_run or chosen is None or landmarks == "known":
         return given, given.describe()
     steps = PostProcess.from_dict({**given.to_dict(), **chosen.postprocess, "from_run": True})
-    if reason := too_large(steps, images):
+    if reason := too_large(steps, *sizes):
         log.warning("%s's validation chose %s, but %s: none", chosen.label, steps.describe(), reason)
         return given, given.describe()
     return steps, f"{steps.describe()} (chosen by {chosen.label}'s validation)"

@@ -30,7 +30,7 @@ from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.postprocess import FUSION_CANDIDATES, check_size, embedding_steps, scored_ranking
 from competition.retrieval.search import Searcher, recall_against_exact, resolve_index
 from competition.retrieval.verify import Verification, verify_ranking
-from competition.runs import embeddings_file, local_features_cache
+from competition.runs import embeddings_file, graph_cache, local_features_cache
 from competition.settings.submit import SubmitConfig
 from competition.submit.closed_set import label_fusion, resolve_landmarks
 from competition.submit.models import LoadedModel, guard_unseen, load_model, postprocess_of, view_of
@@ -116,7 +116,7 @@ def _competition(config: SubmitConfig) -> Competition:
     competition = discover_competition(config.data, need_train=False)
     if not competition.query or not competition.gallery:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
-    check_size(config.postprocess, len(competition.query) + len(competition.gallery))
+    check_size(config.postprocess, len(competition.query), len(competition.gallery))
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
         check_unique_ids([r.name for r in records], config.format, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
@@ -126,7 +126,9 @@ def _competition(config: SubmitConfig) -> Competition:
 def _rank(config: SubmitConfig, steps, competition: Competition, vectors, searcher: Searcher, progress, fusion):
     """Search (and verify) the (query, gallery) vectors: the ranking, the index as described, the verification."""
     k, (queries, gallery) = config.ranks[0], vectors
-    ranked_scores, ranking = scored_ranking(steps, queries, gallery, max(k, config.verify), searcher, fusion)
+    ranked_scores, ranking = scored_ranking(
+        steps, queries, gallery, max(k, config.verify), searcher, fusion, graph_cache(config.runs_dir)
+    )
     index = searcher.describe()
     if not searcher.exact:  # say what the approximation costs
         recall = recall_against_exact(queries, gallery, ranking, ranking.shape[1])
@@ -177,8 +179,8 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
     fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks)
-    images = len(competition.query) + len(competition.gallery)
-    steps, steps_note = postprocess_of(config.postprocess, models, images, landmarks)
+    sizes = len(competition.query), len(competition.gallery)
+    steps, steps_note = postprocess_of(config.postprocess, models, sizes, landmarks)
     kind = resolve_index(config.index, len(competition.gallery))
     depth = max(config.ranks[0], config.verify, FUSION_CANDIDATES if fusion else 0)
     searcher = Searcher(kind, depth, config.nprobe, config.index_factory)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from competition.evaluate.metrics import bootstrap_interval
-from competition.retrieval.postprocess import RERANK_MAX, pool_ranking
+from competition.retrieval.postprocess import POOL_MAX, pool_ranking
 from competition.settings.submit import PostProcess
 from competition.train.validation import MAP_K, Fold, PoolScores, pool_queries, score_ranked
 
@@ -58,9 +58,9 @@ def _difference(scores: PoolScores, base: PoolScores, mask: np.ndarray, attribut
 
 def choose_postprocess(pools: Sequence[tuple[np.ndarray, Fold]], labels: np.ndarray, seed: int = 0) -> dict:
     """What the folds' pools (each: its photos' vectors, the fold) say of each candidate, and the
-    one chosen (see the module); {} when the pools are too large to re-rank densely."""
+    one chosen (see the module); {} when the pools are too large to rank densely (POOL_MAX)."""
     labels = np.asarray(labels)
-    if not pools or max(len(fold.pool) for _, fold in pools) > RERANK_MAX:
+    if not pools or max(len(fold.pool) for _, fold in pools) > POOL_MAX:
         return {}
     scores = {steps.describe(): _scores(steps, pools, labels) for steps in CANDIDATES}
     base = scores["none"]
