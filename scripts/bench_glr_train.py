@@ -1,15 +1,18 @@
-"""Validation and label-fusion choice at Google Landmarks size, on synthetic clustered features
-(no photos): wall time and peak memory of the neighbour path beside the dense n x n path it
-replaced, at the sizes where the dense one still fits.
+"""The last-layer path at Google Landmarks size, on synthetic clustered features (no photos):
+wall time and peak memory of each stage now beside the code it replaced, at the sizes where
+that one still fits (the dense n x n matrices; a loop over landmarks for the whitening).
 
-    python scripts/bench_glr_train.py --sizes 5000 20000 100000
+    python scripts/bench_glr_train.py --sizes 5000 20000 100000 400000 1580000
 
 Each (path, size) runs in a fresh process, so its peak RSS is its own. Features are unit
 vectors around one centre per landmark (GLDv2-clean has ~19 photos a landmark); a fold's
 pool is the whole set, as the largest fold is ~0.45 of GLDv2-clean's 1.58 M photos.
-Stages: validation (each pool query's top-10 among all others; at most MOST_QUERIES queries)
-and the fusion choice's re-ordering (each query's FUSION_CANDIDATES cosine neighbours, re-ranked by
-cosine + w P(q).P(c) for 6 weights, posteriors over `--classes-shown` classes).
+Stages: the learned whitening's fit (class means, shrunk within-class covariance); validation
+(each pool query's top-10 among all others; at most MOST_QUERIES queries); the fusion choice's
+re-ordering (each query's FUSION_CANDIDATES cosine neighbours, re-ranked by cosine + w P(q).P(c)
+for 6 weights, posteriors over `--classes-shown` classes); labels (the label classifier fitted
+on every photo, one class per ~19 photos: class prototypes past 2,048 classes, and every photo's
+sparse top-20 posteriors).
 """
 
 from __future__ import annotations
@@ -20,23 +23,30 @@ import resource
 import time
 
 import numpy as np
+from sklearn.covariance import LedoitWolf
 
-from competition.retrieval.posteriors import posterior_agreement, rescore
+from competition.retrieval.posteriors import fit_label_classifier, posterior_agreement, rescore
 from competition.retrieval.postprocess import FUSION_CANDIDATES
 from competition.retrieval.search import neighbours_among
 from competition.retrieval.vectors import l2_normalize
 from competition.train.label_fusion import WEIGHTS
 from competition.train.validation import MAP_K, pool_queries, score_pool, score_ranked
+from competition.train.whitening import fit_learned_whitening
 
 PHOTOS_PER_LANDMARK = 19
 
 
 def clustered(count: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around one centre per landmark, made a block at a time so that making them
+    holds little more than the vectors themselves (a stage's peak is then its own)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, max(2, count // PHOTOS_PER_LANDMARK), count)
     centres = rng.standard_normal((labels.max() + 1, dim)).astype(np.float32)
-    vectors = centres[labels] + 1.2 * rng.standard_normal((count, dim), dtype=np.float32)
-    return l2_normalize(vectors), labels.astype(str)
+    vectors = np.empty((count, dim), np.float32)
+    for start in range(0, count, 100_000):
+        rows = slice(start, start + 100_000)
+        vectors[rows] = l2_normalize(centres[labels[rows]] + 1.2 * rng.standard_normal((len(labels[rows]), dim)))
+    return vectors, labels.astype(str)
 
 
 def posteriors_for(labels: np.ndarray, classes: int, seed: int = 1) -> np.ndarray:
@@ -73,11 +83,30 @@ def neighbour_fusion(vectors, labels, unseen, posteriors):
         score_ranked(rescore(cosine, candidates, weight * agreement, MAP_K)[1], queries, labels, unseen)
 
 
+def whitening_by_landmark_loop(vectors, labels):
+    """The learned whitening's fit before this bench: offsets gathered by a mask per landmark."""
+    features = l2_normalize(vectors).astype(np.float64)
+    offsets = [
+        features[labels == label] - features[labels == label].mean(axis=0)
+        for label in np.unique(labels)
+        if (labels == label).sum() > 1
+    ]
+    estimate = LedoitWolf(assume_centered=True).fit(np.concatenate(offsets))
+    np.linalg.eigh(estimate.covariance_)
+
+
+def labels_now(vectors, labels):
+    fit_label_classifier(vectors, labels).posteriors(vectors)
+
+
 STAGES = {
+    ("whitening fit", "dense"): lambda v, lab, u, p: whitening_by_landmark_loop(v, lab),
+    ("whitening fit", "neighbours"): lambda v, lab, u, p: fit_learned_whitening(v, lab),
     ("validation", "dense"): lambda v, lab, u, p: dense_validation(v, lab, u),
     ("validation", "neighbours"): lambda v, lab, u, p: score_pool(v, lab, u),
     ("fusion choice", "dense"): dense_fusion,
     ("fusion choice", "neighbours"): neighbour_fusion,
+    ("labels", "neighbours"): lambda v, lab, u, p: labels_now(v, lab),
 }
 
 
@@ -95,16 +124,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 100000])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes-shown", type=int, default=64, help="posterior columns (dense logistic regression)")
-    parser.add_argument("--dense-up-to", type=int, default=20000, help="largest size the dense path is run at")
+    parser.add_argument("--dense-up-to", type=int, default=20000, help="largest size the code replaced is run at")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
-    print("| stage | photos | dense s | dense peak GB | neighbours s | neighbours peak GB | time ratio |")
+    print("| stage | photos | before s | before peak GB | now s | now peak GB | time ratio |")
     print("|---|---|---|---|---|---|---|")
-    for stage in ("validation", "fusion choice"):
+    for stage in ("whitening fit", "validation", "fusion choice", "labels"):
         for size in args.sizes:
             results = {}
             for path in ("dense", "neighbours"):
-                if path == "dense" and size > args.dense_up_to:
+                if (stage, path) not in STAGES or (path == "dense" and size > args.dense_up_to):
                     continue
                 queue = context.Queue()
                 process = context.Process(

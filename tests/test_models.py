@@ -346,3 +346,22 @@ def test_precision_picks_the_autocast_type_and_a_cpu_stays_float32(caplog):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     module = torch.nn.Linear(2, 2)
     assert compiled(module, torch.device("cpu"), wanted=True) is module and "no-op on cpu" in caplog.text
+
+
+def test_within_landmark_offsets_take_means_from_every_photo_and_sample_past_a_size():
+    from competition.train.whitening import within_class_offsets
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 40, 300).astype(str)
+    labels[0] = "alone"  # one photo: no offset
+    features = rng.normal(size=(300, 6))
+    expected = np.concatenate(
+        [
+            features[labels == c] - features[labels == c].mean(axis=0)
+            for c in np.unique(labels)
+            if (labels == c).sum() > 1
+        ]
+    )
+    assert np.allclose(within_class_offsets(features, labels), expected)
+    sample = within_class_offsets(features, labels, most=50)
+    assert len(sample) == 50 and all(np.isclose(expected, row).all(axis=1).any() for row in sample)
