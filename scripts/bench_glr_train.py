@@ -140,8 +140,8 @@ def main() -> None:
                     target=measure, args=((stage, path), size, args.dim, args.classes_shown, queue)
                 )
                 process.start()
-                results[path] = queue.get()
                 process.join()
+                results[path] = queue.get() if process.exitcode == 0 else (float("nan"), float("nan"))
             dense = results.get("dense")
             seconds, peak = results["neighbours"]
             cells = f"{dense[0]:.1f} | {dense[1]:.2f}" if dense else "– | –"

@@ -38,7 +38,7 @@ def _dense_scores(similarity, labels, unseen):
     return PoolScores(hits[:, 0], average_precision(hits, MAP_K, relevant), unseen[queries])
 
 
-def test_blocked_neighbours_score_a_pool_exactly_as_the_dense_matrix():
+def test_blocked_neighbours_score_a_pool_exactly_as_the_dense_matrix(monkeypatch):
     vectors, labels, unseen = _clustered()
     x = l2_normalize(vectors)
     dense = _dense_scores(x @ x.T, labels, unseen)
@@ -47,6 +47,9 @@ def test_blocked_neighbours_score_a_pool_exactly_as_the_dense_matrix():
     assert np.allclose(blocked.ap, dense.ap)
     _, small_blocks = neighbours_among(vectors, 25, block=7)
     assert np.array_equal(small_blocks, _dense_rank_others(x @ x.T, 25))
+    # past NEIGHBOUR_CELLS similarities a block holds fewer rows: a large pool's block stays in memory
+    monkeypatch.setattr("competition.retrieval.search.NEIGHBOUR_CELLS", 3 * len(vectors))
+    assert np.array_equal(neighbours_among(vectors, 25)[1], small_blocks)
 
 
 def test_label_fusion_on_candidates_ranks_as_the_dense_fused_matrix():

@@ -241,7 +241,10 @@ def recall_against_exact(
     return float(np.mean(found)) if found else float("nan")
 
 
-NEIGHBOUR_BLOCK = 1024  # query rows a block: its similarities are block x n floats, never n x n
+NEIGHBOUR_BLOCK = 1024  # query rows a block at most: its similarities are block x n floats, never n x n
+# similarities a block holds at most (256 MB of float32, and their int64 order): past 65k candidates the block
+# shrinks, or a 1024-row block against 1.58M photos would hold 6.5 GB of scores and 13 GB of ranks
+NEIGHBOUR_CELLS = 1 << 26
 
 
 def neighbours_among(
@@ -260,6 +263,7 @@ def neighbours_among(
     x = l2_normalize(embeddings) if normalize else np.asarray(embeddings, np.float32)
     rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
     candidates = x[start:]
+    block = max(1, min(block, NEIGHBOUR_CELLS // max(1, len(candidates))))
     k = max(0, min(k, len(candidates) - int(bool((rows >= start).any()))))
     similarities, indices = np.empty((len(rows), k), np.float32), np.empty((len(rows), k), np.int64)
     for first in range(0, len(rows), block):
