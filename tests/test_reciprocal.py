@@ -115,6 +115,8 @@ def test_past_the_size_for_exact_search_the_graph_is_approximate_and_close(monke
     assert not (approximate.indices == np.arange(2000)[:, None]).any()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate.indices, exact.indices)])
     assert 0.7 < recall < 1.0
+    every_cell = nearest(x, x, 10, "ivf", same=True, nprobe=10_000)  # the user's --nprobe reaches the graph
+    assert np.array_equal(every_cell.indices, exact.indices)
 
 
 def test_re_ranking_with_sparse_label_posteriors_is_refused_with_the_way_out():

@@ -29,9 +29,6 @@ from competition.retrieval.search import APPROXIMATE_FROM, build_index, search_i
 log = logging.getLogger(__name__)
 
 GRAPH_K = 32  # neighbours a gallery graph keeps at least: re-ranking settings up to it share one cached graph
-# IVF cells a photo's graph search probes: its few nearest lie in or beside its own cell, so far fewer than the
-# final search's 1/16 of the cells (a 760k gallery's graph in minutes, not hours; recall in bench_rerank.py)
-GRAPH_PROBES = 32
 
 
 @dataclass
@@ -58,15 +55,15 @@ def graph_kind(asked: str, photos: int) -> str:
 
 
 def nearest(
-    rows: np.ndarray, database: np.ndarray, k: int, kind: str = "exact", same: bool = False, probes: int = 0
+    rows: np.ndarray, database: np.ndarray, k: int, kind: str = "exact", same: bool = False, nprobe: int = 0
 ) -> Neighbours:
     """Each row's top-k of `database` by inner product (rows as given); `same`: rows are the
-    database, and a row is never its own neighbour. Rows an approximate index found too few for
-    are searched exactly; `probes`: the IVF cells searched (0: as the final search does)."""
+    database, and a row is never its own neighbour. An IVF index probes `nprobe` cells (0: the
+    final search's default); rows it found too few for are searched exactly."""
     k = min(k, len(database) - int(same))
     if k <= 0:  # nobody else: the photo's only similarity is to itself
         return Neighbours(np.zeros((len(rows), 0), np.float32), np.zeros((len(rows), 0), np.int64), np.ones(len(rows)))
-    index = build_index(database, kind, k=k + int(same), nprobe=probes, normalize=False)
+    index = build_index(database, kind, k=k + int(same), nprobe=nprobe, normalize=False)
     similarities, indices = search_index(index, rows, k + int(same))
     short = np.flatnonzero((indices < 0).any(axis=1))
     if len(short) and kind != "exact":
@@ -94,7 +91,9 @@ def merged(first: Neighbours, second: Neighbours, offset: int, k: int) -> Neighb
     )
 
 
-def gallery_graph(gallery: np.ndarray, k: int, kind: str, cache_dir: str | Path | None = None) -> Neighbours:
+def gallery_graph(
+    gallery: np.ndarray, k: int, kind: str, cache_dir: str | Path | None = None, nprobe: int = 0
+) -> Neighbours:
     """The gallery's own graph (at least GRAPH_K wide), read from `cache_dir` when this gallery's
     was built before."""
     gallery = np.ascontiguousarray(gallery, np.float32)
@@ -102,11 +101,12 @@ def gallery_graph(gallery: np.ndarray, k: int, kind: str, cache_dir: str | Path 
     path = None
     if cache_dir is not None:
         key = hashlib.blake2b(gallery.data, digest_size=16).hexdigest()
-        path = Path(cache_dir) / f"gallery-{key}-{len(gallery)}x{gallery.shape[1]}-{kind}.npz"
+        search = kind if kind == "exact" else f"{kind}{nprobe or ''}"
+        path = Path(cache_dir) / f"gallery-{key}-{len(gallery)}x{gallery.shape[1]}-{search}.npz"
         if (saved := _read(path)) is not None and saved.width >= min(k, len(gallery) - 1):
             log.info("gallery graph read from %s", path)
             return saved
-    graph = nearest(gallery, gallery, width, kind, same=True, probes=GRAPH_PROBES)
+    graph = nearest(gallery, gallery, width, kind, same=True, nprobe=nprobe)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as temporary, open(temporary, "wb") as file:
@@ -127,15 +127,21 @@ def _read(path: Path) -> Neighbours | None:
 
 
 def joint_graph(
-    queries: np.ndarray, gallery: np.ndarray, k: int, depth: int, kind: str, cache_dir: str | Path | None = None
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    depth: int,
+    kind: str,
+    cache_dir: str | Path | None = None,
+    nprobe: int = 0,
 ) -> tuple[Neighbours, np.ndarray]:
     """The k-wide graph of queries and gallery as one set (queries first), and each query's `depth`
     nearest gallery photos (joint indices): the candidates a re-ranking re-orders."""
-    count = len(queries)
-    to_gallery = nearest(queries, gallery, max(k, depth), graph_kind(kind, len(gallery)))
-    among_queries = nearest(queries, queries, k, graph_kind(kind, count), same=True, probes=GRAPH_PROBES)
-    gallery_to_queries = nearest(gallery, queries, k, graph_kind(kind, count), probes=GRAPH_PROBES)
-    own = gallery_graph(gallery, k, graph_kind(kind, len(gallery)), cache_dir).first(k)
+    count, gallery_kind, query_kind = len(queries), graph_kind(kind, len(gallery)), graph_kind(kind, len(queries))
+    to_gallery = nearest(queries, gallery, max(k, depth), gallery_kind, nprobe=nprobe)
+    among_queries = nearest(queries, queries, k, query_kind, same=True, nprobe=nprobe)
+    gallery_to_queries = nearest(gallery, queries, k, query_kind, nprobe=nprobe)
+    own = gallery_graph(gallery, k, gallery_kind, cache_dir, nprobe).first(k)
     query_rows = merged(among_queries, to_gallery.first(k), count, k)
     gallery_rows = merged(gallery_to_queries, own, count, k)
     graph = Neighbours(

@@ -202,9 +202,11 @@ def scored_ranking(
     check_size(steps, len(queries), len(gallery))
     if steps.diffusion or steps.rerank:
         rows, count = joint_rows(queries, gallery, fusion), len(queries)
-        kind = index.kind if isinstance(index, Searcher) else index
+        kind, nprobe = (index.kind, index.nprobe) if isinstance(index, Searcher) else (index, 0)
         depth = max(k, steps.diffusion_truncate) if steps.diffusion else k
-        graph, candidates = joint_graph(rows[:count], rows[count:], graph_width(steps), depth, kind, graph_cache)
+        graph, candidates = joint_graph(
+            rows[:count], rows[count:], graph_width(steps), depth, kind, graph_cache, nprobe
+        )
         return _re_ranked(steps, rows, graph, np.arange(count), candidates, k, gallery_from=count)
     if fusion is None:
         return search(queries, gallery, k, index=index)
