@@ -1,5 +1,6 @@
 """The embedding store: O(N) writes, resume after a kill, several writers, sharded extraction."""
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -94,6 +95,26 @@ def test_extraction_resumes_from_the_store(tiny_competition, tmp_path):
         mean_colour, paths, View(32, "square"), torch.device("cpu"), cache_dir=cache, batch_size=2, progress=False
     )
     assert sum(calls) == len(paths) - 5 and np.allclose(again[:5], first)
+
+
+def test_a_large_extraction_says_how_long_it_will_take(tiny_competition, monkeypatch, caplog):
+    from competition.retrieval import embed
+
+    clock = itertools.count(0, 10)  # read after the first batch, then after the fourth: 10 s later
+    monkeypatch.setattr(embed.time, "monotonic", lambda: next(clock))
+    timer = embed.ExtractionTimer(720_000, "gallery", after_batches=3)
+    notes = [timer.batch_done(32) for _ in range(5)]  # the first batch pays for start-up: not counted
+    assert notes[:3] == ["", "", ""] and notes[4] == ""
+    assert notes[3].startswith("gallery: 720,000 photos at 9.6 photos/s (measured on 96) take ~20.8 h")
+    assert embed.ExtractionTimer(4_999, "small").photos < embed.ESTIMATE_FROM  # small ones say nothing
+
+    monkeypatch.setattr(embed, "ESTIMATE_FROM", 3)  # and extraction says it, once
+    paths = sorted((tiny_competition / "gallery").iterdir())
+    extract_features(
+        lambda batch: batch.mean(dim=(2, 3)), paths, View(32, "square"), torch.device("cpu"), batch_size=1,
+        progress=False,
+    )  # fmt: skip
+    assert caplog.text.count("photos/s (measured on 3)") == 1
 
 
 class _WaitsAtBarrier(Exception):

@@ -8,6 +8,7 @@ photo.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -79,9 +80,11 @@ def extract_features(
             persistent_workers=False,
         )
         batches = steps(loader, description, unit="batch", enabled=progress)
+        timer = ExtractionTimer(len(todo), description)
         try:
             for views, _, indices, ok in batches:
                 vectors = _embed_views(model_fn, views, device, view)
+                timer.batch_done(len(indices))
                 for row, index, good in zip(vectors, indices.tolist(), ok.tolist()):
                     if good:
                         store.put(keys[todo[index]], row)
@@ -103,6 +106,40 @@ def extract_features(
     readable = np.array([key not in unreadable for key in keys], dtype=bool)
     check_vectors(vectors[readable], [p for p in paths if p not in failed_set])
     return vectors, failed
+
+
+ESTIMATE_FROM = 5_000  # photos to embed from which the time it will take is said once it is measured
+
+
+class ExtractionTimer:
+    """Says how long a large extraction will take, measured on its first batches after the first
+    (which pays for start-up): at Google Landmarks size it is hours or days on a CPU, worth knowing
+    before waiting."""
+
+    def __init__(self, photos: int, description: str, after_batches: int = 3):
+        self.photos, self.description, self.after_batches = photos, description, after_batches
+        self.batches, self.done, self.started = 0, 0, 0.0
+
+    def batch_done(self, photos: int) -> str:
+        self.batches += 1
+        if self.batches == 1:
+            self.started = time.monotonic()
+            return ""
+        self.done += photos
+        if self.batches != self.after_batches + 1 or self.photos < ESTIMATE_FROM:
+            return ""
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        note = (
+            f"{self.description}: {self.photos:,} photos at {rate:.1f} photos/s (measured on {self.done}) take "
+            f"~{_duration(self.photos / rate)}; a GPU (--device cuda) or torchrun processes divide it, and what is "
+            "embedded is kept if stopped"
+        )
+        log.warning(note)
+        return note
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
 
 
 FEWEST_TO_JUDGE = 10  # photos: fewer can all look the same (solid test images, duplicates)
