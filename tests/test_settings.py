@@ -117,6 +117,7 @@ def test_one_line_names_the_wrong_setting(settings, message):
 
 
 def test_every_declared_choice_has_an_implementation():
+    from competition.evaluate.recognition import render_predictions
     from competition.evaluate.submission import render_submission
     from competition.models.pooling import make_pooling
     from competition.retrieval.search import search
@@ -129,8 +130,11 @@ def test_every_declared_choice_has_an_implementation():
     vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     for index in INDEXES:
         assert search(vectors[:2], vectors, 3, index=index)[1].shape == (2, 3)
-    for fmt in FORMATS:
-        assert render_submission(["q.jpg"], [["g.jpg"]], fmt=fmt)
+    for fmt in FORMATS:  # recognition names a landmark per query, not a ranking
+        if fmt == "recognition":
+            assert render_predictions(["q.jpg"], ["landmark"], np.ones(1))
+        else:
+            assert render_submission(["q.jpg"], [["g.jpg"]], fmt=fmt)
 
 
 def test_help_lists_choices_and_defaults_and_needs_no_torch():

@@ -39,8 +39,10 @@ def score(
 ) -> None:
     """Score a submission against <data>/labels.csv.
 
-    Prints top-1/3/5/10, mAP@10 and precision@10 (all, seen, unseen) and the landmarks with the lowest top-1.
+    Prints top-1/3/5/10, mAP@10 and precision@10 (all, seen, unseen) and the landmarks with the lowest top-1;
+    for a recognition file (id,landmarks), its GAP over all queries and over those of training landmarks.
     """
+    from competition.evaluate.recognition import describe_scores, is_recognition, score_predictions
     from competition.evaluate.scoring import left_out_note, score_file
     from competition.report.tables import format_scores
 
@@ -62,6 +64,17 @@ def score(
         from competition.evaluate.leaderboard import check_leaderboard, record_scored_file
 
         _run(lambda: check_leaderboard(leaderboard))
+    if is_recognition(submission):
+        from competition.data.discover import discover_competition
+
+        scores = _run(lambda: score_predictions(submission, discover_competition(data, need_train=False)))
+        if record:
+            _run(lambda: record_scored_file(leaderboard, submission, scores, data))
+        if json_out:
+            _print_json({"submission": str(submission), "scores": scores})
+        else:
+            say(describe_scores(scores))
+        return
     scored = _run(lambda: score_file(submission, data, map_k))
     if record:
         _run(lambda: record_scored_file(leaderboard, submission, scored.scores, data))

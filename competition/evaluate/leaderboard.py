@@ -34,6 +34,7 @@ COLUMNS = [  # (record key, column title)
     ("top10", "top-10"),
     ("map@10", "mAP@10"),
     ("map@100", "mAP@100"),  # what the Google Landmark Retrieval competitions score (kaggle-format submissions)
+    ("gap", "GAP"),  # what the Google Landmark Recognition competitions score (recognition-format submissions)
     ("seen_top1", "seen top-1"),
     ("unseen_top1", "unseen top-1"),
     ("date", "date"),

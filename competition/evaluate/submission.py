@@ -29,7 +29,7 @@ from competition.settings.submit import KAGGLE_MAX_IMAGES
 
 def photo_id(name: str, fmt: str) -> str:
     """How a photo is named in a submission: its file name, or for kaggle its id (name without extension)."""
-    return PurePosixPath(name).stem if fmt == "kaggle" else name
+    return PurePosixPath(name).stem if fmt in ("kaggle", "recognition") else name
 
 
 def _whitespace_ids(names: Sequence[str], fmt: str) -> list[str]:
@@ -51,7 +51,7 @@ def check_unique_ids(names: Sequence[str], fmt: str, what: str) -> None:
         if other != name:
             raise CompeteError(
                 f"{what} photos {other} and {name} share the id '{photo_id(name, fmt)}', which the "
-                "kaggle format cannot tell apart: rename one"
+                f"{fmt} format cannot tell apart: rename one"
             )
 
 
@@ -123,6 +123,11 @@ def read_submission_rows(path: str | Path) -> tuple[str, list[tuple[str, list[st
     if not rows:
         raise CompeteError(f"{path}: empty submission")
     header, body = rows[0], rows[1:]
+    if header == ["id", "landmarks"]:
+        raise CompeteError(
+            f"{path} is a recognition file (id,landmarks): it names landmarks, not gallery photos; "
+            "`compete score` gives its GAP and `compete validate` checks it"
+        )
     if submission_format(path, header) == "kaggle":
         # split on each space, as the hosts' metric reads it: "a  b" holds an empty id at rank 2
         return "kaggle", [(row[0], row[1].split(" ") if len(row) > 1 and row[1] else []) for row in body]

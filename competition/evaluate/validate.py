@@ -13,6 +13,7 @@ from pathlib import Path
 
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
+from competition.evaluate.recognition import HEADER, is_recognition, recognition_problems
 from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission_rows
 from competition.io import counted
 
@@ -94,5 +95,9 @@ def validate_against(
     found = discover_competition(data, need_train=False)
     if not found.query:
         raise CompeteError(f"{data}: no query/ images to validate against")
+    if is_recognition(submission) or expected_format == "recognition":
+        if not is_recognition(submission):
+            return [f"the file is not in recognition format (its header must be exactly: {','.join(HEADER)})"], []
+        return recognition_problems(submission, [r.name for r in found.query], found.train_classes), found.skipped
     names = [r.name for r in found.query], [r.name for r in found.gallery]
     return validate_submission(submission, *names, k, expected_format), found.skipped

@@ -180,7 +180,8 @@ class SubmitConfig(Settings):
     format: Format = setting(
         "csv",
         "csv (query,rank_1..rank_k), kaggle (id,images: ids without extension, space-separated, as Google "
-        "Landmark Retrieval wants) or json.",
+        "Landmark Retrieval wants), json, or recognition (id,landmarks: one landmark of train/ and a "
+        "confidence per query, as Google Landmark Recognition wants; scored by GAP).",
     )
     submissions_dir: str = setting("submissions", "Where submission files go.", path="dir")
     leaderboard: str = setting("leaderboard.md", "Leaderboard to record the scored run in.", path="file")

@@ -21,6 +21,7 @@ from competition.device import compiled, pick_device
 from competition.distributed import Distributed, init_distributed
 from competition.errors import CompeteError
 from competition.evaluate.leaderboard import check_leaderboard
+from competition.evaluate.recognition import recognition_problems, score_predictions, write_predictions
 from competition.evaluate.scoring import left_out_note
 from competition.evaluate.submission import check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
@@ -34,6 +35,7 @@ from competition.runs import embeddings_file, graph_cache, local_features_cache
 from competition.settings.submit import SubmitConfig
 from competition.submit.closed_set import label_fusion, resolve_landmarks
 from competition.submit.models import LoadedModel, guard_unseen, load_model, postprocess_of, view_of
+from competition.submit.recognition import recognise
 from competition.submit.record import (
     leaderboard_record,
     record_row,
@@ -114,8 +116,11 @@ def _competition(config: SubmitConfig) -> Competition:
     check_leaderboard(config.leaderboard)  # before the work: its row must have a place to go
     check_tracker(config.log_to)
     competition = discover_competition(config.data, need_train=False)
-    if not competition.query or not competition.gallery:
+    recognition = config.format == "recognition"
+    if not competition.query or not (competition.gallery or recognition):
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
+    if recognition and not competition.train_classes:
+        raise CompeteError(f"{config.data}: --format recognition names a landmark of train/ per query; train/ has none")
     check_size(config.postprocess, len(competition.query), len(competition.gallery))
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
         check_unique_ids([r.name for r in records], config.format, what)
@@ -159,6 +164,30 @@ def _write(config: SubmitConfig, competition: Competition, name: str, ranking: n
     return path
 
 
+def _recognise(config: SubmitConfig, competition, models, weights, query_vectors, embed, dist) -> SubmitResult:
+    """A recognition submission: each query's landmark and confidence, scored by GAP when every
+    query has a label."""
+    labels = np.array([r.label for r in competition.train])
+    found = recognise(models, weights, query_vectors, lambda model: embed(model, competition.train), labels)
+    if not dist.is_main:
+        return SubmitResult(None, None, {}, sorted(embed.skipped))
+    landmarks, confidence, how = found
+    name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    queries = [r.name for r in competition.query]
+    path = write_predictions(submission_path(config, name), queries, landmarks, confidence)
+    if problems := recognition_problems(path, queries, competition.train_classes):
+        raise CompeteError(f"{path} was written but is not valid, so it was not scored: " + "; ".join(problems))
+    labelled = all(r.label is not None for r in competition.query)
+    scores = score_predictions(path, competition) if labelled else None
+    record = leaderboard_record(
+        config, models, weights, name=name, recognition=how, submission=str(path), **(scores or {}),
+        settings=config.to_dict(),
+    )  # fmt: skip
+    if scores is not None:
+        record_row(config, path, record)
+    return SubmitResult(path, scores, record, sorted(embed.skipped), [f"recognition: {how}"], landmarks="known")
+
+
 def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     competition = _competition(config)
     # relative weights: scaled so the largest is 1 (1e308,1e308 would overflow float32 as it is)
@@ -175,6 +204,8 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     landmarks, estimate = resolve_landmarks(config.landmarks, models, lambda m: embed(m, competition.query))
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained, landmarks)
     query_vectors = [embed(model, competition.query) for model in models]
+    if config.format == "recognition":
+        return _recognise(config, competition, models, weights, query_vectors, embed, dist)
     gallery_vectors = [embed(model, competition.gallery) for model in models]
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
