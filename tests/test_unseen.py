@@ -221,3 +221,22 @@ def test_training_with_pseudo_labels_adds_classes(tiny_competition, tmp_path):
     saved = json.loads((tmp_path / "pseudo" / "config.json").read_text())
     assert saved["pseudo_labels_added"]["images"] >= 2
     assert any(c.startswith("pseudo-") for c in saved["classes"])
+
+
+def test_a_cap_on_photos_per_landmark_is_a_seeded_sample_taken_before_any_photo_is_opened(tiny_competition, tmp_path):
+    from collections import Counter
+
+    from competition.data.discover import training_photos
+    from competition.train.data import at_most_per_landmark
+
+    records = training_photos(tiny_competition)
+    capped = at_most_per_landmark(records, 2, seed=0)
+    counts = Counter(r.label for r in capped)
+    assert set(counts.values()) == {2} and len(counts) == len({r.label for r in records})
+    assert capped == at_most_per_landmark(records, 2, seed=0) and capped != at_most_per_landmark(records, 2, seed=1)
+    assert at_most_per_landmark(records, 0, seed=0) == records
+    left_out = next(r for r in records if r not in capped)
+    left_out.path.write_bytes(b"broken")  # a photo the cap leaves out is never read (strict would stop at it)
+    train(tiny_config(tiny_competition, tmp_path, "capped", photos_per_landmark=2, strict=True), progress=False)
+    config = json.loads((tmp_path / "capped" / "config.json").read_text())
+    assert config["photos_per_landmark"] == 2 and config["provenance"]["photos"] == len(capped)

@@ -33,7 +33,10 @@ DATA_HELP = "Competition folder: train/<class>/*, query/*, gallery/*, optional l
 
 TRAIN_PANELS = {  # `--help` panel -> its settings
     "Model": ("regime", "head", "whiten_power"),  # after the model's own (settings/model.py)
-    "Data": ("data", "augmented", "use_augmented", "landmarks", "pseudo_labels", "pseudo_precision", "strict"),
+    "Data": (
+        "data", "augmented", "use_augmented", "landmarks", "photos_per_landmark", "pseudo_labels", "pseudo_precision",
+        "strict",
+    ),
     "Training": (
         "epochs", "lr", "backbone_lr_scale", "batch_size", "weight_decay", "label_smoothing", "warmup_epochs",
         "grad_clip", "triplet_margin", "triplet_mining", "contrastive_margin", "samples_per_class", "unfreeze_from",
@@ -136,6 +139,13 @@ class TrainConfig(Settings):
     device: str = setting("", DEVICE_HELP, metavar="DEVICE")
     workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
     strict: bool = setting(False, "Stop at an unreadable training photo instead of skipping it.")
+    photos_per_landmark: int = setting(
+        0,
+        "Train and validate on at most N photos of each landmark, a seeded sample (0: all): a Google Landmarks-size "
+        "train/ in the hours a Kaggle notebook has.",
+        ge=0,
+        metavar="N",
+    )
     precision: Precision = setting("auto", PRECISION_HELP)
     log_to: LogTo = setting(
         "", f"Also send the training curves and the final validation to {LOG_TO_HELP}", show_default=False

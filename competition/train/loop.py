@@ -53,6 +53,7 @@ def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
         config.seed,
         config.strict,
         config.landmarks,
+        config.photos_per_landmark,
     )
     seed_everything(config.seed)
     embedder, origin = build_embedder(config.model, config.projection)
