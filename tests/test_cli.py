@@ -199,16 +199,25 @@ def test_piped_progress_is_a_line_per_interval_of_long_work_and_nothing_for_quic
 
 
 @pytest.mark.slow
-def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_competition, tmp_path):
-    """examples/kaggle-notebook.ipynb executed as Kaggle would, its paths pointed at the tiny set."""
+@pytest.mark.parametrize("path", ["train here", "attached run"])
+def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_competition, tmp_path, path):
+    """examples/kaggle-notebook.ipynb executed as Kaggle would, its paths pointed at the tiny set:
+    training in the notebook (capped), or submitting with a run folder attached as a dataset."""
     import os
     from pathlib import Path
 
     import nbformat
+    from conftest import tiny_config
     from nbclient import NotebookClient
 
+    from competition.train.loop import train
+
     notebook = nbformat.read(Path(__file__).parents[1] / "examples" / "kaggle-notebook.ipynb", as_version=4)
-    environment = {"COMPETE_DATA": str(tiny_competition), "COMPETE_OUT": str(tmp_path), "COMPETE_WHEELS": "/none"}
+    out = tmp_path / "out"
+    environment = {"COMPETE_DATA": str(tiny_competition), "COMPETE_OUT": str(out), "COMPETE_WHEELS": "/none"}
+    environment["COMPETE_RUN"] = str(tmp_path / "attached" / "run")
+    if path == "attached run":
+        train(tiny_config(tiny_competition, tmp_path / "attached", "run"), progress=False)
     old = {key: os.environ.get(key) for key in environment}
     os.environ.update(environment)  # the kernel inherits them
     try:
@@ -218,5 +227,6 @@ def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_comp
     finally:
         for key, value in old.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    lines = (tmp_path / "submission.csv").read_text().splitlines()
+    lines = (out / "submission.csv").read_text().splitlines()
     assert lines[0] == "id,images" and len(lines) == 1 + len(list((tiny_competition / "query").iterdir()))
+    assert (out / "runs" / "lite0" / "best.pt").is_file() == (path == "train here")
