@@ -87,6 +87,17 @@ def _weights(rows: np.ndarray, graph: Neighbours, k1: int, k2: int, largest: np.
     return sets.tocsr()
 
 
+def _overlaps(weights: sparse.csr_matrix, by_member: sparse.csc_matrix, photo: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photos whose weighted sets share a member with `photo`'s, and for each the sum over
+    shared members of the smaller weight (the Jaccard numerator), read column by column."""
+    members = weights.indices[weights.indptr[photo] : weights.indptr[photo + 1]]
+    mine = weights.data[weights.indptr[photo] : weights.indptr[photo + 1]]
+    starts, ends = by_member.indptr[members], by_member.indptr[members + 1]
+    at = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(members) else np.zeros(0, int)
+    sharing, position = np.unique(by_member.indices[at], return_inverse=True)
+    return sharing, np.bincount(position, np.minimum(by_member.data[at], np.repeat(mine, ends - starts)), len(sharing))
+
+
 def k_reciprocal(
     rows: np.ndarray,
     graph: Neighbours,
@@ -110,12 +121,7 @@ def k_reciprocal(
     k = min(k, candidates.shape[1])
     scores, ranking = np.empty((len(sources), k), np.float32), np.empty((len(sources), k), np.int64)
     for i, source in enumerate(sources):
-        members = weights.indices[weights.indptr[source] : weights.indptr[source + 1]]
-        mine = weights.data[weights.indptr[source] : weights.indptr[source + 1]]
-        starts, ends = by_member.indptr[members], by_member.indptr[members + 1]
-        at = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(members) else np.zeros(0, int)
-        sharing, position = np.unique(by_member.indices[at], return_inverse=True)
-        shared = np.bincount(position, np.minimum(by_member.data[at], np.repeat(mine, ends - starts)), len(sharing))
+        sharing, shared = _overlaps(weights, by_member, source)
         others = np.union1d(sharing[(sharing >= gallery_from) & (sharing != source)], candidates[i])
         overlap = np.zeros(len(others))
         found = np.isin(sharing, others)
