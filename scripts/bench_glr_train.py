@@ -124,12 +124,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 100000])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes-shown", type=int, default=64, help="posterior columns (dense logistic regression)")
+    parser.add_argument(
+        "--stages", nargs="+", default=["whitening fit", "validation", "fusion choice", "labels"], help="which to run"
+    )
     parser.add_argument("--dense-up-to", type=int, default=20000, help="largest size the code replaced is run at")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     print("| stage | photos | before s | before peak GB | now s | now peak GB | time ratio |")
     print("|---|---|---|---|---|---|---|")
-    for stage in ("whitening fit", "validation", "fusion choice", "labels"):
+    for stage in args.stages:
         for size in args.sizes:
             results = {}
             for path in ("dense", "neighbours"):
