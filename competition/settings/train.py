@@ -144,6 +144,7 @@ class TrainConfig(Settings):
         "Train and validate on at most N photos of each landmark, a seeded sample (0: all): a Google Landmarks-size "
         "train/ in the hours a Kaggle notebook has.",
         ge=0,
+        le=1_000_000,
         metavar="N",
     )
     precision: Precision = setting("auto", PRECISION_HELP)
