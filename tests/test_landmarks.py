@@ -290,6 +290,23 @@ def test_many_landmarks_get_prototype_posteriors_kept_sparse_and_fused_the_same_
     assert classifier.gate_features(vectors, rows).shape == (len(vectors), 2)
 
 
+def test_sparse_posteriors_never_hold_the_dense_rows_of_every_photo():
+    """Each block of rows is cut to its top posteriors as it is made: 4,000 photos over 3,000
+    landmarks would be 48 MB of dense rows (1.58M over 81k: half a terabyte)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(3000).repeat(2).astype(str)
+    classifier = fit_label_classifier(rng.normal(size=(6000, 8)).astype(np.float32), labels)
+    vectors = rng.normal(size=(4000, 8)).astype(np.float32)
+    tracemalloc.start()
+    rows = classifier.posteriors(vectors)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert classifier.sparse and rows.shape == (4000, 3000) and peak < 20e6
+    assert classifier.posteriors(vectors[:0]).shape == (0, 3000)
+
+
 def test_a_run_over_many_landmarks_trains_and_submits_with_sparse_posteriors(tiny_competition, tmp_path, monkeypatch):
     from competition.retrieval import posteriors as module
 

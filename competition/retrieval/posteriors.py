@@ -94,9 +94,12 @@ class LabelClassifier:
     def posteriors(self, vectors: np.ndarray):
         """P(class | photo): an (n, classes) array, or sparse rows of each photo's TOP_CLASSES."""
         vectors = l2_normalize(vectors)
-        blocks = [_softmax(vectors[rows] @ self.coef.T + self.intercept) for rows in _row_blocks(len(vectors))]
+        blocks = (_softmax(vectors[rows] @ self.coef.T + self.intercept) for rows in _row_blocks(len(vectors)))
         if not self.sparse:
-            return np.concatenate(blocks) if blocks else np.zeros((0, len(self.classes)), np.float32)
+            return np.concatenate(list(blocks)) if len(vectors) else np.zeros((0, len(self.classes)), np.float32)
+        if not len(vectors):
+            return sparse.csr_matrix((0, len(self.classes)), dtype=np.float32)
+        # each block kept sparse as it is made: 1.58M dense rows over 81k classes would be 0.5 TB
         return sparse.vstack([_sparse_top(block, TOP_CLASSES) for block in blocks], format="csr")
 
     def gate_features(self, vectors: np.ndarray, posteriors=None) -> np.ndarray:
