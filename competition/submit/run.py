@@ -164,6 +164,11 @@ def _write(config: SubmitConfig, competition: Competition, name: str, ranking: n
     return path
 
 
+def _submission_name(config: SubmitConfig, models: list[LoadedModel]) -> str:
+    """--name, or the models' labels and the time."""
+    return config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
 def _recognise(config: SubmitConfig, competition, models, weights, query_vectors, embed, dist) -> SubmitResult:
     """A recognition submission: each query's landmark and confidence, scored by GAP when every
     query has a label."""
@@ -172,7 +177,7 @@ def _recognise(config: SubmitConfig, competition, models, weights, query_vectors
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
     landmarks, confidence, how = found
-    name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name = _submission_name(config, models)
     queries = [r.name for r in competition.query]
     path = write_predictions(submission_path(config, name), queries, landmarks, confidence)
     if problems := recognition_problems(path, queries, competition.train_classes):
@@ -219,7 +224,7 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
         steps, fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights), searcher
     )
     ranking, index, verification = _rank(config, steps, competition, (queries, gallery), searcher, progress, fusion)
-    name = config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name = _submission_name(config, models)
     path = _write(config, competition, name, ranking)
     save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
     scores = score_ranking(ranking, competition, config.ranks[1])
