@@ -35,6 +35,25 @@ def test_folds_hold_every_landmark_out_once_and_never_train_on_held_out_photos()
         assert "c0" in held_out or "c0" not in lent  # 3 photos: too few to lend and keep two
 
 
+@pytest.mark.parametrize("hold_out_landmarks", [True, False])
+def test_a_pool_past_its_most_photos_draws_whole_landmarks_and_their_photos_train(hold_out_landmarks):
+    labels = np.repeat([f"c{i:02d}" for i in range(40)], np.arange(40) % 7 + 4)
+    whole = class_folds(labels, folds=4, seed=3, hold_out_landmarks=hold_out_landmarks)
+    capped = class_folds(labels, folds=4, seed=3, hold_out_landmarks=hold_out_landmarks, most_pool=20)
+    assert all(len(f.pool) > 20 for f in whole)  # so every fold is capped
+    for small, full in zip(capped, whole, strict=True):
+        assert 10 <= len(small.pool) <= 20
+        assert sorted([*small.train, *small.pool]) == list(range(len(labels)))  # each photo trains or queries
+        for label in set(labels[small.pool]):  # a drawn landmark lends what it lends uncapped
+            lent = small.unseen[labels[small.pool] == label]
+            assert len(lent) == (labels[full.pool] == label).sum() and len(set(lent)) == 1
+        drawn = set(labels[small.pool])
+        assert (labels[small.train][~np.isin(labels[small.train], list(drawn))].size  # the others train whole
+                == (~np.isin(labels, list(drawn))).sum())  # fmt: skip
+    again = class_folds(labels, folds=4, seed=3, hold_out_landmarks=hold_out_landmarks, most_pool=20)
+    assert all(np.array_equal(a.pool, b.pool) for a, b in zip(again, capped))  # seeded
+
+
 def test_a_fold_that_holds_nothing_out_is_left_out_and_a_run_on_three_photos_a_landmark_says_too_few(tmp_path):
     labels = np.repeat(["a", "b", "c"], 3)  # two of three held out leave one to train: that fold holds out none
     assert [len(f.pool) for f in class_folds(labels, folds=2, seed=0)] == [3]

@@ -72,6 +72,7 @@ def provenance(data: TrainingData) -> dict:
         "photos": len(data.photos),
         "variants": sum(map(len, data.variants)),
         "folds": len(data.folds),
+        "pool_photos": [len(fold.pool) for fold in data.folds],  # at most POOL_MOST each: past it, drawn
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
