@@ -290,6 +290,19 @@ def test_many_landmarks_get_prototype_posteriors_kept_sparse_and_fused_the_same_
     assert classifier.gate_features(vectors, rows).shape == (len(vectors), 2)
 
 
+def test_a_rows_top_classes_found_by_column_groups_are_its_largest():
+    from competition.retrieval.posteriors import top_columns
+
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(300, 64 * 90)).astype(np.float32)
+    scores[:5, :64] += 10  # one group holds all of a row's top columns
+    scores[5:10, ::64] += 10  # each top column in its own group
+    found = np.sort(top_columns(scores, 20), axis=1)
+    assert np.array_equal(found, np.sort(np.argsort(-scores, axis=1)[:, :20], axis=1))
+    few = scores[:, :100]  # too few columns for groups: one partition
+    assert np.array_equal(np.sort(top_columns(few, 20), axis=1), np.sort(np.argsort(-few)[:, :20]))
+
+
 def test_sparse_posteriors_never_hold_the_dense_rows_of_every_photo():
     """Each block of rows is cut to its top posteriors as it is made: 4,000 photos over 3,000
     landmarks would be 48 MB of dense rows (1.58M over 81k: half a terabyte)."""

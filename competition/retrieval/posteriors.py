@@ -34,6 +34,7 @@ from competition.retrieval.vectors import l2_normalize
 LOGISTIC_MOST_CLASSES = 2048  # above: class prototypes and sparse posteriors
 TOP_CLASSES = 20  # posteriors each photo keeps when they are sparse
 ROWS_AT_ONCE = 256  # photos scored against every class at once (256 x 81k floats: 83 MB)
+COLUMN_GROUP = 64  # columns whose maximum stands for them in finding a row's top classes
 
 
 def _row_blocks(rows: int):
@@ -54,13 +55,34 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return (odds / odds.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _sparse_top(probabilities: np.ndarray, top: int) -> sparse.csr_matrix:
-    """The `top` largest of each row, the rest dropped (not renormalised: P stays P)."""
-    top = min(top, probabilities.shape[1])
-    columns = np.argpartition(-probabilities, top - 1, axis=1)[:, :top]
-    values = np.take_along_axis(probabilities, columns, axis=1)
-    rows = np.repeat(np.arange(len(probabilities)), top)
-    return sparse.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=probabilities.shape)
+def top_columns(scores: np.ndarray, top: int, group: int = COLUMN_GROUP) -> np.ndarray:
+    """Each row's `top` largest columns, unordered. With many columns, only the `top` groups of
+    `group` neighbouring columns whose maxima are largest are partitioned: they hold every one of
+    the row's `top` largest, and a group's maximum costs a fraction of a partition of the row."""
+    rows, width = scores.shape
+    if width <= 2 * top * group or width % group:
+        return np.argpartition(scores, width - top, axis=1)[:, width - top :]
+    groups = width // group
+    maxima = scores.reshape(rows, groups, group).max(axis=2)
+    best = np.argpartition(maxima, groups - top, axis=1)[:, groups - top :]
+    columns = (best[:, :, None] * group + np.arange(group)).reshape(rows, top * group)
+    inside = np.argpartition(np.take_along_axis(scores, columns, axis=1), top * group - top, axis=1)
+    return np.take_along_axis(columns, inside[:, top * group - top :], axis=1)
+
+
+def _sparse_softmax(logits: np.ndarray, top: int, classes: int) -> sparse.csr_matrix:
+    """Softmax over the first `classes` columns of `logits` (the rest pad them to a whole number of
+    column groups, at -inf), of which each row keeps its `top` largest (not renormalised: P stays
+    P). `logits` is overwritten."""
+    top = min(top, classes)
+    columns = top_columns(logits, top)
+    values = np.take_along_axis(logits, columns, axis=1)
+    largest = values.max(axis=1, keepdims=True)
+    np.subtract(logits, largest, out=logits)
+    total = np.exp(logits, out=logits).sum(axis=1, keepdims=True)
+    values = (np.exp(values - largest) / total).astype(np.float32)
+    rows = np.repeat(np.arange(len(logits)), top)
+    return sparse.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=(len(logits), classes))
 
 
 @dataclass
@@ -94,13 +116,19 @@ class LabelClassifier:
     def posteriors(self, vectors: np.ndarray):
         """P(class | photo): an (n, classes) array, or sparse rows of each photo's TOP_CLASSES."""
         vectors = l2_normalize(vectors)
-        blocks = (_softmax(vectors[rows] @ self.coef.T + self.intercept) for rows in _row_blocks(len(vectors)))
         if not self.sparse:
-            return np.concatenate(list(blocks)) if len(vectors) else np.zeros((0, len(self.classes)), np.float32)
+            blocks = [_softmax(vectors[rows] @ self.coef.T + self.intercept) for rows in _row_blocks(len(vectors))]
+            return np.concatenate(blocks) if blocks else np.zeros((0, len(self.classes)), np.float32)
         if not len(vectors):
             return sparse.csr_matrix((0, len(self.classes)), dtype=np.float32)
+        # padded to whole column groups (at -inf: no probability) so a block's groups are a free reshape
+        padding = -len(self.classes) % COLUMN_GROUP
+        coef = np.concatenate([self.coef, np.zeros((padding, self.coef.shape[1]), np.float32)]).T
+        intercept = np.concatenate([self.intercept, np.full(padding, -np.inf, np.float32)])
         # each block kept sparse as it is made: 1.58M dense rows over 81k classes would be 0.5 TB
-        return sparse.vstack([_sparse_top(block, TOP_CLASSES) for block in blocks], format="csr")
+        blocks = (_sparse_softmax(vectors[rows] @ coef + intercept, TOP_CLASSES, len(self.classes))
+                  for rows in _row_blocks(len(vectors)))  # fmt: skip
+        return sparse.vstack(list(blocks), format="csr")
 
     def gate_features(self, vectors: np.ndarray, posteriors=None) -> np.ndarray:
         """(top posterior, cosine to the nearest class prototype) of each photo: what the gate reads."""
