@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import sys
 import time
 
 import numpy as np
@@ -29,9 +30,10 @@ from competition.retrieval.posteriors import fit_label_classifier, posterior_agr
 from competition.retrieval.postprocess import FUSION_CANDIDATES
 from competition.retrieval.search import neighbours_among
 from competition.retrieval.vectors import l2_normalize
-from competition.train.label_fusion import WEIGHTS
-from competition.train.validation import MAP_K, pool_queries, score_pool, score_ranked
-from competition.train.whitening import fit_learned_whitening
+from competition.train.label_fusion import WEIGHTS, fit_label_fusion
+from competition.train.postprocess_choice import choose_postprocess
+from competition.train.validation import MAP_K, PoolScores, class_folds, compare, pool_queries, score_pool, score_ranked
+from competition.train.whitening import apply_learned_whitening, fit_learned_whitening
 
 PHOTOS_PER_LANDMARK = 19
 
@@ -99,6 +101,49 @@ def labels_now(vectors, labels):
     fit_label_classifier(vectors, labels).posteriors(vectors)
 
 
+def _timed(name: str, started: float) -> float:
+    print(f"    {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def last_layer_path(vectors, labels):
+    """What `compete train` does after feature extraction with the default head (train/last_layer.py):
+    folds; the pretrained baseline and the learned whitening scored on the mixed folds; the final
+    whitening; the label fusion chosen on the closed folds and gated on the mixed ones; the
+    post-processing choice. Each sub-stage's time goes to stderr."""
+    started = time.perf_counter()
+    mixed, closed = class_folds(labels, 4, 0), class_folds(labels, 4, 0, hold_out_landmarks=False)
+    started = _timed(f"folds (pools of {[len(f.pool) for f in mixed]} photos)", started)
+
+    def whitening_for(train):
+        mean, matrix, _ = fit_learned_whitening(vectors[train], labels[train])
+        return lambda rows: apply_learned_whitening(rows, mean, matrix)
+
+    heads = {}
+
+    def head_for(train):
+        return heads.setdefault(train.tobytes(), whitening_for(train))
+
+    def scored(folds, embed=None):
+        return PoolScores.concat(
+            [
+                score_pool(embed(f.train)(vectors[f.pool]) if embed else vectors[f.pool], labels[f.pool], f.unseen)
+                for f in folds
+            ]  # fmt: skip
+        )
+
+    baseline = scored(mixed)
+    started = _timed("baseline on the mixed folds", started)
+    scores = scored(mixed, head_for)
+    compare(scores, baseline)
+    final = whitening_for(np.arange(len(vectors)))
+    started = _timed("whitening fitted and scored on the mixed folds, then on every photo", started)
+    fit_label_fusion(vectors, labels, closed, mixed, head_for, final, scored(closed))
+    started = _timed("label fusion (closed baseline, strength and weight, gate)", started)
+    choose_postprocess([(head_for(f.train)(vectors[f.pool]), f) for f in mixed], labels)
+    _timed("post-processing choice", started)
+
+
 STAGES = {
     ("whitening fit", "dense"): lambda v, lab, u, p: whitening_by_landmark_loop(v, lab),
     ("whitening fit", "neighbours"): lambda v, lab, u, p: fit_learned_whitening(v, lab),
@@ -107,6 +152,7 @@ STAGES = {
     ("fusion choice", "dense"): dense_fusion,
     ("fusion choice", "neighbours"): neighbour_fusion,
     ("labels", "neighbours"): lambda v, lab, u, p: labels_now(v, lab),
+    ("last-layer path", "neighbours"): lambda v, lab, u, p: last_layer_path(v, lab),
 }
 
 

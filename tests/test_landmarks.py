@@ -287,7 +287,8 @@ def test_many_landmarks_get_prototype_posteriors_kept_sparse_and_fused_the_same_
     agreement = module.posterior_agreement(weighted, weighted, candidates)
     expected = module.posterior_agreement(weighted.toarray(), weighted.toarray(), candidates)
     assert np.allclose(agreement, expected, atol=1e-6) and agreement.max() > 0
-    assert classifier.gate_features(vectors, rows).shape == (len(vectors), 2)
+    nearest = (l2_normalize(vectors) @ classifier.prototypes.T).max(axis=1)  # read off the top posterior's class
+    assert np.allclose(classifier.gate_features(vectors, rows), np.stack([dense.max(axis=1), nearest], 1), atol=1e-6)
 
 
 def test_a_rows_top_classes_found_by_column_groups_are_its_largest():

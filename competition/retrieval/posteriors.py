@@ -134,7 +134,11 @@ class LabelClassifier:
         """(top posterior, cosine to the nearest class prototype) of each photo: what the gate reads."""
         posteriors = self.posteriors(vectors) if posteriors is None else posteriors
         vectors = l2_normalize(vectors)
-        nearest = [(vectors[rows] @ self.prototypes.T).max(axis=1) for rows in _row_blocks(len(vectors))]
+        if self.sparse:  # the classes are the prototypes: the top posterior's is the nearest, no second pass
+            closest = self.prototypes[np.asarray(posteriors.argmax(axis=1)).ravel()]
+            nearest = [np.einsum("nd,nd->n", vectors, closest)]
+        else:
+            nearest = [(vectors[rows] @ self.prototypes.T).max(axis=1) for rows in _row_blocks(len(vectors))]
         return np.stack([top_posterior(posteriors), np.concatenate(nearest)], axis=1).astype(np.float32)
 
     def known_probability(self, vectors: np.ndarray, posteriors: np.ndarray | None = None) -> np.ndarray:
