@@ -52,6 +52,19 @@ def test_blocked_neighbours_score_a_pool_exactly_as_the_dense_matrix(monkeypatch
     assert np.array_equal(neighbours_among(vectors, 25)[1], small_blocks)
 
 
+def test_the_best_k_of_rows_full_of_ties_are_what_a_stable_sort_gives():
+    from competition.retrieval.search import best_first
+
+    scores = np.random.default_rng(5).integers(0, 6, (400, 50)).astype(np.float32)  # ties at every boundary
+    scores[:3] = 1.0  # all equal
+    for k in (0, 1, 3, 10, 49, 50):
+        assert np.array_equal(best_first(scores, k), np.argsort(-scores, axis=1, kind="stable")[:, :k])
+    vectors, _, _ = _clustered(count=200, dim=4)
+    vectors = np.round(vectors)  # duplicates: ties among neighbours
+    x = l2_normalize(vectors)
+    assert np.array_equal(neighbours_among(vectors, 30, block=13)[1], _dense_rank_others(x @ x.T, 30))
+
+
 def test_label_fusion_on_candidates_ranks_as_the_dense_fused_matrix():
     vectors, labels, unseen = _clustered(count=300)
     rng = np.random.default_rng(1)

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import sparse
 
 from competition.retrieval.landmarks import KnownGate
+from competition.retrieval.search import best_first
 from competition.retrieval.vectors import l2_normalize
 
 LOGISTIC_MOST_CLASSES = 2048  # above: class prototypes and sparse posteriors
@@ -219,10 +220,7 @@ def posterior_agreement(query_rows, gallery_rows, candidates: np.ndarray) -> np.
     if sparse.issparse(query_rows):
         gallery_t = sparse.csc_matrix(gallery_rows.T)
         for rows in _row_blocks(query_rows.shape[0]):
-            shared = (query_rows[rows] @ gallery_t).tocsr()
-            block = candidates[rows]
-            picked = shared[np.repeat(np.arange(len(block)), block.shape[1]), block.ravel()]
-            agreement[rows] = np.asarray(picked).reshape(block.shape)
+            agreement[rows] = _picked((query_rows[rows] @ gallery_t).tocsr(), candidates[rows])
         return agreement
     block = max(1, (1 << 24) // max(1, candidates.shape[1] * gallery_rows.shape[1]))
     for start in range(0, len(query_rows), block):
@@ -231,8 +229,21 @@ def posterior_agreement(query_rows, gallery_rows, candidates: np.ndarray) -> np.
     return agreement
 
 
+def _picked(shared: sparse.csr_matrix, columns: np.ndarray) -> np.ndarray:
+    """shared[i, columns[i, j]] for each i, j, zero where not stored: one binary search over the
+    entries' (row, column) keys, where scipy's indexing scans a long row once per pick."""
+    shared.sum_duplicates()  # sorted, unique columns in each row: the keys ascend
+    width = shared.shape[1]
+    keys = np.repeat(np.arange(shared.shape[0], dtype=np.int64), np.diff(shared.indptr)) * width + shared.indices
+    wanted = (np.arange(len(columns), dtype=np.int64)[:, None] * width + columns).ravel()
+    if not len(keys):
+        return np.zeros(columns.shape, np.float32)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, shared.data[at], 0).reshape(columns.shape)
+
+
 def rescore(scores: np.ndarray, candidates: np.ndarray, bonus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query's candidates re-ordered by score + bonus (ties keep their order): the top k."""
     fused = scores + bonus
-    order = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+    order = best_first(fused, k)
     return np.take_along_axis(fused, order, axis=1), np.take_along_axis(candidates, order, axis=1)

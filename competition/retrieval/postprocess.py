@@ -30,7 +30,7 @@ from competition.retrieval.diffusion import diffuse
 from competition.retrieval.graph import GRAPH_K, Neighbours, joint_graph, nearest
 from competition.retrieval.posteriors import LOGISTIC_MOST_CLASSES, posterior_agreement, rescore
 from competition.retrieval.reciprocal import k_reciprocal
-from competition.retrieval.search import Searcher, search
+from competition.retrieval.search import Searcher, best_first, search
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
@@ -247,9 +247,9 @@ def pool_ranking(steps: PostProcess, vectors: np.ndarray, queries: np.ndarray, k
     if steps.qe:  # the query's nearest others, never itself
         similarity = expanded @ gallery.T
         similarity[np.arange(len(queries)), queries] = -np.inf
-        nearest_others = np.argsort(-similarity, axis=1, kind="stable")[:, : steps.qe]
+        nearest_others = best_first(similarity, steps.qe)
         weights = np.power(np.clip(np.take_along_axis(similarity, nearest_others, axis=1), 0, None), steps.alpha)
         expanded = l2_normalize(expanded + np.einsum("nk,nkd->nd", weights, gallery[nearest_others]))
     similarity = expanded @ gallery.T
     similarity[np.arange(len(queries)), queries] = -np.inf
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    return best_first(similarity, k)

@@ -271,12 +271,28 @@ def neighbours_among(
         scores = x[queries] @ candidates.T
         inside = np.flatnonzero(queries >= start)
         scores[inside, queries[inside] - start] = -np.inf  # never the query itself
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if 0 < k < scores.shape[1] else np.argsort(-scores)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)  # best first; equal scores: lower index first
-        indices[first : first + len(queries)] = np.take_along_axis(top, order, axis=1) + start
-        similarities[first : first + len(queries)] = np.take_along_axis(top_scores, order, axis=1)
+        top = best_first(scores, k)
+        indices[first : first + len(queries)] = top + start
+        similarities[first : first + len(queries)] = np.take_along_axis(scores, top, axis=1)
     return similarities, indices
+
+
+def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k highest columns, best first, equal scores by lower column: what a stable argsort
+    of -scores gives, without sorting whole rows. A row whose k-th score ties one left outside the
+    partition's k is sorted whole (rare: so its ties go to the lower column too)."""
+    k = max(0, min(k, scores.shape[1]))
+    if k == 0 or k == scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    kth = top_scores.min(axis=1, keepdims=True)
+    straddled = np.flatnonzero((scores == kth).sum(axis=1) > (top_scores == kth).sum(axis=1))
+    order = np.lexsort((top, -top_scores), axis=1)
+    top = np.take_along_axis(top, order, axis=1)
+    if len(straddled):
+        top[straddled] = np.argsort(-scores[straddled], axis=1, kind="stable")[:, :k]
+    return top
 
 
 def leave_one_out_ranking(embeddings: np.ndarray, k: int = 10) -> np.ndarray:
