@@ -95,8 +95,9 @@ def validate_against(
     found = discover_competition(data, need_train=False)
     if not found.query:
         raise CompeteError(f"{data}: no query/ images to validate against")
-    if is_recognition(submission) or expected_format == "recognition":
-        if not is_recognition(submission):
+    recognition = is_recognition(submission)
+    if recognition or expected_format == "recognition":
+        if not recognition:
             return [f"the file is not in recognition format (its header must be exactly: {','.join(HEADER)})"], []
         return recognition_problems(submission, [r.name for r in found.query], found.train_classes), found.skipped
     names = [r.name for r in found.query], [r.name for r in found.gallery]

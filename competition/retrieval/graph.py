@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,6 @@ class Neighbours:
     similarities: np.ndarray  # (n, K) float32, best first
     indices: np.ndarray  # (n, K) int64
     lowest: np.ndarray  # (n,) each photo's least similarity to any photo of the set
-
-    PARTS = ("similarities", "indices", "lowest")
 
     @property
     def width(self) -> int:
@@ -144,7 +142,6 @@ def joint_graph(
     own = gallery_graph(gallery, k, gallery_kind, cache_dir, nprobe).first(k)
     query_rows = merged(among_queries, to_gallery.first(k), count, k)
     gallery_rows = merged(gallery_to_queries, own, count, k)
-    graph = Neighbours(
-        *(np.concatenate([getattr(query_rows, part), getattr(gallery_rows, part)]) for part in Neighbours.PARTS)
-    )
+    parts = (field.name for field in fields(Neighbours))  # queries' rows first, then the gallery's
+    graph = Neighbours(*(np.concatenate([getattr(query_rows, p), getattr(gallery_rows, p)]) for p in parts))
     return graph, to_gallery.indices[:, :depth] + count
