@@ -117,6 +117,18 @@ def test_auto_estimates_the_share_of_training_landmarks_among_queries(known_shar
     assert estimate.low <= estimate.share <= estimate.high and str(round(estimate.share * 100)) in estimate.describe()
 
 
+def test_calibration_picks_the_lowest_threshold_of_best_separation_as_one_pass_per_threshold_did():
+    rng = np.random.default_rng(2)
+    for decimals in (2, 6):  # many ties, few ties
+        known = rng.random(3000) < 0.6
+        top = np.round(np.where(known, rng.beta(5, 2, 3000), rng.beta(2, 5, 3000)), decimals)
+        candidates = np.unique(top)
+        passing = [(top[known] >= t).mean() - (top[~known] >= t).mean() for t in candidates]  # the old, quadratic way
+        found = calibrate_known(top, known)
+        assert found["threshold"] == candidates[int(np.argmax(passing))] and found["photos"] == 3000
+        assert found["tpr"] - found["fpr"] == max(passing)
+
+
 def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
     assert calibrate_known(np.array([0.5, 0.6]), np.array([True, True])) == {}
     weak = {"threshold": 0.5, "tpr": 0.55, "fpr": 0.45}

@@ -98,7 +98,7 @@ def calibrate_known(top_posteriors: np.ndarray, is_known: np.ndarray) -> dict:
     if is_known.all() or not is_known.any():
         return {}
     candidates = np.unique(top_posteriors)
-    separation = [(top_posteriors[is_known] >= t).mean() - (top_posteriors[~is_known] >= t).mean() for t in candidates]
+    separation = _passing(top_posteriors[is_known], candidates) - _passing(top_posteriors[~is_known], candidates)
     threshold = float(candidates[int(np.argmax(separation))])
     return {
         "threshold": threshold,
@@ -106,6 +106,12 @@ def calibrate_known(top_posteriors: np.ndarray, is_known: np.ndarray) -> dict:
         "fpr": float((top_posteriors[~is_known] >= threshold).mean()),
         "photos": int(len(is_known)),
     }
+
+
+def _passing(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The share of `scores` at or above each threshold, by one sort (a pass over the scores per
+    threshold was quadratic: 400k validation photos, minutes)."""
+    return (len(scores) - np.searchsorted(np.sort(scores), thresholds, side="left")) / len(scores)
 
 
 def _corrected(pass_rate: float, tpr: float, fpr: float) -> float:

@@ -11,7 +11,7 @@ Each query's top-10 among the others is found exactly, a block of queries at a t
 (`neighbours_among`), never as the pool's n x n matrix; past MOST_QUERIES a pool is judged
 by a seeded sample of its queries, each still ranking the whole pool (the summary's
 `queries` says how many). Past POOL_MOST photos a pool draws a seeded sample of its
-landmarks (the summary's `pool_photos`), so Google Landmarks' 1.58 M photos validate on
+landmarks (`pool_photos` in the run's config), so Google Landmarks' 1.58 M photos validate on
 pools of 100k photos: a fixed cost, in O(n) memory.
 
 The trained and the pretrained embeddings are scored on the same queries, and their
