@@ -121,8 +121,11 @@ def last_layer_path(vectors, labels):
 
     heads = {}
 
-    def head_for(train):
-        return heads.setdefault(train.tobytes(), whitening_for(train))
+    def head_for(train):  # each fold's head fitted once, as train/last_layer._once_per_fold does
+        key = train.tobytes()
+        if key not in heads:
+            heads[key] = whitening_for(train)
+        return heads[key]
 
     def scored(folds, embed=None):
         return PoolScores.concat(
