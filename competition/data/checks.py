@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from competition.data.discover import ImageRecord
+from competition.data.features import is_feature_row
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
 from competition.io import sha256_of_file
@@ -29,7 +30,7 @@ def readable_records(records: list[ImageRecord], strict: bool = False) -> tuple[
     """The records whose photo decodes, and a message per skipped one (an error when strict)."""
     good, problems = [], []
     for record in records:
-        reason = unreadable_reason(record.path)
+        reason = None if is_feature_row(record.path) else unreadable_reason(record.path)
         if reason is None:
             good.append(record)
             continue

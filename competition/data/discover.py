@@ -1,12 +1,15 @@
 """Turn a competition folder into records: which photo, which class (if known), which split.
 
-Two layouts (see data/README.md)::
+Two layouts of photos (see data/README.md)::
 
     compete (default)                      glr (Google Landmark Retrieval, detected)
     <root>/train/<class>/<photo>           <root>/train.csv  id,landmark_id
     <root>/query/**/<photo>                <root>/train/a/b/c/<id>.jpg
     <root>/gallery/**/<photo>              <root>/test/a/b/c/<id>.jpg    (the queries)
     <root>/labels.csv  (optional)          <root>/index/a/b/c/<id>.jpg   (the gallery)
+
+A third, `features` (detected by its features.json), holds rows of features computed
+elsewhere instead of photos (data/features.py).
 
 Query and gallery photos may sit in sub-folders; a photo's name is its path inside its
 split folder. A file that is skipped (not an image, hidden, a listed photo missing on disk)
@@ -22,12 +25,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from competition.data.features import SPLITS, is_features_folder, read_split, row_path
 from competition.data.images import is_image_file
 from competition.errors import CompeteError
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("auto", "compete", "glr")
+LAYOUTS = ("auto", "compete", "glr", "features")
 GLR_FOLDERS = {"query": "test", "gallery": "index"}
 _JUNK_DIRS = {"__MACOSX", ".ipynb_checkpoints"}
 
@@ -165,6 +169,8 @@ def detect_layout(root: Path, layout: str = "auto") -> str:
         raise CompeteError(f"layout must be one of {LAYOUTS}, not '{layout}'")
     if layout != "auto":
         return layout
+    if is_features_folder(root):
+        return "features"
     glr = (root / "train.csv").is_file() and (root / "index").is_dir() and not (root / "gallery").is_dir()
     return "glr" if glr else "compete"
 
@@ -172,7 +178,19 @@ def detect_layout(root: Path, layout: str = "auto") -> str:
 def training_photos(root: str | Path, layout: str = "auto") -> list[ImageRecord]:
     """The labelled training photos of either layout."""
     root = Path(root)
-    return discover_glr_train(root) if detect_layout(root, layout) == "glr" else discover_train(root / "train")
+    layout = detect_layout(root, layout)
+    if layout == "features":
+        records = _feature_records(root, "train")
+        if not records:
+            raise CompeteError(f"{root}: its features have no train split (train.npy, train.csv)")
+        return records
+    return discover_glr_train(root) if layout == "glr" else discover_train(root / "train")
+
+
+def _feature_records(root: Path, split: str) -> list[ImageRecord]:
+    """A features folder's split (data/features.py): one record per row, named by its id."""
+    ids, labels = read_split(root, split)
+    return [ImageRecord(row_path(root, split, row), i, split, label) for row, (i, label) in enumerate(zip(ids, labels))]
 
 
 def _discover_split(folder: Path, split: str, skipped: list[str]) -> list[ImageRecord]:
@@ -235,6 +253,9 @@ def discover_competition(root: str | Path, need_train: bool = True, layout: str 
         raise CompeteError(f"{root}: competition folder not found")
     layout = detect_layout(root, layout)
     competition = Competition(root=root.resolve(), layout=layout)
+    if layout == "features":  # rows, not photos: ids and labels come with them
+        competition.train, competition.query, competition.gallery = (_feature_records(root, s) for s in SPLITS)
+        return competition
     skipped = competition.skipped
     if layout == "glr":
         competition.train = discover_glr_train(root, skipped)

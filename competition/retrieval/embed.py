@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from competition.data.dataset import ViewsDataset, loader_workers
+from competition.data.features import is_feature_row, read_rows
 from competition.device import autocast_as, batch_for
 from competition.distributed import Distributed
 from competition.errors import CompeteError
@@ -59,8 +60,18 @@ def extract_features(
     interruption stay in the store (retrieval/store.py). With `shards` (the torchrun
     processes of a submit) each process embeds its share into the shared store and every
     process returns all the rows.
+    Rows of a features folder (data/features.py) are read from their file, not embedded: only for
+    the model whose pooled features they are, which `cache_dir` names.
     """
     paths = [Path(p) for p in paths]
+    given = [i for i, p in enumerate(paths) if is_feature_row(p)]
+    if given:
+
+        def embed(photos: list[Path]) -> tuple[np.ndarray, list[Path]]:
+            settings = (cache_dir, batch_size, strict, description, progress, workers, shards)
+            return extract_features(model_fn, photos, view, device, *settings)
+
+        return _with_given_rows(paths, given, cache_dir, embed)
     dist = shards or Distributed()
     if dist.active and cache_dir is None:
         raise CompeteError("several processes embed into a shared store: give a cache folder")
@@ -105,6 +116,21 @@ def extract_features(
     vectors = store.stack(keys, unreadable)
     readable = np.array([key not in unreadable for key in keys], dtype=bool)
     check_vectors(vectors[readable], [p for p in paths if p not in failed_set])
+    return vectors, failed
+
+
+def _with_given_rows(paths: list[Path], given: list[int], cache_dir, embed) -> tuple[np.ndarray, list[Path]]:
+    """Vectors for `paths`, the rows at `given` read from their features file and the photos embedded."""
+    rows = read_rows([paths[i] for i in given], Path(cache_dir).name if cache_dir else None)
+    photos = sorted(set(range(len(paths))) - set(given))
+    if not photos:
+        check_vectors(rows, [paths[i] for i in given])
+        return rows, []
+    embedded, failed = embed([paths[i] for i in photos])
+    if embedded.shape[1] != rows.shape[1]:
+        raise CompeteError(f"{paths[given[0]].parent}: rows of {rows.shape[1]} numbers, photos of {embedded.shape[1]}")
+    vectors = np.empty((len(paths), rows.shape[1]), np.float32)
+    vectors[given], vectors[photos] = rows, embedded
     return vectors, failed
 
 

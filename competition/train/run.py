@@ -17,6 +17,7 @@ import torch
 
 import competition
 from competition.data.discover import ImageRecord
+from competition.data.features import is_feature_row
 from competition.distributed import Distributed
 from competition.io import fingerprint
 from competition.models.embedder import Embedder
@@ -59,7 +60,7 @@ def provenance(data: TrainingData) -> dict:
     import timm
     import torchvision
 
-    files = sorted(f"{r.name}|{r.path.stat().st_size}" for r in data.training_records())
+    files = sorted(f"{r.name}|{_size(r.path)}" for r in data.training_records())
     return {
         "git_commit": _git_commit(),
         "compete": competition.__version__,
@@ -75,6 +76,11 @@ def provenance(data: TrainingData) -> dict:
         "pool_photos": [len(fold.pool) for fold in data.folds],  # at most POOL_MOST each: past it, drawn
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _size(path: Path) -> int:
+    """A photo's size; a features folder's row counts as its file's."""
+    return (path.parent if is_feature_row(path) else path).stat().st_size
 
 
 @dataclass

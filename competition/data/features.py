@@ -1,0 +1,127 @@
+"""Features computed elsewhere, standing in for photos: a folder that train and submit read as
+they read a competition folder, each photo a row of a matrix::
+
+    <root>/features.json                what computed each split's rows (its identity, below)
+    <root>/train.npy    train.csv       n x d float16 rows; id,landmark
+    <root>/query.npy    query.csv       rows; id and, when known, landmark
+    <root>/gallery.npy  gallery.csv     rows; id and, when known, landmark
+
+`compete features` writes one from a photo folder (on a GPU machine, say), so `compete train`
+(last-layer regime) and `compete submit` run where the photos are not: GLDv2's 2.5M photos
+take days to embed on a CPU, their float16 features of lite0 about 6 GB. A split's identity
+is the name of the feature cache its rows would have here (backbone, weights, pooling and
+view: runs.features_cache), so a row serves only the model whose pooled features it is.
+
+A row's record has the path `<root>/<split>.npy/<row>`, which no photo can have:
+retrieval/embed.py reads such rows from the file instead of decoding a photo.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from competition.errors import CompeteError
+from competition.io import atomic_path, atomic_write_json
+
+FEATURES_META = "features.json"
+SPLITS = ("train", "query", "gallery")
+
+
+def is_feature_row(path: Path) -> bool:
+    """A record's path that names a row of a features file, not a photo."""
+    return path.parent.suffix == ".npy" and path.name.isdigit()
+
+
+def is_features_folder(root: Path) -> bool:
+    return (root / FEATURES_META).is_file()
+
+
+def read_meta(root: Path) -> dict:
+    path = root / FEATURES_META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        splits = meta["splits"]
+        if not isinstance(splits, dict) or not all(isinstance(s.get("features"), str) for s in splits.values()):
+            raise TypeError("each split needs its 'features' identity")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CompeteError(f"{path}: not a features description ({error}); write it with `compete features`") from error
+    return meta
+
+
+def read_split(root: Path, split: str) -> tuple[list[str], list[str | None]]:
+    """A split's ids and landmarks (None where not known), checked against its rows; ([], []) when absent."""
+    meta = read_meta(root)
+    if split not in meta["splits"]:
+        return [], []
+    table_file, rows_file = root / f"{split}.csv", root / f"{split}.npy"
+    try:
+        table = pd.read_csv(table_file, dtype=str, keep_default_na=False)
+        rows = np.load(rows_file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise CompeteError(f"{root}: cannot read the {split} features ({error})") from error
+    if "id" not in table.columns:
+        raise CompeteError(f"{table_file}: needs an 'id' column (and 'landmark' for train)")
+    if rows.ndim != 2 or len(rows) != len(table):
+        raise CompeteError(f"{rows_file}: {rows.shape} rows for the {len(table)} ids of {table_file}")
+    if table["id"].duplicated().any():
+        raise CompeteError(f"{table_file}: id(s) listed twice: {', '.join(table['id'][table['id'].duplicated()][:5])}")
+    labels = table["landmark"].tolist() if "landmark" in table.columns else [""] * len(table)
+    if split == "train" and not all(labels):
+        raise CompeteError(f"{table_file}: every training row needs its landmark")
+    return table["id"].tolist(), [label or None for label in labels]
+
+
+def row_path(root: Path, split: str, row: int) -> Path:
+    return root.resolve() / f"{split}.npy" / str(row)
+
+
+def read_rows(paths: list[Path], identity: str | None) -> np.ndarray:
+    """The float32 rows that `paths` name (is_feature_row), each file's identity checked against
+    `identity`, the feature cache of the model asking (None: a model whose features are not its
+    pretrained backbone's pooling, which only photos can feed)."""
+    files: dict[Path, list[int]] = {}
+    for index, path in enumerate(paths):
+        files.setdefault(path.parent, []).append(index)
+    out: np.ndarray | None = None
+    for rows_file, indices in files.items():
+        split = rows_file.stem
+        have = read_meta(rows_file.parent)["splits"].get(split, {}).get("features")
+        if identity != have:
+            raise CompeteError(
+                f"{rows_file}: features of {have}, not of this model ({identity or 'uncached'}): they serve a backbone "
+                "name or a last-layer run at the settings they were written with; write them again with `compete "
+                "features` and this model's settings, or give the photos (a full-regime run needs them: it "
+                "fine-tuned its backbone)"
+            )
+        rows = np.load(rows_file, mmap_mode="r", allow_pickle=False)
+        wanted_rows = np.array([int(paths[i].name) for i in indices])
+        if wanted_rows.max() >= len(rows):
+            raise CompeteError(f"{rows_file}: has {len(rows)} rows, row {wanted_rows.max()} asked for")
+        if out is None:
+            out = np.empty((len(paths), rows.shape[1]), np.float32)
+        out[indices] = rows[wanted_rows]
+    return out if out is not None else np.empty((0, 0), np.float32)
+
+
+def write_split(root: Path, split: str, ids: list[str], labels: list[str | None], vectors: np.ndarray) -> None:
+    """One split's rows and ids, each file written whole or not at all (the description last)."""
+    if split not in SPLITS:
+        raise CompeteError(f"split must be one of {SPLITS}, not {split!r}")
+    with atomic_path(root / f"{split}.npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, vectors, allow_pickle=False)
+    table = pd.DataFrame({"id": ids, "landmark": [label or "" for label in labels]})
+    with atomic_path(root / f"{split}.csv") as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def write_meta(root: Path, identities: dict[str, str], dtype: str, model: str) -> Path:
+    """features.json, written after every split's files: a folder without it is not read as features."""
+    splits = {split: {"features": identity} for split, identity in identities.items()}
+    path = root / FEATURES_META
+    atomic_write_json(path, {"model": model, "dtype": dtype, "splits": splits})
+    return path
