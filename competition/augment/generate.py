@@ -30,6 +30,7 @@ from competition.augment.recipes import Recipe
 from competition.augment.transforms import build_transform
 from competition.data.checks import require_every_class, unreadable_reason
 from competition.data.discover import ImageRecord, training_photos
+from competition.data.features import is_features_folder
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError, DiskFull
 from competition.io import atomic_path, atomic_write_json, atomic_write_text, counted, exclusive_use
@@ -267,6 +268,8 @@ def augment_competition(
 ) -> AugmentResult:
     """Grow <root>/train into <root>/augmented (or `out_dir`) following `recipe`."""
     root = Path(root)
+    if is_features_folder(root):
+        raise CompeteError(f"{root} holds features computed elsewhere, not photos: there is nothing to augment")
     records = training_photos(root)
     # resolved once: `link/../x` means one folder to the OS and another to a lexical parent
     out_dir = (Path(out_dir) if out_dir else root / AUGMENTED_DIR).resolve()

@@ -24,7 +24,7 @@ from competition.cli.base import (
 from competition.cli.complete import COMPLETIONS
 from competition.settings.base import read_settings_file
 from competition.settings.options import settings_command
-from competition.settings.submit import SubmitConfig
+from competition.settings.submit import FeaturesConfig, SubmitConfig
 from competition.settings.train import TrainConfig
 
 
@@ -187,6 +187,25 @@ def submit(
     if result.scores:
         say(format_scores(result.scores))
         say(f"recorded in {settings.leaderboard}")
+
+
+@settings_command(app, FeaturesConfig, _note, COMPLETIONS)
+def features(typed, config: ConfigOption = None, print_config: PrintConfigOption = False) -> None:
+    """Embed a competition's photos once into a features folder: train (--regime last) and submit
+    then read it as --data without the photos, on another machine.
+
+    The rows are the pretrained backbone's pooled features (float16 by default), training photos at the
+    training view and query/gallery photos at submit's view (--flip, --scales): submit the folder with the
+    same view settings. --model: a backbone name, or a last-layer run (its backbone's features).
+    """
+    from competition.submit.export import export_features
+
+    settings = _run(lambda: FeaturesConfig.from_dict((read_settings_file(config) if config else {}) | typed()))
+    if print_config:
+        say(settings.to_yaml().rstrip("\n"))
+        return
+    meta = _run(lambda: export_features(settings, progress=_progress()))
+    say(f"features written: {meta.parent} (train: compete train --data {meta.parent} --regime last)")
 
 
 @app.command()

@@ -273,3 +273,29 @@ class SubmitConfig(Settings):
         """(k, map_k) with 0 resolved: 100 for the kaggle format (its limit), else 10."""
         default = KAGGLE_MAX_IMAGES if self.format == "kaggle" else 10
         return self.k or default, self.map_k or default
+
+
+FEATURES_PANELS = {
+    "Model": ("model", "if_worse", "image_size", "resize", "flip", "scales"),
+    "Data": ("data", "strict"),
+    "Output": ("out", "dtype", "runs_dir"),
+    "Machine": ("batch_size", "device", "workers", "precision", "compile"),
+}
+
+
+class FeaturesConfig(SubmitConfig):
+    """`compete features`: submit's model and view settings, where the rows go, nothing of ranking."""
+
+    WHAT: ClassVar[str] = "features setting"
+    PANELS: ClassVar[dict[str, tuple[str, ...]]] = FEATURES_PANELS
+    HIDDEN: ClassVar[frozenset[str]] = (
+        frozenset(SubmitConfig.model_fields)
+        - {name for names in FEATURES_PANELS.values() for name in names}
+        - {"off_the_shelf"}
+    )
+    out: str = setting(
+        "features", "Folder the features go to (train, query and gallery rows, and features.json).", path="dir"
+    )
+    dtype: Literal["float16", "float32"] = setting(
+        "float16", "Number type of the rows: float16 takes half the disk, its rankings within rounding of float32."
+    )

@@ -121,6 +121,8 @@ def _competition(config: SubmitConfig) -> Competition:
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
     if recognition and not competition.train_classes:
         raise CompeteError(f"{config.data}: --format recognition names a landmark of train/ per query; train/ has none")
+    if config.verify and competition.layout == "features":
+        raise CompeteError(f"{config.data} holds features, not photos: --verify matches the photos' local features")
     check_size(config.postprocess, len(competition.query), len(competition.gallery))
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
         check_unique_ids([r.name for r in records], config.format, what)

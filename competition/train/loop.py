@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from competition.data.features import is_features_folder
 from competition.device import pick_device
 from competition.distributed import init_distributed
 from competition.errors import CompeteError
@@ -41,6 +42,11 @@ from competition.train.run_folder import RunFolder
 def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
     dist = init_distributed()
     root = Path(config.data)
+    if config.regime == "full" and is_features_folder(root):
+        raise CompeteError(
+            f"{root} holds features computed elsewhere, not photos: the full regime trains the backbone on photos; "
+            "use --regime last, or point --data at the photos"
+        )
     augmented = Path(config.augmented) if config.augmented else root / "augmented"
     if config.augmented and config.use_augmented and not augmented.is_dir():
         raise CompeteError(f"{augmented}: augmented folder not found (run `compete augment --out {augmented}`)")
