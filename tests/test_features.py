@@ -36,7 +36,7 @@ def _last_layer(data, tmp_path, name):
 
 
 def test_train_and_submit_on_features_equal_the_photos_and_open_none(tiny_competition, tmp_path, monkeypatch):
-    features = _export(tiny_competition, tmp_path, dtype="float32")
+    features = _export(tiny_competition, tmp_path)
     on_photos = _last_layer(tiny_competition, tmp_path, "photos")
     by_photos = submit(
         tiny_submit_config(tiny_competition, tmp_path, [str(tmp_path / "runs/photos")], name="p", **VIEW),
@@ -58,7 +58,7 @@ def test_train_and_submit_on_features_equal_the_photos_and_open_none(tiny_compet
 def test_features_folder_layout_ids_labels_and_float16(tiny_competition, tmp_path):
     features = _export(tiny_competition, tmp_path)
     meta = json.loads((features / "features.json").read_text())
-    assert meta["dtype"] == "float16" and set(meta["splits"]) == {"train", "query", "gallery"}
+    assert set(meta["splits"]) == {"train", "query", "gallery"}
     assert meta["splits"]["query"]["features"].endswith("-flip.store")  # submit's view; train's has one view
     assert not meta["splits"]["train"]["features"].endswith("-flip.store")
     photos, rows = discover_competition(tiny_competition), discover_competition(features)

@@ -32,7 +32,7 @@ def test_a_kill_loses_at_most_the_chunk_in_progress(tmp_path):
     (folder / "zz-killed.vectors.npy").write_bytes(b"half a chunk")  # killed between vectors and keys
     reader = EmbeddingStore(folder)
     assert len(reader) == 8 and "k8" not in reader
-    assert np.array_equal(reader.stack(["k0", "k7"]), np.stack([vectors[0], vectors[7]]))
+    assert np.array_equal(reader.stack(["k0", "k7"]), np.stack([vectors[0], vectors[7]]).astype(np.float16))
     with pytest.raises(CompeteError, match="1 photo.*no vector"):
         reader.stack(["k0", "k9"])  # lost with the kill: an error, never a zero vector that ranks as a photo
 
@@ -61,10 +61,29 @@ def test_writes_grow_linearly(tmp_path, monkeypatch):
         for i, vector in enumerate(_vectors(count, dim=64)):
             store.put(f"photo-{i:06d}", vector)
         store.flush()
-        vector_bytes = count * 64 * 4
+        vector_bytes = count * 64 * 2  # float16
         per_count[count] = sum(written)
         assert vector_bytes <= sum(written) <= 1.5 * vector_bytes  # vectors once, plus their keys
     assert 3.5 < per_count[1600] / per_count[400] < 4.5
+
+
+def test_rows_are_kept_as_float16_unless_they_overflow_it(tmp_path):
+    store = EmbeddingStore(tmp_path / "s.store")
+    small, large = _vectors(1)[0] * 10, np.array([1e6, -2.5, 0.1, 3] * 2, np.float32)
+    store.put("small", small)
+    store.put("large", large)
+    fresh = store.stack(["small", "large"])
+    store.flush()
+    stored = EmbeddingStore(tmp_path / "s.store").stack(["small", "large"])
+    assert fresh.dtype == stored.dtype == np.float32 and np.array_equal(fresh, stored)  # fresh = stored
+    assert np.array_equal(stored[1], large)  # past float16's range: kept exactly
+    assert np.array_equal(stored[0], small.astype(np.float16)) and not np.array_equal(stored[0], small)
+    store.put("alone", small)
+    store.flush()
+    assert {np.load(f, mmap_mode="r").dtype for f in (tmp_path / "s.store").glob("*.vectors.npy")} == {
+        np.dtype(np.float32),  # the chunk that holds the large vector
+        np.dtype(np.float16),
+    }
 
 
 def test_two_writers_share_one_store(tmp_path):

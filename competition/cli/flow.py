@@ -194,7 +194,7 @@ def features(typed, config: ConfigOption = None, print_config: PrintConfigOption
     """Embed a competition's photos once into a features folder: train (--regime last) and submit
     then read it as --data without the photos, on another machine.
 
-    The rows are the pretrained backbone's pooled features (float16 by default), training photos at the
+    The rows are the pretrained backbone's pooled features (float16), training photos at the
     training view and query/gallery photos at submit's view (--flip, --scales): submit the folder with the
     same view settings. --model: a backbone name, or a last-layer run (its backbone's features).
     """

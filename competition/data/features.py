@@ -119,9 +119,9 @@ def write_split(root: Path, split: str, ids: list[str], labels: list[str | None]
         table.to_csv(tmp, index=False)
 
 
-def write_meta(root: Path, identities: dict[str, str], dtype: str, model: str) -> Path:
+def write_meta(root: Path, identities: dict[str, str], model: str) -> Path:
     """features.json, written after every split's files: a folder without it is not read as features."""
     splits = {split: {"features": identity} for split, identity in identities.items()}
     path = root / FEATURES_META
-    atomic_write_json(path, {"model": model, "dtype": dtype, "splits": splits})
+    atomic_write_json(path, {"model": model, "splits": splits})
     return path

@@ -278,7 +278,7 @@ class SubmitConfig(Settings):
 FEATURES_PANELS = {
     "Model": ("model", "if_worse", "image_size", "resize", "flip", "scales"),
     "Data": ("data", "strict"),
-    "Output": ("out", "dtype", "runs_dir"),
+    "Output": ("out", "runs_dir"),
     "Machine": ("batch_size", "device", "workers", "precision", "compile"),
 }
 
@@ -295,7 +295,4 @@ class FeaturesConfig(SubmitConfig):
     )
     out: str = setting(
         "features", "Folder the features go to (train, query and gallery rows, and features.json).", path="dir"
-    )
-    dtype: Literal["float16", "float32"] = setting(
-        "float16", "Number type of the rows: float16 takes half the disk, its rankings within rounding of float32."
     )

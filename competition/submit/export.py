@@ -22,6 +22,7 @@ from competition.errors import CompeteError
 from competition.io import counted
 from competition.models.view import model_view
 from competition.retrieval.embed import extract_features
+from competition.retrieval.store import compact
 from competition.settings.submit import FeaturesConfig
 from competition.submit.models import LoadedModel, load_model, view_of
 
@@ -54,7 +55,7 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> Path:
     }
     if not identities:
         raise CompeteError(f"{config.data}: no photos in train/, query/ or gallery/")
-    return write_meta(out, identities, config.dtype, model.label)
+    return write_meta(out, identities, model.label)
 
 
 def _export_split(config: FeaturesConfig, model: LoadedModel, part: tuple[str, list], device, progress) -> str:
@@ -77,7 +78,7 @@ def _export_split(config: FeaturesConfig, model: LoadedModel, part: tuple[str, l
     # an unreadable training photo is left out, as training leaves it; a query or gallery photo keeps its
     # zero row, as submit ranks it, so the submission still lists its id
     kept = _readable(records, failed) if split == "train" else np.arange(len(records))
-    rows = vectors[kept].astype(config.dtype)
+    rows = compact(vectors[kept])  # float16, as the feature cache holds them
     write_split(Path(config.out), split, [records[i].name for i in kept], [records[i].label for i in kept], rows)
     log.info("%s: %s of %s written to %s", model.label, counted(len(kept), "row"), split, config.out)
     return cache.name
