@@ -104,6 +104,13 @@ def test_augment_train_submit_score_leaderboard(tiny_competition, tmp_path):
     assert "top1" in scored and "seen" in scored
     assert "ensemble" in ok("leaderboard", board)
 
+    # the same submission from features written once (data/features.py), read as --data
+    features = tmp_path / "features"
+    out = ok("features", "--data", tiny_competition, "--out", features, "--runs-dir", runs, "--image-size", 64)
+    assert f"features written: {features}" in out.replace("\n", "")
+    ok("submit", "-m", run, "--name", "rows", "-k", 3, *common[2:], "--data", features)
+    assert (subs / "rows.csv").read_text() == (subs / "trained.csv").read_text()
+
 
 def test_full_regime_trains_the_backbone(tiny_competition, tmp_path):
     # WiSE-FT off: on this tiny set it may rightly choose alpha 0 (the pretrained weights) for best.pt
