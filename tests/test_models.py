@@ -83,6 +83,38 @@ def test_pooling_functions_agree_with_their_definitions():
     assert pool.p.grad is not None and pool.p.grad.abs().item() > 0
 
 
+def test_netvlad_sums_soft_assigned_residuals_per_centre_from_kmeans_centres():
+    from competition.models.pooling import NetVLAD
+
+    rng = np.random.default_rng(0)
+    modes = rng.standard_normal((3, 6)).astype(np.float32)  # descriptors around 3 directions
+    descriptors = modes[rng.integers(0, 3, 600)] + 0.05 * rng.standard_normal((600, 6)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    pool = NetVLAD(channels=6, clusters=3)
+    x = torch.rand(2, 6, 4, 5)
+    with pytest.raises(CompeteError, match="full-regime run"):
+        pool(x)  # its centres belong to a run: unfitted, it embeds nothing
+    pool.fit(descriptors)
+    centres = pool.centres.detach().numpy()
+    unit_modes = modes / np.linalg.norm(modes, axis=1, keepdims=True)
+    assert np.sort(np.abs(centres @ unit_modes.T).max(axis=0)).min() > 0.98  # one centre a mode
+    out = pool(x)
+    # the definition, one position and one centre at a time
+    local = torch.nn.functional.normalize(x, dim=1).flatten(2)  # (2, 6, 20)
+    logits = torch.einsum("kc,bcn->bkn", pool.assign.weight[:, :, 0, 0], local)
+    weights = logits.softmax(dim=1)
+    expected = torch.zeros(2, 3, 6)
+    for k in range(3):
+        for n in range(20):
+            expected[:, k] += weights[:, k, n, None] * (local[:, :, n] - pool.centres[k])
+    expected = torch.nn.functional.normalize(torch.nn.functional.normalize(expected, dim=2).flatten(1), dim=1)
+    assert out.shape == (2, 18) and torch.allclose(out, expected, atol=1e-5)
+    sharpest = torch.sort(torch.from_numpy(descriptors) @ pool.assign.weight[:, :, 0, 0].T, dim=1).values
+    assert (sharpest[:, -1] - sharpest[:, -2]).mean().item() == pytest.approx(np.log(100), rel=1e-4)
+    out.sum().backward()
+    assert pool.centres.grad.abs().sum() > 0 and pool.assign.weight.grad.abs().sum() > 0  # it learns
+
+
 @pytest.mark.parametrize("height, width", [(7, 7), (12, 9), (9, 16), (2, 3)])
 def test_rmac_sums_each_regions_normalised_max_over_overlapping_squares(height, width):
     from competition.models.pooling import rmac, rmac_regions

@@ -233,3 +233,34 @@ def test_last_layer_runs_share_the_backbones_pooled_features_at_submit(tiny_comp
     )
     assert calls == []  # both runs reused the off-the-shelf pooled features
     assert first.scores is not None and both.scores is not None and both.scores != first.scores
+
+
+def test_vlad_pooling_starts_from_kmeans_learns_and_submits_in_the_full_regime(tiny_competition, tmp_path, monkeypatch):
+    from competition.settings.submit import SubmitConfig
+    from competition.submit.run import submit
+    from competition.train import vlad
+
+    starts = []
+    real_fit = vlad.NetVLAD.fit
+
+    def fit(self, descriptors, seed=0):
+        real_fit(self, descriptors, seed)
+        starts.append((len(descriptors), self.centres.detach().clone()))
+
+    monkeypatch.setattr(vlad.NetVLAD, "fit", fit)
+    settings = dict(regime="full", pooling="vlad", image_size=64, pretrained=True)
+    train(tiny_config(tiny_competition, tmp_path, "vlad", **settings), progress=False)
+    assert len(starts) == 1 and starts[0][0] >= 16  # every position of the fold's training photos' maps
+    trained = state_of(tmp_path / "vlad")
+    assert trained["pooling.fitted"].item() and trained["pooling.centres"].shape == (8, 1280)
+    assert trained["projection.weight"].shape == (16, 8 * 1280)
+    assert not torch.equal(trained["pooling.centres"], starts[0][1])  # learned from the k-means start
+    assert not list(tmp_path.glob("feature-cache/*vlad*"))  # the baseline depends on the run's photos: not cached
+    common = dict(data=str(tiny_competition), runs_dir=str(tmp_path), submissions_dir=str(tmp_path / "subs"))
+    common |= dict(leaderboard=str(tmp_path / "board.md"), if_worse="keep")
+    result = submit(SubmitConfig(model=[str(tmp_path / "vlad")], name="vlad", **common), progress=False)
+    assert result.scores["top1"] > 0
+    with pytest.raises(CompeteError, match="full-regime run"):
+        submit(SubmitConfig(model=["efficientnet_lite0"], pooling="vlad", image_size=64, **common), progress=False)
+    with pytest.raises(CompeteError, match="--pooling vlad .* --regime full"):
+        tiny_config(tiny_competition, tmp_path, "last", pooling="vlad")

@@ -28,7 +28,7 @@ class Embedder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
-        self.feature_dim = backbone.feature_dim
+        self.feature_dim = getattr(pooling, "dim", backbone.feature_dim)  # NetVLAD: clusters x channels
         self.projection = projection if projection is not None else nn.Identity()
         with torch.no_grad():
             probe = self.projection(torch.ones(1, self.feature_dim))
@@ -37,9 +37,13 @@ class Embedder(nn.Module):
         self.register_buffer("mean", torch.tensor(inputs.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(inputs.std).view(1, 3, 1, 1), persistent=False)
 
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map (batch, channels, h, w)."""
+        return self.backbone((images - self.mean) / self.std)
+
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """The pooled backbone feature: what the last-layer regime caches."""
-        return self.pooling(self.backbone((images - self.mean) / self.std)).float()
+        return self.pooling(self.feature_map(images)).float()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.projection(self.pooled(images))
@@ -55,7 +59,9 @@ def build_embedder(model: ModelSettings, projection: str = "none") -> tuple[Embe
     origin = load_pretrained(spec, classifier, model.weights_file or None) if model.pretrained else "random"
     backbone = to_feature_backbone(spec, classifier, token_output="cls" if model.pooling == "cls" else "patches")
     dim = model.embedding_dim if projection == "linear" else 0
-    projection_layer = make_projection(projection, backbone.feature_dim, dim)
     # A tower that pools itself gives signed vectors: GeM's clamp would destroy them.
-    pooling = make_pooling("avg") if backbone.pools_itself else make_pooling(model.pooling, model.gem_p)
+    pooling = (
+        make_pooling("avg") if backbone.pools_itself else make_pooling(model.pooling, model.gem_p, backbone.feature_dim)
+    )
+    projection_layer = make_projection(projection, getattr(pooling, "dim", backbone.feature_dim), dim)
     return Embedder(backbone, pooling, projection_layer), origin

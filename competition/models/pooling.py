@@ -1,6 +1,7 @@
 """Global pooling of a feature map into a vector, after cnnimageretrieval-pytorch.
 
-Pure functions first (mac, spoc, gem, rmac), then one tiny module per function.
+Pure functions first (mac, spoc, gem, rmac), then one tiny module per function, and NetVLAD,
+the one pooling with weights of its own.
 """
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from competition.errors import CompeteError
 
 
 def mac(x: torch.Tensor) -> torch.Tensor:
@@ -99,11 +103,69 @@ class RMAC(nn.Module):
         return rmac(x.float())  # float32 even under autocast, like GeM: sums of normalised regions
 
 
+VLAD_CLUSTERS = 8  # a vector is clusters x channels numbers: 10,240 for lite0, before the run's projection
+
+
+class NetVLAD(nn.Module):
+    """NetVLAD (Arandjelovic et al. 2016): each position's L2-normalised descriptor is softly
+    assigned to K centres, its residuals to them summed per centre, each centre's sum
+    L2-normalised (intra-normalisation) and the K x C whole L2-normalised. The centres start from
+    k-means over training photos' descriptors (`fit`, when a full-regime run is prepared) and then
+    learn with the backbone: they belong to the run, so an unfitted NetVLAD embeds nothing."""
+
+    fitted_to_data = True  # its output depends on the photos it was fitted on, not only on the backbone
+
+    def __init__(self, channels: int, clusters: int = VLAD_CLUSTERS):
+        super().__init__()
+        self.centres = nn.Parameter(torch.zeros(clusters, channels))
+        self.assign = nn.Conv2d(channels, clusters, kernel_size=1, bias=False)
+        self.register_buffer("fitted", torch.tensor(False))
+        self.dim = clusters * channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not bool(self.fitted):
+            raise CompeteError(
+                "--pooling vlad: its centres are fitted on the training photos when a full-regime run starts; "
+                "train one (--regime full) and submit the run, not the backbone's name"
+            )
+        with torch.autocast(x.device.type, enabled=False):  # float32 even under autocast: sums of residuals
+            x = F.normalize(x.float(), dim=1)
+            weights = F.softmax(self.assign(x), dim=1).flatten(2)  # (batch, clusters, positions)
+            residuals = weights @ x.flatten(2).transpose(1, 2) - weights.sum(-1, keepdim=True) * self.centres
+            return F.normalize(F.normalize(residuals, dim=2).flatten(1), dim=1)
+
+    @torch.no_grad()
+    def fit(self, descriptors: np.ndarray, seed: int = 0) -> None:
+        """Centres by k-means over L2-normalised local descriptors (n, channels), and the soft
+        assignment as NetVLAD starts it: on average a descriptor weighs 100 times more on its
+        nearest centre than on the next."""
+        import faiss
+
+        clusters = len(self.centres)
+        if len(descriptors) < clusters:
+            raise CompeteError(f"--pooling vlad: {len(descriptors)} local descriptors for {clusters} centres")
+        # a small competition may give few descriptors a centre: said by training, not warned by faiss
+        kmeans = faiss.Kmeans(descriptors.shape[1], clusters, niter=25, seed=seed, min_points_per_centroid=1)
+        kmeans.train(np.ascontiguousarray(descriptors, np.float32))
+        centres = kmeans.centroids
+        unit = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+        nearest = np.sort(descriptors @ unit.T, axis=1)[:, -2:]
+        sharpness = -np.log(0.01) / max(float(np.mean(nearest[:, 1] - nearest[:, 0])), 1e-6)
+        self.centres.copy_(torch.from_numpy(centres))
+        self.assign.weight.copy_(torch.from_numpy(sharpness * unit)[:, :, None, None])
+        self.fitted.fill_(True)
+
+    def extra_repr(self) -> str:
+        return f"clusters={len(self.centres)}, fitted={bool(self.fitted)}"
+
+
 # "cls": the backbone hands over a transformer's class token as a 1x1 map; averaging it is the identity.
-POOLINGS = {"avg": SPoC, "max": MAC, "gem": GeM, "rmac": RMAC, "cls": SPoC}
+POOLINGS = {"avg": SPoC, "max": MAC, "gem": GeM, "rmac": RMAC, "cls": SPoC, "vlad": NetVLAD}
 
 
-def make_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
+def make_pooling(name: str, gem_p: float = 3.0, channels: int = 0) -> nn.Module:
     if name not in POOLINGS:
         raise ValueError(f"unknown pooling '{name}': choose from {sorted(POOLINGS)}")
+    if name == "vlad":
+        return NetVLAD(channels)
     return GeM(gem_p) if name == "gem" else POOLINGS[name]()

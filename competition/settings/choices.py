@@ -10,7 +10,8 @@ Loss = Literal["softmax", "arcface", "cosface", "subcenter-arcface", "triplet", 
 # auto: learned whitening in the last regime, softmax in the full one
 Head = Literal["auto", "whitening", Loss]
 TripletMining = Literal["hard", "semihard", "all"]
-Pooling = Literal["gem", "avg", "max", "rmac", "cls"]  # rmac: regional max (R-MAC); cls: a transformer's class token
+# rmac: regional max (R-MAC); cls: a transformer's class token; vlad: NetVLAD, learned (full regime)
+Pooling = Literal["gem", "avg", "max", "rmac", "cls", "vlad"]
 Resize = Literal["aspect", "square"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Landmarks = Literal["auto", "known", "new", "mixed"]

@@ -164,6 +164,8 @@ class TrainConfig(Settings):
             )
         if self.regime == "last" and self.head_resolved != "whitening" and self.model.embedding_dim <= 0:
             raise ValueError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
+        if self.model.pooling == "vlad" and self.regime != "full":
+            raise ValueError("--pooling vlad learns its centres with the backbone: it needs --regime full")
         if self.unfreeze_from and self.regime != "full":
             raise ValueError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
         return self

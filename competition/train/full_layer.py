@@ -41,6 +41,7 @@ from competition.train.run import Run, seed_epoch
 from competition.train.safety import cpu_copy, interpolate_weights, resolve_freeze_bn
 from competition.train.sampling import EpochSampler
 from competition.train.validation import PoolScores, compare, map_scores, objective
+from competition.train.vlad import start_vlad
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class FullLayerTrainer:
         self.records = data.training_records(self.fold.train)
         self.pool = [data.photos[i] for i in self.fold.pool]
         self.classes = sorted({r.label for r in self.records})
+        start_vlad(run, self.records)  # NetVLAD's centres, before the baseline and WiSE-FT's start copy them
         torch.manual_seed(self.config.seed + 1)  # the head's init must not depend on what ran before
         self.criterion = loss_for(self.config, run.embedder.output_dim, len(self.classes)).to(run.device)
         originals = pd.Series([r.label for r in self.records if r.split == "train"]).value_counts().to_dict()

@@ -121,8 +121,10 @@ class Run:
         )
 
     def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
-        """Pooled features of the (frozen) pretrained backbone by path, unreadable files left out."""
-        vectors, failed = self.extract(self.embedder.pooled, records, description)
+        """Pooled features of the (frozen) pretrained backbone by path, unreadable files left out.
+        A pooling fitted to this run's photos (NetVLAD) is not the backbone's alone: never cached."""
+        cached = not getattr(self.embedder.pooling, "fitted_to_data", False)
+        vectors, failed = self.extract(self.embedder.pooled, records, description, cached)
         unreadable = set(failed)
         return {r.path: v for r, v in zip(records, vectors) if r.path not in unreadable}
 
