@@ -260,6 +260,9 @@ def test_vlad_pooling_starts_from_kmeans_learns_and_submits_in_the_full_regime(t
     common |= dict(leaderboard=str(tmp_path / "board.md"), if_worse="keep")
     result = submit(SubmitConfig(model=[str(tmp_path / "vlad")], name="vlad", **common), progress=False)
     assert result.scores["top1"] > 0
+    # too few photos to judge it: the fallback is the backbone with GeM, VLAD's centres being the run's
+    fallback = submit(SubmitConfig(**common | {"model": [str(tmp_path / "vlad")], "if_worse": "fallback"}))
+    assert list(fallback.fell_back) == ["vlad"] and fallback.scores["top1"] > 0  # ranked by GeM, no error
     with pytest.raises(CompeteError, match="full-regime run"):
         submit(SubmitConfig(model=["efficientnet_lite0"], pooling="vlad", image_size=64, **common), progress=False)
     with pytest.raises(CompeteError, match="--pooling vlad .* --regime full"):

@@ -87,6 +87,12 @@ def pretrained_model(settings: ModelSettings) -> LoadedModel:
     )
 
 
+def pretrained_stand_in(settings: ModelSettings) -> LoadedModel:
+    """The pretrained backbone a run falls back to or is ensembled with: its own settings, except a
+    pooling fitted to the run's photos (NetVLAD's centres), which exists only in the run: GeM then."""
+    return pretrained_model(settings.model_copy(update={"pooling": "gem"}) if settings.pooling == "vlad" else settings)
+
+
 def _finished_summary(run_dir: Path, use_unfinished: bool) -> dict:
     """A finished run's validation verdicts. A run without them is still training or was
     stopped: its best.pt is an in-progress checkpoint that no validation has judged, so it is
@@ -178,7 +184,7 @@ def guard_unseen(
             log.warning("run %s: too few photos to tell whether it helps on %s", model.label, where)
         if worse and if_worse == "fallback":
             reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
-            kept += [replace(pretrained_model(model.settings), replaces=model.label, fell_back=reason)]
+            kept += [replace(pretrained_stand_in(model.settings), replaces=model.label, fell_back=reason)]
             kept_weights += [weight]
             notes.append(f"{model.label}: fell back to pretrained ({reason})")
             continue
@@ -186,7 +192,7 @@ def guard_unseen(
         kept_weights.append(weight)
         extra = 1.0 if worse and if_worse == "ensemble" else with_pretrained
         if extra > 0 and model.regime != "off-the-shelf":
-            kept.append(pretrained_model(model.settings))
+            kept.append(pretrained_stand_in(model.settings))
             kept_weights.append(weight * extra)
             notes.append(f"{model.label} + pretrained×{extra:g}")
     return kept, kept_weights, notes
