@@ -13,6 +13,7 @@ import torch
 from competition.errors import CompeteError
 from competition.models.checkpoint import load_run_embedder
 from competition.models.embedder import build_embedder
+from competition.models.pooling import POOLINGS
 from competition.models.registry import REGISTRY, get_spec
 from competition.models.view import model_view
 from competition.retrieval.posteriors import LabelClassifier
@@ -90,7 +91,8 @@ def pretrained_model(settings: ModelSettings) -> LoadedModel:
 def pretrained_stand_in(settings: ModelSettings) -> LoadedModel:
     """The pretrained backbone a run falls back to or is ensembled with: its own settings, except a
     pooling fitted to the run's photos (NetVLAD's centres), which exists only in the run: GeM then."""
-    return pretrained_model(settings.model_copy(update={"pooling": "gem"}) if settings.pooling == "vlad" else settings)
+    fitted_to_data = getattr(POOLINGS.get(settings.pooling), "fitted_to_data", False)
+    return pretrained_model(settings.model_copy(update={"pooling": "gem"}) if fitted_to_data else settings)
 
 
 def _finished_summary(run_dir: Path, use_unfinished: bool) -> dict:
