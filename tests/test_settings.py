@@ -124,7 +124,7 @@ def test_every_declared_choice_has_an_implementation():
     from competition.train.losses import make_loss
 
     for name in POOLING_NAMES:
-        make_pooling(name)
+        make_pooling(name, channels=8)
     for name in LOSSES:
         make_loss(name, 8, 3)
     vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
