@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from competition.data.discover import ImageRecord, discover_competition
-from competition.data.features import write_meta, write_split
+from competition.data.features import SPLITS, write_meta, write_split
 from competition.device import pick_device
 from competition.errors import CompeteError
 from competition.io import counted
@@ -47,11 +47,10 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> Path:
         )
     device = pick_device(config.device or None)
     model.embedder.to(device)
-    splits = {"train": competition.train, "query": competition.query, "gallery": competition.gallery}
     identities = {
         split: _export_split(config, model, (split, records), device, progress)
-        for split, records in splits.items()
-        if records
+        for split in SPLITS
+        if (records := getattr(competition, split))
     }
     if not identities:
         raise CompeteError(f"{config.data}: no photos in train/, query/ or gallery/")
