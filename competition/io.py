@@ -89,17 +89,78 @@ def check_plain_name(name: str, what: str, folder_flag: str) -> None:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def replaceable(path: str | Path, prefix: bytes) -> bool:
-    """May compete write over `path`? Yes when it is absent, empty, or starts as the file compete
-    writes there starts: a path the user named never replaces their own file."""
+WRITTEN = ".compete-written.json"  # in a folder the user named: the files compete wrote there, as it left them
+
+
+def _stamp(path: Path) -> list[int]:
+    """What a file is, cheaply: a hand edit or another program's write changes its size or time."""
+    status = path.stat()
+    return [status.st_size, status.st_mtime_ns]
+
+
+def _written(folder: Path) -> dict:
+    try:
+        ledger = json.loads((folder / WRITTEN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return ledger if isinstance(ledger, dict) else {}
+
+
+def mark_written(*paths: str | Path) -> None:
+    """Remember that compete wrote these files (of one folder) as they are now: a later run may replace them."""
+    if not paths:
+        return
+    folder = Path(paths[0]).parent
+    with file_lock(folder / f"{WRITTEN}.lock"):  # two submissions into one folder at once keep both marks
+        ledger = {name: stamp for name, stamp in _written(folder).items() if (folder / name).is_file()}
+        ledger.update({Path(path).name: _stamp(Path(path)) for path in paths})
+        atomic_write_json(folder / WRITTEN, ledger)
+
+
+def written_by_compete(path: Path) -> bool:
+    """Whether compete wrote `path` and nothing changed it since (mark_written)."""
+    return path.is_file() and _written(path.parent).get(path.name) == _stamp(path)
+
+
+def may_replace(path: str | Path, prefix: bytes | None = None) -> bool:
+    """The one rule for a path the user named: compete writes over it only when it is absent,
+    empty, marked as compete's own (mark_written), or starts as the file compete writes there
+    starts (`prefix`: a leaderboard's title, a PNG's signature). A user's file is never replaced."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return True
     if not path.is_file():
         return False
+    if path.stat().st_size == 0 or written_by_compete(path):
+        return True
+    if prefix is None:
+        return False
     with open(path, "rb") as handle:
-        head = handle.read(len(prefix))
-    return head in (b"", prefix)
+        return handle.read(len(prefix)) == prefix
+
+
+def check_replaceable(path: str | Path, what: str, fix: str, prefix: bytes | None = None) -> None:
+    """may_replace, as a one-line refusal naming the file and what to do instead."""
+    if not may_replace(path, prefix):
+        raise CompeteError(
+            f"{what} {path} exists and compete did not write it (or it changed since): not replaced; {fix}"
+        )
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """What a folder holds that compete did not write there (its own hidden working files aside):
+    a folder the user named is written into only when this is empty."""
+    if not folder.is_dir():
+        return [] if not folder.exists() else [folder.name]
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if not (entry.name.startswith(WRITTEN) or _working_file(entry.name)) and not written_by_compete(entry)
+    )
+
+
+def _working_file(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".lock"))
 
 
 def counted(count: int, noun: str, plural: str = "") -> str:

@@ -25,13 +25,23 @@ from competition.errors import CompeteError
 MARKER = ".closed-set-copy"  # says this folder was made here, so a later run may replace it
 
 
-def check_target(source: Path, target: Path) -> None:
-    """Refuse a target that is, holds or lies inside the source, or a folder this script did not make."""
-    source, resolved = source.resolve(), target.resolve()
+def _apart(source: Path, folder: Path, what: str) -> None:
+    source, resolved = source.resolve(), folder.resolve()
     if resolved == source or source in resolved.parents or resolved in source.parents:
-        raise CompeteError(
-            f"{target}: the copy may not be, hold or lie inside the source {source}; choose a new folder"
-        )
+        raise CompeteError(f"{folder}: {what} may not be, hold or lie inside the source {source}; choose a new folder")
+
+
+def working_folder(target: Path) -> Path:
+    """Where the copy is built before it is moved into place (removed first: left by an interrupted run)."""
+    return target.parent / f".{target.name}.partial"
+
+
+def check_target(source: Path, target: Path) -> None:
+    """Refuse a target, or its working folder, that is, holds or lies inside the source (the
+    working folder is emptied first), or a target this script did not make."""
+    _apart(source, target, "the copy")
+    _apart(source, working_folder(target), "the copy's working folder")
+    resolved = target.resolve()
     if resolved.exists() and not (resolved / MARKER).is_file():
         if not resolved.is_dir() or any(resolved.iterdir()):
             raise CompeteError(f"{target} exists and was not made by this script: not replaced; choose a new folder")
@@ -52,7 +62,7 @@ def closed_set_copy(source: Path, target: Path) -> int:
         raise CompeteError(f"{source}: needs labels.csv with a class for every query and gallery photo")
     seen = set(competition.train_classes)
     queries = [r for r in competition.query if r.label in seen]
-    building = target.parent / f".{target.name}.partial"
+    building = working_folder(target)
     shutil.rmtree(building, ignore_errors=True)  # left by an interrupted run of this script
     building.mkdir(parents=True)
     _copy(competition.train + queries + competition.gallery, building)

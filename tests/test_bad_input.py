@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from competition.cli import app
 from competition.data.images import read_image
 from competition.errors import CompeteError
+from competition.io import WRITTEN
 from competition.models.checkpoint import load_checkpoint, save_checkpoint
 from competition.runs import BEST
 
@@ -330,7 +331,8 @@ def test_disk_full_while_writing_a_submission_keeps_the_previous_one(tiny_compet
     result = _submit(tiny_competition, "efficientnet_lite0", tmp_path, "--name", "sub", "-k", 2)
     assert result.exit_code == 1 and "No space left on device" in result.output and "Traceback" not in result.output
     assert (tmp_path / "subs" / "sub.csv").read_bytes() == previous
-    assert [p.name for p in (tmp_path / "subs").iterdir()] == ["sub.csv"]  # no temporary file left
+    # no temporary file left; beside the file, compete's mark of what it wrote there (io.WRITTEN)
+    assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == [WRITTEN, "sub.csv"]
 
 
 def test_ctrl_c_during_submit_keeps_embeddings_and_rerun_finishes(tiny_competition, tmp_path, monkeypatch):

@@ -895,3 +895,243 @@ def test_a_nested_setting_given_as_its_own_object_still_works():
     from competition.settings.submit import PostProcess, SubmitConfig
 
     assert SubmitConfig(postprocess=PostProcess(rerank=True, rerank_k1=8)).postprocess.rerank_k1 == 8
+
+
+# Round 5 (issue 48): nothing compete writes replaces a file it did not write; recognition files
+# scored only when valid. Each test names the row of the issue it covers.
+
+
+def test_row1_submit_never_replaces_a_file_it_did_not_write(tiny_competition, tmp_path):
+    labels = (tiny_competition / "labels.csv").read_text()
+    into_data = _submit(tiny_competition, tmp_path, "--submissions-dir", tiny_competition, "--name", "labels")
+    one_line_error(into_data, "labels.csv exists and compete did not write it", "--name")
+    assert (tiny_competition / "labels.csv").read_text() == labels and not (tmp_path / "board.md").exists()
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "mine.csv").write_text("query,rank_1\nmy own work\n")  # in compete's header, yet the user's
+    for fmt in ("csv", "kaggle", "recognition"):
+        one_line_error(_submit(tiny_competition, tmp_path, "--name", "mine", "--format", fmt), "mine.csv")
+    assert (subs / "mine.csv").read_text() == "query,rank_1\nmy own work\n"
+    for _ in range(2):  # compete's own file is replaced by the next run of the same name
+        assert _submit(tiny_competition, tmp_path, "--name", "ours").exit_code == 0
+    (subs / "ours.csv").write_text((subs / "ours.csv").read_text() + "edited by hand\n")
+    one_line_error(_submit(tiny_competition, tmp_path, "--name", "ours"), "ours.csv")
+
+
+def test_row1_the_hosts_file_in_compete_s_format_is_not_replaced_either(tmp_path):
+    from competition.errors import CompeteError
+    from competition.evaluate.submission import write_submission
+
+    theirs = tmp_path / "sample_submission.csv"  # the hosts' file, in the kaggle format compete writes too
+    theirs.write_text("id,images\nq,g\n")
+    with pytest.raises(CompeteError, match="compete did not write it"):
+        write_submission(theirs, ["q.jpg"], [["h.jpg"]], "kaggle")
+    assert theirs.read_text() == "id,images\nq,g\n"
+    theirs.write_text("")  # an empty file holds nothing to lose
+    write_submission(theirs, ["q.jpg"], [["h.jpg"]], "kaggle")
+    assert theirs.read_text() == "id,images\nq,h\n"
+
+
+@pytest.mark.parametrize("where", ["users files", "competition", "inside", "holding"])
+def test_row2_row6_features_out_never_replaces_a_users_file_nor_the_competition(tiny_competition, tmp_path, where):
+    kaggle = tmp_path / "glr"
+    kaggle.mkdir()
+    (kaggle / "train.csv").write_text("id,url,landmark_id\n1,http://x,5\n")
+    out = {
+        "users files": kaggle,
+        "competition": tiny_competition,
+        "inside": tiny_competition / "features",
+        "holding": tmp_path,
+    }[where]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = invoke("features", "-d", tiny_competition, "--out", out, "--runs-dir", tmp_path / "runs")
+    one_line_error(result, f"--out {out}")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_row2_features_out_replaces_its_own_folder(tiny_competition, tmp_path):
+    from competition.data.features import check_out_folder, write_meta, write_split
+
+    out = tmp_path / "features"
+    write_split(out, "train", ["a/1.jpg"], ["a"], np.ones((1, 4), np.float16))
+    write_meta(out, {"train": "x"}, "m")
+    check_out_folder(out, tiny_competition)  # compete's own: may be written again
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="notes.txt"):
+        check_out_folder(out, tiny_competition)
+
+
+def test_row3_closed_set_never_empties_a_source_named_like_its_working_folder(tiny_competition, tmp_path):
+    source = Path(shutil.copytree(tiny_competition, tmp_path / ".x.partial"))
+    before = files_under(source)
+    done = _closed_set(source, tmp_path / "x")
+    assert done.returncode != 0 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "working folder" in done.stderr and files_under(source) == before
+
+
+def _recognition_file(tiny_competition, tmp_path, rows):
+    from competition.data.discover import discover_competition
+
+    found = discover_competition(tiny_competition)
+    ids = [Path(r.name).stem for r in found.query]
+    path = tmp_path / "r.csv"
+    path.write_text("id,landmarks\n" + "".join(row.format(*ids, landmark=found.train_classes[0]) for row in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows, fragment",
+    [
+        (["{0},{landmark} nan\n", "{1},{landmark} 0.5\n"], "line 2"),  # row 4
+        (["{0},{landmark} 0.5\n", "{1},{landmark} inf\n"], "line 3"),  # row 4
+        (["{0},{landmark} 0.5\n", "{0},{landmark} 0.9\n"], "listed more than once"),  # row 5
+        (["{0},{landmark} 0.5,extra\n"], "line 2: 3 fields"),  # row 7, recognition
+    ],
+)
+def test_row4_row5_a_recognition_file_is_scored_only_when_valid(tiny_competition, tmp_path, rows, fragment):
+    path = _recognition_file(tiny_competition, tmp_path, rows)
+    one_line_error(invoke("score", path, "--data", tiny_competition), fragment)
+    checked = invoke("validate", path, "--data", tiny_competition)
+    assert checked.exit_code == 1 and fragment in checked.output, checked.output
+
+
+def test_row7_a_kaggle_row_with_an_extra_field_is_refused(tiny_competition, tmp_path):
+    path = tmp_path / "k.csv"
+    path.write_text("id,images\nq3,f z d,extra\n")
+    for command in ("validate", "score"):
+        one_line_error(invoke(command, path, "--data", tiny_competition), "line 2: more than 2 fields")
+    solution = _solution(tmp_path, "q3,f,Public\n")
+    one_line_error(invoke("score", path, "--solution", solution), "line 2: more than 2 fields")
+
+
+def test_row8_gap_with_no_query_of_a_training_landmark_is_said_undefined(tiny_competition, tmp_path):
+    import pandas as pd
+
+    labels = pd.read_csv(tiny_competition / "labels.csv")
+    labels.loc[labels["image"].str.startswith("query/"), "class"] = "nowhere_in_train"
+    labels.to_csv(tiny_competition / "labels.csv", index=False)
+    path = _recognition_file(tiny_competition, tmp_path, ["{0},{landmark} 0.5\n"])
+    scored = invoke("score", path, "--data", tiny_competition)
+    assert scored.exit_code == 0 and "GAP undefined" in scored.output and "Traceback" not in scored.output
+
+
+def test_row10_submit_recognition_prints_its_gap(tiny_competition, tmp_path):
+    result = _submit(tiny_competition, tmp_path, "--format", "recognition", "--name", "rec")
+    assert result.exit_code == 0, result.output
+    assert "GAP " in result.output and "\n\n" not in result.output.split("submission written")[1]
+
+
+def _features_folder(root: Path, widths=(8, 8, 8), ids=None, change=None) -> Path:
+    from competition.data.features import SPLITS, write_meta, write_split
+
+    ids = ids or {"train": ["a/1.jpg", "a/2.jpg", "b/1.jpg"], "query": ["q1.jpg"], "gallery": ["g1.jpg", "g2.jpg"]}
+    rng = np.random.default_rng(0)
+    for split, width in zip(SPLITS, widths):
+        rows = rng.normal(size=(len(ids[split]), width)).astype(np.float16)
+        if change and split in change:
+            change[split](rows)
+        labels = [name.split("/")[0] if split == "train" else None for name in ids[split]]
+        write_split(root, split, ids[split], labels, rows)
+    write_meta(root, {split: "made-elsewhere" for split in SPLITS}, "efficientnet_lite0")
+    return root
+
+
+def test_row9_splits_of_different_widths_are_named_with_their_shapes(tmp_path):
+    from competition.data.discover import discover_competition
+    from competition.errors import CompeteError
+
+    folder = _features_folder(tmp_path / "f", widths=(8, 8, 6))
+    with pytest.raises(CompeteError, match=r"gallery\.npy \(2, 6\), query\.npy \(1, 8\)"):
+        discover_competition(folder)
+
+
+def test_row11_row14_rows_that_cannot_rank_are_named_and_zero_rows_counted(tmp_path, caplog):
+    from competition.data.features import read_rows, row_path
+    from competition.errors import CompeteError
+
+    def nan_in_row_1(rows):
+        rows[1, 3] = np.nan
+
+    folder = _features_folder(tmp_path / "f", change={"gallery": nan_in_row_1})
+    with pytest.raises(CompeteError, match=r"gallery\.npy, row 1: not finite") as error:
+        read_rows([row_path(folder, "gallery", i) for i in range(2)], "made-elsewhere")
+    assert "gem-p" not in str(error.value)
+
+    def zero_row_0(rows):
+        rows[0] = 0
+
+    folder = _features_folder(tmp_path / "g", change={"gallery": zero_row_0})
+    read_rows([row_path(folder, "gallery", i) for i in range(2)], "made-elsewhere")
+    assert "gallery.npy: 1 row all zero" in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["../escape.jpg", "a/../../b.jpg", " ", "/abs.jpg", "a\\b.jpg", "./q.jpg"])
+def test_row15_ids_that_climb_or_are_blank_are_refused_when_read(tmp_path, bad):
+    from competition.data.discover import discover_competition
+    from competition.errors import CompeteError
+
+    ids = {"train": ["a/1.jpg", "b/1.jpg"], "query": [bad], "gallery": ["g1.jpg", "g2.jpg"]}
+    with pytest.raises(CompeteError, match=r"query\.csv: ids must be relative names"):
+        discover_competition(_features_folder(tmp_path / "f", ids=ids))
+
+
+def test_row12_a_bad_chosen_step_in_a_summary_names_the_summary(finished_run, tiny_competition, tmp_path):
+    run = Path(shutil.copytree(finished_run, tmp_path / "runs" / "edited"))
+    summary = json.loads((run / "summary.json").read_text())
+    summary.setdefault("postprocess", {})["steps"] = {"diffusion": True, "diffusion_alpha": 5}
+    (run / "summary.json").write_text(json.dumps(summary))
+    result = _quick_submit(tiny_competition, tmp_path, "-m", run, "--name", "d", "--if-worse", "keep")
+    one_line_error(result, "summary.json: the post-processing its validation chose is not valid")
+    assert "must be < 1.0" in result.output  # what is wrong, but as the summary's value, not a flag
+
+
+def test_row13_a_scored_solution_row_without_images_is_refused(tmp_path):
+    submission = tmp_path / "sub.csv"
+    submission.write_text("id,images\nq1,a\n")
+    solution = _solution(tmp_path, "q1,a,Public\nq2,None,Private\n")
+    one_line_error(invoke("score", submission, "--solution", solution), "line 3: the Private row of 'q2'")
+
+
+def test_row16_the_post_processing_of_an_ensemble_is_the_first_run_that_chose_one(tmp_path):
+    from types import SimpleNamespace
+
+    from competition.settings.submit import PostProcess
+    from competition.submit.models import postprocess_of
+
+    older = SimpleNamespace(postprocess=None, label="older", run_dir=tmp_path / "older")
+    newer = SimpleNamespace(postprocess={"qe": 2}, label="newer", run_dir=tmp_path / "newer")
+    steps, note = postprocess_of(PostProcess(), [older, newer], (10, 20), "mixed")
+    assert steps.qe == 2 and note.endswith("(chosen by newer's validation)")
+    assert "first run that chose some" in PostProcess.model_fields["from_run"].description
+
+
+def test_every_write_at_a_path_the_user_names_goes_through_the_one_rule():
+    """A grep-level check: a module that writes files either writes only in compete's own folders
+    (runs, caches, a run folder) or asks io.may_replace (directly or through its checks) first."""
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "competition"
+    own_places = {  # module -> where it writes: folders compete makes and names itself
+        "io.py": "the ledger of marks itself",
+        "models/checkpoint.py": "a run folder",
+        "train/run_folder.py": "a run folder",
+        "train/full_layer.py": "a run folder",
+        "retrieval/store.py": "the embedding cache under runs/",
+        "retrieval/graph.py": "the re-ranking graph cache under runs/",
+        "retrieval/verify.py": "the local-feature cache under runs/",
+        "submit/record.py": "a submission's vectors under runs/",
+        "report/plots.py": "a picture whose caller checked its folder (report, sweep, run curves)",
+        "report/sheets.py": "a picture whose caller checked its path (report, preview)",
+    }
+    rule = re.compile(r"\b(may_replace|check_replaceable|foreign_files|write_submission_text|check_leaderboard)\(")
+    writes = re.compile(r"\b(atomic_path|atomic_write_text|atomic_write_json)\(")
+    unguarded = []
+    for module in sorted(package.rglob("*.py")):
+        name = module.relative_to(package).as_posix()
+        text = module.read_text()
+        if writes.search(text.replace(f"def {writes.pattern}", "")) and name not in own_places:
+            if not rule.search(text):
+                unguarded.append(name)
+    assert not unguarded, f"modules writing files without the may-I-replace rule: {unguarded}"
+    assert all((package / name).is_file() for name in own_places)

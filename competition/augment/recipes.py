@@ -16,7 +16,7 @@ import yaml
 
 from competition.augment.transforms import TRANSFORMS
 from competition.errors import CompeteError
-from competition.io import atomic_write_text
+from competition.io import atomic_write_text, check_replaceable, mark_written
 from competition.settings.base import read_settings_file
 
 
@@ -195,4 +195,6 @@ def save_recipe(recipe: Recipe, path: str | Path) -> None:
     path = Path(path)
     data = recipe.to_dict()
     text = json.dumps(data, indent=2) + "\n" if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+    check_replaceable(path, "recipe file", "name a new file")
     atomic_write_text(path, text)
+    mark_written(path)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from competition.data.features import is_features_folder, read_split, row_path
+from competition.data.features import check_widths, is_features_folder, read_split, row_path
 from competition.data.images import is_image_file
 from competition.errors import CompeteError
 
@@ -254,6 +254,7 @@ def discover_competition(root: str | Path, need_train: bool = True, layout: str 
     layout = detect_layout(root, layout)
     competition = Competition(root=root.resolve(), layout=layout)
     if layout == "features":  # rows, not photos: ids and labels come with them
+        check_widths(root)
         competition.train = training_photos(root, layout) if need_train else _feature_records(root, "train")
         competition.query, competition.gallery = (_feature_records(root, s) for s in ("query", "gallery"))
         return competition

@@ -19,13 +19,16 @@ retrieval/embed.py reads such rows from the file instead of decoding a photo.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from competition.errors import CompeteError
-from competition.io import atomic_path, atomic_write_json
+from competition.io import atomic_path, atomic_write_json, counted, foreign_files, mark_written
+
+log = logging.getLogger(__name__)
 
 FEATURES_META = "features.json"
 SPLITS = ("train", "query", "gallery")
@@ -67,12 +70,21 @@ def read_split(root: Path, split: str) -> tuple[list[str], list[str | None]]:
         raise CompeteError(f"{table_file}: needs an 'id' column (and 'landmark' for train)")
     if rows.ndim != 2 or len(rows) != len(table):
         raise CompeteError(f"{rows_file}: {rows.shape} rows for the {len(table)} ids of {table_file}")
+    if bad := [repr(i) for i in table["id"] if not _plain_id(i)][:5]:
+        raise CompeteError(
+            f"{table_file}: ids must be relative names (not blank, no '..', '.', \\ or leading /): {', '.join(bad)}"
+        )
     if table["id"].duplicated().any():
         raise CompeteError(f"{table_file}: id(s) listed twice: {', '.join(table['id'][table['id'].duplicated()][:5])}")
     labels = table["landmark"].tolist() if "landmark" in table.columns else [""] * len(table)
     if split == "train" and not all(labels):
         raise CompeteError(f"{table_file}: every training row needs its landmark")
     return table["id"].tolist(), [label or None for label in labels]
+
+
+def _plain_id(name: str) -> bool:
+    """An id as a photo's name under its split: it reaches the submission file, so nothing that climbs or is blank."""
+    return bool(name.strip()) and "\\" not in name and all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def row_path(root: Path, split: str, row: int) -> Path:
@@ -103,8 +115,42 @@ def read_rows(paths: list[Path], identity: str | None) -> np.ndarray:
             raise CompeteError(f"{rows_file}: has {len(rows)} rows, row {wanted_rows.max()} asked for")
         if out is None:
             out = np.empty((len(paths), rows.shape[1]), np.float32)
-        out[indices] = rows[wanted_rows]
+        out[indices] = _checked(rows_file, wanted_rows, rows[wanted_rows])
     return out if out is not None else np.empty((0, 0), np.float32)
+
+
+def _checked(rows_file: Path, numbers: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows that can rank: a NaN or an infinity is named by file and row (it came with the folder,
+    no pooling here made it); an all-zero row, compete's mark for a photo that did not decode, is counted."""
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        first = int(numbers[np.argmin(finite)])
+        raise CompeteError(
+            f"{rows_file}, row {first}: not finite (NaN or infinity), {counted(int((~finite).sum()), 'row')} in all; "
+            "write the features again"
+        )
+    if zero := int((~rows.any(axis=1)).sum()):
+        log.warning(
+            "%s: %s all zero (photos that did not decode where the features were written): ranked last",
+            rows_file, counted(zero, "row"),
+        )  # fmt: skip
+    return rows
+
+
+def check_widths(root: Path) -> None:
+    """Every split's rows of one width: query rows of 1280 numbers cannot be searched among gallery rows of 512."""
+    widths = {}
+    for split in read_meta(root)["splits"]:
+        try:
+            widths[split] = np.load(root / f"{split}.npy", mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError) as error:
+            raise CompeteError(f"{root}: cannot read the {split} features ({error})") from error
+    if len({shape[1:] for shape in widths.values()}) > 1:
+        raise CompeteError(
+            f"{root}: the splits' rows differ in width ("
+            + ", ".join(f"{split}.npy {shape}" for split, shape in widths.items())
+            + "): write them with one model"
+        )
 
 
 def write_split(root: Path, split: str, ids: list[str], labels: list[str | None], vectors: np.ndarray) -> None:
@@ -117,6 +163,7 @@ def write_split(root: Path, split: str, ids: list[str], labels: list[str | None]
     table = pd.DataFrame({"id": ids, "landmark": [label or "" for label in labels]})
     with atomic_path(root / f"{split}.csv") as tmp:
         table.to_csv(tmp, index=False)
+    mark_written(root / f"{split}.npy", root / f"{split}.csv")
 
 
 def write_meta(root: Path, identities: dict[str, str], model: str) -> Path:
@@ -124,4 +171,26 @@ def write_meta(root: Path, identities: dict[str, str], model: str) -> Path:
     splits = {split: {"features": identity} for split, identity in identities.items()}
     path = root / FEATURES_META
     atomic_write_json(path, {"model": model, "splits": splits})
+    mark_written(path)
     return path
+
+
+def check_out_folder(out: Path, source: Path) -> None:
+    """Where `compete features` may write: not the competition folder (it would then read as
+    features for good), nor inside or around it, and only a folder of nothing but compete's own
+    files (a Kaggle download's train.csv sits exactly where ours would go)."""
+    resolved, source = out.resolve(), source.resolve()
+    if resolved == source or source in resolved.parents or resolved in source.parents:
+        raise CompeteError(f"--out {out} is, holds or lies inside the competition folder {source}: choose a new folder")
+    foreign = foreign_files(resolved)
+    if foreign and is_features_folder(resolved) and set(foreign) <= _files_of(read_meta(resolved)):
+        return  # written by compete before it marked its files (v0.4)
+    if foreign:
+        raise CompeteError(
+            f"--out {out} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''} that compete did not "
+            "write: not replaced; choose a new or empty folder"
+        )
+
+
+def _files_of(meta: dict) -> set[str]:
+    return {FEATURES_META} | {f"{split}{suffix}" for split in meta["splits"] for suffix in (".npy", ".csv")}

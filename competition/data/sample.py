@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from competition.data.sample_landmarks import CANVAS, Canvas, draw_landmark, jitter, landmark_spec
-from competition.io import atomic_path, atomic_write_json, atomic_write_text
+from competition.errors import CompeteError
+from competition.io import atomic_path, atomic_write_json, atomic_write_text, foreign_files
 from competition.progress import steps
 
 # --- the camera -------------------------------------------------------------------------
@@ -161,13 +162,28 @@ def _save_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
         tmp.write_bytes(encoded.tobytes())
 
 
+GENERATOR = "competition.data.sample"
+
+
+def _marker(path: Path) -> dict:
+    """The sample set's description, {} when the folder is not (or not yet) one."""
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR else {}
+
+
 def make_sample_competition(root: str | Path, config: SampleConfig = SampleConfig(), progress: bool = True) -> Path:
     """Write the embedded landmark set to `root` (skipped when already complete)."""
     root = Path(root)
     marker = root / "sample.json"
-    wanted = {"generator": "competition.data.sample", "version": 1, **config.__dict__}
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
+    wanted = {"generator": GENERATOR, "version": 1, **config.__dict__}
+    if _marker(marker) == wanted:
         return root
+    if not _marker(marker) and foreign_files(root):  # labels.csv and train/ go here: never over a user's own
+        raise CompeteError(f"{root} holds files and is not a sample set: not replaced; choose a new or empty folder")
+    atomic_write_json(marker, {"generator": GENERATOR, "complete": False})  # ours from here on, even if stopped
     total = config.seen_classes + config.unseen_classes
     rows: list[tuple[str, str]] = []
     eval_items: list[tuple[str, int, np.ndarray]] = []  # (split, class index, image)

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from competition.errors import CompeteError
-from competition.io import atomic_write_text, ensure_writable, file_lock, json_text, read_jsonl, replaceable
+from competition.io import atomic_write_text, ensure_writable, file_lock, json_text, may_replace, read_jsonl
 from competition.runs import CONFIG, run_settings
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,13 @@ def check_leaderboard(markdown: str | Path) -> None:
     """Refuse to (re)write a file that is not a compete leaderboard, or beside a .jsonl that is not
     its rows: `--leaderboard notes.md` must never replace the user's notes. Asked before any work."""
     markdown = Path(markdown)
-    if not replaceable(markdown, TITLE.encode()):
+    if not may_replace(markdown, TITLE.encode()):
         raise CompeteError(
             f"--leaderboard {markdown} is not a compete leaderboard (it does not start with '{TITLE.strip()}'): "
             "not overwritten; name a new file or an existing leaderboard.md"
         )
     rows = records_file(markdown)
-    if not replaceable(rows, b"{"):
+    if not may_replace(rows, b"{"):
         raise CompeteError(
             f"{rows} is not a compete leaderboard's rows (JSON lines): not overwritten; name another file"
         )

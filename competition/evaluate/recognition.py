@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +31,8 @@ import numpy as np
 
 from competition.data.discover import Competition
 from competition.errors import CompeteError
-from competition.evaluate.submission import photo_id
-from competition.io import atomic_write_text, counted
+from competition.evaluate.submission import photo_id, write_submission_text
+from competition.io import counted
 
 HEADER = ["id", "landmarks"]
 
@@ -51,8 +52,7 @@ def render_predictions(query_names: Sequence[str], landmarks: Sequence[str], con
 
 
 def write_predictions(path: str | Path, query_names, landmarks, confidences) -> Path:
-    atomic_write_text(path, render_predictions(query_names, landmarks, confidences))
-    return Path(path)
+    return write_submission_text(path, render_predictions(query_names, landmarks, confidences))
 
 
 def is_recognition(path: str | Path) -> bool:
@@ -65,7 +65,9 @@ def is_recognition(path: str | Path) -> bool:
 
 
 def read_predictions(path: str | Path) -> list[tuple[str, str | None, float]]:
-    """(query id, landmark or None, confidence) rows in file order; a malformed cell is an error naming its row."""
+    """(query id, landmark or None, confidence) rows in file order; a malformed row is an error
+    naming its line: an extra field, or a confidence that is not a finite number (a NaN would
+    sort anywhere, so GAP would depend on where its row sits)."""
     rows = list(csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))
     if not rows or rows[0] != HEADER:
         raise CompeteError(f"{path}: a recognition submission starts with the header id,landmarks")
@@ -73,18 +75,21 @@ def read_predictions(path: str | Path) -> list[tuple[str, str | None, float]]:
     for number, row in enumerate(rows[1:], start=2):
         if not row:
             continue
+        if len(row) > 2:
+            raise CompeteError(f"{path}, line {number}: {len(row)} fields; a row is id,landmarks")
         cell = row[1].strip() if len(row) > 1 else ""
         if not cell:
             predictions.append((row[0], None, 0.0))
             continue
         parts = cell.split(" ")
         try:
-            if len(parts) != 2:
+            if len(parts) != 2 or not math.isfinite(confidence := float(parts[1])):
                 raise ValueError
-            predictions.append((row[0], parts[0], float(parts[1])))
+            predictions.append((row[0], parts[0], confidence))
         except ValueError:
             raise CompeteError(
-                f"{path}, line {number}: landmarks must be 'landmark confidence', found {cell!r}"
+                f"{path}, line {number}: landmarks must be 'landmark confidence', found {cell!r} (the confidence a "
+                "finite number)"
             ) from None
     return predictions
 
@@ -123,7 +128,12 @@ def recognition_problems(path: str | Path, query_names: Sequence[str], landmarks
 
 
 def describe_scores(scores: dict) -> str:
-    """The scores of a recognition file, as `compete score` prints them."""
+    """The scores of a recognition file, as `compete score` and `compete submit` print them."""
+    if not scores["landmark_queries"]:
+        return (
+            f"GAP undefined: none of the {scores['queries']} queries shows a landmark of train/, so no "
+            "prediction can be right"
+        )
     return (
         f"GAP {scores['gap']:.4f} over all {scores['queries']} queries, {scores['gap_landmarks']:.4f} over the "
         f"{scores['landmark_queries']} of training landmarks; {scores['accuracy']:.3f} of those recognised"
@@ -140,7 +150,12 @@ def score_predictions(path: str | Path, competition: Competition) -> dict:
         raise CompeteError(
             f"{competition.root}: recognition is scored against the landmarks of train/, and it has none"
         )
-    given = {q: (p, c) for q, p, c in read_predictions(path)}
+    rows = read_predictions(path)
+    listed = [q for q, _, _ in rows]
+    if len(set(listed)) != len(listed):  # which row would count is arbitrary: validate refuses it too
+        twice = sorted({q for q in listed if listed.count(q) > 1})
+        raise CompeteError(f"{path}: {counted(len(twice), 'query')} listed more than once: {', '.join(twice[:5])}")
+    given = {q: (p, c) for q, p, c in rows}
     ids = [photo_id(r.name, "kaggle") for r in competition.query]
     truth = [r.label if r.label in classes else None for r in competition.query]
     predicted = [given.get(q, (None, 0.0))[0] for q in ids]

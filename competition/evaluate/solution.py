@@ -8,8 +8,9 @@ landmark and `Usage` is Public, Private or Ignored. The metric is mAP@100:
     AP@100(q) = 1 / min(m_q, 100) * sum over k <= 100 of P(k) * rel(k)
 
 with m_q the number of relevant index images. Ignored rows (test images of no landmark in
-the index) count in neither leaderboard; a Public or Private query whose `images` is empty
-or `None` scores 0 whatever it ranks, so it still weighs in its leaderboard's mean.
+the index) count in neither leaderboard. A Public or Private row whose `images` is empty or
+`None` is refused, naming its line: its AP divides by min(0, 100), which the metric leaves
+undefined (a score of 0 would be a guess), so such a query must be Ignored.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def read_solution(path: str | Path) -> dict[str, SolutionRow]:
                 f"{path}, line {line}: id {test_id!r} is given a second time; each test image has one row"
             )
         relevant = frozenset(i for i in images.split() if i != "None")
+        if not relevant and usage in USAGES:
+            raise CompeteError(
+                f"{path}, line {line}: the {usage} row of {test_id!r} names no index image, so its AP (divided by "
+                "min(m, 100)) is undefined; mark it Ignored or give its images"
+            )
         solution[test_id] = SolutionRow(relevant, usage)
     if not any(row.usage in USAGES for row in solution.values()):
         raise CompeteError(f"{path}: every row is Ignored (or the file has none): nothing can be scored")

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from competition.errors import CompeteError
-from competition.io import atomic_write_text
+from competition.io import atomic_write_text, check_replaceable, mark_written
 from competition.settings.choices import FORMATS
 from competition.settings.submit import KAGGLE_MAX_IMAGES
 
@@ -90,12 +90,25 @@ def render_submission(query_names: Sequence[str], results: Sequence[Sequence[str
     return buffer.getvalue()
 
 
+def check_submission_target(path: str | Path) -> None:
+    """A submission replaces only a file compete wrote and nobody changed since: `--submissions-dir
+    data --name labels` must never replace the competition's labels.csv, nor a user's own file
+    (one in compete's own format included: a header proves nothing of who wrote the rows)."""
+    check_replaceable(path, "submission", "choose another --name or --submissions-dir, or remove it")
+
+
+def write_submission_text(path: str | Path, text: str) -> Path:
+    """Any format's file, written whole or not at all, and marked as compete's own."""
+    check_submission_target(path)
+    atomic_write_text(path, text)
+    mark_written(path)
+    return Path(path)
+
+
 def write_submission(
     path: str | Path, query_names: Sequence[str], results: Sequence[Sequence[str]], fmt: str = "csv"
 ) -> Path:
-    path = Path(path)
-    atomic_write_text(path, render_submission(query_names, results, fmt))
-    return path
+    return write_submission_text(path, render_submission(query_names, results, fmt))
 
 
 def read_submission_rows(path: str | Path) -> tuple[str, list[tuple[str, list[str]]]]:
@@ -117,11 +130,12 @@ def read_submission_rows(path: str | Path) -> tuple[str, list[tuple[str, list[st
             raise CompeteError(f"{path}: JSON must map each query to a list of gallery names")
         return "json", [(str(q), [str(g) for g in row]) for q, row in data.items()]
     try:
-        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        lines = [(number, row) for number, row in enumerate(csv.reader(io.StringIO(text)), start=1) if row]
     except csv.Error as error:  # e.g. a field longer than the csv module's limit
         raise CompeteError(f"{path}: not a readable CSV ({error})") from error
-    if not rows:
+    if not lines:
         raise CompeteError(f"{path}: empty submission")
+    rows = [row for _, row in lines]
     header, body = rows[0], rows[1:]
     if header == ["id", "landmarks"]:
         raise CompeteError(
@@ -129,6 +143,8 @@ def read_submission_rows(path: str | Path) -> tuple[str, list[tuple[str, list[st
             "`compete score` gives its GAP and `compete validate` checks it"
         )
     if submission_format(path, header) == "kaggle":
+        if extra := next((number for number, row in lines if len(row) > 2), None):
+            raise CompeteError(f"{path}, line {extra}: more than 2 fields; a kaggle row is id,images")
         # split on each space, as the hosts' metric reads it: "a  b" holds an empty id at rank 2
         return "kaggle", [(row[0], row[1].split(" ") if len(row) > 1 and row[1] else []) for row in body]
     if header[0] != "query":

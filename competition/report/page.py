@@ -19,7 +19,7 @@ from competition.data.discover import natural_key
 from competition.data.images import UnreadableImage, read_image
 from competition.errors import CompeteError
 from competition.evaluate.scoring import score_file
-from competition.io import atomic_write_text, counted
+from competition.io import atomic_write_text, counted, may_replace
 from competition.report.plots import plt, save_figure
 from competition.report.sheets import GREEN, RED, Tile, render_sheet, save_png
 from competition.report.tables import scores_html
@@ -139,7 +139,7 @@ def check_report_folder(out_dir: Path) -> None:
     """Refuse a folder whose page or pictures compete did not write: a report replaces only its own."""
     page = out_dir / "index.html"
     ours = page.is_file() and GENERATOR in page.read_text(encoding="utf-8", errors="replace")
-    clashing = [name for name in ("index.html", *PICTURES) if (out_dir / name).exists()]
+    clashing = [name for name in ("index.html", *PICTURES) if not may_replace(out_dir / name)]
     if clashing and not ours:
         raise CompeteError(
             f"--out {out_dir} holds {', '.join(clashing)} that compete report did not write: not replaced; "

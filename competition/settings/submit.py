@@ -82,8 +82,9 @@ class PostProcess(Settings):
     )
     from_run: bool = setting(
         True,
-        "When no step above is given: the steps the first run's validation chose (none, α-QE, DBA + α-QE, "
-        "k-reciprocal or diffusion, scored on its held-out photos; its summary says which).",
+        "When no step above is given: the steps chosen by the validation of the first run that chose some (none, "
+        "α-QE, DBA + α-QE, k-reciprocal or diffusion, scored on its held-out photos; its summary says which; runs "
+        "older than v0.4 chose none).",
     )
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from competition.data.discover import ImageRecord, discover_competition
-from competition.data.features import SPLITS, write_meta, write_split
+from competition.data.features import SPLITS, check_out_folder, write_meta, write_split
 from competition.device import pick_device
 from competition.errors import CompeteError
 from competition.io import counted
@@ -36,6 +36,7 @@ def export_features(config: FeaturesConfig, progress: bool = True) -> Path:
     if len(config.model) != 1:
         raise CompeteError(f"features are written for one model at a time, not {len(config.model)}")
     out = Path(config.out)
+    check_out_folder(out, Path(config.data))
     competition = discover_competition(config.data, need_train=False)
     if competition.layout == "features":
         raise CompeteError(f"{config.data} holds features already, not photos")

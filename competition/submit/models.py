@@ -228,13 +228,20 @@ def postprocess_of(
     given: PostProcess, models: list[LoadedModel], sizes: tuple[int, int], landmarks: str
 ) -> tuple[PostProcess, str]:
     """The steps submit runs, as the leaderboard describes them: those given, else (with `from_run`)
-    those the first run's validation chose that it can run at this size. Not for `known` landmarks:
+    those chosen by the validation of the first run that chose some (a run older than the choice
+    chose none), if it can run them at this size. Not for `known` landmarks:
     the choice was judged on cosine rankings, and there the labels at full weight make another
     ranking (on both dev sets' closed-set copies the chosen step cost top-1 or mAP@10)."""
     chosen = next((m for m in models if m.postprocess), None)
     if given.given() or not given.from_run or chosen is None or landmarks == "known":
         return given, given.describe()
-    steps = PostProcess.from_dict({**given.to_dict(), **chosen.postprocess, "from_run": True})
+    try:
+        steps = PostProcess.from_dict({**given.to_dict(), **chosen.postprocess, "from_run": True})
+    except CompeteError as error:  # its words name flags; the user typed none of them
+        raise CompeteError(
+            f"{chosen.run_dir / SUMMARY}: the post-processing its validation chose is not valid ({error}); train the "
+            "run again, or pass --no-from-run (or steps of your own)"
+        ) from error
     if reason := too_large(steps, *sizes):
         log.warning("%s's validation chose %s, but %s: none", chosen.label, steps.describe(), reason)
         return given, given.describe()

@@ -23,7 +23,7 @@ from competition.errors import CompeteError
 from competition.evaluate.leaderboard import check_leaderboard
 from competition.evaluate.recognition import recognition_problems, score_predictions, write_predictions
 from competition.evaluate.scoring import left_out_note
-from competition.evaluate.submission import check_unique_ids, ranked_names, write_submission
+from competition.evaluate.submission import check_submission_target, check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
 from competition.io import exclusive_use
 from competition.retrieval.embed import extract_features
@@ -114,6 +114,8 @@ class Embeddings:
 def _competition(config: SubmitConfig) -> Competition:
     """The competition folder, checked before any model loads."""
     check_leaderboard(config.leaderboard)  # before the work: its row must have a place to go
+    if config.name:  # and its file
+        check_submission_target(submission_path(config, config.name))
     check_tracker(config.log_to)
     competition = discover_competition(config.data, need_train=False)
     recognition = config.format == "recognition"

@@ -34,8 +34,8 @@ from competition.io import (
     exclusive_use,
     file_lock,
     json_text,
+    may_replace,
     read_jsonl,
-    replaceable,
 )
 from competition.models.embedder import build_embedder
 from competition.models.view import model_view
@@ -166,7 +166,7 @@ def best_runs(outcomes: list[dict], variant: str, top: int) -> list[dict]:
 def check_results_folder(out_dir: Path) -> None:
     """A sweep's out: may name a folder of the user's: only a sweep's own results are replaced."""
     for name, prefix in (("results.md", RESULTS_TITLE.encode()), ("results.png", PNG_SIGNATURE)):
-        if not replaceable(out_dir / name, prefix):
+        if not may_replace(out_dir / name, prefix):
             raise CompeteError(f"{out_dir / name} was not written by a sweep: not replaced; choose another out")
 
 
