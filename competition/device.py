@@ -33,7 +33,8 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:
     """The CUDA autocast type of a --precision; None: float32 throughout. auto: bf16 where the GPU
-    has it (fp16's range can overflow without a loss scaler), else fp16."""
+    computes it natively (fp16's range can overflow without a loss scaler), else fp16 (with the
+    scaler training already uses)."""
     if precision not in PRECISIONS:
         raise CompeteError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if precision == "fp32":
@@ -48,7 +49,14 @@ def half_precision_on(device: torch.device, precision: str) -> torch.dtype | Non
     if device.type != "cuda":
         autocast_dtype(precision, False)  # still refuses an unknown name
         return None
-    return autocast_dtype(precision, torch.cuda.is_bf16_supported())
+    return autocast_dtype(precision, native_bf16(device))
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware: compute capability 8.0 (Ampere) on. torch.cuda.is_bf16_supported() also
+    counts emulation, so a T4 (7.5) or P100 (6.0) would run bf16 convolutions without cuDNN,
+    several times slower than fp16."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def half_name(device: torch.device, precision: str) -> str:
@@ -75,7 +83,18 @@ def compiled(module: torch.nn.Module, device: torch.device, wanted: bool) -> tor
     if device.type != "cuda":
         log.warning("--compile: no-op on %s (torch.compile pays back its compile time on CUDA)", device.type)
         return module
+    if (capability := torch.cuda.get_device_capability(device)) < TRITON_FROM:
+        log.warning("--compile: skipped: Triton needs compute capability 7.0, this GPU has %d.%d", *capability)
+        return module
+    from torch import _dynamo
+
+    _dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly, with torch's warning
+    # dynamic left to torch: a batch of a new shape (aspect batches) recompiles once with that size
+    # symbolic (automatic dynamic shapes), not once per shape; dynamic=True would slow the square batches
     return torch.compile(module)
+
+
+TRITON_FROM = (7, 0)  # torch.compile's GPU code generator refuses older cards (P100 is 6.0)
 
 
 # A CPU embeds fastest in small batches (2 cores, efficientnet_lite0, scripts/bench_embed.py):

@@ -13,9 +13,12 @@ from __future__ import annotations
 import atexit
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from competition.errors import CompeteError
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,15 @@ class Distributed:
         dist.broadcast(value, src=0)
         return bool(value.item())
 
+    def share(self, value):
+        """Rank 0's value (any picklable object), the same on every rank: a decision made once, not
+        remade by each rank (GPU arithmetic may differ in its last bits between them)."""
+        if not self.active:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather(self, items: list) -> list:
         """Every rank's list joined, in rank order, on every rank."""
         if not self.active:
@@ -66,12 +78,29 @@ def _leave_group() -> None:
         dist.destroy_process_group()
 
 
+# How long a rank waits for the others at a barrier or broadcast before the job is stopped. NCCL's
+# default, 10 minutes, is shorter than rank 0's validation of a Google-Landmarks-size pool on a
+# 4-core machine while the others wait; COMPETE_DIST_TIMEOUT (minutes) sets another.
+DIST_TIMEOUT_MINUTES = 180
+
+
+def dist_timeout() -> timedelta:
+    raw = os.environ.get("COMPETE_DIST_TIMEOUT", "")
+    try:
+        minutes = float(raw) if raw else DIST_TIMEOUT_MINUTES
+    except ValueError:
+        raise CompeteError(f"COMPETE_DIST_TIMEOUT must be minutes (a number), not {raw!r}") from None
+    if not 0 < minutes <= 7 * 24 * 60:
+        raise CompeteError(f"COMPETE_DIST_TIMEOUT must be between 0 and 10080 minutes, not {raw}")
+    return timedelta(minutes=minutes)
+
+
 def init_distributed() -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=dist_timeout())
         # a rank that finishes first (a submit's other ranks only embed) must not exit with the
         # group's threads alive: that aborts it ("terminate called without an active exception")
         atexit.register(_leave_group)

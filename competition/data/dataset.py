@@ -140,5 +140,12 @@ def loader_workers(requested: int = -1) -> int:
     """Loader processes; -1 picks: decoding is cheap next to a CPU forward pass, so only spare cores."""
     if requested >= 0:
         return requested
-    cores = os.cpu_count() or 1
+    # under torchrun the node's cores are shared by its ranks (LOCAL_WORLD_SIZE of them)
+    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return min(8, cores - 1) if torch.cuda.is_available() else (1 if cores > 2 else 0)
+
+
+def quiet_worker(_: int) -> None:
+    """A loader process decodes with one OpenCV thread: the workers are the parallelism, and OpenCV's
+    own pool of one thread per core in each of them would oversubscribe the cores."""
+    cv2.setNumThreads(1)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from competition.data.dataset import ViewsDataset, loader_workers
+from competition.data.dataset import ViewsDataset, loader_workers, quiet_worker
 from competition.data.features import is_feature_row, read_rows
 from competition.device import autocast_as, batch_for
 from competition.distributed import Distributed
@@ -87,6 +87,7 @@ def extract_features(
             dataset,
             batch_sampler=dataset.batches(batch_for(device, batch_size, max(dataset.sizes))),
             num_workers=loader_workers(workers),
+            worker_init_fn=quiet_worker,
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
@@ -94,7 +95,7 @@ def extract_features(
         timer = ExtractionTimer(len(todo), description)
         try:
             for views, _, indices, ok in batches:
-                vectors = _embed_views(model_fn, views, device, view)
+                vectors = embed_fitting(model_fn, views, device, view)
                 timer.batch_done(len(indices))
                 for row, index, good in zip(vectors, indices.tolist(), ok.tolist()):
                     if good:
@@ -193,6 +194,35 @@ def check_vectors(vectors: np.ndarray, paths: list[Path]) -> None:
             f"the model gave all {len(vectors)} photos the same vector, so every query would get one ranking: "
             "check its weights and pooling settings"
         )
+
+
+def embed_fitting(model_fn, views: list[torch.Tensor], device: torch.device, view: View) -> np.ndarray:
+    """_embed_views, a batch that runs out of GPU memory (large test-time views, a ViT) split in
+    halves until it fits: the same rows, said once per run. A single photo that does not fit is
+    a one-line error."""
+    try:
+        return _embed_views(model_fn, views, device, view)
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        photos = len(views[0])
+        if photos == 1:
+            raise CompeteError(
+                "out of GPU memory embedding one photo: lower --scales or --image-size, or use --device cpu"
+            ) from None
+        if not _halved:
+            log.warning("out of GPU memory at %d photos a batch: embedding in smaller batches", photos)
+            _halved.append(photos)
+        half = photos // 2
+        return np.concatenate(
+            [
+                embed_fitting(model_fn, [v[part] for v in views], device, view)
+                for part in (slice(0, half), slice(half, None))
+            ]
+        )
+
+
+_halved: list[int] = []  # a batch was split in this process: said once
 
 
 def _embed_views(model_fn, views: list[torch.Tensor], device: torch.device, view: View) -> np.ndarray:

@@ -8,6 +8,7 @@ searched in batches so memory stays bounded for large query sets.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 
@@ -91,10 +92,8 @@ def build_index(
         if ivf is not None:
             cells = ivf.nlist
             ivf.nprobe = min(cells, nprobe or max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
-    if kind != "hnsw" and ((use_gpu is None and _gpu_count() > 0) or use_gpu):
-        options = faiss.GpuMultipleClonerOptions()
-        options.shard = True  # each visible GPU holds its share of the gallery, not a copy
-        index = faiss.index_cpu_to_all_gpus(index, co=options)
+    if use_gpu is not False and _gpu_count() > 0:
+        index = _on_gpus_if_it_pays(index, count, k, use_gpu)
     try:
         index.add(vectors)
     except RuntimeError as error:  # e.g. IDMap,Flat wants ids
@@ -103,6 +102,69 @@ def build_index(
         index = _exact_instead(dim, factory, f"faiss cannot add the gallery to it ({_first_line(error)})")
         index.add(vectors)
     return index
+
+
+# faiss GPU indexes: k and nprobe at most 2048 (GPU_MAX_K in faiss/gpu/utils/DeviceDefs.cuh); an
+# IVFPQ's bytes a code among these, and float16 lookup tables from 56 on (gpu/impl/PQCodeDistances)
+GPU_MAX_K = 2048
+GPU_PQ_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
+GPU_PQ_FLOAT16_FROM = 56
+# below this many photos a CPU search takes well under a second, while each GPU reserves ~1.5 GB of scratch
+GPU_FROM = 20_000
+
+
+def gpu_refusal(index: faiss.Index, count: int, k: int, asked: bool | None) -> str:
+    """Why an index stays on the CPU ("" when it may go to the GPUs): HNSW (no GPU version), a
+    gallery too small to pay (unless asked for), or a k or nprobe past faiss GPU's limit."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
+        return "HNSW has no GPU version"
+    if count < GPU_FROM and asked is None:
+        return f"{count} photos search faster on the CPU than a GPU's set-up"
+    if k > GPU_MAX_K:
+        return f"k = {k} is past faiss GPU's limit of {GPU_MAX_K}"
+    if ivf is not None and ivf.nprobe > GPU_MAX_K:
+        return f"nprobe {ivf.nprobe} is past faiss GPU's limit of {GPU_MAX_K}"
+    pq = faiss.downcast_index(index)
+    if isinstance(pq, faiss.IndexIVFPQ) and pq.pq.M not in GPU_PQ_BYTES:
+        return f"{pq.pq.M}-byte PQ codes, which faiss GPU does not take (one of {', '.join(map(str, GPU_PQ_BYTES))})"
+    return ""
+
+
+def gpu_pq_bytes(dim: int) -> int | None:
+    """The largest code size a GPU IVFPQ takes that splits `dim` into parts of 8 or more numbers
+    (dim/8 bytes, as on the CPU, where that is allowed): 64 for 512, 1280 or 2048-d, 96 for 768."""
+    fitting = [m for m in GPU_PQ_BYTES if dim % m == 0 and m <= dim // 8]
+    return max(fitting) if fitting else None
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_resources(count: int) -> tuple:
+    """One StandardGpuResources per GPU for the process (each reserves scratch memory): every index shares them."""
+    return tuple(faiss.StandardGpuResources() for _ in range(count))
+
+
+def _to_gpus(index: faiss.Index) -> faiss.Index:
+    """The index sharded over every visible GPU (each holds its share of the gallery, not a copy)."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    pq = faiss.downcast_index(index)
+    options.useFloat16 = isinstance(pq, faiss.IndexIVFPQ) and pq.pq.M >= GPU_PQ_FLOAT16_FROM  # its lookup tables
+    return faiss.index_cpu_to_gpu_multiple_py(list(_gpu_resources(_gpu_count())), index, co=options)
+
+
+def _on_gpus_if_it_pays(index: faiss.Index, count: int, k: int, asked: bool | None) -> faiss.Index:
+    """`index` on the GPUs where they can take it and it pays; else the CPU index, with the reason
+    when a GPU was asked for or the gallery is large (a silent CPU search would surprise there)."""
+    if why := gpu_refusal(index, count, k, asked):
+        if asked or count >= GPU_FROM:
+            log.warning("faiss: the index stays on the CPU: %s", why)
+        return index
+    try:
+        return _to_gpus(index)
+    except (RuntimeError, AttributeError) as error:  # an index_factory string with no GPU version
+        log.warning("faiss: the index stays on the CPU: the GPU cannot hold it (%s)", _first_line(error))
+        return index
 
 
 MIN_PER_CENTROID = 39  # faiss's k-means warns (once per sub-quantiser) below this many points a centroid
@@ -127,10 +189,15 @@ def _ivf_index(vectors: np.ndarray, kind: str) -> faiss.Index:
     if kind == "ivfpq" and not compressible:
         log.warning("--index ivfpq: %d gallery photos are too few to train compressed codes (%d needed): "
                     "IVF with flat codes instead", count, needed)  # fmt: skip
-    codes = f"PQ{dim // 8}" if kind == "ivfpq" and compressible else "Flat"
+    codes = f"PQ{_pq_bytes(dim)}" if kind == "ivfpq" and compressible else "Flat"
     index = faiss.index_factory(dim, f"IVF{cells},{codes}", faiss.METRIC_INNER_PRODUCT)
     _trained(index, vectors)
     return index
+
+
+def _pq_bytes(dim: int) -> int:
+    """dim/8 bytes a code; on a GPU the nearest size it takes (gpu_pq_bytes), else the CPU index is kept."""
+    return (gpu_pq_bytes(dim) or dim // 8) if _gpu_count() > 0 else dim // 8
 
 
 def _factory_index(vectors: np.ndarray, factory: str) -> faiss.Index:
@@ -163,9 +230,14 @@ def is_exact(index: faiss.Index) -> bool:
 
 
 def probes(index: faiss.Index) -> int | None:
-    """The IVF cells a query probes (None: not an IVF index)."""
+    """The IVF cells a query probes (None: not an IVF index), on the CPU or each GPU's shard."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexShards):
+        index = faiss.downcast_index(index.at(0))
     ivf = faiss.try_extract_index_ivf(index)
-    return None if ivf is None else int(ivf.nprobe)
+    if ivf is None:  # a GPU IVF index is no faiss.IndexIVF, but has nprobe too
+        return int(index.nprobe) if "IVF" in type(index).__name__ and hasattr(index, "nprobe") else None
+    return int(ivf.nprobe)
 
 
 class Searcher:

@@ -19,10 +19,10 @@ LANDMARKS_HELP = (
     "ranking); new: none is (labels never used); mixed: some are; auto: estimated from the queries."
 )
 PRECISION_HELP = (
-    "CUDA mixed precision: auto (bf16 where the GPU has it, else fp16), fp32, bf16 or fp16. "
-    "A CPU computes in float32 whatever this says."
+    "CUDA mixed precision: auto (bf16 on compute capability 8.0 on: A100, H100, L4; fp16 with a loss scaler on "
+    "older cards: T4, P100, V100), fp32, bf16 or fp16. A CPU computes in float32 whatever this says."
 )
-DEVICE_HELP = "cpu, cuda, cuda:1 or mps ('' = CUDA when present)."
+DEVICE_HELP = "cpu, cuda or cuda:1 ('' = CUDA when present)."
 LOG_TO_HELP = (
     "tensorboard (runs/tensorboard/<name>), mlflow or wandb, whichever is installed; the leaderboard stays the "
     "local record."

@@ -51,10 +51,15 @@ def recognise(
     query_vectors: list[np.ndarray],
     embed_train: Callable[[LoadedModel], np.ndarray],
     train_labels: np.ndarray,
-) -> tuple[list[str], np.ndarray, str]:
-    """(landmark, confidence) of each query and how they were found (see the module)."""
+    main: bool = True,
+) -> tuple[list[str], np.ndarray, str] | None:
+    """(landmark, confidence) of each query and how they were found (see the module). `main`
+    False: a torchrun rank other than 0, which only embeds its share of the training photos
+    (None returned): one search, not one per rank each sharding an index over every GPU."""
     classifiers = [m.classifier for m in models]
     if all(c is not None for c in classifiers) and all(c.classes == classifiers[0].classes for c in classifiers):
+        if not main:
+            return None
         total = sum(weights)
         averaged = None
         for weight, classifier, vectors in zip(weights, classifiers, query_vectors):
@@ -64,6 +69,8 @@ def recognise(
         how = f"label classifier of {counted(len(models), 'run')}, top posterior as confidence"
         return [classifiers[0].classes[i] for i in best], np.asarray(confidence, np.float32), how
     train = fuse_concat([embed_train(m) for m in models], weights)
+    if not main:
+        return None
     similarity, nearest = search(fuse_concat(query_vectors, weights), train, VOTERS)
     landmarks, confidence = vote(similarity, np.asarray(train_labels)[nearest])
     return landmarks, confidence, f"vote of the {min(VOTERS, len(train))} nearest training photos"

@@ -26,6 +26,7 @@ from competition.evaluate.scoring import left_out_note
 from competition.evaluate.submission import check_submission_target, check_unique_ids, ranked_names, write_submission
 from competition.evaluate.validate import validate_submission
 from competition.io import exclusive_use
+from competition.models.projection import project_rows
 from competition.retrieval.embed import extract_features
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.postprocess import FUSION_CANDIDATES, check_size, embedding_steps, scored_ranking
@@ -106,9 +107,18 @@ class Embeddings:
             shards=self.dist,
         )
         if model.frozen:  # the run's own projection on the shared pooled features
-            with torch.no_grad():
-                vectors = model.embedder.projection(torch.from_numpy(vectors).to(self.device)).cpu().numpy()
+            vectors = project_rows(model.embedder.projection, vectors, self.device)
         return vectors, failed
+
+
+def release_gpu(models: list[LoadedModel], device: torch.device) -> None:
+    """The models' GPU memory handed back once every photo is embedded: the search and its
+    re-rankings need it, and a large gallery's index fills a 16 GB card."""
+    if device.type != "cuda":
+        return
+    for model in models:
+        model.embedder.cpu()
+    torch.cuda.empty_cache()
 
 
 def _competition(config: SubmitConfig) -> Competition:
@@ -177,7 +187,9 @@ def _recognise(config: SubmitConfig, competition, models, weights, query_vectors
     """A recognition submission: each query's landmark and confidence, scored by GAP when every
     query has a label."""
     labels = np.array([r.label for r in competition.train])
-    found = recognise(models, weights, query_vectors, lambda model: embed(model, competition.train), labels)
+    found = recognise(
+        models, weights, query_vectors, lambda model: embed(model, competition.train), labels, dist.is_main
+    )
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
     landmarks, confidence, how = found
@@ -218,6 +230,7 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     gallery_vectors = [embed(model, competition.gallery) for model in models]
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
+    release_gpu(models, device)  # faiss allocates on the GPU next
     fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks)
     sizes = len(competition.query), len(competition.gallery)
     steps, steps_note = postprocess_of(config.postprocess, models, sizes, landmarks)

@@ -26,7 +26,7 @@ import torch
 from competition.augment.generate import augment_competition
 from competition.augment.recipes import load_recipe
 from competition.data.discover import discover_competition
-from competition.device import pick_device
+from competition.device import autocast_for, pick_device
 from competition.errors import CompeteError
 from competition.io import (
     PNG_SIGNATURE,
@@ -64,18 +64,31 @@ class SweepReport:
     estimates: dict[str, float] = field(default_factory=dict)
 
 
-def measure_throughput(model: ModelSettings, device: torch.device, batch: int = 8) -> float:
-    """Images per second through the model's backbone at its view on this machine (random weights: the same cost)."""
+def measure_throughput(model: ModelSettings, device: torch.device, batch: int = 8, precision: str = "auto") -> float:
+    """Images per second through the model's backbone at its view on this machine (random weights: the
+    same cost), in the precision and memory layout embedding uses there. CUDA runs asynchronously: the
+    clock stops when the GPU has finished, not when the work was queued."""
     model = model.model_copy(update={"pretrained": False})
     embedder, _ = build_embedder(model)
     embedder.to(device).eval()
     size = model_view(model).size
     images = torch.rand(batch, 3, size, size, device=device)
-    with torch.no_grad():
+    if device.type == "cuda":
+        embedder.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast_for(device, precision):
         embedder.pooled(images)  # warm-up
+        finished(device)
         started = time.perf_counter()
         embedder.pooled(images)
+        finished(device)
     return batch / max(time.perf_counter() - started, 1e-6)
+
+
+def finished(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def estimate_seconds(plan: SweepPlan, device: torch.device, finished: set[str] = frozenset()) -> dict[str, float]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
+import torch
 from torch import nn
 
 from competition.errors import CompeteError
+
+log = logging.getLogger(__name__)
 
 _WRAPPERS = ("body.model.", "body.")  # how our backbones wrap timm / torchvision models
 
@@ -46,3 +51,25 @@ def full_training_mode(model: nn.Module, freeze_bn: bool) -> None:
             frozen_layer = module.weight is not None and not module.weight.requires_grad
             if freeze_bn or frozen_layer:
                 module.eval()
+
+
+def freeze_unused(embedder: nn.Module, size: int = 64) -> list[str]:
+    """Freeze the trainable weights the embedding never reaches, found by one backward pass on a
+    small batch; returns their names. timm's reset_classifier(0) leaves a classifier's own layers
+    (ConvNeXt's head.norm, MobileNetV3's conv_head) that forward_features skips: DDP fails at its
+    second step on a trainable weight that never gets a gradient."""
+    training = embedder.training
+    embedder.eval()  # BatchNorm's statistics untouched by the probe
+    device = next(embedder.parameters()).device
+    probe = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        embedder(probe).float().sum().backward()
+        unused = [(name, p) for name, p in embedder.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        embedder.zero_grad(set_to_none=True)
+        embedder.train(training)
+    for _, parameter in unused:
+        parameter.requires_grad_(False)
+    if unused:
+        log.info("frozen, unused by the embedding: %s", ", ".join(user_facing_name(name) for name, _ in unused))
+    return [name for name, _ in unused]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from competition.data.dataset import ImageDataset, loader_workers, resize_to_tensor
+from competition.data.dataset import ImageDataset, loader_workers, quiet_worker, resize_to_tensor
 from competition.data.images import read_image
 from competition.device import autocast_for, compiled, half_precision_on
 from competition.errors import CompeteError
@@ -32,7 +32,7 @@ from competition.progress import steps
 from competition.runs import WISE_FT
 from competition.settings.choices import PAIR_LOSSES
 from competition.train.config import check_same_settings
-from competition.train.freezing import full_training_mode
+from competition.train.freezing import freeze_unused, full_training_mode
 from competition.train.label_fusion import fit_label_fusion
 from competition.train.losses import loss_for
 from competition.train.optim import fine_tuning_groups, make_optimizer, optimizer_step
@@ -56,7 +56,11 @@ class EmbeddingLoss(nn.Module):
         self.embedder, self.criterion = embedder, criterion
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.criterion(self.embedder(images), labels)
+        embedding = self.embedder(images)
+        # the head and loss in float32, out of the caller's autocast: bf16 cosines round every target
+        # within ~3.6 degrees of its centre to 1.0, where a margin head has no gradient left
+        with torch.autocast(embedding.device.type, enabled=False):
+            return self.criterion(embedding.float(), labels)
 
 
 class TrainDataset(ImageDataset):
@@ -78,7 +82,9 @@ def train_one_epoch(model: nn.Module, batches, step, l2_sp, device: torch.device
     `l2_sp`, when given, adds the pull towards the start. Returns the mean loss."""
     losses = []
     for images, labels, _, ok in batches:
-        images, labels = images[ok].to(device), labels[ok].to(device)
+        if not ok.all():  # indexing copies the batch out of pinned memory: only when a photo failed
+            images, labels = images[ok], labels[ok]
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast_for(device, precision):
@@ -86,8 +92,18 @@ def train_one_epoch(model: nn.Module, batches, step, l2_sp, device: torch.device
         if l2_sp is not None:
             loss = loss + l2_sp()
         step(loss)
-        losses.append(loss.item())
-    return float(np.mean(losses))
+        losses.append(loss.detach())  # read once an epoch: .item() each step would wait for the GPU
+    return float(torch.stack(losses).float().mean()) if losses else float("nan")
+
+
+def trained_model(model: nn.Module, dist, device: torch.device, compile: bool) -> nn.Module:
+    """What the steps call: under torchrun a DDP wrapper (gradients averaged across ranks, each
+    seeing its share of the epoch), compiled around DDP rather than inside it, so the compiler
+    splits the graph at DDP's buckets and their all-reduce overlaps the backward pass. The run
+    saves the embedder itself, never a wrapper of it."""
+    if dist.active:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=None if device.index is None else [device.index])
+    return compiled(model, device, compile)
 
 
 def choose_wise_ft(run: Run, initial: dict, best: dict, pool_scores) -> tuple[float, PoolScores]:
@@ -193,24 +209,21 @@ class FullLayerTrainer:
         per_class = config.samples_per_class if config.head_resolved in PAIR_LOSSES else 1
         sampler = EpochSampler(dataset.labels, per_class, config.seed, run.dist.rank, run.dist.world)
         drop_last = len(sampler) > config.batch_size
+        freeze_unused(run.embedder, training_crop(config.model))
         backbone_ids = {id(p) for p in run.embedder.backbone.parameters()}
         head = [p for p in run.embedder.parameters() if id(p) not in backbone_ids] + list(self.criterion.parameters())
         groups, l2_sp = fine_tuning_groups(config, run.embedder.backbone, head)
         optimizer, scheduler = make_optimizer(config, groups, len(sampler) // config.batch_size if drop_last else 1)
-        if resume and (last := run.folder.load_last()) is not None:
-            self._restore(last, optimizer, scheduler)
-        model = compiled(EmbeddingLoss(run.embedder, self.criterion), device, config.compile)  # saved: the uncompiled
-        if run.dist.active:  # gradients averaged across ranks; each rank sees its share of the epoch
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=None if device.index is None else [device.index]
-            )
         # fp16's narrow range needs the loss scaled; bf16 and float32 do not
         half = half_precision_on(device, config.precision)
-        scaler = torch.amp.GradScaler("cuda", enabled=half == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=half == torch.float16)
+        if resume and (last := run.folder.load_last()) is not None:
+            self._restore(last, optimizer, scheduler)
+        model = trained_model(EmbeddingLoss(run.embedder, self.criterion), run.dist, device, config.compile)
         clipped = list(run.embedder.parameters())
 
         def step(loss: torch.Tensor) -> None:
-            optimizer_step(loss, optimizer, scheduler, clipped, config.grad_clip, scaler)
+            optimizer_step(loss, optimizer, scheduler, clipped, config.grad_clip, self.scaler)
 
         for epoch in range(self.state.epoch, config.epochs):
             started = time.time()
@@ -223,6 +236,7 @@ class FullLayerTrainer:
                 sampler=sampler,
                 drop_last=drop_last,
                 num_workers=loader_workers(config.workers),
+                worker_init_fn=quiet_worker,
                 pin_memory=device.type == "cuda",
             )
             full_training_mode(model, self.freeze_bn)
@@ -267,6 +281,7 @@ class FullLayerTrainer:
                 "criterion": self.criterion.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),  # fp16's loss scale, learnt over the steps so far
                 "state": asdict(state),
                 "config": self.config.to_dict(),
             }
@@ -280,4 +295,6 @@ class FullLayerTrainer:
         self.criterion.load_state_dict(payload["criterion"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        if payload.get("scaler"):  # runs before v0.5 kept none: the scale is learnt again
+            self.scaler.load_state_dict(payload["scaler"])
         self.state = RunState(**payload["state"])

@@ -18,7 +18,7 @@ from torch import nn
 
 from competition.data.discover import ImageRecord
 from competition.io import counted
-from competition.models.projection import make_projection
+from competition.models.projection import make_projection, project_rows
 from competition.progress import steps
 from competition.settings.choices import PAIR_LOSSES
 from competition.train.label_fusion import fit_label_fusion
@@ -178,8 +178,7 @@ def train_projection(
 
 
 def _project(projection: nn.Module, vectors: np.ndarray, device) -> np.ndarray:
-    with torch.no_grad():
-        return projection(torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(device)).cpu().numpy()
+    return project_rows(projection, vectors, device)
 
 
 def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:
