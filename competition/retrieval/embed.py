@@ -180,7 +180,8 @@ def check_vectors(vectors: np.ndarray, paths: list[Path]) -> None:
     if not finite.all():
         raise CompeteError(
             f"the model gave {counted(int((~finite).sum()), 'photo')} a vector that is not finite (first: "
-            f"{paths[int(np.argmin(finite))]}): its pooling overflowed; try a smaller --gem-p or --pooling max"
+            f"{paths[int(np.argmin(finite))]}): its pooling overflowed; try a smaller --gem-p or --pooling max (on a "
+            "GPU in fp16, --precision auto below compute capability 8.0, also --precision fp32)"
         )
     if len(vectors) == 0 or vectors.shape[1] < 2:
         return
