@@ -117,9 +117,11 @@ def mark_written(*paths: str | Path) -> None:
         atomic_write_json(folder / WRITTEN, ledger)
 
 
-def written_by_compete(path: Path) -> bool:
-    """Whether compete wrote `path` and nothing changed it since (mark_written)."""
-    return path.is_file() and _written(path.parent).get(path.name) == _stamp(path)
+def written_by_compete(path: Path, ledger: dict | None = None) -> bool:
+    """Whether compete wrote `path` and nothing changed it since (mark_written); `ledger`: its
+    folder's marks when the caller has read them already."""
+    ledger = _written(path.parent) if ledger is None else ledger
+    return path.is_file() and ledger.get(path.name) == _stamp(path)
 
 
 def may_replace(path: str | Path, prefix: bytes | None = None) -> bool:
@@ -152,10 +154,11 @@ def foreign_files(folder: Path) -> list[str]:
     a folder the user named is written into only when this is empty."""
     if not folder.is_dir():
         return [] if not folder.exists() else [folder.name]
+    ledger = _written(folder)  # read once, not once an entry
     return sorted(
         entry.name
         for entry in folder.iterdir()
-        if not (entry.name.startswith(WRITTEN) or _working_file(entry.name)) and not written_by_compete(entry)
+        if not (entry.name.startswith(WRITTEN) or _working_file(entry.name)) and not written_by_compete(entry, ledger)
     )
 
 

@@ -179,9 +179,10 @@ def make_sample_competition(root: str | Path, config: SampleConfig = SampleConfi
     root = Path(root)
     marker = root / "sample.json"
     wanted = {"generator": GENERATOR, "version": 1, **config.__dict__}
-    if _marker(marker) == wanted:
+    found = _marker(marker)
+    if found == wanted:
         return root
-    if not _marker(marker) and foreign_files(root):  # labels.csv and train/ go here: never over a user's own
+    if not found and foreign_files(root):  # labels.csv and train/ go here: never over a user's own
         raise CompeteError(f"{root} holds files and is not a sample set: not replaced; choose a new or empty folder")
     atomic_write_json(marker, {"generator": GENERATOR, "complete": False})  # ours from here on, even if stopped
     total = config.seen_classes + config.unseen_classes
