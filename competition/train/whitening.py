@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import ledoit_wolf_shrinkage
 
 from competition.errors import CompeteError
 from competition.retrieval.vectors import l2_normalize
@@ -49,15 +49,29 @@ def fit_learned_whitening(features: np.ndarray, labels, power: float = 0.5) -> t
     offsets = within_class_offsets(features, np.asarray(labels))
     if len(offsets) < 2:
         raise CompeteError("learned whitening needs a landmark with at least 2 training photos")
-    estimate = LedoitWolf(assume_centered=True).fit(offsets)
-    eigenvalues, eigenvectors = np.linalg.eigh(estimate.covariance_)
+    shrinkage = float(ledoit_wolf_shrinkage(offsets, assume_centered=True))
+    eigenvalues, eigenvectors, rest = _shrunk_spectrum(offsets, shrinkage)
     scale = np.power(np.maximum(eigenvalues, 1e-12), -power / 2)
-    matrix = (eigenvectors * scale) @ eigenvectors.T
-    return (
-        features.mean(axis=0, dtype=np.float64).astype(np.float32),
-        matrix.astype(np.float32),
-        float(estimate.shrinkage_),
-    )
+    rest_scale = np.power(max(rest, 1e-12), -power / 2)
+    # every direction outside the eigenvectors has the eigenvalue `rest`
+    matrix = (eigenvectors * (scale - rest_scale)) @ eigenvectors.T + rest_scale * np.eye(len(eigenvectors))
+    return features.mean(axis=0, dtype=np.float64).astype(np.float32), matrix.astype(np.float32), shrinkage
+
+
+def _shrunk_spectrum(offsets: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Eigenvalues and eigenvectors of Ledoit-Wolf's shrunk covariance (1 - s) S + s mu I, and
+    the eigenvalue of every direction they leave out. With fewer offsets than dimensions (a
+    small competition: hundreds of photos, 1280-d) S has rank n, so the n directions come from
+    the offsets' thin SVD, O(n^2 d), instead of an O(d^3) eigendecomposition: same matrix."""
+    samples, dim = offsets.shape
+    mu = float(np.einsum("ij,ij->", offsets, offsets)) / samples / dim  # trace(S) / d
+    floor = shrinkage * mu
+    if samples >= dim:
+        covariance = (1 - shrinkage) * (offsets.T @ offsets) / samples + floor * np.eye(dim)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        return eigenvalues, eigenvectors, floor
+    _, singular, right = np.linalg.svd(offsets, full_matrices=False)
+    return (1 - shrinkage) * singular**2 / samples + floor, right.T, floor
 
 
 def apply_learned_whitening(features: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray:
