@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from competition.cli.base import DataOption, JsonOption, _note, _print_json, _progress, _run, app, say
-from competition.io import counted
 from competition.settings.choices import Format
 
 
@@ -27,8 +26,9 @@ def score(
     solution: Annotated[
         Optional[Path],
         typer.Option(
-            help="A Google Landmark Retrieval solution file (id,images,Usage, e.g. retrieval_solution_v2.1.csv): "
-            "print the Public and Private mAP@100 as Kaggle's leaderboard computes them (--data not needed)."
+            help="A Google Landmark solution file: Retrieval (id,images,Usage, e.g. retrieval_solution_v2.1.csv) "
+            "or Recognition (id,landmarks,Usage): print the Public and Private mAP@100 or GAP as Kaggle's "
+            "leaderboard computes them (--data not needed)."
         ),
     ] = None,
     record: Annotated[
@@ -47,18 +47,13 @@ def score(
     from competition.report.tables import format_scores
 
     if solution:
-        from competition.evaluate.solution import read_solution, score_against_solution
+        from competition.evaluate.solution import describe_solution_scores, read_solution, score_against_solution
 
         kaggle = _run(lambda: score_against_solution(submission, read_solution(solution)))
         if json_out:
             _print_json({"submission": str(submission), "solution": str(solution), "scores": kaggle})
             return
-        for usage in ("public", "private"):
-            if f"{usage}_map@100" in kaggle:
-                say(
-                    f"{usage.title():<8} mAP@100 {kaggle[f'{usage}_map@100']:.4f} "
-                    f"({counted(kaggle[f'{usage}_queries'], 'query')})"
-                )
+        say("\n".join(describe_solution_scores(kaggle)))
         return
     if record:
         from competition.evaluate.leaderboard import check_leaderboard, record_scored_file

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,16 +95,17 @@ def read_predictions(path: str | Path) -> list[tuple[str, str | None, float]]:
 
 
 def global_average_precision(
-    predicted: Sequence[str | None], confidence: np.ndarray, truth: Sequence[str | None]
+    predicted: Sequence[str | None], confidence: np.ndarray, truth: Sequence[Collection[str]]
 ) -> float:
-    """GAP (see the module): `truth` None for a query that shows no training landmark, `predicted`
-    None for no prediction. Ties in confidence keep the queries' order."""
-    landmark_queries = sum(t is not None for t in truth)
+    """GAP (see the module): `truth` each query's right landmarks (the hosts' solution files may
+    list several; empty for a query that shows no training landmark), `predicted` None for no
+    prediction. Ties in confidence keep the queries' order."""
+    landmark_queries = sum(bool(t) for t in truth)
     if not landmark_queries:
         return float("nan")
     made = [i for i, p in enumerate(predicted) if p is not None]
     order = sorted(made, key=lambda i: -confidence[i])
-    right = np.array([predicted[i] == truth[i] for i in order], dtype=float)
+    right = np.array([predicted[i] in truth[i] for i in order], dtype=float)
     precision = np.cumsum(right) / np.arange(1, len(right) + 1)
     return float((precision * right).sum() / landmark_queries)
 
@@ -157,11 +158,11 @@ def score_predictions(path: str | Path, competition: Competition) -> dict:
         raise CompeteError(f"{path}: {counted(len(twice), 'query')} listed more than once: {', '.join(twice[:5])}")
     given = {q: (p, c) for q, p, c in rows}
     ids = [photo_id(r.name, "kaggle") for r in competition.query]
-    truth = [r.label if r.label in classes else None for r in competition.query]
+    truth = [{r.label} if r.label in classes else set() for r in competition.query]
     predicted = [given.get(q, (None, 0.0))[0] for q in ids]
     confidence = np.array([given.get(q, (None, 0.0))[1] for q in ids])
-    landmark = np.array([t is not None for t in truth])
-    right = np.array([p is not None and p == t for p, t in zip(predicted, truth)])
+    landmark = np.array([bool(t) for t in truth])
+    right = np.array([p in t for p, t in zip(predicted, truth)])
     only = np.flatnonzero(landmark)
     return {
         "gap": round(global_average_precision(predicted, confidence, truth), 4),
