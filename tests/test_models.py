@@ -168,6 +168,22 @@ def test_subcenter_arcface_learns_a_class_with_two_modes():
     assert towards.max() > 0.5 and towards.min() < -0.5  # one sub-centre per mode
 
 
+def test_subcenter_arcface_smooths_labels_as_every_classifier_head_does():
+    from competition.train.config import TrainConfig
+    from competition.train.losses import loss_for
+
+    torch.manual_seed(0)
+    embedding, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    config = TrainConfig(head="subcenter-arcface", label_smoothing=0.2)
+    loss = loss_for(config, 4, 3)
+    logits = []
+    loss.loss.cross_entropy.register_forward_hook(lambda module, inputs, output: logits.append(inputs[0]))
+    smoothed = loss(embedding, labels)
+    expected = torch.nn.functional.cross_entropy(logits[0], labels, label_smoothing=0.2)
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert smoothed.item() != pytest.approx(torch.nn.functional.cross_entropy(logits[0], labels).item(), rel=1e-3)
+
+
 class _Exploit:
     def __reduce__(self):
         return (Path.touch, (Path("/tmp/compete-pwned"),))

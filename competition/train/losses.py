@@ -113,9 +113,18 @@ class ContrastiveLoss(nn.Module):
 class SubCenterArcFace(nn.Module):
     """ArcFace with several centres per class (Deng et al. 2020), the head of the 2020-21 Google
     Landmarks winners: a noisy or multi-view class (inside and outside of a building) keeps a
-    centre per mode instead of one mean. pytorch-metric-learning's loss, with our margin and scale."""
+    centre per mode instead of one mean. pytorch-metric-learning's loss, with our margin and scale,
+    and the label smoothing of every other classifier head (its cross-entropy, replaced)."""
 
-    def __init__(self, dim: int, num_classes: int, sub_centers: int = 3, margin: float = 0.3, scale: float = 30.0):
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+        sub_centers: int = 3,
+        margin: float = 0.3,
+        scale: float = 30.0,
+    ):
         super().__init__()
         from pytorch_metric_learning import losses
 
@@ -126,6 +135,7 @@ class SubCenterArcFace(nn.Module):
             scale=scale,
             sub_centers=sub_centers,
         )
+        self.loss.cross_entropy = nn.CrossEntropyLoss(reduction="none", label_smoothing=label_smoothing)
 
     def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss(embedding.float(), labels)
@@ -145,7 +155,7 @@ def make_loss(
     if name == "contrastive":
         return ContrastiveLoss(contrastive_margin)
     if name == "subcenter-arcface":
-        return SubCenterArcFace(dim, num_classes)
+        return SubCenterArcFace(dim, num_classes, label_smoothing)
     if name in HEADS:
         return ClassifierLoss(make_head(name, dim, num_classes), label_smoothing)
     raise ValueError(f"unknown loss '{name}': choose from {LOSSES}")
