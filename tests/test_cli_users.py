@@ -201,6 +201,36 @@ def test_help_groups_options_in_named_panels_with_readable_metavars():
         assert "default: (" not in _help(name), name
 
 
+def test_every_commands_help_has_one_style_at_any_width():
+    """train's and submit's look everywhere: N/X/TEXT/PATH/NAME for values, nothing after a switch
+    (--help included), a choice list beside its flag only whole, one spelling per option shown."""
+    import re
+
+    import typer.main
+
+    names = ["", *typer.main.get_command(app).commands]
+    for width in ("80", "200"):
+        for name in names:
+            text = invoke(*([name] if name else []), "--help", env={"COLUMNS": width}).output
+            where = f"compete {name} --help at {width} columns"
+            assert not re.search(r"<(bool|str|int|float|path|text|list)", text), where
+            assert "--k " not in text and "--run-name" not in text and "╭─ Required" not in text, where
+            for line in text.splitlines():
+                assert line.count("{") == line.count("}"), f"{where}: a choice list wrapped: {line}"
+    upload = invoke("upload", "--help", env={"COLUMNS": "200"}).output
+    assert re.search(r"--message +TEXT +Required:", upload)
+    validate = invoke("validate", "--help", env={"COLUMNS": "200"}).output
+    assert re.search(r"--format +NAME .*One of: csv, kaggle, json, recognition\.", validate)
+    assert re.search(r"--k(ind|eep)? *-k +N ", validate) is None and re.search(r" -k +N ", validate)
+
+
+def test_features_help_offers_only_what_features_uses():
+    text = invoke("features", "--help", env={"COLUMNS": "200"}).output
+    for flag in ("--if-worse", "--ensemble-weights", "--with-pretrained", "--index", "--format", "--leaderboard"):
+        assert flag not in text, flag
+    assert "ensemble" not in text and "one model" in text
+
+
 def test_config_keys_take_negative_flags_suggest_a_typo_and_print_config_round_trips(tmp_path):
     from competition.errors import CompeteError
     from competition.settings.submit import SubmitConfig

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+from competition.cli.help_style import style_command, style_option
 from competition.errors import CompeteError
 from competition.io import counted, printable
 from competition.settings.train import DATA_HELP
@@ -21,7 +22,20 @@ GLOBAL_FLAGS = ("--debug", "--quiet", "-q", "--offline")
 
 
 class _GlobalFlagsAnywhere(TyperGroup):
-    """`compete submit ... --debug` means `compete --debug submit ...`, as people type it."""
+    """`compete submit ... --debug` means `compete --debug submit ...`, as people type it; every
+    command's help in one style (cli/help_style.py)."""
+
+    def get_command(self, ctx, name: str):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            style_command(command, ctx)
+        return command
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            style_option(param)
+        return params
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         end = args.index("--") if "--" in args else len(args)  # after "--" every word is a value

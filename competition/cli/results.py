@@ -93,8 +93,9 @@ def validate(
     data: DataOption = Path("data/sample"),
     k: Annotated[
         Optional[int],
-        typer.Option("--k", "-k", help="Gallery names expected per query. Default: as many as the first row."),
+        typer.Option("-k", help="Gallery names expected per query. Default: as many as the first row."),
     ] = None,
+    k_long: Annotated[Optional[int], typer.Option("--k", hidden=True)] = None,  # submit's -k spelt long
     fmt: Annotated[
         Optional[Format],
         typer.Option(
@@ -108,7 +109,7 @@ def validate(
     """Check a submission before upload: every query once, known names only, no repeats, k per row (kaggle: <= 100)."""
     from competition.evaluate.validate import validate_against
 
-    problems, notes = _run(lambda: validate_against(submission, data, k, fmt))
+    problems, notes = _run(lambda: validate_against(submission, data, k if k is not None else k_long, fmt))
     for note in notes:
         say(f"note: {note}", fg="yellow", err=True)
     if json_out:
@@ -128,7 +129,7 @@ def upload(
     competition: Annotated[str, typer.Option(help="Kaggle competition slug, as in its URL.")],
     message: Annotated[
         str,
-        typer.Option(help="Submission description shown on Kaggle.", show_default=False, rich_help_panel="Required"),
+        typer.Option(help="Required: the submission's description shown on Kaggle.", show_default=False),
     ] = "",
     old_message: Annotated[str, typer.Option("-m", hidden=True)] = "",
     data: DataOption = Path("data/sample"),

@@ -29,6 +29,7 @@ def setting(
     *,
     flags: tuple[str, ...] = (),
     old_flags: tuple[str, ...] = (),
+    aliases: tuple[str, ...] = (),
     many: bool = False,
     path: Literal["", "file", "dir"] = "",
     metavar: str = "",
@@ -38,7 +39,8 @@ def setting(
 ) -> Any:
     """A setting: its default, the line `--help` shows, its limits (pydantic's ge, gt, le, lt)
     and, when the command line spells it otherwise than `--<name>`, its `flags` (a bool's pair
-    as "--on/--off", short forms like "-d"). `old_flags` still work, with a note. `many`: the
+    as "--on/--off", short forms like "-d"). `old_flags` still work, with a note; `aliases` work
+    unannounced and unlisted (a second spelling `--help` need not show). `many`: the
     flag may be repeated (train one run per --backbone); `path`: a file or a dir (the shell
     completes it); `metavar`: what `--help` shows for its value when the type does not say it
     (FILE, N and A,B come from the type); `complete`: what the shell completes it with (see
@@ -46,6 +48,7 @@ def setting(
     extra = {
         "flags": list(flags),
         "old_flags": list(old_flags),
+        "aliases": list(aliases),
         "many": many,
         "path": path,
         "metavar": metavar,
@@ -135,7 +138,7 @@ class Settings(BaseModel):
         keys = {key: name for name, model in cls.nested().items() for key in model.spellings()}
         for name, field in cls.shown().items():
             extra = field.json_schema_extra or {}
-            for flag in extra.get("flags", []) + extra.get("old_flags", []):
+            for flag in extra.get("flags", []) + extra.get("old_flags", []) + extra.get("aliases", []):
                 if flag.startswith("--"):
                     keys[flag.split("/")[0][2:].replace("-", "_")] = name
             keys[name] = name

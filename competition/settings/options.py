@@ -97,10 +97,10 @@ def _help_and_default(field: FieldInfo, cli_default: Any) -> tuple[str, bool]:
 
 
 def _options_of(name: str, field: FieldInfo, panel: str | None, completions: dict[str, Callable]) -> list[Option]:
-    """The option of one setting, and a hidden one per old spelling."""
+    """The option of one setting, and a hidden one per old spelling or alias."""
     extra = field.json_schema_extra or {}
     flags = extra.get("flags") or [flag_of(name)]
-    long_flag = next(f for f in flags if f.startswith("--")).split("/")[0]
+    long_flag = next((f for f in flags if f.startswith("--")), flags[0]).split("/")[0]
     annotation, default, convert = _cli_type(field.annotation, field.default, long_flag)
     if extra.get("many"):
         annotation, default, convert = Optional[list[annotation]], [default], list
@@ -118,11 +118,11 @@ def _options_of(name: str, field: FieldInfo, panel: str | None, completions: dic
         autocompletion=completions.get(extra.get("complete", "")),
     )
     options = [Option(name, _parameter(name, annotation, default, info), convert)]
-    for old in extra.get("old_flags", []):
+    for spelling in extra.get("old_flags", []) + extra.get("aliases", []):
         hidden = _parameter(
-            f"old_{old[2:].replace('-', '_')}_{name}", annotation, default, typer.Option(old, hidden=True)
+            f"old_{spelling[2:].replace('-', '_')}_{name}", annotation, default, typer.Option(spelling, hidden=True)
         )
-        options.append(Option(name, hidden, convert, old))
+        options.append(Option(name, hidden, convert, spelling if spelling in extra.get("old_flags", []) else ""))
     return options
 
 

@@ -150,7 +150,8 @@ class SubmitConfig(Settings):
     k: int = setting(
         0,
         "Gallery images per query (0: 100 for --format kaggle, its limit, else 10).",
-        flags=("--k", "-k"),
+        flags=("-k",),
+        aliases=("--k",),
         ge=0,
         le=10_000,
     )
@@ -277,7 +278,7 @@ class SubmitConfig(Settings):
 
 
 FEATURES_PANELS = {
-    "Model": ("model", "if_worse", "image_size", "resize", "flip", "scales"),
+    "Model": ("model", "image_size", "resize", "flip", "scales"),
     "Data": ("data", "strict"),
     "Output": ("out", "runs_dir"),
     "Machine": ("batch_size", "device", "workers", "precision", "compile"),
@@ -293,6 +294,13 @@ class FeaturesConfig(SubmitConfig):
         frozenset(SubmitConfig.model_fields)
         - {name for names in FEATURES_PANELS.values() for name in names}
         - {"off_the_shelf"}
+    )
+    model: list[str] = setting(
+        ["efficientnet_lite0"],
+        "A backbone name, or a last-layer run (its backbone's features are written); one model.",
+        flags=("--model", "-m"),
+        metavar="RUN",
+        complete="runs",
     )
     out: str = setting(
         "features", "Folder the features go to (train, query and gallery rows, and features.json).", path="dir"

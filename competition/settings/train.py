@@ -60,7 +60,11 @@ class TrainConfig(Settings):
     data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
     regime: Regime = setting("last", "last: frozen backbone, cached features, head only; full: all layers.")
     run_name: str = setting(
-        "", "Run name under runs/ (default <backbone>-<regime>-<time>).", flags=("--name", "--run-name"), metavar="NAME"
+        "",
+        "Run name under runs/ (default <backbone>-<regime>-<time>).",
+        flags=("--name",),
+        aliases=("--run-name",),
+        metavar="NAME",
     )
     runs_dir: str = setting("runs", "Where run folders go.", path="dir")
     epochs: int = setting(30, "Loss heads and the full regime: epochs (validation picks the best).", ge=1, le=10_000)
