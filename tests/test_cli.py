@@ -130,7 +130,8 @@ def test_full_regime_trains_the_backbone(tiny_competition, tmp_path):
         (["augment", "--data", "/nonexistent/place"], "not found"),
         (["augment", "--recipe", "no-such-recipe"], "unknown recipe"),
         (["train", "--backbone", "resnet9000"], "unknown backbone"),
-        (["score", "/nonexistent/submission.csv"], "not found"),
+        (["train", "--backbone", "efficentnet_lite0"], "(did you mean 'efficientnet_lite0'"),
+        (["score", "/nonexistent/submission.csv"], "submission.csv: submission file not found"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message):

@@ -231,6 +231,20 @@ def test_features_help_offers_only_what_features_uses():
     assert "ensemble" not in text and "one model" in text
 
 
+def test_folder_mistakes_say_the_likely_mistake_and_its_fix(tiny_competition, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/sample here
+    for command, split in (("train", "train"), ("submit", "query"), ("augment", "train")):
+        result = invoke(command, "--data", tiny_competition / split)
+        assert result.exit_code == 1, result.output
+        assert f"is the {split}/ folder itself" in result.output and f"--data {tiny_competition})" in result.output
+    result = invoke("train")
+    assert result.exit_code == 1 and "`compete sample-data`" in result.output and "--data <your" in result.output
+    for command in ("score", "validate"):
+        result = invoke(command, "missing.csv")
+        assert result.exit_code == 1 and "missing.csv: submission file not found" in result.output
+        assert "data/sample" not in result.output
+
+
 def test_config_keys_take_negative_flags_suggest_a_typo_and_print_config_round_trips(tmp_path):
     from competition.errors import CompeteError
     from competition.settings.submit import SubmitConfig

@@ -114,10 +114,36 @@ def _class_dirs(train_dir: Path) -> list[Path]:
     )
 
 
+SAMPLE_DATA = Path("data/sample")  # every command's default --data
+SPLIT_FOLDERS = ("train", "query", "gallery", "index", "test")
+
+
+def _is_a_split(root: Path) -> bool:
+    """--data at train/ (or query/...) instead of the folder above it: a common slip."""
+    return root.name in SPLIT_FOLDERS and root.is_dir() and not any((root / s).is_dir() for s in SPLIT_FOLDERS[:3])
+
+
+def missing_folder(root: Path, folder: Path) -> str:
+    """Why `folder` of the competition at `root` is not there: the likely mistake and its fix."""
+    if _is_a_split(root):
+        return (
+            f"{root} is the {root.name}/ folder itself: --data takes the competition folder that holds train/, "
+            f"query/ and gallery/ (here --data {root.parent})"
+        )
+    if root == SAMPLE_DATA and not root.exists():
+        return (
+            f"{root}: the embedded landmark set is not there yet (no --data was given): make it with "
+            "`compete sample-data`, or give --data <your competition folder>"
+        )
+    if not root.is_dir():
+        return f"{root}: competition folder not found"
+    return f"{folder}: training folder not found (expected train/<class>/<photo>)"
+
+
 def discover_train(train_dir: Path) -> list[ImageRecord]:
     """One record per photo in train/<class>/; a class folder with no photo is an error."""
     if not train_dir.is_dir():
-        raise CompeteError(f"{train_dir}: training folder not found (expected train/<class>/<photo>)")
+        raise CompeteError(missing_folder(train_dir.parent, train_dir))
     records: list[ImageRecord] = []
     empty: list[str] = []
     for class_dir in _class_dirs(train_dir):
@@ -249,8 +275,8 @@ def read_labels(labels_csv: Path) -> dict[str, str]:
 def discover_competition(root: str | Path, need_train: bool = True, layout: str = "auto") -> Competition:
     """Read a competition folder; labels are attached to query/gallery when labels.csv exists."""
     root = Path(root)
-    if not root.is_dir():
-        raise CompeteError(f"{root}: competition folder not found")
+    if not root.is_dir() or _is_a_split(root):
+        raise CompeteError(missing_folder(root, root))
     layout = detect_layout(root, layout)
     competition = Competition(root=root.resolve(), layout=layout)
     if layout == "features":  # rows, not photos: ids and labels come with them

@@ -10,7 +10,7 @@ import numpy as np
 from competition.data.discover import Competition, discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.metrics import answerable, flatten_scores, per_class_top1, relevance, score_by_group
-from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission
+from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission, require_submission
 
 
 @dataclass
@@ -62,6 +62,7 @@ class ScoredSubmission:
 def score_file(submission: str | Path, data: str | Path, map_k: int = 0) -> ScoredSubmission:
     """Read a submission once and score it against the competition's labels; mAP@`map_k` beside
     mAP@10, 0 choosing as submit does: 100 for a kaggle-format file (what Kaggle scores), else 10."""
+    require_submission(submission)
     competition = discover_competition(data, need_train=False)
     ranked = load_ranked_submission(submission, data, competition)
     map_k = map_k or (KAGGLE_MAX_IMAGES if ranked.fmt == "kaggle" else 10)

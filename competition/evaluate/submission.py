@@ -111,12 +111,17 @@ def write_submission(
     return write_submission_text(path, render_submission(query_names, results, fmt))
 
 
+def require_submission(path: str | Path) -> Path:
+    """The submission file, checked first: a mistyped name is the likelier mistake than the data folder."""
+    if not Path(path).is_file():
+        raise CompeteError(f"{path}: submission file not found")
+    return Path(path)
+
+
 def read_submission_rows(path: str | Path) -> tuple[str, list[tuple[str, list[str]]]]:
     """The file's format and its (query, [gallery names or ids, best first]) rows, in file
     order, duplicates kept (the validator reports them). A UTF-8 byte-order mark is fine."""
-    path = Path(path)
-    if not path.is_file():
-        raise CompeteError(f"{path}: submission file not found")
+    path = require_submission(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:

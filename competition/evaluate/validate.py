@@ -14,7 +14,7 @@ from pathlib import Path
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
 from competition.evaluate.recognition import HEADER, is_recognition, recognition_problems
-from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission_rows
+from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission_rows, require_submission
 from competition.io import counted
 
 SHOWN = 5  # examples listed per kind of problem
@@ -92,6 +92,7 @@ def validate_against(
 ) -> tuple[list[str], list[str]]:
     """`validate_submission` against a competition folder's query and gallery photos; also
     returns what the folder itself skipped (files that are not photos), for the user to see."""
+    require_submission(submission)
     found = discover_competition(data, need_train=False)
     if not found.query:
         raise CompeteError(f"{data}: no query/ images to validate against")

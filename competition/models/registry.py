@@ -10,6 +10,7 @@ also carries the input size and mean/std its pretrained weights expect.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import timm
@@ -37,8 +38,10 @@ def get_spec(name: str) -> BackboneSpec:
         hub_id = published.hf_hub_id if published is not None and published.hf_hub_id else ""
         return BackboneSpec(name, "timm", feature_dim=0, note="any timm model", weights_at=hub_id)
     known = ", ".join(sorted(REGISTRY))
+    nearest = difflib.get_close_matches(name, list(dict.fromkeys([*REGISTRY, *timm.list_models()])), n=3, cutoff=0.75)
+    guess = f" (did you mean {' or '.join(repr(n) for n in nearest)}?)" if nearest else ""
     raise CompeteError(
-        f"unknown backbone '{name}': use one of {known}, any timm model name, or "
+        f"unknown backbone '{name}'{guess}: use one of {known}, any timm model name, or "
         f"{OPEN_CLIP}<architecture>/<pretrained tag>"
     )
 
