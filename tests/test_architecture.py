@@ -8,6 +8,7 @@ import competition
 
 # Lowest first. A module may import from its own stage and any stage before it.
 STAGES = [
+    "requirements",  # what this Python must have: runs before anything else of compete imports
     "errors",
     "io",
     "settings",

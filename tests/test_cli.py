@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -206,35 +209,114 @@ def test_piped_progress_is_a_line_per_interval_of_long_work_and_nothing_for_quic
     assert list(progress.steps(iter([5]), "unknown length", enabled=False)) == [5]
 
 
+NOTEBOOK = Path(__file__).parents[1] / "examples" / "kaggle-notebook.ipynb"
+
+
+def _execute(notebook, folder: Path) -> None:
+    """Run a notebook's cells in a fresh kernel started in `folder`; the kernel inherits os.environ.
+    Not in tmp_path itself: a "competition" folder there would shadow the package."""
+    from nbclient import NotebookClient
+
+    folder.mkdir()
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": folder}}).execute()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["train here", "attached run"])
-def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_competition, tmp_path, path):
+def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_competition, tmp_path, monkeypatch, path):
     """examples/kaggle-notebook.ipynb executed as Kaggle would, its paths pointed at the tiny set:
     training in the notebook (capped), or submitting with a run folder attached as a dataset."""
-    import os
-    from pathlib import Path
-
     import nbformat
     from conftest import tiny_config
-    from nbclient import NotebookClient
 
     from competition.train.loop import train
 
-    notebook = nbformat.read(Path(__file__).parents[1] / "examples" / "kaggle-notebook.ipynb", as_version=4)
     out = tmp_path / "out"
     environment = {"COMPETE_DATA": str(tiny_competition), "COMPETE_OUT": str(out), "COMPETE_WHEELS": "/none"}
     environment["COMPETE_RUN"] = str(tmp_path / "attached" / "run")
     if path == "attached run":
         train(tiny_config(tiny_competition, tmp_path / "attached", "run"), progress=False)
-    old = {key: os.environ.get(key) for key in environment}
-    os.environ.update(environment)  # the kernel inherits them
-    try:
-        work = tmp_path / "kaggle-working"  # not tmp_path: its "competition" folder would shadow the package
-        work.mkdir()
-        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": work}}).execute()
-    finally:
-        for key, value in old.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    _execute(nbformat.read(NOTEBOOK, as_version=4), tmp_path / "kaggle-working")
     lines = (out / "submission.csv").read_text().splitlines()
     assert lines[0] == "id,images" and len(lines) == 1 + len(list((tiny_competition / "query").iterdir()))
     assert (out / "runs" / "lite0" / "best.pt").is_file() == (path == "train here")
+
+
+def _stand_in_wheel(folder: Path) -> Path:
+    """A wheel of one empty module, standing in for the carried ones (faiss-cpu...) this test does not download."""
+    import zipfile
+
+    info = "standin-1.0.dist-info"
+    files = {
+        "standin.py": "",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: standin\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    path = folder / "standin-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    return path
+
+
+@pytest.mark.slow
+def test_the_notebooks_install_cell_installs_the_wheel_folder_offline_and_checks_it(tmp_path, monkeypatch):
+    """The notebook's first cells as Kaggle runs them: compete's own wheel, built from this checkout,
+    and a stand-in for the carried ones, installed with no index (into a folder, not this venv)."""
+    import shutil
+
+    import nbformat
+
+    wheels, installed = tmp_path / "compete-wheels", tmp_path / "site"
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline, as on Kaggle: pip may not reach an index
+    build = [sys.executable, "-m", "pip", "wheel", NOTEBOOK.parents[1], "--no-deps", "--no-build-isolation", "-q"]
+    made_build = not (NOTEBOOK.parents[1] / "build").exists()
+    subprocess.run([str(a) for a in [*build, "-w", wheels]], check=True, timeout=300)
+    if made_build:  # setuptools' scratch folder in the checkout: ours to remove
+        shutil.rmtree(NOTEBOOK.parents[1] / "build")
+    _stand_in_wheel(wheels)
+    monkeypatch.setenv("COMPETE_WHEELS", str(wheels))
+    monkeypatch.setenv("PIP_TARGET", str(installed))  # pip installs into a folder, leaving this venv as it is
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    notebook.cells = notebook.cells[:2]  # the install cell and its check; the rest is the end-to-end test's
+    _execute(notebook, tmp_path / "kaggle-working")
+    assert (installed / "competition" / "requirements.py").is_file() and (installed / "standin.py").is_file()
+    assert list(installed.glob("compete-*.dist-info"))
+
+
+def test_a_missing_or_old_requirement_is_named_with_the_wheel_to_add():
+    from competition.requirements import CARRIED, PLATFORM, unmet
+
+    assert unmet() == []  # this environment has everything compete and the carried wheels need
+    lines = unmet(("timm>=99", "no-such-distribution"))
+    assert lines[0].startswith("timm: ") and "installed, compete needs >=99" in lines[0]
+    assert lines[1].startswith("no-such-distribution: missing")
+    assert all(f"--platform {PLATFORM} " in line and "pip download --no-deps" in line for line in lines)
+    assert {"simsimd", "stringzilla"} <= set(CARRIED)  # albucore imports them at module level
+
+
+def test_the_wheel_recipe_resolves_what_pip_install_gets_here(tmp_path):
+    """The recipe's platform (Kaggle's manylinux_2_28, Python 3.11) resolves each carried wheel to
+    the version a plain `pip install` picks on this machine: no faiss-cpu pinned years back by an
+    old platform tag. Asks the package index, as CI's install does."""
+    import json
+
+    from competition.requirements import CARRIED, download_command
+
+    def resolved(*platform: str) -> dict[str, str]:
+        report = tmp_path / f"report{len(platform)}.json"
+        ask = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "-q"]
+        done = subprocess.run(
+            [*ask, "--report", str(report), *platform, *CARRIED], capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            pytest.skip(f"the package index did not answer: {done.stderr.strip()[-300:]}")
+        return {i["metadata"]["name"]: i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+
+    recipe = download_command(CARRIED, tmp_path)
+    platform = recipe[recipe.index("--python-version") : recipe.index(CARRIED[0])]
+    kaggle = resolved(*platform, "--target", str(tmp_path / "target"))  # pip wants a target for another platform
+    assert kaggle == resolved() and len(kaggle) == len(CARRIED)
