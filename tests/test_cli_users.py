@@ -381,3 +381,20 @@ def test_test_time_views_keep_the_length_a_last_layer_projection_was_trained_on(
     lengths = np.mean([v.norm(dim=-1).numpy() for v in both], axis=0)
     directions = np.mean([torch.nn.functional.normalize(v, dim=-1).numpy() for v in both], axis=0)
     assert np.allclose(averaged, directions * lengths[:, None], atol=1e-6)
+
+
+def test_quick_demo_is_one_run_at_a_small_view_without_augmentation(tmp_path, monkeypatch):
+    import json
+
+    from conftest import TINY
+
+    from competition.pipeline import QUICK_VIEW, run_demo
+
+    monkeypatch.chdir(tmp_path)  # the demo's runs/ and submissions/demo/ go here
+    said = []
+    report = run_demo(tmp_path / "sample", quick=True, sample=TINY, progress=False, echo=said.append)
+    assert "2/4 augment: left out (--quick)" in said and not (tmp_path / "sample" / "augmented").exists()
+    (run,) = (tmp_path / "runs").glob("demo-*")
+    assert json.loads((run / "config.json").read_text())["model"]["image_size"] == QUICK_VIEW
+    assert len(list((tmp_path / "submissions" / "demo").glob("*.csv"))) == 2
+    assert report.count("\n| ") == 2 and "train (1 run)" in report  # rows: off-the-shelf and the run

@@ -216,11 +216,18 @@ def demo(
     epochs: Annotated[
         int, typer.Option(help="Training epochs of the demo's loss-head run (validation keeps the best).")
     ] = 30,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="A first look in about a minute: no augmentation, the default run only, photos at 128 px "
+            "(lower scores than the full demo's)."
+        ),
+    ] = False,
 ) -> None:
     """The whole path on the embedded set: sample data, augment, train, submit, leaderboard."""
     from competition.pipeline import run_demo
 
     started = time.time()
-    report = _run(lambda: run_demo(root, target=target, epochs=epochs, progress=_progress(), echo=say))
+    report = _run(lambda: run_demo(root, target=target, epochs=epochs, quick=quick, progress=_progress(), echo=say))
     say(f"\ndemo finished in {time.time() - started:.0f}s")
     say(report)
