@@ -364,8 +364,11 @@ def _interruptible() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_a_signal_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition, stop, code, said):
+@pytest.mark.parametrize(
+    "stop, code, said, workers",
+    [(signal.SIGINT, 130, "interrupted", 2), (signal.SIGTERM, 143, "SIGTERM", 1)],  # a pool, and this process alone
+)
+def test_a_signal_during_augment_leaves_whole_files_and_rerun_completes(tiny_competition, stop, code, said, workers):
     target, sources = 100, 4  # ~400 variants: seconds of work after the first 20, so the signal lands mid-run
     expected = 4 * (target - sources)
     command = [
@@ -380,7 +383,7 @@ def test_a_signal_during_augment_leaves_whole_files_and_rerun_completes(tiny_com
         "--target",
         target,
         "--workers",
-        1,
+        workers,
     ]
     process = subprocess.Popen(
         [str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible

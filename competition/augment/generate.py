@@ -149,6 +149,10 @@ DISK_FULL = "disk full"  # what a job returns when its variant could not be writ
 
 def _init_worker(recipe_dict: dict) -> None:
     cv2.setNumThreads(1)  # one process per core already
+    _load_recipe(recipe_dict)
+
+
+def _load_recipe(recipe_dict: dict) -> None:
     recipe = Recipe.from_dict(recipe_dict)
     _worker_state.update(recipe=recipe, transforms=resolved_steps(recipe))
 
@@ -172,7 +176,23 @@ def _run_job(job: Job) -> str | None:
     return None
 
 
-def _pool(workers: int, recipe: Recipe) -> ProcessPoolExecutor:
+class _InThisProcess:
+    """--workers 1: this process makes the variants, as a pool of one would, without spawning a
+    worker that spends seconds importing (most of a small run) and re-imports the calling script."""
+
+    def __init__(self, recipe: Recipe):
+        _load_recipe(recipe.to_dict())
+
+    def map(self, function, items, chunksize: int = 1):
+        return map(function, items)  # lazy: a full disk or Ctrl-C stops it at the next variant
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _pool(workers: int, recipe: Recipe) -> ProcessPoolExecutor | _InThisProcess:
+    if workers == 1:
+        return _InThisProcess(recipe)
     # spawn, not fork: forking a process whose torch/OpenMP thread pools are running can
     # deadlock the children (seen here when augment runs after torch was imported). An
     # executor, not multiprocessing.Pool: a worker that dies breaks the executor at once,

@@ -55,7 +55,9 @@ def augment(
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default <data>/augmented).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed and recipe give the same files.")] = 0,
-    workers: Annotated[int, typer.Option(help="Processes (default: all cores).")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="Processes (default: all cores; 1: this process alone, none started).")
+    ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Delete and regenerate an existing augmented folder.")] = False,
     strict: Annotated[
         bool, typer.Option(help="Stop at the first unreadable source photo instead of skipping it.")
