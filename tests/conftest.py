@@ -11,6 +11,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from competition.data.sample import SampleConfig, make_sample_competition  # noqa: E402
 
+
+def pytest_collection_modifyitems(items):
+    """A test on a competition folder (it trains, submits or augments) is marked `competition`: the
+    quick subset, `-m "not slow and not competition"`, leaves those out (README)."""
+    for item in items:
+        if "tiny_competition" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.competition)
+
+
 TINY = SampleConfig(
     seen_classes=4, unseen_classes=2, train_per_class=4, query_per_class=1, gallery_per_class=2, size=64, seed=3
 )

@@ -193,10 +193,14 @@ def test_two_process_gloo_run_matches_one_process_with_double_batch(tiny_competi
     ]
     done = subprocess.run([str(a) for a in launch + common], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    single = [sys.executable, "-m", "competition.cli", "--quiet", "train", "--name", "single", "--batch-size", 4]
-    done = subprocess.run([str(a) for a in single + common], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("best epoch") == 1
+    from typer.testing import CliRunner
+
+    from competition.cli import app
+
+    single = ["--quiet", "train", "--name", "single", "--batch-size", "4"]  # the reference: in this process
+    done = CliRunner().invoke(app, single + [str(a) for a in common])
+    assert done.exit_code == 0, done.output[-3000:]
+    assert done.output.count("best epoch") == 1
     # Gradients agree to float rounding: compare Adam's running mean of them. The weights
     # themselves may differ by more, as Adam divides near-zero gradients by near-zero scales.
     ddp, one = state_of(tmp_path / "ddp", "optimizer")["state"], state_of(tmp_path / "single", "optimizer")["state"]
