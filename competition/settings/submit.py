@@ -127,6 +127,11 @@ SUBMIT_PANELS = {  # `--help` panel -> its settings
 }  # fmt: skip
 
 
+def _models_setting(help: str):
+    """--model/-m as submit and features take it (each says what it does with it)."""
+    return setting(["efficientnet_lite0"], help, flags=("--model", "-m"), metavar="RUN", complete="runs")
+
+
 class SubmitConfig(Settings):
     WHAT: ClassVar[str] = "submit setting"
     # the names of v0.2's config files and leaderboard rows
@@ -134,12 +139,8 @@ class SubmitConfig(Settings):
 
     PANELS: ClassVar[dict[str, tuple[str, ...]]] = SUBMIT_PANELS
     data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
-    model: list[str] = setting(
-        ["efficientnet_lite0"],
-        "Run folder/name, or a backbone name for off-the-shelf features; repeat for an ensemble.",
-        flags=("--model", "-m"),
-        metavar="RUN",
-        complete="runs",
+    model: list[str] = _models_setting(
+        "Run folder/name, or a backbone name for off-the-shelf features; repeat for an ensemble."
     )
     ensemble_weights: list[float] | None = setting(
         None, "Weight of each --model in the ensemble, e.g. 1,0.5 (none = equal).", old_flags=("--weights",)
@@ -295,12 +296,8 @@ class FeaturesConfig(SubmitConfig):
         - {name for names in FEATURES_PANELS.values() for name in names}
         - {"off_the_shelf"}
     )
-    model: list[str] = setting(
-        ["efficientnet_lite0"],
-        "A backbone name, or a last-layer run (its backbone's features are written); one model.",
-        flags=("--model", "-m"),
-        metavar="RUN",
-        complete="runs",
+    model: list[str] = _models_setting(
+        "A backbone name, or a last-layer run (its backbone's features are written); one model."
     )
     out: str = setting(
         "features", "Folder the features go to (train, query and gallery rows, and features.json).", path="dir"
