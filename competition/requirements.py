@@ -33,6 +33,11 @@ CARRIED = (
     "simsimd",  # albucore imports both at module level
     "stringzilla",
 )
+# the same module from another distribution: any of these meets the requirement
+ALTERNATIVES = {
+    "opencv-python-headless": ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"),
+    "faiss-cpu": ("faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-gpu"),  # README: the GPU build is a swap
+}
 
 
 def download_command(requirements: list[str] | tuple[str, ...], folder: str | Path) -> list[str]:
@@ -53,6 +58,17 @@ def _needs(distribution: str) -> list[Requirement]:
     return [r for r in needed if r.marker is None or r.marker.evaluate({"extra": ""})]
 
 
+def _installed(name: str) -> dict[str, str]:
+    """{distribution: version} of `name` and its alternatives that are installed."""
+    versions = {}
+    for distribution in (name, *ALTERNATIVES.get(name, ())):
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def unmet(distributions: tuple[str, ...] = ("compete", *CARRIED)) -> list[str]:
     """One line per requirement of these distributions that is missing here or of another
     version, with the command that adds its wheel to the folder; empty when all are met."""
@@ -62,14 +78,10 @@ def unmet(distributions: tuple[str, ...] = ("compete", *CARRIED)) -> list[str]:
             if requirement.name in seen:
                 continue
             seen.add(requirement.name)
-            try:
-                version = metadata.version(requirement.name)
-            except metadata.PackageNotFoundError:
-                found = "missing"
-            else:
-                if requirement.specifier.contains(version, prereleases=True):
-                    continue
-                found = f"{version} installed"
+            versions = _installed(requirement.name)
+            if any(requirement.specifier.contains(v, prereleases=True) for v in versions.values()):
+                continue
+            found = ", ".join(f"{name} {v} installed" for name, v in versions.items()) or "missing"
             wanted = f"compete needs {requirement.specifier}" if requirement.specifier else "compete needs it"
             add = shlex.join(["pip", *download_command([str(requirement)], "compete-wheels")[3:]])
             lines.append(f"{requirement.name}: {found}, {wanted}; add its wheel to the folder: {add}")

@@ -284,6 +284,8 @@ def test_the_notebooks_install_cell_installs_the_wheel_folder_offline_and_checks
     notebook.cells = notebook.cells[:2]  # the install cell and its check; the rest is the end-to-end test's
     _execute(notebook, tmp_path / "kaggle-working")
     assert (installed / "competition" / "requirements.py").is_file() and (installed / "standin.py").is_file()
+    printed = "".join(output.get("text", "") for output in notebook.cells[1].outputs)
+    assert "every requirement met" in printed  # the check ran, against this environment
     assert list(installed.glob("compete-*.dist-info"))
 
 
@@ -296,6 +298,25 @@ def test_a_missing_or_old_requirement_is_named_with_the_wheel_to_add():
     assert lines[1].startswith("no-such-distribution: missing")
     assert all(f"--platform {PLATFORM} " in line and "pip download --no-deps" in line for line in lines)
     assert {"simsimd", "stringzilla"} <= set(CARRIED)  # albucore imports them at module level
+
+
+def test_a_requirement_met_by_another_build_of_the_same_module_is_met(monkeypatch):
+    """Kaggle's image may have opencv-python where compete names opencv-python-headless (one cv2)."""
+    from importlib import metadata
+
+    from competition import requirements
+
+    real = metadata.version
+
+    def version(name: str) -> str:
+        if name == "opencv-python-headless":
+            raise metadata.PackageNotFoundError(name)
+        return "4.10.0" if name == "opencv-python" else real(name)
+
+    monkeypatch.setattr(requirements.metadata, "version", version)
+    assert requirements.unmet(("opencv-python-headless>=4.9",)) == []
+    (line,) = requirements.unmet(("opencv-python-headless>=5",))
+    assert line.startswith("opencv-python-headless: opencv-python 4.10.0 installed, compete needs >=5")
 
 
 def test_the_wheel_recipe_resolves_what_pip_install_gets_here(tmp_path):
