@@ -12,12 +12,8 @@ CHOICES_BESIDE_FLAG = 12  # longest `{a|b|c}` kept beside its flag (a wider one 
 
 
 def _annotation_name(param) -> str:
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    while getattr(annotation, "__args__", None) and getattr(annotation, "__origin__", None) is not None:
-        if type(None) not in annotation.__args__:
-            break
-        annotation = next(a for a in annotation.__args__ if a is not type(None))  # Optional[X] -> X
-    return getattr(annotation, "__name__", "")
+    """The value's type name (typer has unwrapped Optional[X] to X)."""
+    return getattr(getattr(getattr(param, "type_descriptor", None), "annotation", None), "__name__", "")
 
 
 def _choices(param) -> tuple[str, ...]:
@@ -27,8 +23,7 @@ def _choices(param) -> tuple[str, ...]:
 def style_option(param) -> None:
     """Give an option declared without a metavar the house one (an argument: its name in capitals)."""
     if param.param_type_name == "argument":
-        shown = param.name.upper()
-        param.metavar = shown
+        param.metavar = param.name.upper()
         param.display_type_rich = lambda ctx: ""  # the capitalised name says it; no `<path>` beside it
         return
     if param.metavar is not None:

@@ -120,7 +120,8 @@ SPLIT_FOLDERS = ("train", "query", "gallery", "index", "test")
 
 def _is_a_split(root: Path) -> bool:
     """--data at train/ (or query/...) instead of the folder above it: a common slip."""
-    return root.name in SPLIT_FOLDERS and root.is_dir() and not any((root / s).is_dir() for s in SPLIT_FOLDERS[:3])
+    inside = ("train", "query", "gallery")  # a competition folder named train/ holds these
+    return root.name in SPLIT_FOLDERS and root.is_dir() and not any((root / s).is_dir() for s in inside)
 
 
 def missing_folder(root: Path, folder: Path) -> str:
