@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from competition.retrieval.posteriors import LabelClassifier, weighted_posteriors
-from competition.retrieval.postprocess import embedding_steps, scored_ranking
+from competition.retrieval.postprocess import describe, embedding_steps, scored_ranking
 from competition.retrieval.search import recall_against_exact, resolve_index
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
@@ -85,7 +85,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| {args.gallery:,} | {args.queries:,} | {args.classes:,} | {index} | {post.describe()} | "
+        f"| {args.gallery:,} | {args.queries:,} | {args.classes:,} | {index} | {describe(post)} | "
         f"{classified - started:.0f} | {expanded - classified:.0f} | {ranked - expanded:.0f} | "
         f"{ranked - started:.0f} | {peak_gb():.2f} | {recall} |"
     )

@@ -26,8 +26,7 @@ import time
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from competition.retrieval.posteriors import fit_label_classifier, posterior_agreement, rescore
-from competition.retrieval.postprocess import FUSION_CANDIDATES
+from competition.retrieval.posteriors import FUSION_CANDIDATES, fit_label_classifier, posterior_agreement, rescore
 from competition.retrieval.search import neighbours_among
 from competition.retrieval.vectors import l2_normalize
 from competition.train.label_fusion import WEIGHTS, fit_label_fusion

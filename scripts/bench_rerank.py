@@ -1,5 +1,5 @@
 """Re-ranking at gallery sizes up to Google Landmarks' 760 k: k-reciprocal and diffusion on the
-shared nearest-neighbour graph (retrieval/graph.py), its first build and its cached reuse, beside
+shared nearest-neighbour graph (retrieval/rerank/graph.py), its first build and its cached reuse, beside
 plain cosine: wall time, peak memory and mAP@10, measured side by side in one run.
 
     python scripts/bench_rerank.py --sizes 2000 10000 100000 760000 --queries 1000
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from competition.retrieval.graph import gallery_graph, graph_kind, nearest
 from competition.retrieval.postprocess import scored_ranking
+from competition.retrieval.rerank.graph import gallery_graph, graph_kind, nearest
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
@@ -31,9 +31,9 @@ PHOTOS_PER_LANDMARK = 6
 NOISE = 1.6  # per dimension, against centres of norm ~sqrt(dim): cosine alone reaches mAP@10 ~0.5
 METHODS = {
     "cosine": PostProcess(),
-    "k-reciprocal, graph built": PostProcess(rerank=True),
-    "k-reciprocal, graph cached": PostProcess(rerank=True),
-    "diffusion, graph cached": PostProcess(diffusion=True),
+    "k-reciprocal, graph built": PostProcess(re_ranking="k-reciprocal"),
+    "k-reciprocal, graph cached": PostProcess(re_ranking="k-reciprocal"),
+    "diffusion, graph cached": PostProcess(re_ranking="diffusion"),
 }
 
 

@@ -152,7 +152,9 @@ def pipelines(data: Path, epochs: int, with_full: bool, family: bool, kinds: boo
             for backbone in ("efficientnet_lite0", "efficientnet_lite1")
         ]
         runs = [str(folder / "runs" / b) for b in ("efficientnet_lite0", "efficientnet_lite1")]
-        path, chosen = submit_in(folder, data, runs, postprocess=PostProcess(rerank=True, rerank_k1=8, rerank_k2=3))
+        path, chosen = submit_in(
+            folder, data, runs, postprocess=PostProcess(re_ranking="k-reciprocal", rerank_k1=8, rerank_k2=3)
+        )
         return path, "; ".join(verdicts + [chosen])
 
     def full(folder):

@@ -260,14 +260,14 @@ def test_config_keys_take_negative_flags_suggest_a_typo_and_print_config_round_t
     else:
         raise AssertionError("a typo was accepted")
 
-    printed = invoke("submit", "-m", "a", "-m", "b", "--no-flip", "--rerank", "--print-config")
+    printed = invoke("submit", "-m", "a", "-m", "b", "--no-flip", "--re-ranking", "diffusion", "--print-config")
     assert printed.exit_code == 0, printed.output
     saved = tmp_path / "settings.yaml"
     saved.write_text(printed.output)
     again = invoke("submit", "--config", saved, "--print-config")
     assert again.output == printed.output
     settings = SubmitConfig.from_dict(__import__("yaml").safe_load(printed.output))
-    assert settings.model == ["a", "b"] and settings.flip is False and settings.postprocess.rerank is True
+    assert settings.model == ["a", "b"] and settings.flip is False and settings.postprocess.re_ranking == "diffusion"
 
 
 def test_global_flags_work_after_the_command_too(tmp_path):

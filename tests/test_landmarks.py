@@ -53,7 +53,10 @@ def test_a_query_classified_into_a_landmark_ranks_its_gallery_photos_first():
     assert classifier.classes[int(posteriors_q.argmax())] == "a"
     fusion = weighted_posteriors(posteriors_q, 1.0), weighted_posteriors(posteriors_g, 1.0)
     assert scored_ranking(PostProcess(), query, gallery, 2, fusion=fusion)[1][0].tolist() == [0, 1]
-    assert scored_ranking(PostProcess(rerank=True), query, gallery, 2, fusion=fusion)[1][0].tolist() == [0, 1]
+    assert scored_ranking(PostProcess(re_ranking="k-reciprocal"), query, gallery, 2, fusion=fusion)[1][0].tolist() == [
+        0,
+        1,
+    ]
 
 
 @pytest.mark.parametrize("gated", [False, True])

@@ -894,7 +894,7 @@ def test_a_sweep_grid_is_capped_and_its_ids_do_not_collide(tiny_competition, mon
 def test_a_nested_setting_given_as_its_own_object_still_works():
     from competition.settings.submit import PostProcess, SubmitConfig
 
-    assert SubmitConfig(postprocess=PostProcess(rerank=True, rerank_k1=8)).postprocess.rerank_k1 == 8
+    assert SubmitConfig(postprocess=PostProcess(re_ranking="k-reciprocal", rerank_k1=8)).postprocess.rerank_k1 == 8
 
 
 # Round 5 (issue 48): nothing compete writes replaces a file it did not write; recognition files
@@ -1118,7 +1118,7 @@ def test_every_write_at_a_path_the_user_names_goes_through_the_one_rule():
         "train/run_folder.py": "a run folder",
         "train/full_layer.py": "a run folder",
         "retrieval/store.py": "the embedding cache under runs/",
-        "retrieval/graph.py": "the re-ranking graph cache under runs/",
+        "retrieval/rerank/graph.py": "the re-ranking graph cache under runs/",
         "retrieval/verify.py": "the local-feature cache under runs/",
         "submit/record.py": "a submission's vectors under runs/",
         "report/plots.py": "a picture whose caller checked its folder (report, sweep, run curves)",

@@ -6,6 +6,7 @@ import pytest
 from competition.errors import CompeteError
 from competition.retrieval.postprocess import (
     database_augmentation,
+    describe,
     learn_pca_whitening,
     query_expansion,
     rank,
@@ -67,22 +68,22 @@ def test_whitening_decorrelates_what_it_was_learned_on():
     [
         (PostProcess(pca_whiten="gallery", pca_whiten_power=1.0), 21),
         (PostProcess(dba=3, alpha=1.0), 11),
-        (PostProcess(rerank=True), 8),  # the defaults, k1=8 k2=3
+        (PostProcess(re_ranking="k-reciprocal"), 8),  # the defaults, k1=8 k2=3
     ],
 )
 def test_each_step_changes_the_ranking_for_the_better_on_a_noisy_case(steps, seed):
     queries, gallery, query_labels, gallery_labels = clusters(seed)
     before = correct_top1(search(queries, gallery, 1)[1], query_labels, gallery_labels)
     after = correct_top1(rank(steps, queries, gallery, 1), query_labels, gallery_labels)
-    assert after == before + 1, steps.describe()
+    assert after == before + 1, describe(steps)
 
 
 def test_description_names_every_step_in_order():
-    steps = PostProcess(pca_whiten="query+gallery", pca_whiten_dim=64, dba=2, qe=2, alpha=3, rerank=True)
+    steps = PostProcess(pca_whiten="query+gallery", pca_whiten_dim=64, dba=2, qe=2, alpha=3, re_ranking="k-reciprocal")
     assert (
-        steps.describe() == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=8 k2=3"
+        describe(steps) == "PCA-whiten(query+gallery, 64-d, power 0.5), DBA k=2, α-QE k=2 α=3, k-reciprocal k1=8 k2=3"
     )
-    assert PostProcess().describe() == "none"
+    assert describe(PostProcess()) == "none"
 
 
 def test_neighbour_expansion_by_faiss_equals_the_dense_formula():
@@ -97,21 +98,22 @@ def test_neighbour_expansion_by_faiss_equals_the_dense_formula():
 
 def test_large_inputs_use_a_whitening_sample_and_refuse_re_ranking_past_the_memory(monkeypatch):
     from competition.retrieval import postprocess
+    from competition.retrieval.rerank import memory
 
     monkeypatch.setattr(postprocess, "WHITEN_SAMPLE", 50)
     vectors = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
     whitening = postprocess.learn_pca_whitening(vectors)
     assert whitening.pca.n_samples_ == 50 and whitening(vectors).shape == (400, 8)
-    reranking = PostProcess(rerank=True)
-    needed = postprocess.rerank_bytes(reranking, 10, 400)
-    assert needed == 2 * postprocess.rerank_bytes(reranking, 5, 200)  # linear in the photos
-    assert postprocess.rerank_bytes(reranking, 10, 40_000) < 0.2e9  # the dense distances held 12.8 GB
-    monkeypatch.setattr(postprocess, "machine_memory", lambda: needed - 1)
+    reranking = PostProcess(re_ranking="k-reciprocal")
+    needed = memory.rerank_bytes(reranking, 10, 400)
+    assert needed == 2 * memory.rerank_bytes(reranking, 5, 200)  # linear in the photos
+    assert memory.rerank_bytes(reranking, 10, 40_000) < 0.2e9  # the dense distances held 12.8 GB
+    monkeypatch.setattr(memory, "machine_memory", lambda: needed - 1)
     with pytest.raises(CompeteError, match=r"k-reciprocal re-ranking of 10 queries and 400 gallery .* by estimate"):
         rank(reranking, vectors[:10], vectors, k=5)
     rank(reranking, vectors[:10], vectors[:50], k=5)  # under the limit: fine
-    with pytest.raises(CompeteError, match="diffusion of 10 queries"):
-        rank(PostProcess(diffusion=True, diffusion_k=100), vectors[:10], vectors, k=5)
+    with pytest.raises(CompeteError, match="diffusion re-ranking of 10 queries"):
+        rank(PostProcess(re_ranking="diffusion", diffusion_k=100), vectors[:10], vectors, k=5)
 
 
 def _scene(seed: int, size=(360, 480)) -> np.ndarray:

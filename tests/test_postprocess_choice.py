@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_submit_config
 
-from competition.retrieval.postprocess import pool_ranking
+from competition.retrieval.postprocess import describe, pool_ranking
 from competition.retrieval.search import neighbours_among
 from competition.runs import SUMMARY
 from competition.settings.submit import PostProcess
@@ -33,7 +33,7 @@ def test_a_pool_without_steps_ranks_as_its_nearest_neighbours():
 def test_a_pool_re_ranked_never_ranks_a_photo_against_itself():
     vectors, _ = _pool(landmarks=4, photos=5)
     queries = np.arange(20)
-    ranking = pool_ranking(PostProcess(rerank=True), vectors, queries, 19)
+    ranking = pool_ranking(PostProcess(re_ranking="k-reciprocal"), vectors, queries, 19)
     assert not (ranking == queries[:, None]).any()
     assert all(len(set(row)) == 19 for row in ranking)  # every other photo, once
 
@@ -43,11 +43,11 @@ def test_validation_chooses_a_step_only_when_its_gain_is_clear():
     folds = class_folds(labels, folds=2, seed=0)
     pools = [(vectors[f.pool], f) for f in folds]
     chosen = choose_postprocess(pools, labels)
-    assert set(chosen["against_none"]) == {steps.describe() for steps in CANDIDATES}
+    assert set(chosen["against_none"]) == {describe(steps) for steps in CANDIDATES}
     assert chosen["against_none"]["none"]["map@10"] == [0.0, 0.0, 0.0]
     gain = chosen["against_none"][chosen["chosen"]]["map@10"]
     assert chosen["chosen"] != "none" and gain[1] > 0  # several photos a landmark: expansion pays here
-    assert PostProcess.from_dict(chosen["steps"]).describe() == chosen["chosen"]
+    assert describe(PostProcess.from_dict(chosen["steps"])) == chosen["chosen"]
     noise = np.random.default_rng(5).normal(size=vectors.shape).astype(np.float32)  # no landmark to find
     assert choose_postprocess([(noise[f.pool], f) for f in folds], labels)["chosen"] == "none"
 
@@ -74,7 +74,7 @@ def test_submit_runs_the_steps_the_run_chose_unless_told_otherwise(
     train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
     summary_path = tmp_path / "runs" / "run" / SUMMARY
     summary = json.loads(summary_path.read_text())
-    assert summary["postprocess"]["chosen"] in {steps.describe() for steps in CANDIDATES}
+    assert summary["postprocess"]["chosen"] in {describe(steps) for steps in CANDIDATES}
     lines = describe_run(summary, "runs")[0]
     assert any(line.startswith("  post-processing submit will run (but for --landmarks known): ") for line in lines)
     summary["postprocess"]["steps"] = PostProcess(qe=2).to_dict()

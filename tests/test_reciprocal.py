@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from competition.errors import CompeteError
-from competition.retrieval import graph as graphs
-from competition.retrieval.graph import gallery_graph, joint_graph, nearest
 from competition.retrieval.posteriors import weighted_posteriors
 from competition.retrieval.postprocess import joint_rows, pool_ranking, scored_ranking
+from competition.retrieval.rerank import graph as graphs
+from competition.retrieval.rerank.graph import gallery_graph, joint_graph, nearest
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 
@@ -59,7 +59,9 @@ def test_sparse_k_reciprocal_equals_the_textbook_dense_version(k1, k2):
     rows = joint_rows(queries, gallery)
     dense = textbook_k_reciprocal(rows @ rows.T, len(queries), k1, k2)[:, len(queries) :]
     expected = np.argsort(dense, axis=1, kind="stable")[:, :50]
-    scores, ranking = scored_ranking(PostProcess(rerank=True, rerank_k1=k1, rerank_k2=k2), queries, gallery, 50)
+    scores, ranking = scored_ranking(
+        PostProcess(re_ranking="k-reciprocal", rerank_k1=k1, rerank_k2=k2), queries, gallery, 50
+    )
     assert np.array_equal(ranking, expected)
     assert np.allclose(-scores, np.take_along_axis(dense, expected, axis=1), atol=1e-6)
 
@@ -70,13 +72,15 @@ def test_sparse_k_reciprocal_with_label_fusion_and_in_a_pool_equals_the_dense_ve
     fusion = tuple(weighted_posteriors(p, 0.5) for p in (posteriors[::6], np.delete(posteriors, np.s_[::6], 0)))
     rows = joint_rows(queries, gallery, fusion)
     dense = textbook_k_reciprocal(rows @ rows.T, len(queries), 8, 3)[:, len(queries) :]
-    fused = scored_ranking(PostProcess(rerank=True), queries, gallery, 30, fusion=fusion)[1]
+    fused = scored_ranking(PostProcess(re_ranking="k-reciprocal"), queries, gallery, 30, fusion=fusion)[1]
     assert np.array_equal(fused, np.argsort(dense, axis=1, kind="stable")[:, :30])
     pool = np.concatenate([queries, gallery])
     within = textbook_k_reciprocal(pool @ pool.T, len(pool), 8, 3)[::5]
     within[np.arange(len(within)), np.arange(0, len(pool), 5)] = np.inf  # never the photo itself
     expected = np.argsort(within, axis=1, kind="stable")[:, :10]
-    assert np.array_equal(pool_ranking(PostProcess(rerank=True), pool, np.arange(0, len(pool), 5), 10), expected)
+    assert np.array_equal(
+        pool_ranking(PostProcess(re_ranking="k-reciprocal"), pool, np.arange(0, len(pool), 5), 10), expected
+    )
 
 
 def test_the_joint_graph_is_the_graph_of_all_photos_together():
@@ -125,7 +129,7 @@ def test_re_ranking_with_sparse_label_posteriors_is_refused_with_the_way_out():
     queries, gallery, _ = _landmarks(seed=5, landmarks=4)
     fusion = (sparse.csr_matrix(np.ones((len(queries), 3))), sparse.csr_matrix(np.ones((len(gallery), 3))))
     with pytest.raises(CompeteError, match="--qe / --dba, or --landmarks new"):
-        scored_ranking(PostProcess(rerank=True), queries, gallery, 5, fusion=fusion)
+        scored_ranking(PostProcess(re_ranking="k-reciprocal"), queries, gallery, 5, fusion=fusion)
 
 
 def test_an_unreadable_cached_graph_is_built_again_and_one_query_re_ranks(tmp_path, caplog):
@@ -135,6 +139,6 @@ def test_an_unreadable_cached_graph_is_built_again_and_one_query_re_ranks(tmp_pa
     cached.write_bytes(b"not a graph")
     again = gallery_graph(gallery, 10, "exact", tmp_path)
     assert "cannot be read" in caplog.text and np.array_equal(again.indices, built.indices)
-    for steps in (PostProcess(rerank=True), PostProcess(diffusion=True)):
+    for steps in (PostProcess(re_ranking="k-reciprocal"), PostProcess(re_ranking="diffusion")):
         assert scored_ranking(steps, queries[:1], gallery[:1], 10)[1].tolist() == [[0]]
         assert sorted(scored_ranking(steps, queries[:1], gallery, 50)[1][0]) == list(range(len(gallery)))

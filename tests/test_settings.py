@@ -88,7 +88,11 @@ def test_the_readme_config_example_is_what_submit_reads(tmp_path):
     config.write_text("\n".join(line.strip() for line in example.splitlines()))
     settings = SubmitConfig.from_dict(read_settings_file(config))
     assert settings.model == ["runs/lite0", "runs/lite1"] and settings.ensemble_weights == [1, 0.5]
-    assert settings.format == "kaggle" and settings.postprocess.rerank and settings.postprocess.rerank_k1 == 8
+    assert (
+        settings.format == "kaggle"
+        and settings.postprocess.re_ranking == "k-reciprocal"
+        and settings.postprocess.rerank_k1 == 8
+    )
     # and through the command: the file's settings reach submit, which stops at the missing runs
     result = runner.invoke(app, ["submit", "--config", str(config), "--data", str(tmp_path / "none")])
     assert result.exit_code == 1 and "none" in result.output and "unknown" not in result.output

@@ -7,8 +7,7 @@ from collections import Counter
 import numpy as np
 
 from competition.evaluate.metrics import average_precision, relevance
-from competition.retrieval.posteriors import posterior_agreement, rescore
-from competition.retrieval.postprocess import FUSION_CANDIDATES
+from competition.retrieval.posteriors import FUSION_CANDIDATES, posterior_agreement, rescore
 from competition.retrieval.search import neighbours_among
 from competition.retrieval.vectors import l2_normalize
 from competition.train import validation

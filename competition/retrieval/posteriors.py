@@ -36,6 +36,9 @@ LOGISTIC_MOST_CLASSES = 2048  # above: class prototypes and sparse posteriors
 TOP_CLASSES = 20  # posteriors each photo keeps when they are sparse
 ROWS_AT_ONCE = 256  # photos scored against every class at once (256 x 81k floats: 83 MB)
 COLUMN_GROUP = 64  # columns whose maximum stands for them in finding a row's top classes
+# a query's best photos by cosine that label fusion re-orders: a boost rarely lifts a photo from beyond the
+# first thousand (the GLR winners applied theirs to the top 100-1000), and O(queries x 1000) at any gallery size
+FUSION_CANDIDATES = 1000
 
 
 def _row_blocks(rows: int):

@@ -7,17 +7,13 @@ retrieval with no human annotation", and the Google Landmark challenge solutions
 - alpha-query expansion (alpha-QE): a query becomes the weighted mean of itself and its
   top-k gallery neighbours, weights = similarity ** alpha;
 - database-side augmentation (DBA): the same for every gallery image among the gallery;
-- k-reciprocal re-ranking (Zhong et al. 2017, retrieval/reciprocal.py): images that are each
-  other's neighbours get closer, via Jaccard distance of k-reciprocal neighbour sets;
-- diffusion (Iscen et al. 2017, retrieval/diffusion.py): a random walk on the joint
-  nearest-neighbour graph.
-Both re-rankings work on one sparse graph (retrieval/graph.py), the gallery's part cached.
+- a re-ranking of the final ranking (retrieval/rerank/: k-reciprocal, diffusion), on one sparse
+  graph of query and gallery photos, the gallery's part cached.
 All take and return L2-normalised float32 arrays (rows = images).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +22,10 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 
 from competition.errors import CompeteError
-from competition.retrieval.diffusion import diffuse
-from competition.retrieval.graph import GRAPH_K, Neighbours, joint_graph, nearest
-from competition.retrieval.posteriors import LOGISTIC_MOST_CLASSES, posterior_agreement, rescore
-from competition.retrieval.reciprocal import k_reciprocal
+from competition.retrieval.posteriors import FUSION_CANDIDATES, LOGISTIC_MOST_CLASSES, posterior_agreement, rescore
+from competition.retrieval.rerank import re_ranking_of
+from competition.retrieval.rerank.graph import joint_graph, nearest
+from competition.retrieval.rerank.memory import check_size
 from competition.retrieval.search import Searcher, best_first, search
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
@@ -55,9 +51,6 @@ class PcaWhitening:
 
 WHITEN_SAMPLE = 100_000  # PCA-whitening is fitted on at most this many vectors (a seeded sample)
 NEIGHBOUR_BATCH = 65_536  # rows whose neighbours are averaged at once (bounds the n*k*d gather)
-# a query's best photos by cosine that label fusion re-orders: a boost rarely lifts a photo from beyond the
-# first thousand (the GLR winners applied theirs to the top 100-1000), and O(queries x 1000) at any gallery size
-FUSION_CANDIDATES = 1000
 Fusion = tuple[np.ndarray, np.ndarray]  # rows whose inner products are the fusion term (retrieval/posteriors.py)
 POOL_MAX = 20_000  # validation pools post-processings are judged on: α-QE and DBA rank a pool densely
 
@@ -123,50 +116,10 @@ def joint_rows(queries: np.ndarray, gallery: np.ndarray, fusion: Fusion | None =
     return np.concatenate([rows, fused], axis=1) / np.sqrt(1 + float((fused**2).sum(axis=1).max()))
 
 
-def graph_width(steps: PostProcess) -> int:
-    """The neighbours a re-ranking reads per photo."""
-    return steps.diffusion_k if steps.diffusion else max(steps.rerank_k1, steps.rerank_k2 - 1)
-
-
-def rerank_bytes(steps: PostProcess, queries: int, gallery: int) -> int:
-    """What re-ranking holds at its peak, by estimate: the gallery's and the joint graph (12 bytes a
-    neighbour), each query's candidates, and k-reciprocal's weighted neighbour sets (at most k2 x
-    (k1 + 1) x (k1 / 2 + 2) a photo, 12 bytes each, twice) or diffusion's mutual graph (four copies)."""
-    if not (steps.rerank or steps.diffusion):
-        return 0
-    photos, width = queries + gallery, graph_width(steps)
-    depth = max(FUSION_CANDIDATES, steps.diffusion_truncate) if steps.diffusion else FUSION_CANDIDATES
-    if steps.diffusion:
-        held = 4 * 12 * width
-    else:
-        held = 24 * steps.rerank_k2 * (steps.rerank_k1 + 1) * (round(steps.rerank_k1 / 2) + 2)
-    return photos * (2 * 12 * max(width, GRAPH_K) + held) + queries * depth * 12
-
-
-def machine_memory() -> int:
-    """This machine's memory in bytes (0 where the system does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return 0
-
-
-def too_large(steps: PostProcess, queries: int, gallery: int) -> str:
-    """Why the re-ranking of `steps` cannot run on this machine ("" if it can)."""
-    needed, memory = rerank_bytes(steps, queries, gallery), machine_memory()
-    if memory and needed > memory:
-        what = "diffusion" if steps.diffusion else "k-reciprocal re-ranking"
-        return (
-            f"{what} of {queries:,} queries and {gallery:,} gallery photos needs ~{needed / 1e9:.0f} GB by "
-            f"estimate, and this machine has {memory / 1e9:.0f} GB"
-        )
-    return ""
-
-
-def check_size(steps: PostProcess, queries: int, gallery: int) -> None:
-    """Refuse, before any work, a re-ranking too large to run (see too_large)."""
-    if reason := too_large(steps, queries, gallery):
-        raise CompeteError(f"{reason}; use --qe / --dba, which find neighbours with faiss")
+def describe(steps: PostProcess) -> str:
+    """The steps as the leaderboard and a run's summary show them ("none" for none)."""
+    re_ranking = re_ranking_of(steps)
+    return ", ".join(steps.embedding_described() + ([re_ranking.describe()] if re_ranking else [])) or "none"
 
 
 def embedding_steps(
@@ -195,34 +148,21 @@ def scored_ranking(
     graph_cache: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ranking) of the top-k from vectors that went through `embedding_steps`, larger =
-    better: the similarity, minus the re-ranked distance (k-reciprocal) or the walk's weight
-    (diffusion), both on the joint graph (retrieval/graph.py; the gallery's part kept in
-    `graph_cache`). `fusion` (query rows, gallery rows): label fusion, re-ordering each query's
+    better: the similarity, or the re-ranking's score (retrieval/rerank/) on the joint graph (the
+    gallery's part kept in `graph_cache`). `fusion` (query rows, gallery rows): label fusion, re-ordering each query's
     FUSION_CANDIDATES best by cosine (or, re-ranked, inside the joint similarity)."""
     check_size(steps, len(queries), len(gallery))
-    if steps.diffusion or steps.rerank:
+    if re_ranking := re_ranking_of(steps):
         rows, count = joint_rows(queries, gallery, fusion), len(queries)
         kind, nprobe = (index.kind, index.nprobe) if isinstance(index, Searcher) else (index, 0)
-        depth = max(k, steps.diffusion_truncate) if steps.diffusion else k
         graph, candidates = joint_graph(
-            rows[:count], rows[count:], graph_width(steps), depth, kind, graph_cache, nprobe
+            rows[:count], rows[count:], re_ranking.width, re_ranking.depth(k), kind, graph_cache, nprobe
         )
-        return _re_ranked(steps, rows, graph, np.arange(count), candidates, k, gallery_from=count)
+        return re_ranking.run(rows, graph, np.arange(count), candidates, k, gallery_from=count)
     if fusion is None:
         return search(queries, gallery, k, index=index)
     scores, candidates = search(queries, gallery, max(k, FUSION_CANDIDATES), index=index)
     return rescore(scores, candidates, posterior_agreement(fusion[0], fusion[1], candidates), k)
-
-
-def _re_ranked(
-    steps: PostProcess, rows: np.ndarray, graph: Neighbours, sources, candidates, k: int, gallery_from: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each source's candidates re-ranked by diffusion or k-reciprocal (whichever `steps` asks)."""
-    if steps.diffusion:
-        walk = {"neighbours": steps.diffusion_k, "alpha": steps.diffusion_alpha, "gamma": steps.diffusion_gamma}
-        return diffuse(graph, sources, candidates, k, gallery_from=gallery_from, **walk)
-    k1, k2 = steps.rerank_k1, steps.rerank_k2
-    return k_reciprocal(rows, graph, sources, candidates, k, k1, k2, gallery_from=gallery_from)
 
 
 def rank(
@@ -234,14 +174,13 @@ def rank(
 
 
 def pool_ranking(steps: PostProcess, vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Each pool photo in `queries` ranks all the others after the DBA, α-QE, k-reciprocal or
-    diffusion of `steps`, the pool being its own gallery (validation; DBA and α-QE dense, so pools
-    up to POOL_MAX)."""
+    """Each pool photo in `queries` ranks all the others after the DBA, α-QE or re-ranking of
+    `steps`, the pool being its own gallery (validation; DBA and α-QE dense, so pools up to POOL_MAX)."""
     x = l2_normalize(vectors)
-    if steps.diffusion or steps.rerank:
-        depth = max(k, steps.diffusion_truncate) if steps.diffusion else k
-        graph = nearest(x, x, max(graph_width(steps), depth), same=True)
-        return _re_ranked(steps, x, graph, queries, graph.indices[queries, :depth], k, gallery_from=0)[1]
+    if re_ranking := re_ranking_of(steps):
+        depth = re_ranking.depth(k)
+        graph = nearest(x, x, max(re_ranking.width, depth), same=True)
+        return re_ranking.run(x, graph, queries, graph.indices[queries, :depth], k, gallery_from=0)[1]
     gallery = database_augmentation(x, steps.dba, steps.alpha) if steps.dba else x
     expanded = x[queries]
     if steps.qe:  # the query's nearest others, never itself

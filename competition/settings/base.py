@@ -29,6 +29,7 @@ def setting(
     *,
     flags: tuple[str, ...] = (),
     old_flags: tuple[str, ...] = (),
+    old_switches: dict[str, Any] | None = None,
     aliases: tuple[str, ...] = (),
     many: bool = False,
     path: Literal["", "file", "dir"] = "",
@@ -39,7 +40,9 @@ def setting(
 ) -> Any:
     """A setting: its default, the line `--help` shows, its limits (pydantic's ge, gt, le, lt)
     and, when the command line spells it otherwise than `--<name>`, its `flags` (a bool's pair
-    as "--on/--off", short forms like "-d"). `old_flags` still work, with a note; `aliases` work
+    as "--on/--off", short forms like "-d"). `old_flags` still work, with a note, and so do
+    `old_switches`, old on/off flags each meaning one value now ({"--rerank": "k-reciprocal"}: as a
+    flag or a file's `rerank: true`); `aliases` work
     unannounced and unlisted (a second spelling `--help` need not show). `many`: the
     flag may be repeated (train one run per --backbone); `path`: a file or a dir (the shell
     completes it); `metavar`: what `--help` shows for its value when the type does not say it
@@ -48,6 +51,7 @@ def setting(
     extra = {
         "flags": list(flags),
         "old_flags": list(old_flags),
+        "old_switches": dict(old_switches or {}),
         "aliases": list(aliases),
         "many": many,
         "path": path,
@@ -132,6 +136,15 @@ class Settings(BaseModel):
         ]
 
     @classmethod
+    def switches(cls) -> dict[str, tuple[str, Any]]:
+        """Old on/off keys -> (the setting, the value `true` means now)."""
+        return {
+            flag[2:].replace("-", "_"): (name, meant)
+            for name, field in cls.shown().items()
+            for flag, meant in (field.json_schema_extra or {}).get("old_switches", {}).items()
+        }
+
+    @classmethod
     def spellings(cls) -> dict[str, str]:
         """Every key a file may use for a setting -> the setting: its name and its flags' spellings (a
         nested model's keys -> that model's field)."""
@@ -142,7 +155,7 @@ class Settings(BaseModel):
                 if flag.startswith("--"):
                     keys[flag.split("/")[0][2:].replace("-", "_")] = name
             keys[name] = name
-        return keys
+        return keys | {key: name for key, (name, _) in cls.switches().items()}
 
     def __init__(self, **data: Any) -> None:
         """Settings checked as they are made; one line names the first wrong one."""
@@ -164,7 +177,7 @@ class Settings(BaseModel):
         spellings, negations, models = cls.spellings(), cls.negations(), cls.nested()
         given = {name: data.pop(name, None) for name in models}
         nested: dict[str, dict] = {name: {} for name in models}
-        settings: dict = {}
+        switched, settings = _switched(cls, data), {}
         for key, value in data.items():
             if key in negations and key not in spellings:
                 key, value = negations[key], (not value if isinstance(value, bool) else value)
@@ -175,6 +188,7 @@ class Settings(BaseModel):
             if key in cls.OLD_NAMES:
                 log.warning("setting '%s' is now '%s'", key, cls.OLD_NAMES[key])
             settings[cls.OLD_NAMES.get(key, setting)] = value
+        settings |= switched
         for name, model in models.items():
             if isinstance(given[name], model) and not nested[name]:  # kept as it is (pydantic re-checks an assignment)
                 settings[name] = given[name]
@@ -205,6 +219,25 @@ class Settings(BaseModel):
     def to_file(self) -> dict:
         """The settings as a `--config` file spells them: flag names, a nested model's flat."""
         return {name.replace("_", "-"): value for name, value in self.flat().items()}
+
+
+def _switched(model: type[Settings], data: dict) -> dict:
+    """{setting: value} of the old switches in `data` that are on (taken out of it; one wins over
+    the setting's own key, as a run's steps merged over the defaults need)."""
+    switches, on = model.switches(), {}
+    for key, (name, _) in switches.items():
+        if key not in data:
+            continue
+        value = data.pop(key)
+        if not isinstance(value, bool):
+            raise CompeteError(f"'{key}' must be true or false, not {quoted(value)}")
+        if value:
+            on.setdefault(name, []).append(key)
+    for name, keys in on.items():
+        if len(keys) > 1:
+            raise CompeteError(f"{' and '.join(flag_of(k) for k in keys)} each set {flag_of(name)}: choose one")
+        log.info("setting '%s: true' is now '%s: %s'", keys[0], name, switches[keys[0]][1])
+    return {name: switches[keys[0]][1] for name, keys in on.items()}
 
 
 REQUIREMENTS = {

@@ -19,6 +19,7 @@ Format = Literal["csv", "kaggle", "json", "recognition"]
 Index = Literal["auto", "exact", "ivf", "ivfpq", "hnsw"]
 IfWorse = Literal["fallback", "ensemble", "keep"]
 GalleryWhitening = Literal["off", "gallery", "query+gallery"]
+ReRanking = Literal["off", "k-reciprocal", "diffusion"]  # each but off a record in retrieval/rerank/
 LogTo = Literal["", "tensorboard", "mlflow", "wandb"]  # "": the leaderboard only
 
 LOSSES = get_args(Loss)

@@ -31,6 +31,7 @@ class Option:
     parameter: inspect.Parameter
     convert: Callable[[Any], Any]
     old_flag: str = ""  # an old spelling: the value goes to `setting`, with a note
+    instead: str = ""  # what the note says to type now (the setting's flag when empty)
 
 
 def _floats(flag: str) -> Callable[[str], list[float] | None]:
@@ -123,6 +124,15 @@ def _options_of(name: str, field: FieldInfo, panel: str | None, completions: dic
             f"old_{spelling[2:].replace('-', '_')}_{name}", annotation, default, typer.Option(spelling, hidden=True)
         )
         options.append(Option(name, hidden, convert, spelling if spelling in extra.get("old_flags", []) else ""))
+    for spelling, meant in extra.get("old_switches", {}).items():  # on: the value it means now; off: the default
+        hidden = _parameter(
+            f"old_{spelling[2:].replace('-', '_')}_{name}",
+            bool,
+            False,
+            typer.Option(f"{spelling}/--no-{spelling[2:]}", hidden=True),
+        )
+        convert = lambda on, meant=meant: meant if on else field.default  # noqa: E731
+        options.append(Option(name, hidden, convert, spelling, f"{flag_of(name)} {meant}"))
     return options
 
 
@@ -168,7 +178,9 @@ def typed_settings(ctx: typer.Context, options: list[Option], note: Callable[[st
     for option in options:
         if option.parameter.name in given:
             if option.old_flag:
-                note(f"note: {option.old_flag} is deprecated, use {flag_of(option.setting)}")
+                note(f"note: {option.old_flag} is deprecated, use {option.instead or flag_of(option.setting)}")
+            if option.setting in settings:  # two spellings of one setting: which was meant is unknown
+                raise CompeteError(f"{flag_of(option.setting)} is given twice, in two of its spellings: give it once")
             value = ctx.params[option.parameter.name]
             settings[option.setting] = option.convert(str(value) if isinstance(value, Path) else value)
     return settings

@@ -10,7 +10,16 @@ from pydantic import model_validator
 
 from competition.io import check_plain_name, counted
 from competition.settings.base import Settings, setting
-from competition.settings.choices import Format, GalleryWhitening, IfWorse, Index, Landmarks, LogTo, Precision
+from competition.settings.choices import (
+    Format,
+    GalleryWhitening,
+    IfWorse,
+    Index,
+    Landmarks,
+    LogTo,
+    Precision,
+    ReRanking,
+)
 from competition.settings.model import ModelSettings, OffTheShelf
 from competition.settings.train import (
     DATA_HELP,
@@ -57,7 +66,12 @@ class PostProcess(Settings):
         0, "α-query expansion: gallery neighbours averaged into each query (0 = off; try 2).", ge=0, le=1000
     )
     alpha: float = setting(3.0, "Neighbour weight = similarity ** alpha, for DBA and QE.", ge=0, le=100)
-    rerank: bool = setting(False, "k-reciprocal re-ranking of the final ranking.")
+    re_ranking: ReRanking = setting(
+        "off",
+        "Re-rank the final ranking on the sparse nearest-neighbour graph of query + gallery photos: "
+        "k-reciprocal (Zhong et al.) or diffusion (a random walk, Iscen et al.).",
+        old_switches={"--rerank": "k-reciprocal", "--diffusion": "diffusion"},
+    )
     # k1 about 1.5x the photos one landmark has in query + gallery: realdev has ~6 (494 photos, 81
     # landmarks), where k1=8 k2=3 lifted the ensemble's mAP@10 0.654 -> 0.756 and k1=20 lost.
     rerank_k1: int = setting(
@@ -68,9 +82,6 @@ class PostProcess(Settings):
         le=1000,
     )
     rerank_k2: int = setting(3, "Re-ranking local expansion (about k1 / 3).", ge=1, le=1000)
-    diffusion: bool = setting(
-        False, "Diffusion re-ranking: a random walk on the query + gallery nearest-neighbour graph (sparse)."
-    )
     # a walk through ~5 photos of a landmark: the Oxford/Paris settings (50, 0.99) leave it on galleries this thin
     diffusion_k: int = setting(10, "Diffusion graph: mutual nearest neighbours per photo.", ge=1, le=1000)
     diffusion_alpha: float = setting(
@@ -87,18 +98,13 @@ class PostProcess(Settings):
         "older than v0.4 chose none).",
     )
 
-    @model_validator(mode="after")
-    def _one_re_ranking(self) -> PostProcess:
-        if self.rerank and self.diffusion:
-            raise ValueError("--rerank and --diffusion each re-rank the final ranking: choose one")
-        return self
-
     def given(self) -> bool:
         """Whether any step is on (else a run's choice may apply)."""
-        return self.pca_whiten != "off" or bool(self.dba or self.qe or self.rerank or self.diffusion)
+        return self.pca_whiten != "off" or bool(self.dba or self.qe) or self.re_ranking != "off"
 
-    def describe(self) -> str:
-        """The steps as the leaderboard shows them."""
+    def embedding_described(self) -> list[str]:
+        """The steps before the re-ranking as the leaderboard shows them (retrieval/postprocess.describe
+        adds the re-ranking)."""
         steps = []
         if self.pca_whiten != "off":
             steps.append(
@@ -109,11 +115,7 @@ class PostProcess(Settings):
             steps.append(f"DBA k={self.dba}")
         if self.qe:
             steps.append(f"α-QE k={self.qe} α={self.alpha:g}")
-        if self.rerank:
-            steps.append(f"k-reciprocal k1={self.rerank_k1} k2={self.rerank_k2}")
-        if self.diffusion:
-            steps.append(f"diffusion k={self.diffusion_k} α={self.diffusion_alpha:g}")
-        return ", ".join(steps) or "none"
+        return steps
 
 
 SUBMIT_PANELS = {  # `--help` panel -> its settings

@@ -17,7 +17,8 @@ from competition.models.pooling import POOLINGS
 from competition.models.registry import REGISTRY, get_spec
 from competition.models.view import model_view
 from competition.retrieval.posteriors import LabelClassifier
-from competition.retrieval.postprocess import too_large
+from competition.retrieval.postprocess import describe
+from competition.retrieval.rerank.memory import too_large
 from competition.runs import (
     BEST,
     CONFIG,
@@ -234,7 +235,7 @@ def postprocess_of(
     ranking (on both dev sets' closed-set copies the chosen step cost top-1 or mAP@10)."""
     chosen = next((m for m in models if m.postprocess), None)
     if given.given() or not given.from_run or chosen is None or landmarks == "known":
-        return given, given.describe()
+        return given, describe(given)
     try:
         steps = PostProcess.from_dict({**given.to_dict(), **chosen.postprocess, "from_run": True})
     except CompeteError as error:  # its words name flags; the user typed none of them
@@ -243,6 +244,6 @@ def postprocess_of(
             "run again, or pass --no-from-run (or steps of your own)"
         ) from error
     if reason := too_large(steps, *sizes):
-        log.warning("%s's validation chose %s, but %s: none", chosen.label, steps.describe(), reason)
-        return given, given.describe()
-    return steps, f"{steps.describe()} (chosen by {chosen.label}'s validation)"
+        log.warning("%s's validation chose %s, but %s: none", chosen.label, describe(steps), reason)
+        return given, describe(given)
+    return steps, f"{describe(steps)} (chosen by {chosen.label}'s validation)"

@@ -15,6 +15,7 @@ from competition.evaluate.leaderboard import add_record
 from competition.evaluate.metrics import score_by_group
 from competition.evaluate.scoring import flatten_scores
 from competition.io import atomic_path
+from competition.retrieval.postprocess import describe
 from competition.settings.submit import SubmitConfig
 from competition.submit.models import LoadedModel, view_of
 
@@ -91,7 +92,7 @@ def leaderboard_record(config: SubmitConfig, models: list[LoadedModel], weights:
         "regime": " + ".join(sorted({m.regime for m in models})),
         "augmentation": " + ".join(sorted({m.augmentation for m in models})),
         "tta": describe_views(config, models),
-        "postprocess": config.postprocess.describe(),
+        "postprocess": describe(config.postprocess),
         **facts,
         "models": [m.label for m in models],
         "weights": weights,

@@ -29,7 +29,9 @@ from competition.io import exclusive_use
 from competition.models.projection import project_rows
 from competition.retrieval.embed import extract_features
 from competition.retrieval.ensemble import fuse_concat
-from competition.retrieval.postprocess import FUSION_CANDIDATES, check_size, embedding_steps, scored_ranking
+from competition.retrieval.posteriors import FUSION_CANDIDATES
+from competition.retrieval.postprocess import embedding_steps, scored_ranking
+from competition.retrieval.rerank.memory import check_size
 from competition.retrieval.search import Searcher, recall_against_exact, resolve_index
 from competition.retrieval.verify import Verification, verify_ranking
 from competition.runs import embeddings_file, graph_cache, local_features_cache

@@ -13,7 +13,7 @@
     augment_target: 60                      # variants per landmark for any recipe
     submit:                                 # one leaderboard row per variant and configuration
       - {name: plain}
-      - {name: rerank, rerank: true, rerank_k1: 8, rerank_k2: 3}
+      - {name: rerank, re_ranking: k-reciprocal, rerank_k1: 8, rerank_k2: 3}
     ensemble_top: 2                         # also the ensemble of the 2 best runs
 
 A configuration's id is a readable label and a hash of its settings, so re-running the

@@ -25,6 +25,7 @@ import numpy as np
 
 from competition.retrieval.landmarks import KnownGate, calibrate_known, fit_known_gate
 from competition.retrieval.posteriors import (
+    FUSION_CANDIDATES,
     LabelClassifier,
     fit_label_classifier,
     posterior_agreement,
@@ -32,7 +33,6 @@ from competition.retrieval.posteriors import (
     top_posterior,
     weighted_posteriors,
 )
-from competition.retrieval.postprocess import FUSION_CANDIDATES
 from competition.retrieval.search import neighbours_among
 from competition.train.validation import MAP_K, Fold, PoolScores, compare, pool_queries, score_ranked
 

@@ -19,19 +19,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from competition.evaluate.metrics import bootstrap_interval
-from competition.retrieval.postprocess import POOL_MAX, pool_ranking
+from competition.retrieval.postprocess import POOL_MAX, describe, pool_ranking
 from competition.settings.submit import PostProcess
 from competition.train.validation import MAP_K, Fold, PoolScores, pool_queries, score_ranked
 
 # the field's usual settings (k1=8, k2=3: about 1.5x the photos a landmark has in query + gallery); diffusion's
-# depend on how many photos a landmark has, where the textbook ones lose (retrieval/diffusion.py): a small grid
+# depend on how many photos a landmark has, where the textbook ones lose (retrieval/rerank/diffusion.py): a small grid
 CANDIDATES = (
     PostProcess(),
     PostProcess(qe=2),
     PostProcess(dba=2, qe=2),
-    PostProcess(rerank=True),
+    PostProcess(re_ranking="k-reciprocal"),
     *(
-        PostProcess(diffusion=True, diffusion_k=neighbours, diffusion_alpha=alpha)
+        PostProcess(re_ranking="diffusion", diffusion_k=neighbours, diffusion_alpha=alpha)
         for neighbours in (5, 10, 20)
         for alpha in (0.8, 0.95)
     ),
@@ -62,7 +62,7 @@ def choose_postprocess(pools: Sequence[tuple[np.ndarray, Fold]], labels: np.ndar
     labels = np.asarray(labels)
     if not pools or max(len(fold.pool) for _, fold in pools) > POOL_MAX:
         return {}
-    scores = {steps.describe(): _scores(steps, pools, labels) for steps in CANDIDATES}
+    scores = {describe(steps): _scores(steps, pools, labels) for steps in CANDIDATES}
     base = scores["none"]
     everyone = np.ones(len(base.ap), bool)
     grid = {
@@ -79,10 +79,10 @@ def choose_postprocess(pools: Sequence[tuple[np.ndarray, Fold]], labels: np.ndar
         sure = bootstrap_interval(scores[name].ap - base.ap, level=SURE, seed=seed)[0] > 0
         return sure and gain[0] >= PLATEAU and top1[0] >= -PLATEAU and (unseen is None or unseen[0] >= -PLATEAU)
 
-    winners = [steps for steps in CANDIDATES[1:] if wins(steps.describe())]
-    chosen = max(winners, key=lambda steps: grid[steps.describe()][f"map@{MAP_K}"][0], default=CANDIDATES[0])
+    winners = [steps for steps in CANDIDATES[1:] if wins(describe(steps))]
+    chosen = max(winners, key=lambda steps: grid[describe(steps)][f"map@{MAP_K}"][0], default=CANDIDATES[0])
     return {
-        "chosen": chosen.describe(),
+        "chosen": describe(chosen),
         "steps": chosen.to_dict(),
         "queries": int(len(base.ap)),
         f"none_map@{MAP_K}": round(float(base.ap.mean()), 4),

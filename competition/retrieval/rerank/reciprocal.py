@@ -7,7 +7,7 @@ exp(-distance), and is averaged over the photo's k2 nearest. The re-ranked dista
 both distances divided by the photo's largest, as the authors' code does.
 
 Everything here is what the dense textbook version computes, from each photo's k1 nearest
-(retrieval/graph.py) instead of its full row: the sets are sparse rows, and a query's Jaccard
+(rerank/graph.py) instead of its full row: the sets are sparse rows, and a query's Jaccard
 distance is computed only for gallery photos that share a member with it; every other photo
 has Jaccard distance 1 and so ranks by its own distance, which is why each query's nearest by
 cosine join the candidates. Memory O(n * k1^2), so it runs on galleries of any size.
@@ -15,10 +15,13 @@ cosine join the candidates. Memory O(n * k1^2), so it runs on galleries of any s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 from scipy import sparse
 
-from competition.retrieval.graph import Neighbours
+from competition.retrieval.rerank.graph import Neighbours
 
 BLOCK = 65_536  # photos whose neighbour sets are worked out at once (bounds the block x k1 x k1 arrays)
 
@@ -132,3 +135,34 @@ def k_reciprocal(
         order = np.lexsort((others, distance))[:k]
         scores[i], ranking[i] = -distance[order], others[order] - gallery_from
     return scores, ranking
+
+
+@dataclass(frozen=True)
+class KReciprocal:
+    """k-reciprocal re-ranking as `--re-ranking k-reciprocal` runs it; its settings are PostProcess's
+    rerank_k1 and rerank_k2."""
+
+    name: ClassVar[str] = "k-reciprocal"
+    SETTINGS: ClassVar[str] = "rerank_"
+    k1: int = 8
+    k2: int = 3
+
+    @property
+    def width(self) -> int:
+        """The neighbours it reads per photo."""
+        return max(self.k1, self.k2 - 1)
+
+    def depth(self, k: int) -> int:
+        """The candidates a query needs to rank its top k."""
+        return k
+
+    def held_per_photo(self) -> int:
+        """Bytes its weighted neighbour sets hold per photo: at most k2 x (k1 + 1) x (k1 / 2 + 2)
+        members, 12 bytes each, twice (by row and by member)."""
+        return 24 * self.k2 * (self.k1 + 1) * (round(self.k1 / 2) + 2)
+
+    def run(self, rows, graph, sources, candidates, k: int, gallery_from: int) -> tuple[np.ndarray, np.ndarray]:
+        return k_reciprocal(rows, graph, sources, candidates, k, self.k1, self.k2, gallery_from=gallery_from)
+
+    def describe(self) -> str:
+        return f"k-reciprocal k1={self.k1} k2={self.k2}"

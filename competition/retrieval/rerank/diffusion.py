@@ -12,7 +12,7 @@ photo: a gallery photo reached through a chain of close photos ranks high even w
 from q itself. Each solve is truncated to q and its `truncate` nearest gallery photos, as at
 index scale, and solved by conjugate gradient (the matrix is symmetric positive definite for
 alpha < 1): memory O(n * neighbours) for the graph, never n x n. The graph's neighbours come from
-retrieval/graph.py (the gallery's own, cached, merged with the queries').
+rerank/graph.py (the gallery's own, cached, merged with the queries').
 
 The settings used for Oxford and Paris (50 neighbours, alpha 0.99) suit landmarks with dozens of
 gallery photos; on a gallery with ~5 photos a landmark a walk that long leaves the landmark, so
@@ -21,11 +21,14 @@ the settings are the validation's choice (train/postprocess_choice.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import cg
 
-from competition.retrieval.graph import Neighbours
+from competition.retrieval.rerank.graph import Neighbours
 
 CG_ITERATIONS = 20  # conjugate-gradient steps a query's solve stops after (the reference implementations' 20)
 
@@ -74,3 +77,34 @@ def diffuse(
         order = np.argsort(-weights[1:], kind="stable")[:k]
         scores[i], ranking[i] = weights[1:][order], closest[order] - gallery_from
     return scores, ranking
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """Diffusion as `--re-ranking diffusion` runs it; its settings are PostProcess's diffusion_*."""
+
+    name: ClassVar[str] = "diffusion"
+    SETTINGS: ClassVar[str] = "diffusion_"
+    k: int = 10  # mutual nearest neighbours per photo
+    alpha: float = 0.9
+    gamma: float = 3.0
+    truncate: int = 1000  # each query's walk stays on its nearest gallery photos
+
+    @property
+    def width(self) -> int:
+        """The neighbours it reads per photo."""
+        return self.k
+
+    def depth(self, k: int) -> int:
+        """The candidates a query's walk needs to rank its top k."""
+        return max(k, self.truncate)
+
+    def held_per_photo(self) -> int:
+        """Bytes its mutual graph holds per photo beyond the nearest-neighbour graphs (four copies)."""
+        return 4 * 12 * self.k
+
+    def run(self, rows, graph, sources, candidates, k: int, gallery_from: int) -> tuple[np.ndarray, np.ndarray]:
+        return diffuse(graph, sources, candidates, k, self.k, self.alpha, self.gamma, gallery_from)
+
+    def describe(self) -> str:
+        return f"diffusion k={self.k} α={self.alpha:g}"
