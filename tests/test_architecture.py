@@ -2,6 +2,7 @@
 in an import circle, and no file, function or class grows past what a reader takes in at once."""
 
 import ast
+import re
 from pathlib import Path
 
 import competition
@@ -135,3 +136,22 @@ def test_files_functions_and_classes_stay_short():
                     f"{path.relative_to(ROOT)}: {kind} {node.name}, {node.end_lineno - node.lineno + 1} lines"
                 )
     assert too_long == []
+
+
+def test_no_format_or_re_ranking_is_told_apart_by_its_name():
+    """Each is a record in its table (evaluate/formats.FORMATS, retrieval/rerank.RERANKINGS); code
+    asks the record what it does, so a new one is one record, not a branch in every caller."""
+    from typing import get_args
+
+    from competition.settings.choices import Format, ReRanking
+
+    names = "|".join(re.escape(name) for name in (*get_args(Format), *get_args(ReRanking)) if name != "off")
+    compared = re.compile(rf"""(==|!=|\bin\b)\s*[(\[{{]?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    told = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted(ROOT.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if compared.search(line)
+    ]
+    assert told == []
+    assert compared.search('if fmt == "kaggle":') and compared.search('fmt in ("kaggle", "json")')  # it finds one

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from competition.errors import CompeteError
+from competition.evaluate.formats import CSV, JSON, KAGGLE
 from competition.evaluate.leaderboard import add_record, read_records
 from competition.evaluate.metrics import (
     mean_average_precision,
@@ -88,16 +89,16 @@ def test_submission_formats_round_trip(tmp_path):
     queries, results = ["q 1.jpg", "q2.jpg"], [["g 3.jpg", "g1.jpg"], ["g1.jpg", "g2.jpg"]]
     path = write_submission(tmp_path / "s.csv", queries, results)
     assert path.read_text().splitlines()[0] == "query,rank_1,rank_2"
-    assert read_submission(path) == ("csv", dict(zip(queries, results)))
-    json_path = write_submission(tmp_path / "s.json", queries, results, fmt="json")
-    assert read_submission(json_path) == ("json", dict(zip(queries, results)))
+    assert read_submission(path) == (CSV, dict(zip(queries, results)))
+    json_path = write_submission(tmp_path / "s.json", queries, results, fmt=JSON)
+    assert read_submission(json_path) == (JSON, dict(zip(queries, results)))
     with pytest.raises(CompeteError, match="contain whitespace"):
-        render_submission(queries, results, fmt="kaggle")
-    kaggle = write_submission(tmp_path / "k.csv", ["q.jpg"], [["g1.jpg", "g2.png"]], fmt="kaggle")
+        render_submission(queries, results, fmt=KAGGLE)
+    kaggle = write_submission(tmp_path / "k.csv", ["q.jpg"], [["g1.jpg", "g2.png"]], fmt=KAGGLE)
     assert kaggle.read_text() == "id,images\nq,g1 g2\n"  # Kaggle ids: names without their extension
-    assert read_submission(kaggle) == ("kaggle", {"q": ["g1", "g2"]})
+    assert read_submission(kaggle) == (KAGGLE, {"q": ["g1", "g2"]})
     with pytest.raises(CompeteError, match="at most 100"):
-        render_submission(["q.jpg"], [[f"g{i}.jpg" for i in range(101)]], fmt="kaggle")
+        render_submission(["q.jpg"], [[f"g{i}.jpg" for i in range(101)]], fmt=KAGGLE)
 
 
 def _add(args):

@@ -921,15 +921,16 @@ def test_row1_submit_never_replaces_a_file_it_did_not_write(tiny_competition, tm
 
 def test_row1_the_hosts_file_in_compete_s_format_is_not_replaced_either(tmp_path):
     from competition.errors import CompeteError
+    from competition.evaluate.formats import KAGGLE
     from competition.evaluate.submission import write_submission
 
     theirs = tmp_path / "sample_submission.csv"  # the hosts' file, in the kaggle format compete writes too
     theirs.write_text("id,images\nq,g\n")
     with pytest.raises(CompeteError, match="compete did not write it"):
-        write_submission(theirs, ["q.jpg"], [["h.jpg"]], "kaggle")
+        write_submission(theirs, ["q.jpg"], [["h.jpg"]], KAGGLE)
     assert theirs.read_text() == "id,images\nq,g\n"
     theirs.write_text("")  # an empty file holds nothing to lose
-    write_submission(theirs, ["q.jpg"], [["h.jpg"]], "kaggle")
+    write_submission(theirs, ["q.jpg"], [["h.jpg"]], KAGGLE)
     assert theirs.read_text() == "id,images\nq,h\n"
 
 

@@ -121,6 +121,7 @@ def test_one_line_names_the_wrong_setting(settings, message):
 
 
 def test_every_declared_choice_has_an_implementation():
+    from competition.evaluate.formats import FORMATS as SUBMISSION_FORMATS, format_of
     from competition.evaluate.recognition import render_predictions
     from competition.evaluate.submission import render_submission
     from competition.models.pooling import make_pooling
@@ -134,11 +135,14 @@ def test_every_declared_choice_has_an_implementation():
     vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     for index in INDEXES:
         assert search(vectors[:2], vectors, 3, index=index)[1].shape == (2, 3)
-    for fmt in FORMATS:  # recognition names a landmark per query, not a ranking
-        if fmt == "recognition":
-            assert render_predictions(["q.jpg"], ["landmark"], np.ones(1))
+    assert tuple(SUBMISSION_FORMATS) == FORMATS  # each declared format a record, in one order
+    for fmt in SUBMISSION_FORMATS.values():  # recognition names a landmark per query, not a ranking
+        if fmt.ranks:
+            text = render_submission(["q.jpg"], [["g.jpg"]], fmt=fmt)
+            assert format_of(Path(f"s{fmt.suffix}"), text) == fmt
+            assert fmt.read(Path(f"s{fmt.suffix}"), text) == [(fmt.photo("q.jpg"), [fmt.photo("g.jpg")])]
         else:
-            assert render_submission(["q.jpg"], [["g.jpg"]], fmt=fmt)
+            assert format_of(Path(f"s{fmt.suffix}"), render_predictions(["q.jpg"], ["landmark"], np.ones(1))) == fmt
 
 
 def test_help_lists_choices_and_defaults_and_needs_no_torch():

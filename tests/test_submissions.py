@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
+from competition.evaluate.formats import KAGGLE
 from competition.evaluate.metrics import score_ranking
 from competition.evaluate.scoring import score_submission
 from competition.evaluate.validate import validate_submission
@@ -65,7 +66,7 @@ def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competit
     assert kaggle_rules(text, query_ids, index_ids) == []
     assert (
         validate_submission(
-            result.path, [r.name for r in found.query], [r.name for r in found.gallery], expected_format="kaggle"
+            result.path, [r.name for r in found.query], [r.name for r in found.gallery], expected_format=KAGGLE
         )
         == []
     )
@@ -78,7 +79,7 @@ def test_kaggle_file_follows_the_competition_rules_and_round_trips(tiny_competit
         SubmitConfig(model=["efficientnet_lite0"], name="plain", **_common(tmp_path, tiny_competition)), progress=False
     )
     problems = validate_submission(
-        plain.path, [r.name for r in found.query], [r.name for r in found.gallery], expected_format="kaggle"
+        plain.path, [r.name for r in found.query], [r.name for r in found.gallery], expected_format=KAGGLE
     )
     assert problems and "id,images" in problems[0]
 

@@ -168,6 +168,7 @@ def submit(
     torchrun --nproc_per_node N -m competition.cli submit ... (each process embeds its share into the shared
     embedding store; rank 0 fuses, searches, writes and scores).
     """
+    from competition.evaluate.formats import FORMATS
     from competition.evaluate.recognition import describe_scores
     from competition.report.tables import format_scores
     from competition.submit.run import submit as run_submit
@@ -188,7 +189,7 @@ def submit(
         return
     say(f"submission written: {result.path}")
     if result.scores:
-        say(describe_scores(result.scores) if settings.format == "recognition" else format_scores(result.scores))
+        say(format_scores(result.scores) if FORMATS[settings.format].ranks else describe_scores(result.scores))
         say(f"recorded in {settings.leaderboard}")
 
 

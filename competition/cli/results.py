@@ -107,9 +107,11 @@ def validate(
     json_out: JsonOption = False,
 ) -> None:
     """Check a submission before upload: every query once, known names only, no repeats, k per row (kaggle: <= 100)."""
+    from competition.evaluate.formats import FORMATS
     from competition.evaluate.validate import validate_against
 
-    problems, notes = _run(lambda: validate_against(submission, data, k if k is not None else k_long, fmt))
+    expected = FORMATS[fmt] if fmt else None
+    problems, notes = _run(lambda: validate_against(submission, data, k if k is not None else k_long, expected))
     for note in notes:
         say(f"note: {note}", fg="yellow", err=True)
     if json_out:

@@ -31,10 +31,11 @@ import numpy as np
 
 from competition.data.discover import Competition
 from competition.errors import CompeteError
-from competition.evaluate.submission import photo_id, write_submission_text
+from competition.evaluate.formats import RECOGNITION
+from competition.evaluate.submission import write_submission_text
 from competition.io import counted
 
-HEADER = ["id", "landmarks"]
+HEADER = list(RECOGNITION.header)
 
 
 def render_predictions(query_names: Sequence[str], landmarks: Sequence[str], confidences: np.ndarray) -> str:
@@ -47,7 +48,7 @@ def render_predictions(query_names: Sequence[str], landmarks: Sequence[str], con
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
     for query, landmark, confidence in zip(query_names, landmarks, confidences):
-        writer.writerow([photo_id(query, "kaggle"), f"{landmark} {float(confidence):.6g}"])
+        writer.writerow([RECOGNITION.photo(query), f"{landmark} {float(confidence):.6g}"])
     return buffer.getvalue()
 
 
@@ -113,7 +114,7 @@ def global_average_precision(
 def recognition_problems(path: str | Path, query_names: Sequence[str], landmarks: Sequence[str]) -> list[str]:
     """What is wrong with a recognition file for these queries and training landmarks (empty: ready)."""
     rows = read_predictions(path)
-    ids = [photo_id(name, "kaggle") for name in query_names]
+    ids = [RECOGNITION.photo(name) for name in query_names]
     listed = [q for q, _, _ in rows]
     problems = []
     if missing := sorted(set(ids) - set(listed)):
@@ -157,7 +158,7 @@ def score_predictions(path: str | Path, competition: Competition) -> dict:
         twice = sorted({q for q in listed if listed.count(q) > 1})
         raise CompeteError(f"{path}: {counted(len(twice), 'query')} listed more than once: {', '.join(twice[:5])}")
     given = {q: (p, c) for q, p, c in rows}
-    ids = [photo_id(r.name, "kaggle") for r in competition.query]
+    ids = [RECOGNITION.photo(r.name) for r in competition.query]
     truth = [{r.label} if r.label in classes else set() for r in competition.query]
     predicted = [given.get(q, (None, 0.0))[0] for q in ids]
     confidence = np.array([given.get(q, (None, 0.0))[1] for q in ids])

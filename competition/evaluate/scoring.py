@@ -9,8 +9,9 @@ import numpy as np
 
 from competition.data.discover import Competition, discover_competition
 from competition.errors import CompeteError
+from competition.evaluate.formats import CSV, SubmissionFormat
 from competition.evaluate.metrics import answerable, flatten_scores, per_class_top1, relevance, score_by_group
-from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission, require_submission
+from competition.evaluate.submission import read_submission, require_submission
 
 
 @dataclass
@@ -19,7 +20,7 @@ class RankedSubmission:
     query_labels: list[str]
     gallery_labels: list[str | None]
     seen_classes: set[str] | None
-    fmt: str = "csv"  # the file's format (kaggle: scored at mAP@100 by default)
+    fmt: SubmissionFormat = CSV  # the file's format (its default_k: mAP@k scored by default)
 
 
 def load_ranked_submission(
@@ -30,14 +31,14 @@ def load_ranked_submission(
     if not competition.has_eval_labels:
         raise CompeteError(f"{data}: labels.csv must give a class for every query and gallery image to score")
     fmt, rows = read_submission(submission)
-    query_label = {photo_id(r.name, fmt): r.label for r in competition.query}
+    query_label = {fmt.photo(r.name): r.label for r in competition.query}
     unknown = sorted(set(rows) - set(query_label))
     if unknown:
         raise CompeteError(f"{submission}: queries not in {data}/query: {', '.join(unknown[:5])}")
-    gallery_index = {photo_id(r.name, fmt): i for i, r in enumerate(competition.gallery)}
+    gallery_index = {fmt.photo(r.name): i for i, r in enumerate(competition.gallery)}
     missing_slot = len(competition.gallery)  # a rank left empty or naming an unknown image counts as a miss
     k = max((len(v) for v in rows.values()), default=1)
-    queries = [photo_id(r.name, fmt) for r in competition.query]  # a query missing from the file: all misses
+    queries = [fmt.photo(r.name) for r in competition.query]  # a query missing from the file: all misses
     ranking = np.full((len(queries), k), missing_slot, dtype=np.int64)
     for row, query in enumerate(queries):
         for rank, name in enumerate(rows.get(query, [])):
@@ -65,7 +66,7 @@ def score_file(submission: str | Path, data: str | Path, map_k: int = 0) -> Scor
     require_submission(submission)
     competition = discover_competition(data, need_train=False)
     ranked = load_ranked_submission(submission, data, competition)
-    map_k = map_k or (KAGGLE_MAX_IMAGES if ranked.fmt == "kaggle" else 10)
+    map_k = map_k or ranked.fmt.default_k
     hits = relevance(ranked.ranking, ranked.query_labels, ranked.gallery_labels)
     scores = flatten_scores(
         score_by_group(ranked.ranking, ranked.query_labels, ranked.gallery_labels, ranked.seen_classes, map_k=map_k)

@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 
 from competition.errors import CompeteError
+from competition.evaluate.formats import KAGGLE, RECOGNITION, SubmissionFormat
 from competition.evaluate.metrics import average_precision
 from competition.evaluate.recognition import global_average_precision, is_recognition, read_predictions
-from competition.evaluate.submission import KAGGLE_MAX_IMAGES, photo_id, read_submission
+from competition.evaluate.submission import read_submission
 from competition.io import counted
 
 USAGES = ("Public", "Private")
-ANSWER_COLUMN = {"retrieval": "images", "recognition": "landmarks"}
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,12 @@ class SolutionRow:
 
 @dataclass(frozen=True)
 class Solution:
-    task: str  # retrieval or recognition, by the file's columns
+    fmt: SubmissionFormat  # what it scores, by its columns: KAGGLE's id,images (retrieval) or RECOGNITION's
     rows: dict[str, SolutionRow]  # by test id
+
+    @property
+    def task(self) -> str:
+        return "retrieval" if self.fmt.ranks else "recognition"
 
 
 def read_solution(path: str | Path) -> Solution:
@@ -55,8 +59,9 @@ def read_solution(path: str | Path) -> Solution:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise CompeteError(f"{path}: not a readable solution file ({error})") from error
-    task = "recognition" if "landmarks" in table.columns else "retrieval"
-    missing = {"id", ANSWER_COLUMN[task], "Usage"} - set(table.columns)
+    fmt = RECOGNITION if RECOGNITION.header[1] in table.columns else KAGGLE
+    answers_column = fmt.header[1]
+    missing = {"id", answers_column, "Usage"} - set(table.columns)
     if missing:
         raise CompeteError(
             f"{path}: a solution file has the columns id,images,Usage (retrieval) or id,landmarks,Usage "
@@ -66,9 +71,7 @@ def read_solution(path: str | Path) -> Solution:
     if unknown:
         raise CompeteError(f"{path}: Usage must be Public, Private or Ignored, not {unknown[:3]}")
     solution = {}
-    for line, (test_id, answers, usage) in enumerate(
-        zip(table["id"], table[ANSWER_COLUMN[task]], table["Usage"]), start=2
-    ):
+    for line, (test_id, answers, usage) in enumerate(zip(table["id"], table[answers_column], table["Usage"]), start=2):
         test_id = test_id.strip()
         if not test_id:
             raise CompeteError(f"{path}, line {line}: the id is blank; every row names one test image")
@@ -77,7 +80,7 @@ def read_solution(path: str | Path) -> Solution:
                 f"{path}, line {line}: id {test_id!r} is given a second time; each test image has one row"
             )
         relevant = frozenset(i for i in answers.split() if i != "None")
-        if not relevant and usage in USAGES and task == "retrieval":
+        if not relevant and usage in USAGES and fmt.ranks:
             raise CompeteError(
                 f"{path}, line {line}: the {usage} row of {test_id!r} names no index image, so its AP (divided by "
                 "min(m, 100)) is undefined; mark it Ignored or give its images"
@@ -85,25 +88,25 @@ def read_solution(path: str | Path) -> Solution:
         solution[test_id] = SolutionRow(relevant, usage)
     if not any(row.usage in USAGES for row in solution.values()):
         raise CompeteError(f"{path}: every row is Ignored (or the file has none): nothing can be scored")
-    return Solution(task, solution)
+    return Solution(fmt, solution)
 
 
 def score_against_solution(submission: str | Path, solution: Solution) -> dict[str, float | int]:
     """The Public and Private leaderboards' scores (and how many queries each), as Kaggle computes
     them: mAP@100 for retrieval, GAP for recognition; a query the submission leaves out scores 0."""
-    if is_recognition(submission) != (solution.task == "recognition"):
+    if is_recognition(submission) == solution.fmt.ranks:
         made = "a recognition file (id,landmarks)" if is_recognition(submission) else "a retrieval file"
         raise CompeteError(f"{submission} is {made}, and the solution file is a {solution.task} solution")
-    if solution.task == "recognition":
-        return _gap_by_usage(submission, solution.rows)
-    return _map_by_usage(submission, solution.rows)
+    if solution.fmt.ranks:
+        return _map_by_usage(submission, solution.rows)
+    return _gap_by_usage(submission, solution.rows)
 
 
 def _map_by_usage(submission: str | Path, solution: dict[str, SolutionRow]) -> dict[str, float | int]:
     fmt, rows = read_submission(submission)
 
     def to_id(name: str) -> str:  # compete's own formats name files; the solution names ids
-        return name if fmt == "kaggle" else photo_id(name, "kaggle")
+        return name if fmt.by_id else KAGGLE.photo(name)
 
     predictions = {to_id(query): [to_id(g) for g in ranked] for query, ranked in rows.items()}
     unknown = sorted(set(predictions) - set(solution))
@@ -114,12 +117,12 @@ def _map_by_usage(submission: str | Path, solution: dict[str, SolutionRow]) -> d
         ids = [i for i, row in solution.items() if row.usage == usage]
         if not ids:
             continue
-        hits = np.zeros((len(ids), KAGGLE_MAX_IMAGES), dtype=bool)
+        hits = np.zeros((len(ids), KAGGLE.most_per_row), dtype=bool)  # the hosts' mAP@100
         for row, query in enumerate(ids):
-            ranked = predictions.get(query, [])[:KAGGLE_MAX_IMAGES]
+            ranked = predictions.get(query, [])[: KAGGLE.most_per_row]
             hits[row, : len(ranked)] = _first_relevant(ranked, solution[query].relevant)
         counts = np.array([len(solution[q].relevant) for q in ids])
-        scores[f"{usage.lower()}_map@100"] = float(average_precision(hits, KAGGLE_MAX_IMAGES, counts).mean())
+        scores[f"{usage.lower()}_map@100"] = float(average_precision(hits, KAGGLE.most_per_row, counts).mean())
         scores[f"{usage.lower()}_queries"] = len(ids)
     return scores
 

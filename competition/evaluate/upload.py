@@ -19,6 +19,7 @@ from pathlib import Path
 
 from competition.data.discover import detect_layout
 from competition.errors import CompeteError
+from competition.evaluate.formats import KAGGLE, Rows, SubmissionFormat
 from competition.evaluate.leaderboard import mark_uploaded, read_records
 from competition.evaluate.submission import read_submission_rows
 from competition.evaluate.validate import validate_against
@@ -68,25 +69,22 @@ def kaggle_api():
     return api
 
 
-def scored_format(competition: str, data: str | Path) -> str | None:
+def scored_format(competition: str, data: str | Path) -> SubmissionFormat | None:
     """The file format a competition scores, where we know it: the Google Landmark Retrieval
     competitions (and any folder in their layout) score `id,images`; None: unknown, sent as is."""
     if "landmark-retrieval" in competition.lower() or detect_layout(Path(data)) == "glr":
-        return "kaggle"
+        return KAGGLE
     return None
 
 
-def describe_file(submission: Path, fmt: str, rows: list[tuple[str, list[str]]]) -> str:
+def describe_file(submission: Path, fmt: SubmissionFormat, rows: Rows) -> str:
     """What is about to be sent, in one line: the format and the rows (`read_submission_rows`)."""
     per_row = max((len(ranked) for _, ranked in rows), default=0)
-    kind = {"kaggle": "Kaggle's id,images format", "csv": "compete's CSV format, query,rank_1..."}.get(
-        fmt, "compete's JSON format"
-    )
-    return f"{submission} ({kind}: {counted(len(rows), 'query')}, up to {per_row} ids each)"
+    return f"{submission} ({fmt.title}: {counted(len(rows), 'query')}, up to {per_row} ids each)"
 
 
 def refuse_wrong_format(
-    submission: Path, fmt: str, competition: str, data: str | Path, leaderboard: str | Path
+    submission: Path, fmt: SubmissionFormat, competition: str, data: str | Path, leaderboard: str | Path
 ) -> None:
     """A file the competition would score as 0 (and a daily submission lost) is not sent; the
     message is the one command that writes the right file, with the row's own models."""
@@ -96,9 +94,9 @@ def refuse_wrong_format(
     record = next((r for r in reversed(read_records(leaderboard)) if r.get("name") == submission.stem), {})
     models = " ".join(f"-m {m}" for m in record.get("models", [])) or "-m RUN"
     raise CompeteError(
-        f"{competition} scores Kaggle's id,images format (ids without extension, up to 100 per query) and "
-        f"{submission} is compete's own format: it would score 0, so nothing was sent. Write the right file with "
-        f"`compete submit --data {data} {models} --format kaggle --name {submission.stem}-kaggle` and upload that"
+        f"{competition} scores {wanted.title} (up to {wanted.most_per_row} per query) and {submission} is in "
+        f"{fmt.title}: it would score 0, so nothing was sent. Write the right file with `compete submit --data "
+        f"{data} {models} --format {wanted.name} --name {submission.stem}-{wanted.name}` and upload that"
     )
 
 

@@ -30,7 +30,6 @@ from competition.settings.train import (
     WORKERS_HELP,
 )
 
-KAGGLE_MAX_IMAGES = 100  # Google Landmark Retrieval: at most 100 index ids per query, scored by mAP@100
 MAX_VIEWS = 5  # test-time scales per photo
 
 
@@ -272,12 +271,6 @@ class SubmitConfig(Settings):
     def off_the_shelf_model(self, backbone: str) -> ModelSettings:
         """The model of a backbone named by --model: pretrained, pooled as --pooling and --gem-p say."""
         return ModelSettings.from_dict(self.off_the_shelf.to_dict() | {"backbone": backbone})
-
-    @property
-    def ranks(self) -> tuple[int, int]:
-        """(k, map_k) with 0 resolved: 100 for the kaggle format (its limit), else 10."""
-        default = KAGGLE_MAX_IMAGES if self.format == "kaggle" else 10
-        return self.k or default, self.map_k or default
 
 
 FEATURES_PANELS = {

@@ -22,10 +22,6 @@ from competition.submit.models import LoadedModel, view_of
 log = logging.getLogger(__name__)
 
 
-def submission_path(config: SubmitConfig, name: str) -> Path:
-    return Path(config.submissions_dir) / f"{name}.{'json' if config.format == 'json' else 'csv'}"
-
-
 def save_ranked_vectors(path: Path, competition: Competition, queries: np.ndarray, gallery: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -38,13 +38,13 @@ from competition.runs import embeddings_file, graph_cache, local_features_cache
 from competition.settings.submit import SubmitConfig
 from competition.submit.closed_set import label_fusion, resolve_landmarks
 from competition.submit.models import LoadedModel, guard_unseen, load_model, postprocess_of, view_of
+from competition.submit.output import Output, output_of
 from competition.submit.recognition import recognise
 from competition.submit.record import (
     leaderboard_record,
     record_row,
     save_ranked_vectors,
     score_ranking,
-    submission_path,
 )
 from competition.tracking import check_tracker, open_tracker
 
@@ -69,9 +69,9 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     first), so one file and one leaderboard row describe the same ranking."""
     if config.name and init_distributed().is_main:
         locks = Path(config.runs_dir) / "submission-locks"  # not in submissions/, which users upload from
-        with exclusive_use(submission_path(config, config.name), "submission", lock_dir=locks):
-            return _submit(config, progress)
-    return _submit(config, progress)
+        with exclusive_use(output_of(config).path(config.name), "submission", lock_dir=locks):
+            return _submit(config, output_of(config), progress)
+    return _submit(config, output_of(config), progress)
 
 
 class Embeddings:
@@ -123,30 +123,31 @@ def release_gpu(models: list[LoadedModel], device: torch.device) -> None:
     torch.cuda.empty_cache()
 
 
-def _competition(config: SubmitConfig) -> Competition:
+def _competition(config: SubmitConfig, output: Output) -> Competition:
     """The competition folder, checked before any model loads."""
     check_leaderboard(config.leaderboard)  # before the work: its row must have a place to go
     if config.name:  # and its file
-        check_submission_target(submission_path(config, config.name))
+        check_submission_target(output.path(config.name))
     check_tracker(config.log_to)
     competition = discover_competition(config.data, need_train=False)
-    recognition = config.format == "recognition"
-    if not competition.query or not (competition.gallery or recognition):
+    if not competition.query or not (competition.gallery or not output.fmt.ranks):
         raise CompeteError(f"{config.data}: needs query/ and gallery/ images to make a submission")
-    if recognition and not competition.train_classes:
-        raise CompeteError(f"{config.data}: --format recognition names a landmark of train/ per query; train/ has none")
+    if not output.fmt.ranks and not competition.train_classes:
+        raise CompeteError(
+            f"{config.data}: --format {output.fmt.name} names a landmark of train/ per query; train/ has none"
+        )
     if config.verify and competition.layout == "features":
         raise CompeteError(f"{config.data} holds features, not photos: --verify matches the photos' local features")
     check_size(config.postprocess, len(competition.query), len(competition.gallery))
     for records, what in ((competition.query, "query"), (competition.gallery, "gallery")):
-        check_unique_ids([r.name for r in records], config.format, what)
+        check_unique_ids([r.name for r in records], output.fmt, what)
     leaked_photos(competition.train, competition.query + competition.gallery)
     return competition
 
 
-def _rank(config: SubmitConfig, steps, competition: Competition, vectors, searcher: Searcher, progress, fusion):
+def _rank(config: SubmitConfig, k: int, steps, competition: Competition, vectors, searcher: Searcher, progress, fusion):
     """Search (and verify) the (query, gallery) vectors: the ranking, the index as described, the verification."""
-    k, (queries, gallery) = config.ranks[0], vectors
+    queries, gallery = vectors
     ranked_scores, ranking = scored_ranking(
         steps, queries, gallery, max(k, config.verify), searcher, fusion, graph_cache(config.runs_dir)
     )
@@ -170,11 +171,11 @@ def _rank(config: SubmitConfig, steps, competition: Competition, vectors, search
     return ranking[:, :k], index, verification
 
 
-def _write(config: SubmitConfig, competition: Competition, name: str, ranking: np.ndarray) -> Path:
+def _write(output: Output, competition: Competition, name: str, ranking: np.ndarray) -> Path:
     """The submission file, validated: a file the competition would reject is never scored or recorded."""
     queries, gallery = [r.name for r in competition.query], [r.name for r in competition.gallery]
-    path = write_submission(submission_path(config, name), queries, ranked_names(ranking, gallery), config.format)
-    problems = validate_submission(path, queries, gallery, min(config.ranks[0], len(gallery)))
+    path = write_submission(output.path(name), queries, ranked_names(ranking, gallery), output.fmt)
+    problems = validate_submission(path, queries, gallery, min(output.k, len(gallery)))
     if problems:
         raise CompeteError(f"{path} was written but is not valid, so it was not scored: " + "; ".join(problems))
     return path
@@ -185,7 +186,9 @@ def _submission_name(config: SubmitConfig, models: list[LoadedModel]) -> str:
     return config.name or f"{'+'.join(m.label for m in models)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _recognise(config: SubmitConfig, competition, models, weights, query_vectors, embed, dist) -> SubmitResult:
+def _recognise(
+    config: SubmitConfig, output: Output, competition, models, weights, query_vectors, embed, dist
+) -> SubmitResult:
     """A recognition submission: each query's landmark and confidence, scored by GAP when every
     query has a label."""
     labels = np.array([r.label for r in competition.train])
@@ -197,7 +200,7 @@ def _recognise(config: SubmitConfig, competition, models, weights, query_vectors
     landmarks, confidence, how = found
     name = _submission_name(config, models)
     queries = [r.name for r in competition.query]
-    path = write_predictions(submission_path(config, name), queries, landmarks, confidence)
+    path = write_predictions(output.path(name), queries, landmarks, confidence)
     if problems := recognition_problems(path, queries, competition.train_classes):
         raise CompeteError(f"{path} was written but is not valid, so it was not scored: " + "; ".join(problems))
     labelled = all(r.label is not None for r in competition.query)
@@ -211,8 +214,8 @@ def _recognise(config: SubmitConfig, competition, models, weights, query_vectors
     return SubmitResult(path, scores, record, sorted(embed.skipped), [f"recognition: {how}"], landmarks="known")
 
 
-def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
-    competition = _competition(config)
+def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResult:
+    competition = _competition(config, output)
     # relative weights: scaled so the largest is 1 (1e308,1e308 would overflow float32 as it is)
     given = config.ensemble_weights
     weights = [w / max(given) for w in given] if given else [1.0] * len(config.model)
@@ -227,8 +230,8 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     landmarks, estimate = resolve_landmarks(config.landmarks, models, lambda m: embed(m, competition.query))
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained, landmarks)
     query_vectors = [embed(model, competition.query) for model in models]
-    if config.format == "recognition":
-        return _recognise(config, competition, models, weights, query_vectors, embed, dist)
+    if not output.fmt.ranks:
+        return _recognise(config, output, competition, models, weights, query_vectors, embed, dist)
     gallery_vectors = [embed(model, competition.gallery) for model in models]
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
@@ -237,16 +240,17 @@ def _submit(config: SubmitConfig, progress: bool) -> SubmitResult:
     sizes = len(competition.query), len(competition.gallery)
     steps, steps_note = postprocess_of(config.postprocess, models, sizes, landmarks)
     kind = resolve_index(config.index, len(competition.gallery))
-    depth = max(config.ranks[0], config.verify, FUSION_CANDIDATES if fusion else 0)
+    depth = max(output.k, config.verify, FUSION_CANDIDATES if fusion else 0)
     searcher = Searcher(kind, depth, config.nprobe, config.index_factory)
     queries, gallery = embedding_steps(
         steps, fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights), searcher
     )
-    ranking, index, verification = _rank(config, steps, competition, (queries, gallery), searcher, progress, fusion)
+    vectors = queries, gallery
+    ranking, index, verification = _rank(config, output.k, steps, competition, vectors, searcher, progress, fusion)
     name = _submission_name(config, models)
-    path = _write(config, competition, name, ranking)
+    path = _write(output, competition, name, ranking)
     save_ranked_vectors(embeddings_file(config.runs_dir, name), competition, queries, gallery)
-    scores = score_ranking(ranking, competition, config.ranks[1])
+    scores = score_ranking(ranking, competition, output.map_k)
     record = leaderboard_record(
         config,
         models,
