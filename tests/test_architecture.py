@@ -138,14 +138,16 @@ def test_files_functions_and_classes_stay_short():
     assert too_long == []
 
 
-def test_no_format_or_re_ranking_is_told_apart_by_its_name():
-    """Each is a record in its table (evaluate/formats.FORMATS, retrieval/rerank.RERANKINGS); code
-    asks the record what it does, so a new one is one record, not a branch in every caller."""
+def test_no_format_re_ranking_or_pooling_is_told_apart_by_its_name():
+    """Each is a record in its table (evaluate/formats.FORMATS, retrieval/rerank.RERANKINGS,
+    models/pooling.POOLINGS); code asks the record what it does, so a new one is one record, not a
+    branch in every caller."""
     from typing import get_args
 
-    from competition.settings.choices import Format, ReRanking
+    from competition.settings.choices import Format, Pooling, ReRanking
 
-    names = "|".join(re.escape(name) for name in (*get_args(Format), *get_args(ReRanking)) if name != "off")
+    kinds = (*get_args(Format), *get_args(ReRanking), *get_args(Pooling))
+    names = "|".join(re.escape(name) for name in kinds if name != "off")
     compared = re.compile(rf"""(==|!=|\bin\b)\s*[(\[{{]?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
     told = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"

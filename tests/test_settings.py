@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from competition.cli import app
 from competition.errors import CompeteError
 from competition.settings.base import read_settings_file, setting
-from competition.settings.choices import FORMATS, INDEXES, LOSSES, POOLING_NAMES
+from competition.settings.choices import FORMATS, INDEXES, LEARNED_POOLINGS, LOSSES, POOLING_NAMES
+from competition.settings.model import ModelSettings
 from competition.settings.options import settings_command
 from competition.settings.submit import SubmitConfig
 from competition.settings.train import TrainConfig
@@ -124,12 +125,14 @@ def test_every_declared_choice_has_an_implementation():
     from competition.evaluate.formats import FORMATS as SUBMISSION_FORMATS, format_of
     from competition.evaluate.recognition import render_predictions
     from competition.evaluate.submission import render_submission
-    from competition.models.pooling import make_pooling
+    from competition.models.pooling import POOLINGS, learned, make_pooling
     from competition.retrieval.search import search
     from competition.train.losses import make_loss
 
-    for name in POOLING_NAMES:
-        make_pooling(name, channels=8)
+    assert set(POOLINGS) == set(POOLING_NAMES)
+    for name in POOLING_NAMES:  # a learned pooling is one with `fit`; settings' rule knows them by that fact
+        pooling = make_pooling(ModelSettings(pooling=name), channels=8)
+        assert learned(pooling) == (name in LEARNED_POOLINGS)
     for name in LOSSES:
         make_loss(name, 8, 3)
     vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)

@@ -241,18 +241,18 @@ def test_last_layer_runs_share_the_backbones_pooled_features_at_submit(tiny_comp
 
 
 def test_vlad_pooling_starts_from_kmeans_learns_and_submits_in_the_full_regime(tiny_competition, tmp_path, monkeypatch):
+    from competition.models.pooling import NetVLAD
     from competition.settings.submit import SubmitConfig
     from competition.submit.run import submit
-    from competition.train import vlad
 
     starts = []
-    real_fit = vlad.NetVLAD.fit
+    real_fit = NetVLAD.fit
 
     def fit(self, descriptors, seed=0):
         real_fit(self, descriptors, seed)
         starts.append((len(descriptors), self.centres.detach().clone()))
 
-    monkeypatch.setattr(vlad.NetVLAD, "fit", fit)
+    monkeypatch.setattr(NetVLAD, "fit", fit)
     settings = dict(regime="full", pooling="vlad", image_size=64, pretrained=True)
     train(tiny_config(tiny_competition, tmp_path, "vlad", **settings), progress=False)
     assert len(starts) == 1 and starts[0][0] >= 16  # every position of the fold's training photos' maps

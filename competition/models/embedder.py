@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from competition.models.pooling import make_pooling
+from competition.models.pooling import POOLINGS, SPoC, make_pooling
 from competition.models.projection import make_projection
 from competition.models.registry import (
     FeatureMapBackbone,
@@ -57,11 +57,9 @@ def build_embedder(model: ModelSettings, projection: str = "none") -> tuple[Embe
     aspect = model_view(model).resize == "aspect"
     classifier = build_classifier(spec, model.image_size, any_shape=aspect)
     origin = load_pretrained(spec, classifier, model.weights_file or None) if model.pretrained else "random"
-    backbone = to_feature_backbone(spec, classifier, token_output="cls" if model.pooling == "cls" else "patches")
+    backbone = to_feature_backbone(spec, classifier, class_token=POOLINGS[model.pooling].class_token)
     dim = model.embedding_dim if projection == "linear" else 0
     # A tower that pools itself gives signed vectors: GeM's clamp would destroy them.
-    pooling = (
-        make_pooling("avg") if backbone.pools_itself else make_pooling(model.pooling, model.gem_p, backbone.feature_dim)
-    )
+    pooling = SPoC() if backbone.pools_itself else make_pooling(model, backbone.feature_dim)
     projection_layer = make_projection(projection, getattr(pooling, "dim", backbone.feature_dim), dim)
     return Embedder(backbone, pooling, projection_layer), origin

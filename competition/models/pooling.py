@@ -7,6 +7,8 @@ the one pooling with weights of its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from competition.errors import CompeteError
+from competition.settings.model import ModelSettings
 
 
 def mac(x: torch.Tensor) -> torch.Tensor:
@@ -113,8 +116,6 @@ class NetVLAD(nn.Module):
     k-means over training photos' descriptors (`fit`, when a full-regime run is prepared) and then
     learn with the backbone: they belong to the run, so an unfitted NetVLAD embeds nothing."""
 
-    fitted_to_data = True  # its output depends on the photos it was fitted on, not only on the backbone
-
     def __init__(self, channels: int, clusters: int = VLAD_CLUSTERS):
         super().__init__()
         self.centres = nn.Parameter(torch.zeros(clusters, channels))
@@ -159,13 +160,30 @@ class NetVLAD(nn.Module):
         return f"clusters={len(self.centres)}, fitted={bool(self.fitted)}"
 
 
-# "cls": the backbone hands over a transformer's class token as a 1x1 map; averaging it is the identity.
-POOLINGS = {"avg": SPoC, "max": MAC, "gem": GeM, "rmac": RMAC, "cls": SPoC, "vlad": NetVLAD}
+@dataclass(frozen=True)
+class PoolingKind:
+    """A --pooling choice: its module, built from the model's settings and the feature map's channels."""
+
+    build: Callable[[ModelSettings, int], nn.Module]
+    class_token: bool = False  # pools a transformer's class token (as a 1x1 map) instead of its patches
 
 
-def make_pooling(name: str, gem_p: float = 3.0, channels: int = 0) -> nn.Module:
-    if name not in POOLINGS:
-        raise ValueError(f"unknown pooling '{name}': choose from {sorted(POOLINGS)}")
-    if name == "vlad":
-        return NetVLAD(channels)
-    return GeM(gem_p) if name == "gem" else POOLINGS[name]()
+POOLINGS: dict[str, PoolingKind] = {
+    "gem": PoolingKind(lambda model, channels: GeM(model.gem_p)),
+    "avg": PoolingKind(lambda model, channels: SPoC()),
+    "max": PoolingKind(lambda model, channels: MAC()),
+    "rmac": PoolingKind(lambda model, channels: RMAC()),
+    "cls": PoolingKind(lambda model, channels: SPoC(), class_token=True),  # averaging a 1x1 map: the identity
+    "vlad": PoolingKind(lambda model, channels: NetVLAD(channels)),
+}
+
+
+def make_pooling(model: ModelSettings, channels: int) -> nn.Module:
+    """The pooling `model` asks for, over a feature map of `channels`."""
+    return POOLINGS[model.pooling].build(model, channels)
+
+
+def learned(pooling: nn.Module) -> bool:
+    """Whether a pooling is fitted to a run's photos (it has `fit`: NetVLAD's centres), so its
+    output is not the backbone's alone."""
+    return callable(getattr(pooling, "fit", None))

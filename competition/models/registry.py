@@ -86,9 +86,9 @@ class FeatureMapBackbone(nn.Module):
         return out["features"] if isinstance(out, dict) else out
 
 
-def tokens_to_map(tokens: torch.Tensor, prefix_tokens: int, keep: str = "patches") -> torch.Tensor:
+def tokens_to_map(tokens: torch.Tensor, prefix_tokens: int, class_token: bool = False) -> torch.Tensor:
     """(B, N, C) transformer tokens -> (B, C, h, w): the patch grid, or the class token as 1x1."""
-    if keep == "cls":
+    if class_token:
         if prefix_tokens < 1:
             raise CompeteError("--pooling cls needs a model with a class token (ViT, DeiT, ...)")
         return tokens[:, 0, :, None, None]
@@ -99,17 +99,17 @@ def tokens_to_map(tokens: torch.Tensor, prefix_tokens: int, keep: str = "patches
 
 
 class _TimmFeatures(nn.Module):
-    def __init__(self, model: nn.Module, token_output: str = "patches"):
+    def __init__(self, model: nn.Module, class_token: bool = False):
         super().__init__()
         self.model = model
-        self.token_output = token_output
+        self.class_token = class_token
         self.channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_features(images)
         if out.ndim == 3:
-            return tokens_to_map(out, getattr(self.model, "num_prefix_tokens", 0), self.token_output)
-        if self.token_output == "cls":
+            return tokens_to_map(out, getattr(self.model, "num_prefix_tokens", 0), self.class_token)
+        if self.class_token:
             raise CompeteError("--pooling cls needs a transformer backbone; this one gives a feature map")
         return out.permute(0, 3, 1, 2) if self.channels_last else out
 
@@ -173,15 +173,15 @@ def build_classifier(spec: BackboneSpec, image_size: int = 0, any_shape: bool = 
     return torchvision.models.get_model(spec.name, weights=None)
 
 
-def to_feature_backbone(spec: BackboneSpec, classifier: nn.Module, token_output: str = "patches") -> FeatureMapBackbone:
+def to_feature_backbone(spec: BackboneSpec, classifier: nn.Module, class_token: bool = False) -> FeatureMapBackbone:
     if spec.source == "timm":
         classifier.reset_classifier(0)  # unused by forward_features; would only sit in checkpoints and DDP
-        return FeatureMapBackbone(_TimmFeatures(classifier, token_output), classifier.num_features, native_inputs(spec))
+        return FeatureMapBackbone(_TimmFeatures(classifier, class_token), classifier.num_features, native_inputs(spec))
     if spec.source == "open_clip":
         return FeatureMapBackbone(
             _VectorTower(classifier.visual), classifier.visual.output_dim, native_inputs(spec), pools_itself=True
         )
-    if token_output == "cls":
+    if class_token:
         raise CompeteError(f"--pooling cls needs a transformer backbone; {spec.name} gives a feature map")
     body = create_feature_extractor(classifier, return_nodes={spec.feature_node: "features"})
     return FeatureMapBackbone(body, spec.feature_dim)

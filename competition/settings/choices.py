@@ -11,7 +11,8 @@ Loss = Literal["softmax", "arcface", "cosface", "subcenter-arcface", "triplet", 
 Head = Literal["auto", "whitening", Loss]
 TripletMining = Literal["hard", "semihard", "all"]
 # rmac: regional max (R-MAC); cls: a transformer's class token; vlad: NetVLAD, learned (full regime)
-Pooling = Literal["gem", "avg", "max", "rmac", "cls", "vlad"]
+Pooling = Literal["gem", "avg", "max", "rmac", "cls", "vlad"]  # each a builder in models/pooling.POOLINGS
+LEARNED_POOLINGS = frozenset({"vlad"})  # fitted to a run's photos and learned with its backbone (tested there)
 Resize = Literal["aspect", "square"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Landmarks = Literal["auto", "known", "new", "mixed"]

@@ -39,8 +39,9 @@ class ModelSettings(Settings):
     )
     pooling: Pooling = setting(
         "gem",
-        "gem, avg, max, rmac (regional max, R-MAC), cls (a transformer's class token), or vlad (NetVLAD: "
-        "centres from k-means on the training photos, learned in the full regime).",
+        "How the feature map becomes one vector: gem is the retrieval standard; rmac: regional max (R-MAC); cls: a "
+        "transformer's class token; vlad: NetVLAD, centres from k-means on the training photos, learned in the full "
+        "regime.",
     )
     # float32 overflows past p of about 50 on lite0's maps, and p = 20 already ranks as max pooling
     gem_p: float = setting(3.0, "GeM pooling's exponent (1: average, up to 20; --pooling max beyond).", gt=0, le=20)

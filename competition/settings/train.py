@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from competition.settings.base import Settings, setting
-from competition.settings.choices import Head, Landmarks, LogTo, Precision, Regime, TripletMining
+from competition.settings.choices import LEARNED_POOLINGS, Head, Landmarks, LogTo, Precision, Regime, TripletMining
 from competition.settings.model import ModelSettings
 
 # Flags of the place and the machine: a resumed run may take new values of these.
@@ -168,8 +168,8 @@ class TrainConfig(Settings):
             )
         if self.regime == "last" and self.head_resolved != "whitening" and self.model.embedding_dim <= 0:
             raise ValueError("a loss head in the last regime trains a projection: give --embedding-dim > 0")
-        if self.model.pooling == "vlad" and self.regime != "full":
-            raise ValueError("--pooling vlad learns its centres with the backbone: it needs --regime full")
+        if self.model.pooling in LEARNED_POOLINGS and self.regime != "full":
+            raise ValueError(f"--pooling {self.model.pooling} is learned with the backbone: it needs --regime full")
         if self.unfreeze_from and self.regime != "full":
             raise ValueError("--unfreeze-from needs --regime full (the last regime freezes the whole backbone)")
         return self

@@ -13,7 +13,7 @@ import torch
 from competition.errors import CompeteError
 from competition.models.checkpoint import load_run_embedder
 from competition.models.embedder import build_embedder
-from competition.models.pooling import POOLINGS
+from competition.models.pooling import learned, make_pooling
 from competition.models.registry import REGISTRY, get_spec
 from competition.models.view import model_view
 from competition.retrieval.posteriors import LabelClassifier
@@ -92,7 +92,7 @@ def pretrained_model(settings: ModelSettings) -> LoadedModel:
 def pretrained_stand_in(settings: ModelSettings) -> LoadedModel:
     """The pretrained backbone a run falls back to or is ensembled with: its own settings, except a
     pooling fitted to the run's photos (NetVLAD's centres), which exists only in the run: GeM then."""
-    fitted_to_data = getattr(POOLINGS.get(settings.pooling), "fitted_to_data", False)
+    fitted_to_data = learned(make_pooling(settings, channels=1))
     return pretrained_model(settings.model_copy(update={"pooling": "gem"}) if fitted_to_data else settings)
 
 

@@ -21,6 +21,7 @@ from competition.data.features import is_feature_row
 from competition.distributed import Distributed
 from competition.io import fingerprint
 from competition.models.embedder import Embedder
+from competition.models.pooling import learned
 from competition.models.view import model_view
 from competition.retrieval.embed import extract_features
 from competition.runs import CONFIG, SUMMARY, features_cache
@@ -123,7 +124,7 @@ class Run:
     def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
         """Pooled features of the (frozen) pretrained backbone by path, unreadable files left out.
         A pooling fitted to this run's photos (NetVLAD) is not the backbone's alone: never cached."""
-        cached = not getattr(self.embedder.pooling, "fitted_to_data", False)
+        cached = not learned(self.embedder.pooling)
         vectors, failed = self.extract(self.embedder.pooled, records, description, cached)
         unreadable = set(failed)
         return {r.path: v for r, v in zip(records, vectors) if r.path not in unreadable}

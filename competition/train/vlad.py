@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from competition.data.dataset import resize_to_tensor
 from competition.data.discover import ImageRecord
 from competition.data.images import UnreadableImage, read_image
-from competition.models.pooling import NetVLAD
+from competition.models.pooling import learned
 from competition.train.run import Run
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ FIT_DESCRIPTORS = 50_000  # a seeded sample of their positions (a 384 px view gi
 def start_vlad(run: Run, records: list[ImageRecord]) -> None:
     """Fit the run's NetVLAD centres on `records` (the fold's training photos) if it has one."""
     pooling = run.embedder.pooling
-    if not isinstance(pooling, NetVLAD) or bool(pooling.fitted):
+    if not learned(pooling) or bool(pooling.fitted):
         return
     rng = np.random.default_rng(run.config.seed)
     originals = [r for r in records if r.split == "train"] or records  # augmented variants add little here
