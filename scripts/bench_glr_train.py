@@ -26,12 +26,13 @@ import time
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
+from competition.retrieval.neighbours import neighbours_among
 from competition.retrieval.posteriors import FUSION_CANDIDATES, fit_label_classifier, posterior_agreement, rescore
-from competition.retrieval.search import neighbours_among
 from competition.retrieval.vectors import l2_normalize
+from competition.train.folds import class_folds
 from competition.train.label_fusion import WEIGHTS, fit_label_fusion
 from competition.train.postprocess_choice import choose_postprocess
-from competition.train.validation import MAP_K, PoolScores, class_folds, compare, pool_queries, score_pool, score_ranked
+from competition.train.validation import MAP_K, PoolScores, compare, pool_queries, score_pool, score_ranked
 from competition.train.whitening import apply_learned_whitening, fit_learned_whitening
 
 PHOTOS_PER_LANDMARK = 19

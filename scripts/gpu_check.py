@@ -183,7 +183,7 @@ def _aspect_batches(ctx: Context) -> str:
     from competition.models.embedder import build_embedder
     from competition.models.view import model_view
     from competition.retrieval.embed import extract_features
-    from competition.retrieval.search import leave_one_out_ranking
+    from competition.retrieval.neighbours import leave_one_out_ranking
     from competition.settings.model import ModelSettings
 
     settings = ModelSettings(backbone="efficientnet_lite0", pretrained=ctx.pretrained, resize="aspect", image_size=96)

@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from competition.errors import CompeteError
+from competition.retrieval.neighbours import neighbours_among
 from competition.retrieval.posteriors import weighted_posteriors
 from competition.retrieval.postprocess import describe, joint_rows, pool_ranking, scored_ranking
 from competition.retrieval.rerank import RERANKINGS, re_ranking_of
 from competition.retrieval.rerank.diffusion import diffuse, mutual_graph, walk_matrix
 from competition.retrieval.rerank.graph import nearest
-from competition.retrieval.search import neighbours_among
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.choices import ReRanking
 from competition.settings.submit import PostProcess, SubmitConfig

@@ -17,7 +17,8 @@ from competition.evaluate.metrics import (
 )
 from competition.evaluate.submission import read_submission, render_submission, write_submission
 from competition.retrieval.ensemble import fuse_concat
-from competition.retrieval.search import leave_one_out_ranking, search
+from competition.retrieval.neighbours import leave_one_out_ranking
+from competition.retrieval.search import search
 from competition.retrieval.vectors import l2_normalize
 
 GALLERY = ["a", "b", "a", "c", "b"]

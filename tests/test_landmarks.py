@@ -17,9 +17,9 @@ from competition.settings.model import ModelSettings
 from competition.settings.submit import PostProcess
 from competition.submit.models import LoadedModel, guard_unseen
 from competition.submit.run import submit
+from competition.train.folds import class_folds
 from competition.train.label_fusion import choose_gate
 from competition.train.loop import train
-from competition.train.validation import class_folds
 
 
 def test_closed_folds_hold_out_photos_of_every_landmark_and_no_landmark_whole():

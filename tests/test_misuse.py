@@ -643,7 +643,7 @@ def test_a_key_given_twice_in_a_config_is_refused(tiny_competition, tmp_path, na
 
 
 def test_a_nested_setting_that_is_not_a_mapping_is_one_line_and_a_bom_is_read(tiny_competition, tmp_path):
-    from competition.settings.base import read_settings_file
+    from competition.settings.files import read_settings_file
 
     config = tmp_path / "submit.yaml"
     config.write_text("postprocess: [1, 2]\n")

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_submit_config
 
+from competition.retrieval.neighbours import neighbours_among
 from competition.retrieval.postprocess import describe, pool_ranking
-from competition.retrieval.search import neighbours_among
 from competition.runs import SUMMARY
 from competition.settings.submit import PostProcess
 from competition.submit.run import submit
 from competition.train.describe import describe_run
+from competition.train.folds import class_folds
 from competition.train.loop import train
 from competition.train.postprocess_choice import CANDIDATES, choose_postprocess
-from competition.train.validation import class_folds
 
 
 def _pool(seed=0, landmarks=10, photos=8, noise=0.9):

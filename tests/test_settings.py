@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from competition.cli import app
 from competition.errors import CompeteError
-from competition.settings.base import read_settings_file, setting
+from competition.settings.base import setting
 from competition.settings.choices import FORMATS, INDEXES, LEARNED_POOLINGS, LOSSES, POOLING_NAMES
+from competition.settings.files import read_settings_file
 from competition.settings.model import ModelSettings
 from competition.settings.options import settings_command
 from competition.settings.submit import SubmitConfig

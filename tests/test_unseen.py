@@ -16,9 +16,10 @@ from competition.runs import BEST, TOO_FEW
 from competition.settings.model import ModelSettings
 from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD, LoadedModel, guard_unseen
 from competition.train import full_layer, loop
+from competition.train.folds import class_folds
 from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
-from competition.train.validation import PoolScores, class_folds, compare, objective, score_pool
+from competition.train.validation import PoolScores, compare, objective, score_pool
 
 
 def test_folds_hold_every_landmark_out_once_and_never_train_on_held_out_photos():

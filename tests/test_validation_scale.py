@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 
 from competition.evaluate.metrics import average_precision, relevance
+from competition.retrieval.neighbours import neighbours_among
 from competition.retrieval.posteriors import FUSION_CANDIDATES, posterior_agreement, rescore
-from competition.retrieval.search import neighbours_among
 from competition.retrieval.vectors import l2_normalize
 from competition.train import validation
 from competition.train.validation import MAP_K, PoolScores, pool_queries, score_pool, score_ranked
@@ -47,12 +47,12 @@ def test_blocked_neighbours_score_a_pool_exactly_as_the_dense_matrix(monkeypatch
     _, small_blocks = neighbours_among(vectors, 25, block=7)
     assert np.array_equal(small_blocks, _dense_rank_others(x @ x.T, 25))
     # past NEIGHBOUR_CELLS similarities a block holds fewer rows: a large pool's block stays in memory
-    monkeypatch.setattr("competition.retrieval.search.NEIGHBOUR_CELLS", 3 * len(vectors))
+    monkeypatch.setattr("competition.retrieval.neighbours.NEIGHBOUR_CELLS", 3 * len(vectors))
     assert np.array_equal(neighbours_among(vectors, 25)[1], small_blocks)
 
 
 def test_the_best_k_of_rows_full_of_ties_are_what_a_stable_sort_gives():
-    from competition.retrieval.search import best_first
+    from competition.retrieval.neighbours import best_first
 
     scores = np.random.default_rng(5).integers(0, 6, (400, 50)).astype(np.float32)  # ties at every boundary
     scores[:3] = 1.0  # all equal

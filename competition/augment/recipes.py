@@ -17,7 +17,7 @@ import yaml
 from competition.augment.transforms import TRANSFORMS
 from competition.errors import CompeteError
 from competition.io import atomic_write_text, check_replaceable, mark_written
-from competition.settings.base import read_settings_file
+from competition.settings.files import read_settings_file
 
 
 @dataclass

@@ -22,7 +22,7 @@ from competition.cli.base import (
     say,
 )
 from competition.cli.complete import COMPLETIONS
-from competition.settings.base import read_settings_file
+from competition.settings.files import read_settings_file
 from competition.settings.options import settings_command
 from competition.settings.submit import FeaturesConfig, SubmitConfig
 from competition.settings.train import TrainConfig

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import sparse
 
 from competition.retrieval.landmarks import KnownGate
-from competition.retrieval.search import best_first
+from competition.retrieval.neighbours import best_first
 from competition.retrieval.vectors import l2_normalize
 
 LOGISTIC_MOST_CLASSES = 2048  # above: class prototypes and sparse posteriors

@@ -22,11 +22,12 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 
 from competition.errors import CompeteError
+from competition.retrieval.neighbours import best_first
 from competition.retrieval.posteriors import FUSION_CANDIDATES, LOGISTIC_MOST_CLASSES, posterior_agreement, rescore
 from competition.retrieval.rerank import re_ranking_of
 from competition.retrieval.rerank.graph import joint_graph, nearest
 from competition.retrieval.rerank.memory import check_size
-from competition.retrieval.search import Searcher, best_first, search
+from competition.retrieval.search import Searcher, search
 from competition.retrieval.vectors import l2_normalize
 from competition.settings.submit import PostProcess
 

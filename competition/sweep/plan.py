@@ -30,7 +30,7 @@ from pathlib import Path
 
 from competition.errors import CompeteError
 from competition.io import check_plain_name, fingerprint
-from competition.settings.base import read_settings_file
+from competition.settings.files import read_settings_file
 from competition.settings.model import DEFAULT_BACKBONE
 from competition.settings.submit import SubmitConfig
 from competition.settings.sweep import SweepFile

@@ -9,7 +9,7 @@ from competition.errors import CompeteError
 from competition.models.checkpoint import load_checkpoint
 from competition.models.registry import get_spec
 from competition.runs import LAST
-from competition.settings.base import read_settings_file
+from competition.settings.files import read_settings_file
 from competition.settings.train import RESUME_MAY_CHANGE, TrainConfig
 
 

@@ -18,7 +18,7 @@ from competition.augment.generate import MANIFEST
 from competition.data.checks import cross_class_duplicates, readable_records, require_every_class
 from competition.data.discover import ImageRecord, training_photos
 from competition.errors import CompeteError
-from competition.train.validation import Fold, class_folds
+from competition.train.folds import Fold, class_folds
 
 
 @dataclass

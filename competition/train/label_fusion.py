@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from competition.retrieval.landmarks import KnownGate, calibrate_known, fit_known_gate
+from competition.retrieval.neighbours import neighbours_among
 from competition.retrieval.posteriors import (
     FUSION_CANDIDATES,
     LabelClassifier,
@@ -33,8 +34,8 @@ from competition.retrieval.posteriors import (
     top_posterior,
     weighted_posteriors,
 )
-from competition.retrieval.search import neighbours_among
-from competition.train.validation import MAP_K, Fold, PoolScores, compare, pool_queries, score_ranked
+from competition.train.folds import Fold
+from competition.train.validation import MAP_K, PoolScores, compare, pool_queries, score_ranked
 
 STRENGTHS = (10.0, 100.0)  # logistic regression's C on unit embeddings; above its class count, the cosine scale
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)

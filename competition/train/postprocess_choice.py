@@ -21,7 +21,8 @@ import numpy as np
 from competition.evaluate.metrics import bootstrap_interval
 from competition.retrieval.postprocess import POOL_MAX, describe, pool_ranking
 from competition.settings.submit import PostProcess
-from competition.train.validation import MAP_K, Fold, PoolScores, pool_queries, score_ranked
+from competition.train.folds import Fold
+from competition.train.validation import MAP_K, PoolScores, pool_queries, score_ranked
 
 # the field's usual settings (k1=8, k2=3: about 1.5x the photos a landmark has in query + gallery); diffusion's
 # depend on how many photos a landmark has, where the textbook ones lose (retrieval/rerank/diffusion.py): a small grid
