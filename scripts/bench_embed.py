@@ -28,7 +28,7 @@ from competition.data.sample import make_sample_competition
 from competition.device import batch_for, pick_device
 from competition.models.embedder import build_embedder
 from competition.models.view import model_view
-from competition.retrieval.embed import extract_features
+from competition.retrieval.embed import Extraction, extract_features
 from competition.settings.model import ModelSettings
 from competition.settings.train import TrainConfig
 from competition.train.last_layer import train_projection
@@ -71,8 +71,7 @@ def main() -> None:
             square,
             device,
             cache_dir=folder,
-            batch_size=args.batch_size,
-            progress=False,
+            how=Extraction(batch_size=args.batch_size, progress=False),
         )
         return time.perf_counter() - started
 
@@ -102,8 +101,7 @@ def main() -> None:
             [r.path for r in run.data.photos],
             square,
             device,
-            batch_size=64,
-            progress=False,
+            how=Extraction(batch_size=64, progress=False),
         )
         epoch_computing = time.perf_counter() - started
     aspect_rows = aspect_batching(embedder, args, device) if args.aspect_data.exists() else []
@@ -136,7 +134,9 @@ def aspect_batching(embedder, args, device) -> list[str]:
 
     def timed(batch_size: int) -> tuple[float, np.ndarray]:
         started = time.perf_counter()
-        vectors, _ = extract_features(embedder.pooled, paths, view, device, batch_size=batch_size, progress=False)
+        vectors, _ = extract_features(
+            embedder.pooled, paths, view, device, how=Extraction(batch_size=batch_size, progress=False)
+        )
         return time.perf_counter() - started, vectors
 
     timed(1)  # warm-up; then each measured twice, alternating, best kept (as above)

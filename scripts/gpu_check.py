@@ -182,7 +182,7 @@ def _photos(ctx: Context) -> list[Path]:
 def _aspect_batches(ctx: Context) -> str:
     from competition.models.embedder import build_embedder
     from competition.models.view import model_view
-    from competition.retrieval.embed import extract_features
+    from competition.retrieval.embed import Extraction, extract_features
     from competition.retrieval.neighbours import leave_one_out_ranking
     from competition.settings.model import ModelSettings
 
@@ -193,7 +193,15 @@ def _aspect_batches(ctx: Context) -> str:
     photos = _photos(ctx)
     ranked = [
         leave_one_out_ranking(
-            extract_features(embedder.pooled, photos, view, ctx.device, None, batch, progress=False, workers=0)[0], 1
+            extract_features(
+                embedder.pooled,
+                photos,
+                view,
+                ctx.device,
+                None,
+                how=Extraction(batch_size=batch, progress=False, workers=0),
+            )[0],
+            1,
         )[:, 0]  # fmt: skip
         for batch in (64, 1)
     ]

@@ -194,7 +194,7 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_by_direction_at_their
     from PIL import Image
 
     from competition.data.dataset import ViewsDataset, resize_to_tensor
-    from competition.retrieval.embed import extract_features
+    from competition.retrieval.embed import Extraction, extract_features
     from competition.settings.model import View
 
     photo = np.random.default_rng(7).integers(0, 255, (120, 200, 3), dtype=np.uint8)
@@ -218,9 +218,11 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_by_direction_at_their
     def mean_colour(batch):  # a tiny "model": not flip-invariant, so TTA must change the vectors
         return torch.cat([batch.mean(dim=(2, 3)), batch[:, :, :, : batch.shape[-1] // 2].mean(dim=(2, 3))], dim=1)
 
-    plain, _ = extract_features(mean_colour, paths, View(32, "square"), torch.device("cpu"), progress=False)
+    plain, _ = extract_features(
+        mean_colour, paths, View(32, "square"), torch.device("cpu"), how=Extraction(progress=False)
+    )
     flipped, _ = extract_features(
-        mean_colour, paths, View(32, "square", flip=True), torch.device("cpu"), progress=False
+        mean_colour, paths, View(32, "square", flip=True), torch.device("cpu"), how=Extraction(progress=False)
     )
     assert plain.shape == flipped.shape == (3, 6) and not np.allclose(plain, flipped)
     # the views' directions averaged (no view dominates), at their mean length (a last-layer
@@ -232,7 +234,7 @@ def test_tta_views_are_resized_from_the_photo_and_averaged_by_direction_at_their
         [p.with_name(f"mirrored-{p.name}") for p in paths],
         View(32, "square"),
         torch.device("cpu"),
-        progress=False,
+        how=Extraction(progress=False),
     )
     unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (plain, mirrored)]
     length = (np.linalg.norm(plain, axis=1) + np.linalg.norm(mirrored, axis=1)) / 2
@@ -244,7 +246,7 @@ def test_aspect_views_are_batched_by_shape_and_give_the_vectors_of_one_photo_per
     from PIL import Image
 
     from competition.data.dataset import ViewsDataset
-    from competition.retrieval.embed import extract_features
+    from competition.retrieval.embed import Extraction, extract_features
     from competition.settings.model import View
 
     rng = np.random.default_rng(3)
@@ -281,8 +283,7 @@ def test_aspect_views_are_batched_by_shape_and_give_the_vectors_of_one_photo_per
             paths,
             View(96, "aspect", flip=True, scales=(0.75, 1.0)),
             torch.device("cpu"),
-            batch_size=batch_size,
-            progress=False,
+            how=Extraction(batch_size=batch_size, progress=False),
         )
 
     (together, failed), (alone, _) = embed(8), embed(1)

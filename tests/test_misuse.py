@@ -316,7 +316,7 @@ def test_a_kaggle_row_too_long_for_csv_is_one_line(tiny_competition, tmp_path):
 def test_a_replaced_photo_of_the_same_size_and_time_is_embedded_again(tmp_path):
     import torch
 
-    from competition.retrieval.embed import extract_features
+    from competition.retrieval.embed import Extraction, extract_features
     from competition.settings.model import View
 
     first, second = tmp_path / "a.bmp", tmp_path / "b.bmp"  # uncompressed: one size for both
@@ -328,12 +328,14 @@ def test_a_replaced_photo_of_the_same_size_and_time_is_embedded_again(tmp_path):
         return batch.mean(dim=(2, 3))
 
     cache = tmp_path / "cache.store"
-    red, _ = extract_features(colour, [first], View(32, "square"), torch.device("cpu"), cache_dir=cache, progress=False)
+    red, _ = extract_features(
+        colour, [first], View(32, "square"), torch.device("cpu"), cache_dir=cache, how=Extraction(progress=False)
+    )
     times = first.stat()
     os.replace(second, first)  # the same name, size and modification time, another photo
     os.utime(first, ns=(times.st_atime_ns, times.st_mtime_ns))
     blue, _ = extract_features(
-        colour, [first], View(32, "square"), torch.device("cpu"), cache_dir=cache, progress=False
+        colour, [first], View(32, "square"), torch.device("cpu"), cache_dir=cache, how=Extraction(progress=False)
     )
     assert not np.allclose(red, blue) and blue[0, 2] > blue[0, 0]
 
@@ -669,12 +671,14 @@ def test_a_gem_exponent_that_overflows_is_refused_before_a_run_folder_is_made(ti
 )
 def test_vectors_that_cannot_rank_are_an_error_not_a_ranking(tiny_competition, tmp_path, model_fn, fragment):
     from competition.errors import CompeteError
-    from competition.retrieval.embed import extract_features
+    from competition.retrieval.embed import Extraction, extract_features
     from competition.settings.model import View
 
     paths = sorted((tiny_competition / "gallery").iterdir())
     with pytest.raises(CompeteError, match=fragment):
-        extract_features(model_fn, paths, View(32, "square"), torch.device("cpu"), progress=False, workers=0)
+        extract_features(
+            model_fn, paths, View(32, "square"), torch.device("cpu"), how=Extraction(progress=False, workers=0)
+        )
 
 
 def test_a_damaged_local_feature_cache_file_is_recomputed_with_a_warning(tiny_competition, tmp_path, caplog):

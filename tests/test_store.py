@@ -14,7 +14,7 @@ import torch
 from competition.distributed import Distributed
 from competition.errors import CompeteError
 from competition.retrieval import store as store_module
-from competition.retrieval.embed import extract_features
+from competition.retrieval.embed import Extraction, extract_features
 from competition.retrieval.store import EmbeddingStore
 from competition.settings.model import View
 
@@ -107,11 +107,21 @@ def test_extraction_resumes_from_the_store(tiny_competition, tmp_path):
 
     cache = tmp_path / "c.store"
     first, _ = extract_features(
-        mean_colour, paths[:5], View(32, "square"), torch.device("cpu"), cache_dir=cache, batch_size=2, progress=False
+        mean_colour,
+        paths[:5],
+        View(32, "square"),
+        torch.device("cpu"),
+        cache_dir=cache,
+        how=Extraction(batch_size=2, progress=False),
     )
     calls.clear()
     again, _ = extract_features(
-        mean_colour, paths, View(32, "square"), torch.device("cpu"), cache_dir=cache, batch_size=2, progress=False
+        mean_colour,
+        paths,
+        View(32, "square"),
+        torch.device("cpu"),
+        cache_dir=cache,
+        how=Extraction(batch_size=2, progress=False),
     )
     assert sum(calls) == len(paths) - 5 and np.allclose(again[:5], first)
 
@@ -130,8 +140,8 @@ def test_a_large_extraction_says_how_long_it_will_take(tiny_competition, monkeyp
     monkeypatch.setattr(embed, "ESTIMATE_FROM", 3)  # and extraction says it, once
     paths = sorted((tiny_competition / "gallery").iterdir())
     extract_features(
-        lambda batch: batch.mean(dim=(2, 3)), paths, View(32, "square"), torch.device("cpu"), batch_size=1,
-        progress=False,
+        lambda batch: batch.mean(dim=(2, 3)), paths, View(32, "square"), torch.device("cpu"),
+        how=Extraction(batch_size=1, progress=False),
     )  # fmt: skip
     assert caplog.text.count("photos/s (measured on 3)") == 1
 
@@ -162,10 +172,11 @@ def test_a_rank_that_opens_the_store_late_still_embeds_its_whole_share(tiny_comp
         return batch.mean(dim=(2, 3)) + 1.0  # never a zero vector
 
     cache = tmp_path / "c.store"
-    common = dict(cache_dir=cache, batch_size=1, progress=False, workers=0, view=View(32, "square"))
+    common = dict(cache_dir=cache, view=View(32, "square"), device=torch.device("cpu"))
+    how = dict(batch_size=1, progress=False, workers=0)
     with pytest.raises(_WaitsAtBarrier):  # its share embedded and flushed
-        extract_features(mean_colour, paths, device=torch.device("cpu"), shards=_Rank(1, 2), **common)
-    late, failed = extract_features(mean_colour, paths, device=torch.device("cpu"), shards=_Rank(0, 2), **common)
+        extract_features(mean_colour, paths, **common, how=Extraction(**how, shards=_Rank(1, 2)))
+    late, failed = extract_features(mean_colour, paths, **common, how=Extraction(**how, shards=_Rank(0, 2)))
     assert sum(embedded) == len(paths) and not failed
     assert np.all(np.abs(late).sum(axis=1) > 0)  # every photo has its own vector, none a zero
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,20 @@ def file_key(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
 
 
+@dataclass(frozen=True)
+class Extraction:
+    """How photos are embedded here: in batches of up to `batch_size`, loaded by `workers`
+    processes (-1: as many as pay), strict or not about unreadable files, with a progress bar
+    named `description`, and with `shards` the torchrun processes that share the work."""
+
+    batch_size: int = 32
+    workers: int = -1
+    strict: bool = False
+    progress: bool = True
+    description: str = "embedding"
+    shards: Distributed | None = None
+
+
 @torch.no_grad()
 def extract_features(
     model_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -44,12 +59,7 @@ def extract_features(
     view: View,
     device: torch.device,
     cache_dir: str | Path | None = None,
-    batch_size: int = 32,
-    strict: bool = False,
-    description: str = "embedding",
-    progress: bool = True,
-    workers: int = -1,
-    shards: Distributed | None = None,
+    how: Extraction = Extraction(),
 ) -> tuple[np.ndarray, list[Path]]:
     """Vectors for `paths` (rows in order) and the list of files that could not be read.
 
@@ -57,7 +67,7 @@ def extract_features(
     pixels (square, or aspect-preserving in batches of photos of one view shape), each also
     mirrored when it flips; the views' directions are averaged, at their mean length. An
     unreadable file gets a zero vector and is reported. Vectors computed before an
-    interruption stay in the store (retrieval/store.py). With `shards` (the torchrun
+    interruption stay in the store (retrieval/store.py). With `how.shards` (the torchrun
     processes of a submit) each process embeds its share into the shared store and every
     process returns all the rows.
     Rows of a features folder (data/features.py) are read from their file, not embedded: only for
@@ -68,11 +78,10 @@ def extract_features(
     if given:
 
         def embed(photos: list[Path]) -> tuple[np.ndarray, list[Path]]:
-            settings = (cache_dir, batch_size, strict, description, progress, workers, shards)
-            return extract_features(model_fn, photos, view, device, *settings)
+            return extract_features(model_fn, photos, view, device, cache_dir, how)
 
         return _with_given_rows(paths, given, cache_dir, embed)
-    dist = shards or Distributed()
+    dist = how.shards or Distributed()
     if dist.active and cache_dir is None:
         raise CompeteError("several processes embed into a shared store: give a cache folder")
     store = EmbeddingStore(cache_dir)
@@ -85,14 +94,14 @@ def extract_features(
         dataset = ViewsDataset([paths[i] for i in todo], view.size, view.scales, view.resize)
         loader = DataLoader(
             dataset,
-            batch_sampler=dataset.batches(batch_for(device, batch_size, max(dataset.sizes))),
-            num_workers=loader_workers(workers),
+            batch_sampler=dataset.batches(batch_for(device, how.batch_size, max(dataset.sizes))),
+            num_workers=loader_workers(how.workers),
             worker_init_fn=quiet_worker,
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
-        batches = steps(loader, description, unit="batch", enabled=progress)
-        timer = ExtractionTimer(len(todo), description)
+        batches = steps(loader, how.description, unit="batch", enabled=how.progress)
+        timer = ExtractionTimer(len(todo), how.description)
         try:
             for views, _, indices, ok in batches:
                 vectors = embed_fitting(model_fn, views, device, view)
@@ -108,7 +117,7 @@ def extract_features(
         dist.barrier()
         store.reload()
         failed = [Path(p) for p in dist.gather([str(p) for p in failed])]
-    if failed and strict:
+    if failed and how.strict:
         raise CompeteError(f"unreadable image(s): {', '.join(map(str, failed[:5]))}")
     for path in failed:
         log.warning("%s: unreadable image, given a zero vector", path)

@@ -21,7 +21,7 @@ from competition.device import pick_device
 from competition.errors import CompeteError
 from competition.io import counted
 from competition.models.view import model_view
-from competition.retrieval.embed import extract_features
+from competition.retrieval.embed import Extraction, extract_features
 from competition.retrieval.store import compact
 from competition.settings.submit import FeaturesConfig
 from competition.submit.models import LoadedModel, load_model, view_of
@@ -69,11 +69,13 @@ def _export_split(config: FeaturesConfig, model: LoadedModel, part: tuple[str, l
         view,
         device,
         cache_dir=cache,
-        batch_size=config.batch_size,
-        strict=config.strict,
-        description=f"{model.label}: {split}",
-        progress=progress,
-        workers=config.workers,
+        how=Extraction(
+            batch_size=config.batch_size,
+            strict=config.strict,
+            description=f"{model.label}: {split}",
+            progress=progress,
+            workers=config.workers,
+        ),
     )
     # an unreadable training photo is left out, as training leaves it; a query or gallery photo keeps its
     # zero row, as submit ranks it, so the submission still lists its id

@@ -27,7 +27,7 @@ from competition.evaluate.submission import check_submission_target, check_uniqu
 from competition.evaluate.validate import validate_submission
 from competition.io import exclusive_use
 from competition.models.projection import project_rows
-from competition.retrieval.embed import extract_features
+from competition.retrieval.embed import Extraction, extract_features
 from competition.retrieval.ensemble import fuse_concat
 from competition.retrieval.posteriors import FUSION_CANDIDATES
 from competition.retrieval.postprocess import embedding_steps, scored_ranking
@@ -101,12 +101,14 @@ class Embeddings:
             view,
             self.device,
             cache_dir=model.cache(config.runs_dir, view),
-            batch_size=config.batch_size,
-            strict=config.strict,
-            description=f"{model.label}: {records[0].split}",
-            progress=self.progress,
-            workers=config.workers,
-            shards=self.dist,
+            how=Extraction(
+                batch_size=config.batch_size,
+                strict=config.strict,
+                description=f"{model.label}: {records[0].split}",
+                progress=self.progress,
+                workers=config.workers,
+                shards=self.dist,
+            ),
         )
         if model.frozen:  # the run's own projection on the shared pooled features
             vectors = project_rows(model.embedder.projection, vectors, self.device)

@@ -23,7 +23,7 @@ from competition.io import fingerprint
 from competition.models.embedder import Embedder
 from competition.models.pooling import learned
 from competition.models.view import model_view
-from competition.retrieval.embed import extract_features
+from competition.retrieval.embed import Extraction, extract_features
 from competition.runs import CONFIG, SUMMARY, features_cache
 from competition.settings.model import View
 from competition.settings.train import TrainConfig
@@ -115,10 +115,12 @@ class Run:
             self.view,
             self.device,
             cache_dir=self.cache_dir() if cached else None,
-            batch_size=self.config.batch_size,
-            description=f"{self.config.run_name}: {description}",  # piped lines name their run
-            progress=self.progress,
-            workers=self.config.workers,
+            how=Extraction(
+                batch_size=self.config.batch_size,
+                description=f"{self.config.run_name}: {description}",  # piped lines name their run
+                progress=self.progress,
+                workers=self.config.workers,
+            ),
         )
 
     def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
