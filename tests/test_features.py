@@ -17,8 +17,8 @@ from competition.augment.recipes import load_recipe
 from competition.data.discover import discover_competition
 from competition.errors import CompeteError
 from competition.models.embedder import Embedder
-from competition.settings.submit import FeaturesConfig
-from competition.submit.export import export_features
+from competition.settings.features import FeaturesConfig
+from competition.submit.features import export_features
 from competition.submit.run import submit
 from competition.train.loop import train
 

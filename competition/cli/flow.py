@@ -22,9 +22,10 @@ from competition.cli.base import (
     say,
 )
 from competition.cli.complete import COMPLETIONS
+from competition.settings.features import FeaturesConfig
 from competition.settings.files import read_settings_file
 from competition.settings.options import settings_command
-from competition.settings.submit import FeaturesConfig, SubmitConfig
+from competition.settings.submit import SubmitConfig
 from competition.settings.train import TrainConfig
 
 
@@ -202,7 +203,7 @@ def features(typed, config: ConfigOption = None, print_config: PrintConfigOption
     training view and query/gallery photos at submit's view (--flip, --scales): submit the folder with the
     same view settings. --model: a backbone name, or a last-layer run (its backbone's features).
     """
-    from competition.submit.export import export_features
+    from competition.submit.features import export_features
 
     settings = _run(lambda: FeaturesConfig.from_dict((read_settings_file(config) if config else {}) | typed()))
     if print_config:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from competition.data.images import UnreadableImage, read_image, upright_size
 from competition.errors import CompeteError
 from competition.settings.choices import RESIZE_MODES
-from competition.settings.submit import MAX_VIEWS
+from competition.settings.embedding import MAX_VIEWS
 
 MAX_VIEW_SIDE = 1024  # test-time scales beyond this add memory, not detail
 

@@ -153,8 +153,18 @@ def options_of(
             options += [option for option in inner if option.old_flag not in own_old]
         else:
             options += _options_of(name, field, panels.get(name, panel), completions)
-    # stable: within a panel, the order the settings are declared in
-    return sorted(options, key=lambda o: order.index(_panel_of(o)) if _panel_of(o) in order else len(order))
+    return sorted(options, key=lambda option: _place(option, order, model.PANELS))
+
+
+def _place(option: Option, order: list, panels: dict[str, tuple[str, ...]]) -> tuple[int, int]:
+    """(its panel's place, its place in the panel's list): a nested model's options, listed by no
+    panel, keep the order they are declared in (the sort is stable)."""
+    panel = _panel_of(option)
+    listed = panels.get(panel, ())
+    return (
+        order.index(panel) if panel in order else len(order),
+        listed.index(option.setting) if option.setting in listed else len(listed),
+    )
 
 
 def _panel_of(option: Option) -> str | None:

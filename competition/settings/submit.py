@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import model_validator
 
@@ -17,20 +17,13 @@ from competition.settings.choices import (
     Index,
     Landmarks,
     LogTo,
-    Precision,
     ReRanking,
 )
-from competition.settings.model import ModelSettings, OffTheShelf
+from competition.settings.embedding import EmbeddingConfig
 from competition.settings.train import (
-    DATA_HELP,
-    DEVICE_HELP,
     LANDMARKS_HELP,
     LOG_TO_HELP,
-    PRECISION_HELP,
-    WORKERS_HELP,
 )
-
-MAX_VIEWS = 5  # test-time scales per photo
 
 
 class PostProcess(Settings):
@@ -128,21 +121,12 @@ SUBMIT_PANELS = {  # `--help` panel -> its settings
 }  # fmt: skip
 
 
-def _models_setting(help: str):
-    """--model/-m as submit and features take it (each says what it does with it)."""
-    return setting(["efficientnet_lite0"], help, flags=("--model", "-m"), metavar="RUN", complete="runs")
-
-
-class SubmitConfig(Settings):
+class SubmitConfig(EmbeddingConfig):
     WHAT: ClassVar[str] = "submit setting"
     # the names of v0.2's config files and leaderboard rows
     OLD_NAMES: ClassVar[dict[str, str]] = {"models": "model", "weights": "ensemble_weights", "fmt": "format"}
 
     PANELS: ClassVar[dict[str, tuple[str, ...]]] = SUBMIT_PANELS
-    data: str = setting("data/sample", DATA_HELP, flags=("--data", "-d"), path="dir")
-    model: list[str] = _models_setting(
-        "Run folder/name, or a backbone name for off-the-shelf features; repeat for an ensemble."
-    )
     ensemble_weights: list[float] | None = setting(
         None, "Weight of each --model in the ensemble, e.g. 1,0.5 (none = equal).", old_flags=("--weights",)
     )
@@ -163,24 +147,6 @@ class SubmitConfig(Settings):
         ge=0,
         le=10_000,
     )
-    # Mirrored photo averaged in: measured on real photos (realdev), mAP@10 +2 points off the
-    # shelf and in held-out validation, for twice the embedding time.
-    flip: bool = setting(
-        True, "Test-time augmentation: average with the mirrored photo (measured on real photos: +2 points mAP@10)."
-    )
-    scales: list[float] = setting(
-        [1.0],
-        "Test-time scales, e.g. 0.707,1,1.414: the photo is resized to each from its own pixels (at most 5, "
-        "at most 1024 px).",
-    )
-    image_size: int = setting(0, "Override every model's view size (0: its own).", ge=0, le=2048)
-    resize: Literal["", "aspect", "square"] = setting(
-        "",
-        "Override every model's view: square (the whole photo squashed to size x size) or aspect (longer side "
-        "to size, aspect ratio kept, photos of one shape batched together).",
-        show_default="each model's own (aspect for off-the-shelf backbones)",
-    )
-    off_the_shelf: OffTheShelf = OffTheShelf()  # --pooling, --gem-p, --weights-file of backbones named by --model
     format: Format = setting(
         "csv",
         "csv (query,rank_1..rank_k), kaggle (id,images: ids without extension, space-separated, as Google "
@@ -189,13 +155,6 @@ class SubmitConfig(Settings):
     )
     submissions_dir: str = setting("submissions", "Where submission files go.", path="dir")
     leaderboard: str = setting("leaderboard.md", "Leaderboard to record the scored run in.", path="file")
-    runs_dir: str = setting("runs", "Where runs and embedding caches live.", path="dir")
-    batch_size: int = setting(
-        32, "Photos per forward pass on CUDA (a CPU takes fewer, about 8 of 224 px: faster there).", ge=1, le=4096
-    )
-    device: str = setting("", DEVICE_HELP, metavar="DEVICE")
-    workers: int = setting(-1, WORKERS_HELP, ge=-1, le=64)
-    strict: bool = setting(False, "Fail on an unreadable query/gallery image instead of warning.")
     # Fallback by default: on realdev an ensemble with a run that lost still lost to the backbone
     # alone (0.816 vs 0.845 top-1).
     if_worse: IfWorse = setting(
@@ -239,61 +198,16 @@ class SubmitConfig(Settings):
         ge=0,
         le=10_000,
     )
-    precision: Precision = setting("auto", PRECISION_HELP)
     log_to: LogTo = setting("", f"Also send the submission's scores to {LOG_TO_HELP}", show_default=False)
-    compile: bool = setting(False, "torch.compile the models on CUDA (minutes to compile, faster after); no-op on CPU.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_model_as_a_list(cls, data: dict) -> dict:
-        if isinstance(data, dict) and isinstance(data.get("model"), str):
-            data = data | {"model": [data["model"]]}
-        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> SubmitConfig:
-        if not self.model:
-            raise ValueError("no model given: a run folder/name or a backbone name (--model)")
         if self.name:
             check_plain_name(self.name, "--name", "--submissions-dir")
-        if 0 < self.image_size < 32:
-            raise ValueError(f"--image-size must be 0 (each model's own) or at least 32, not {self.image_size}")
         weights = self.ensemble_weights
         if weights is not None:
             if len(weights) != len(self.model):
                 raise ValueError(f"{counted(len(weights), 'ensemble weight')} for {counted(len(self.model), 'model')}")
             if not all(math.isfinite(w) for w in weights) or min(weights) < 0 or sum(weights) <= 0:
                 raise ValueError(f"ensemble weights must be finite, >= 0 and not all 0, not {weights}")
-        if not self.scales or len(self.scales) > MAX_VIEWS or min(self.scales) <= 0:
-            raise ValueError(f"--scales must be 1 to {MAX_VIEWS} positive numbers, not {self.scales}")
         return self
-
-    def off_the_shelf_model(self, backbone: str) -> ModelSettings:
-        """The model of a backbone named by --model: pretrained, pooled as --pooling and --gem-p say."""
-        return ModelSettings.from_dict(self.off_the_shelf.to_dict() | {"backbone": backbone})
-
-
-FEATURES_PANELS = {
-    "Model": ("model", "image_size", "resize", "flip", "scales"),
-    "Data": ("data", "strict"),
-    "Output": ("out", "runs_dir"),
-    "Machine": ("batch_size", "device", "workers", "precision", "compile"),
-}
-
-
-class FeaturesConfig(SubmitConfig):
-    """`compete features`: submit's model and view settings, where the rows go, nothing of ranking."""
-
-    WHAT: ClassVar[str] = "features setting"
-    PANELS: ClassVar[dict[str, tuple[str, ...]]] = FEATURES_PANELS
-    HIDDEN: ClassVar[frozenset[str]] = (
-        frozenset(SubmitConfig.model_fields)
-        - {name for names in FEATURES_PANELS.values() for name in names}
-        - {"off_the_shelf"}
-    )
-    model: list[str] = _models_setting(
-        "A backbone name, or a last-layer run (its backbone's features are written); one model."
-    )
-    out: str = setting(
-        "features", "Folder the features go to (train, query and gallery rows, and features.json).", path="dir"
-    )

@@ -32,8 +32,9 @@ from competition.runs import (
     section,
     trained_embeddings_cache,
 )
+from competition.settings.embedding import EmbeddingConfig
 from competition.settings.model import ModelSettings, View
-from competition.settings.submit import PostProcess, SubmitConfig
+from competition.settings.submit import PostProcess
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +156,11 @@ def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
     )
 
 
-def load_model(model: str, config: SubmitConfig) -> LoadedModel:
-    """A run (folder or name under runs/) or, for a backbone name, its off-the-shelf features."""
+def load_model(model: str, config: EmbeddingConfig, keep_unfinished: bool = False) -> LoadedModel:
+    """A run (folder or name under runs/) or, for a backbone name, its off-the-shelf features;
+    `keep_unfinished`: a run still training loads as it is (else it is refused)."""
     if find_run(model, config.runs_dir) or (model not in REGISTRY and Path(model).exists()):
-        return load_run(resolve_run_dir(model, config.runs_dir), config.if_worse == "keep")
+        return load_run(resolve_run_dir(model, config.runs_dir), keep_unfinished)
     get_spec(model)  # neither a run nor a known backbone: a clear error listing the backbones
     return pretrained_model(config.off_the_shelf_model(model))
 
@@ -211,7 +213,7 @@ def augmentation_of(run_config: dict) -> str:
     return f"{recipe['name']}×{recipe['target_per_class']}" if recipe else "none"
 
 
-def view_of(model: ModelSettings, config: SubmitConfig, device: torch.device | None = None) -> View:
+def view_of(model: ModelSettings, config: EmbeddingConfig, device: torch.device | None = None) -> View:
     """The view a model embeds at: its own unless submit overrides it (`--resize square` alone:
     the model's own size for a square view, lite0's 224), with submit's test-time views."""
     return model_view(

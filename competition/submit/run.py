@@ -223,7 +223,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
     weights = [w / max(given) for w in given] if given else [1.0] * len(config.model)
     dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
     device = dist.device() or pick_device(config.device or None)
-    models = [load_model(m, config) for m in config.model]
+    models = [load_model(m, config, keep_unfinished=config.if_worse == "keep") for m in config.model]
     for model in models:  # the backbone: both the pooled features and the full embedding go through it
         view = view_of(model.settings, config)
         scaled_sizes(view.size, view.scales)  # the largest view within the limit, before any photo

@@ -23,7 +23,7 @@ from competition.io import counted
 from competition.models.view import model_view
 from competition.retrieval.embed import Extraction, extract_features
 from competition.retrieval.store import compact
-from competition.settings.submit import FeaturesConfig
+from competition.settings.features import FeaturesConfig
 from competition.submit.models import LoadedModel, load_model, view_of
 
 log = logging.getLogger(__name__)
