@@ -37,6 +37,7 @@ class SubmissionFormat:
     by_id: bool = False  # photos named by id: the file name without its extension, as Kaggle names them
     ranks: bool = True  # rows rank gallery photos (else each names a landmark: recognition)
     open_header: bool = False  # the header only starts with `header` (a column per rank follows)
+    separator: str = ","  # between a row's fields
     joined: bool = False  # a row's ids joined by spaces in one cell, so an id must hold none
     most_per_row: int = 0  # the names a row may hold, any number up to it; 0: exactly k, every row alike
     default_k: int = 10  # -k and mAP@k where not given
@@ -143,9 +144,9 @@ RECOGNITION = SubmissionFormat(
 FORMATS: dict[str, SubmissionFormat] = {fmt.name: fmt for fmt in (CSV, KAGGLE, JSON, RECOGNITION)}
 
 
-def _first_row(path: Path, text: str) -> list[str]:
+def _first_row(path: Path, text: str, separator: str) -> list[str]:
     try:
-        return next((row for row in csv.reader(io.StringIO(text)) if row), [])
+        return next((row for row in csv.reader(io.StringIO(text), delimiter=separator) if row), [])
     except csv.Error as error:  # e.g. a field longer than the csv module's limit
         raise CompeteError(f"{path}: not a readable CSV ({error})") from error
 
@@ -157,9 +158,10 @@ def format_of(path: Path, text: str) -> SubmissionFormat:
     fitting = fitting or [fmt for fmt in FORMATS.values() if fmt.header]
     if unmarked := [fmt for fmt in fitting if not fmt.header]:
         return unmarked[0]
-    if not (first := _first_row(path, text)):
+    first = {separator: _first_row(path, text, separator) for separator in {fmt.separator for fmt in fitting}}
+    if not any(first.values()):
         raise CompeteError(f"{path}: empty submission")
-    if marked := [fmt for fmt in fitting if fmt.marks(first)]:
+    if marked := [fmt for fmt in fitting if fmt.marks(first[fmt.separator])]:
         return marked[0]
-    headers = " or ".join(f"'{','.join(fmt.header)}'" for fmt in fitting if fmt.header)
-    raise CompeteError(f"{path}: header must start with {headers}, found {first[:3]}")
+    headers = " or ".join(f"'{fmt.separator.join(fmt.header)}'" for fmt in fitting if fmt.header)
+    raise CompeteError(f"{path}: header must start with {headers}, found {next(iter(first.values()))[:3]}")
