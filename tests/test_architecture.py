@@ -157,3 +157,19 @@ def test_no_format_re_ranking_or_pooling_is_told_apart_by_its_name():
     ]
     assert told == []
     assert compared.search('if fmt == "kaggle":') and compared.search('fmt in ("kaggle", "json")')  # it finds one
+
+
+def test_no_run_file_name_is_spelled_outside_runs_py():
+    """A run folder's files are named once, in runs.py: a second spelling would drift from it."""
+    from competition import runs
+
+    names = {value for value in vars(runs).values() if isinstance(value, str) and "." in value and "/" not in value}
+    assert {"best.pt", "summary.json", "config.json"} <= names
+    spelled = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if path.name != "runs.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+    ]
+    assert spelled == []
