@@ -270,7 +270,7 @@ def test_recognition_searches_on_rank_0_only():
 
 def test_throughput_waits_for_the_device(monkeypatch):
     from competition.settings.model import ModelSettings
-    from competition.sweep import runner
+    from competition.sweep import estimate as runner
 
     waited = []
     monkeypatch.setattr(runner, "finished", lambda device: waited.append(device))

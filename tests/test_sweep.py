@@ -11,7 +11,7 @@ from competition.cli import app
 from competition.errors import CompeteError
 from competition.io import read_jsonl
 from competition.models.embedder import Embedder
-from competition.sweep import runner as sweep_runner
+from competition.sweep import estimate as sweep_estimate, runner as sweep_runner
 from competition.sweep.plan import plan_from_dict
 from competition.sweep.runner import run_sweep
 
@@ -43,7 +43,7 @@ def _sweep(data, tmp_path, configurations, **extra) -> dict:
 @pytest.fixture(autouse=True)
 def steady_throughput(monkeypatch):
     """The estimate's probe runs the backbone on random tensors; the tests count real forwards."""
-    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda model, device: 100.0)
+    monkeypatch.setattr(sweep_estimate, "measure_throughput", lambda model, device: 100.0)
 
 
 def test_plan_expands_the_grid_and_checks_every_setting_first(tmp_path):
@@ -112,7 +112,7 @@ def test_resume_after_a_crash_and_shared_features(tiny_competition, tmp_path, mo
     assert len(board) == 3  # each configuration and the ensemble landed in the leaderboard once
 
     probes = []
-    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda *args: probes.append(args) or 100.0)
+    monkeypatch.setattr(sweep_estimate, "measure_throughput", lambda *args: probes.append(args) or 100.0)
     again = run_sweep(plan, progress=False, echo=lambda line: None)
     assert trained == [plan.run_name(plan.configurations[1])] and len(again.outcomes) == 3  # nothing re-ran
     assert probes == [] and again.estimates == {c.id: 0.0 for c in plan.configurations}  # nor was it timed
@@ -138,7 +138,7 @@ def test_a_failing_configuration_is_recorded_and_the_sweep_goes_on(tiny_competit
 
 
 def test_budget_stops_between_configurations(tiny_competition, tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep_runner, "measure_throughput", lambda model, device: 0.01)
+    monkeypatch.setattr(sweep_estimate, "measure_throughput", lambda model, device: 0.01)
     plan = plan_from_dict(_sweep(tiny_competition, tmp_path, [{"head": "whitening"}]))
     report = run_sweep(plan, max_minutes=1, progress=False, echo=lambda line: None)
     assert report.outcomes == [] and "stopped before" in report.stopped_early and "re-run" in report.stopped_early
@@ -196,5 +196,5 @@ def test_the_estimate_counts_a_cache_once_by_the_caches_own_key(tiny_competition
     """Two heads on one frozen model share its features; another GeM exponent or view does not."""
     configurations = [{"head": "whitening"}, {"head": "softmax"}, {"gem_p": 4.0}, {"image_size": 64}]
     plan = plan_from_dict(_sweep(tiny_competition, tmp_path, configurations))
-    estimates = list(sweep_runner.estimate_seconds(plan, torch.device("cpu")).values())
+    estimates = list(sweep_estimate.estimate_seconds(plan, torch.device("cpu")).values())
     assert estimates[0] > 0 and estimates[1] == 0 and estimates[2] == estimates[0] and estimates[3] > 0
