@@ -16,6 +16,8 @@ vectors' content) and each submission's final vectors (`embeddings_file`).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from competition.errors import CompeteError
@@ -29,7 +31,58 @@ SUMMARY = "summary.json"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
 WISE_FT = "wise_ft.csv"  # the full regime's interpolation, scored per alpha
-TOO_FEW = "too few photos to tell"  # a validation verdict: training could not be judged
+
+
+class Verdict(str, Enum):
+    """Validation's verdict on one group of held-out photos, as summary.json keeps it."""
+
+    BETTER = "better"  # the paired 90% interval of the mAP@10 difference lies above 0
+    WORSE = "worse"  # below 0
+    UNCLEAR = "no clear difference"  # across 0
+    TOO_FEW = "too few photos to tell"  # fewer queries than validation needs: training could not be judged
+    UNJUDGED = ""  # none recorded
+
+    @classmethod
+    def of(cls, text: object) -> Verdict:
+        """A recorded verdict; one this version does not know counts as none."""
+        return cls._value2member_map_.get(text, cls.UNJUDGED) if isinstance(text, str) else cls.UNJUDGED
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What validation said of a run on one kind of query, against its pretrained backbone."""
+
+    beats: bool | None = None  # the measured difference's sign; None: too few to tell, or not recorded
+    verdict: Verdict = Verdict.UNJUDGED
+
+    @property
+    def untold(self) -> bool:
+        """Too few photos to tell: a run judged so is no more trusted than one that lost."""
+        return self.verdict is Verdict.TOO_FEW
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a finished run's summary.json tells submit, read once: how it did on landmarks held
+    out whole and on held-out photos of its own landmarks, and the post-processing its
+    validation chose. Summaries of every version load: v0.2's kept only `beats_pretrained`, v0.3
+    added the label fusion's own verdicts, v0.4 the chosen steps."""
+
+    unseen: Judgement = Judgement()  # on landmarks held out whole
+    known: Judgement = Judgement()  # on held-out photos of training landmarks, its label fusion included
+    postprocess: dict | None = None  # the steps its validation chose, as PostProcess settings
+
+    @classmethod
+    def from_summary(cls, summary: dict, where: Path) -> RunRecord:
+        validation, beats = section(summary, "validation", where), section(summary, "beats_pretrained", where)
+        # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks
+        fusion = section(section(summary, "label_fusion", where), "validation", where)
+        known = section(fusion or validation, "seen", where)
+        return cls(
+            unseen=Judgement(beats.get("unseen"), Verdict.of(section(validation, "unseen", where).get("verdict"))),
+            known=Judgement(known.get("beats", beats.get("seen")), Verdict.of(known.get("verdict"))),
+            postprocess=section(section(summary, "postprocess", where), "steps", where) or None,
+        )
 
 
 def features_cache(runs_dir: str | Path, model: ModelSettings, weights_origin: str, view: View) -> Path:

@@ -12,7 +12,7 @@ from competition.retrieval.landmarks import KNOWN_FROM, KnownGate, calibrate_kno
 from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, weighted_posteriors
 from competition.retrieval.postprocess import scored_ranking
 from competition.retrieval.vectors import l2_normalize
-from competition.runs import BEST
+from competition.runs import BEST, Judgement, RunRecord, Verdict
 from competition.settings.model import ModelSettings
 from competition.settings.submit import PostProcess
 from competition.submit.models import LoadedModel, guard_unseen
@@ -149,8 +149,8 @@ def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
 def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:
     return LoadedModel(
         label="run", embedder=None, regime="last", augmentation="none", settings=ModelSettings(image_size=32),
-        weights_origin="origin", beats_pretrained=beats_unseen, validation=verdict,
-        frozen=True, beats_on_known=beats_known, known_validation=verdict,
+        weights_origin="origin", frozen=True,
+        record=RunRecord(Judgement(beats_unseen, Verdict.of(verdict)), Judgement(beats_known, Verdict.of(verdict))),
     )  # fmt: skip
 
 

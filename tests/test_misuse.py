@@ -411,13 +411,13 @@ def test_sweep_names_stay_inside_runs_and_a_sweep_that_only_failed_exits_non_zer
 
 
 def test_sweep_footnote_says_why_submit_used_the_backbone():
-    from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD
+    from competition.submit.models import FellBack
     from competition.sweep.results import results_table
 
     row = {"status": "done", "scores": {"top1": 0.5}, "seconds": 1}
-    untold = results_table([row | {"label": "a", "fallback": FELL_BACK_UNTOLD}])
+    untold = results_table([row | {"label": "a", "fallback": FellBack.UNTOLD.value}])
     assert "| a ‡ |" in untold and "too few photos" in untold and "lost" not in untold
-    lost = results_table([row | {"label": "a", "fallback": FELL_BACK_LOST}])
+    lost = results_table([row | {"label": "a", "fallback": FellBack.LOST.value}])
     assert "| a † |" in lost and "lost" in lost and "too few" not in lost
 
 
@@ -747,7 +747,7 @@ def test_an_older_or_bare_summary_still_guards_or_says_it_cannot(
     finished_run, tiny_competition, tmp_path, summary, guard
 ):
     from competition.settings.submit import SubmitConfig
-    from competition.submit.models import FELL_BACK_LOST
+    from competition.submit.models import FellBack
     from competition.submit.run import submit
 
     run = Path(shutil.copytree(finished_run, tmp_path / "runs" / "older"))
@@ -757,7 +757,7 @@ def test_an_older_or_bare_summary_still_guards_or_says_it_cannot(
     result = submit(SubmitConfig(model=[str(run)], landmarks="known", **settings), progress=False)
     assert guard in result.record["unseen_guard"] and result.landmarks == "known"
     # what was decided travels as data: the sweep reads it, never the note's words
-    assert result.fell_back == ({"older": FELL_BACK_LOST} if guard == "fell back" else {})
+    assert result.fell_back == ({"older": FellBack.LOST.value} if guard == "fell back" else {})
 
 
 def test_a_run_without_best_pt_is_advised_only_what_train_accepts(tiny_competition, tmp_path):
@@ -1101,11 +1101,12 @@ def test_row13_a_scored_solution_row_without_images_is_refused(tmp_path):
 def test_row16_the_post_processing_of_an_ensemble_is_the_first_run_that_chose_one(tmp_path):
     from types import SimpleNamespace
 
+    from competition.runs import RunRecord
     from competition.settings.submit import PostProcess
     from competition.submit.models import postprocess_of
 
-    older = SimpleNamespace(postprocess=None, label="older", run_dir=tmp_path / "older")
-    newer = SimpleNamespace(postprocess={"qe": 2}, label="newer", run_dir=tmp_path / "newer")
+    older = SimpleNamespace(record=RunRecord(), label="older", run_dir=tmp_path / "older")
+    newer = SimpleNamespace(record=RunRecord(postprocess={"qe": 2}), label="newer", run_dir=tmp_path / "newer")
     steps, note = postprocess_of(PostProcess(), [older, newer], (10, 20), "mixed")
     assert steps.qe == 2 and note.endswith("(chosen by newer's validation)")
     assert "first run that chose some" in PostProcess.model_fields["from_run"].description

@@ -9,12 +9,13 @@ import pytest
 import torch
 from conftest import state_of, tiny_config
 
+from competition.errors import CompeteError
 from competition.models.checkpoint import load_checkpoint
 from competition.models.embedder import build_embedder
 from competition.models.view import model_view
-from competition.runs import BEST, TOO_FEW
+from competition.runs import BEST, Judgement, RunRecord, Verdict
 from competition.settings.model import ModelSettings
-from competition.submit.models import FELL_BACK_LOST, FELL_BACK_UNTOLD, LoadedModel, guard_unseen
+from competition.submit.models import FellBack, LoadedModel, guard_unseen
 from competition.train import full_layer, loop
 from competition.train.folds import class_folds
 from competition.train.loop import train
@@ -69,7 +70,10 @@ def test_a_fold_that_holds_nothing_out_is_left_out_and_a_run_on_three_photos_a_l
     data = make_sample_competition(tmp_path / "small", small, progress=False)
     for head in ("whitening", "cosface"):
         summary = train(tiny_config(data, tmp_path / "runs", head, head=head, folds=2), False)
-        assert summary["validation"]["seen"]["verdict"] == TOO_FEW and summary["beats_pretrained"]["unseen"] is None
+        assert (
+            summary["validation"]["seen"]["verdict"] == Verdict.TOO_FEW
+            and summary["beats_pretrained"]["unseen"] is None
+        )
         json.loads((tmp_path / "runs" / head / "summary.json").read_text())  # strict JSON: no -inf
 
 
@@ -90,7 +94,7 @@ def test_pool_scores_and_verdicts():
     )
     verdict = compare(better, base)
     assert verdict["seen"]["verdict"] == "better" and verdict["seen"]["beats"] is True
-    assert verdict["unseen"]["verdict"] == TOO_FEW and verdict["unseen"]["beats"] is None  # 10 queries
+    assert verdict["unseen"]["verdict"] == Verdict.TOO_FEW and verdict["unseen"]["beats"] is None  # 10 queries
     worse = compare(base, better)
     assert worse["seen"]["verdict"] == "worse" and worse["seen"]["beats"] is False
     assert worse["seen"]["difference"]["map@10"][0] == pytest.approx(-0.5)
@@ -187,7 +191,7 @@ def test_interpolation_endpoints():
 def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
     return LoadedModel(
         label="run", embedder=None, regime="full", augmentation="none", settings=ModelSettings(image_size=32),
-        beats_pretrained=beats, validation=verdict,
+        record=RunRecord(unseen=Judgement(beats, Verdict.of(verdict))),
     )  # fmt: skip
 
 
@@ -198,7 +202,7 @@ def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
         ("fallback", False, "no clear difference", ["efficientnet_lite0"]),
         ("keep", False, "worse", ["run"]),
         ("fallback", True, "better", ["run"]),
-        ("fallback", None, TOO_FEW, ["efficientnet_lite0"]),  # validation could not tell: keep off-the-shelf
+        ("fallback", None, Verdict.TOO_FEW, ["efficientnet_lite0"]),  # validation could not tell: keep off-the-shelf
         ("ensemble", None, "", ["run"]),  # a run without a recorded verdict
     ],
 )
@@ -208,7 +212,7 @@ def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, 
     assert all(m.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run") :])
     assert weights == [2.0] * len(expected) and bool(notes) == (expected != ["run"])
     fell_back = {m.replaces: m.fell_back for m in models if m.replaces}
-    reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
+    reason = FellBack.LOST.value if beats is False else FellBack.UNTOLD.value
     assert fell_back == ({} if "run" in expected else {"run": reason})
 
 
@@ -260,3 +264,60 @@ def test_a_cap_on_photos_per_landmark_is_a_seeded_sample_taken_before_any_photo_
     train(tiny_config(tiny_competition, tmp_path, "capped", photos_per_landmark=2, strict=True), progress=False)
     config = json.loads((tmp_path / "capped" / "config.json").read_text())
     assert config["photos_per_landmark"] == 2 and config["provenance"]["photos"] == len(capped)
+
+
+@pytest.mark.parametrize(
+    "summary, unseen, known, steps",
+    [
+        # 669888f (v0.1): the sign of the top-1 difference per group, nothing else
+        ({"run": "r", "beats_pretrained": {"seen": True, "unseen": False}}, (False, ""), (True, ""), None),
+        # v0.2: verdicts from the paired interval beside the signs
+        (
+            {
+                "beats_pretrained": {"seen": None, "unseen": True},
+                "validation": {"seen": {"verdict": "too few photos to tell"}, "unseen": {"verdict": "better"}},
+            },
+            (True, "better"),
+            (None, "too few photos to tell"),
+            None,
+        ),
+        # v0.3: the label fusion's own verdict on seen landmarks is what --landmarks known trusts
+        (
+            {
+                "beats_pretrained": {"seen": False, "unseen": None},
+                "validation": {
+                    "seen": {"beats": False, "verdict": "worse"},
+                    "unseen": {"verdict": "no clear difference"},
+                },
+                "label_fusion": {"validation": {"seen": {"beats": True, "verdict": "better"}}},
+            },
+            (None, "no clear difference"),
+            (True, "better"),
+            None,
+        ),
+        # v0.4: the post-processing validation chose, spelled with v0.4's two re-ranking switches
+        (
+            {
+                "beats_pretrained": {"unseen": True},
+                "postprocess": {"chosen": "diffusion", "steps": {"diffusion": True}},
+            },
+            (True, ""),
+            (None, ""),
+            {"diffusion": True},
+        ),
+        ({}, (None, ""), (None, ""), None),  # an unfinished run kept as it is (--if-worse keep)
+    ],
+)
+def test_the_run_record_reads_the_summary_of_every_version(tmp_path, summary, unseen, known, steps):
+    record = RunRecord.from_summary(summary, tmp_path / "summary.json")
+    assert (record.unseen.beats, record.unseen.verdict.value) == unseen
+    assert (record.known.beats, record.known.verdict.value) == known and record.postprocess == steps
+    assert record.unseen.untold == (unseen[1] == Verdict.TOO_FEW.value)
+
+
+def test_a_damaged_summary_is_one_line_naming_its_file(tmp_path):
+    with pytest.raises(CompeteError, match=r"summary.json: 'validation' must be an object"):
+        RunRecord.from_summary({"validation": ["better"]}, tmp_path / "summary.json")
+    assert RunRecord.from_summary({"validation": {"unseen": {"verdict": "splendid"}}}, tmp_path).unseen.verdict is (
+        Verdict.UNJUDGED
+    )  # a verdict this version does not know counts as none

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -24,12 +25,12 @@ from competition.runs import (
     CONFIG,
     LAST,
     SUMMARY,
-    TOO_FEW,
+    RunRecord,
+    Verdict,
     features_cache,
     find_run,
     read_summary,
     resolve_run_dir,
-    section,
     trained_embeddings_cache,
 )
 from competition.settings.embedding import EmbeddingConfig
@@ -38,8 +39,12 @@ from competition.settings.submit import PostProcess
 
 log = logging.getLogger(__name__)
 
-FELL_BACK_LOST = "it lost in validation"  # why the guard replaced a run, as its note says
-FELL_BACK_UNTOLD = "validation could not tell"
+
+class FellBack(str, Enum):
+    """Why the guard replaced a run by its pretrained backbone, as its note says it."""
+
+    LOST = "it lost in validation"
+    UNTOLD = "validation could not tell"
 
 
 @dataclass(kw_only=True)  # built in two places, read everywhere: every field named
@@ -51,17 +56,13 @@ class LoadedModel:
     settings: ModelSettings  # what it embeds with, as trained (a run) or as asked (off the shelf)
     weights_origin: str = ""  # of the pretrained backbone, when `frozen`
     run_dir: Path | None = None  # None: not a trained run
-    beats_pretrained: bool | None = None  # on held-out landmarks during training; None: unknown / not a run
-    validation: str = ""  # the run's verdict on held-out landmarks ("" when not a run or not recorded)
+    record: RunRecord | None = None  # what a run's summary says (None: not a run, or unfinished and kept)
     # The backbone is the pretrained one (off-the-shelf, last regime): its pooled features are
     # cached once per backbone and shared by every such model (and by training); only the projection differs.
     frozen: bool = False
     classifier: LabelClassifier | None = None  # the run's label classifier (closed-set queries)
-    beats_on_known: bool | None = None  # on held-out photos of training landmarks, its fusion included
-    known_validation: str = ""
-    postprocess: dict | None = None  # the steps the run's validation chose (train/postprocess_choice.py)
     replaces: str = ""  # the run this pretrained backbone stands in for (--if-worse fallback)
-    fell_back: str = ""  # why: FELL_BACK_LOST or FELL_BACK_UNTOLD
+    fell_back: FellBack | None = None  # why
 
     @property
     def backbone(self) -> str:
@@ -132,12 +133,6 @@ def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
     regime = config.get("regime", "?")
     if regime not in ("full", "last", "?"):
         raise CompeteError(f"{run_dir / CONFIG}: 'regime' must be full or last, not {regime!r}; train the run again")
-    summary, where = _finished_summary(run_dir, use_unfinished), run_dir / SUMMARY
-    validation, beats = section(summary, "validation", where), section(summary, "beats_pretrained", where)
-    # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks;
-    # an older summary keeps only beats_pretrained
-    fusion = section(section(summary, "label_fusion", where), "validation", where)
-    known = section(fusion or validation, "seen", where)
     return LoadedModel(
         label=run_dir.name,
         embedder=embedder,
@@ -146,13 +141,9 @@ def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
         settings=settings,
         weights_origin=config.get("weights_origin", ""),
         run_dir=run_dir,
-        beats_pretrained=beats.get("unseen"),
-        validation=section(validation, "unseen", where).get("verdict", ""),
+        record=RunRecord.from_summary(_finished_summary(run_dir, use_unfinished), run_dir / SUMMARY),
         frozen=regime == "last" and "weights_origin" in config,
         classifier=_classifier(config.get("label_classifier"), run_dir),
-        beats_on_known=known.get("beats", beats.get("seen")),
-        known_validation=known.get("verdict", ""),
-        postprocess=section(section(summary, "postprocess", where), "steps", where) or None,
     )
 
 
@@ -174,13 +165,15 @@ def guard_unseen(
     on held-out photos of training landmarks, otherwise on landmarks held out whole."""
     kept, kept_weights, notes = [], [], []
     for model, weight in zip(models, weights):
-        beats, verdict, where = (
-            (model.beats_on_known, model.known_validation, "held-out photos of its training landmarks")
+        record = model.record or RunRecord()
+        judged, where = (
+            (record.known, "held-out photos of its training landmarks")
             if landmarks == "known"
-            else (model.beats_pretrained, model.validation, "held-out landmarks")
+            else (record.unseen, "held-out landmarks")
         )
-        worse = beats is False or verdict == TOO_FEW
-        if beats is None and not verdict and model.run_dir is not None:
+        beats = judged.beats
+        worse = beats is False or judged.untold
+        if beats is None and judged.verdict is Verdict.UNJUDGED and model.run_dir is not None:
             log.warning("run %s has no validation verdict on %s: not guarded", model.label, where)
             notes.append(f"{model.label}: no validation verdict: not guarded")
         if beats is False:
@@ -188,10 +181,10 @@ def guard_unseen(
         elif worse:
             log.warning("run %s: too few photos to tell whether it helps on %s", model.label, where)
         if worse and if_worse == "fallback":
-            reason = FELL_BACK_LOST if beats is False else FELL_BACK_UNTOLD
+            reason = FellBack.LOST if beats is False else FellBack.UNTOLD
             kept += [replace(pretrained_stand_in(model.settings), replaces=model.label, fell_back=reason)]
             kept_weights += [weight]
-            notes.append(f"{model.label}: fell back to pretrained ({reason})")
+            notes.append(f"{model.label}: fell back to pretrained ({reason.value})")
             continue
         kept.append(model)
         kept_weights.append(weight)
@@ -235,11 +228,11 @@ def postprocess_of(
     chose none), if it can run them at this size. Not for `known` landmarks:
     the choice was judged on cosine rankings, and there the labels at full weight make another
     ranking (on both dev sets' closed-set copies the chosen step cost top-1 or mAP@10)."""
-    chosen = next((m for m in models if m.postprocess), None)
+    chosen = next((m for m in models if m.record and m.record.postprocess), None)
     if given.given() or not given.from_run or chosen is None or landmarks == "known":
         return given, describe(given)
     try:
-        steps = PostProcess.from_dict({**given.to_dict(), **chosen.postprocess, "from_run": True})
+        steps = PostProcess.from_dict({**given.to_dict(), **chosen.record.postprocess, "from_run": True})
     except CompeteError as error:  # its words name flags; the user typed none of them
         raise CompeteError(
             f"{chosen.run_dir / SUMMARY}: the post-processing its validation chose is not valid ({error}); train the "

@@ -289,7 +289,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
         record,
         sorted(embed.skipped),
         notes,
-        fell_back={m.replaces: m.fell_back for m in models if m.replaces},
+        fell_back={m.replaces: m.fell_back.value for m in models if m.replaces and m.fell_back},
         landmarks=landmarks,
         fused=fusion is not None,
     )

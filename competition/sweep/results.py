@@ -14,7 +14,7 @@ import numpy as np
 
 from competition.evaluate.metrics import score_key
 from competition.report.plots import plt, save_figure
-from competition.submit.models import FELL_BACK_UNTOLD
+from competition.submit.models import FellBack
 
 COLUMNS = [  # (score name, title)
     ("top1", "top-1"),
@@ -34,6 +34,9 @@ def _fused(outcome: dict) -> bool:
     return outcome.get("landmarks", "").startswith("known") and outcome.get("regime") != "off-the-shelf"
 
 
+UNTOLD = FellBack.UNTOLD.value  # as results.jsonl keeps it
+
+
 def _row_title(outcome: dict, variants: int) -> str:
     title = outcome["label"]
     if variants > 1 and outcome.get("variant"):
@@ -41,7 +44,7 @@ def _row_title(outcome: dict, variants: int) -> str:
     if _fused(outcome):
         title += " [known]"  # class posteriors fused: what --landmarks known (or auto's choice of it) did
     if outcome.get("fallback"):
-        title += " ‡" if outcome["fallback"] == FELL_BACK_UNTOLD else " †"
+        title += " ‡" if outcome["fallback"] == UNTOLD else " †"
     return title
 
 
@@ -68,12 +71,12 @@ def results_table(outcomes: list[dict]) -> str:
     if any(_fused(o) for o in outcomes):
         notes.append("[known]: every query taken as a training landmark; the runs' class posteriors were fused in.")
     reasons = {o.get("fallback") for o in outcomes if o.get("fallback")}
-    if reasons - {FELL_BACK_UNTOLD}:  # True: a row of an earlier version, which only fell back on a loss
+    if reasons - {UNTOLD}:  # True: a row of an earlier version, which only fell back on a loss
         notes.append(
             "† the run lost to its pretrained backbone in validation, so submit used the backbone "
             "(--if-worse fallback)."
         )
-    if FELL_BACK_UNTOLD in reasons:
+    if UNTOLD in reasons:
         notes.append(
             "‡ validation had too few photos to tell whether the run helps, so submit used the backbone "
             "(--if-worse fallback)."

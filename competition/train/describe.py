@@ -3,7 +3,10 @@ what the folds chose, and what submit will do with it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from competition.io import counted
+from competition.runs import SUMMARY, RunRecord, Verdict
 from competition.train.validation import HELD_OUT, MAP_K
 
 
@@ -76,15 +79,18 @@ def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
         )
     if known:
         return lines, []  # the unseen-landmark warnings do not apply: every query's landmark trains
-    unseen = summary["beats_pretrained"].get("unseen")
-    if unseen is None:
+    unseen = RunRecord.from_summary(summary, Path(runs_dir) / str(summary["run"]) / SUMMARY).unseen
+    if unseen.beats is None:
         return lines, [
             "too few photos to tell whether training helps landmarks it has not seen; compete submit will use "
             "the pretrained backbone for this run (--if-worse keep to override)"
         ]
-    if unseen is False:
-        verdict = summary["validation"].get("unseen", {}).get("verdict", "")
-        how = "clearly lower" if verdict == "worse" else "lower, though within the interval (no clear difference)"
+    if unseen.beats is False:
+        how = (
+            "clearly lower"
+            if unseen.verdict is Verdict.WORSE
+            else "lower, though within the interval (no clear difference)"
+        )
         return lines, [
             f"on held-out landmarks the run's mAP@10 was {how} than the pretrained backbone's; compete submit "
             "will use the backbone instead, the safer choice for landmarks it has not seen (--if-worse "

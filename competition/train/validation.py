@@ -27,7 +27,7 @@ import numpy as np
 
 from competition.evaluate.metrics import GROUPS, average_precision, bootstrap_interval, relevance
 from competition.retrieval.neighbours import neighbours_among
-from competition.runs import TOO_FEW
+from competition.runs import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def compare(trained: PoolScores, pretrained: PoolScores, seed: int = 0) -> dict[
         mask = trained.group(name)
         queries = int(mask.sum())
         if not queries:
-            result[name] = {"queries": 0, "verdict": TOO_FEW, "beats": None}
+            result[name] = {"queries": 0, "verdict": Verdict.TOO_FEW, "beats": None}
             continue
         difference = {}
         for metric, attribute in (("top1", "top1"), (f"map@{MAP_K}", "ap")):
@@ -127,9 +127,9 @@ def compare(trained: PoolScores, pretrained: PoolScores, seed: int = 0) -> dict[
             difference[metric] = [float(delta.mean()), *bootstrap_interval(delta, seed=seed)]
         mean, low, high = difference[f"map@{MAP_K}"]
         if queries < MIN_QUERIES:
-            verdict = TOO_FEW
+            verdict = Verdict.TOO_FEW
         else:
-            verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+            verdict = Verdict.BETTER if low > 0 else Verdict.WORSE if high < 0 else Verdict.UNCLEAR
         result[name] = {
             "queries": queries,
             "pretrained": {
