@@ -164,4 +164,4 @@ def format_of(path: Path, text: str) -> SubmissionFormat:
     if marked := [fmt for fmt in fitting if fmt.marks(first[fmt.separator])]:
         return marked[0]
     headers = " or ".join(f"'{fmt.separator.join(fmt.header)}'" for fmt in fitting if fmt.header)
-    raise CompeteError(f"{path}: header must start with {headers}, found {next(iter(first.values()))[:3]}")
+    raise CompeteError(f"{path}: header must start with {headers}, found {first[fitting[0].separator][:3]}")
