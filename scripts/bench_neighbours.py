@@ -1,11 +1,12 @@
-"""Validation's exact neighbours among a set: today's numpy blocks (retrieval/neighbours.py:
-a matmul and `best_first` per block of queries) beside faiss.knn (BLAS and a heap), side by side
-in one run, with how many neighbours differ (only near-equal scores may).
+"""Validation's exact neighbours among a set, both ways retrieval/neighbours.py finds them: numpy
+blocks (a matmul and `best_first` per block of queries) and faiss.knn (BLAS and a heap, ties
+re-ordered by index, rows with a tie at the edge ranked densely), side by side in one run, with
+how many neighbours differ (only near-equal scores may).
 
     python scripts/bench_neighbours.py --sizes 20000 100000 --dim 1280 --k 10
 
 Every `--every`-th photo queries all the others (itself left out), as a validation pool does.
-This is the measurement issue 49's faiss kNN starts from; neighbours_among is not changed by it.
+neighbours_among takes faiss from FAISS_FROM candidates on.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from __future__ import annotations
 import argparse
 import time
 
-import faiss
 import numpy as np
 
-from competition.retrieval.neighbours import neighbours_among
+from competition.retrieval import neighbours
 from competition.retrieval.vectors import l2_normalize
 
 
-def faiss_neighbours(x: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
-    """Each row's k nearest others by inner product with faiss.knn (one more found, itself dropped)."""
-    _, found = faiss.knn(x[rows], x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    return np.array([[j for j in row if j != own][:k] for row, own in zip(found, rows)])
+def timed(x: np.ndarray, k: int, rows: np.ndarray, faiss_from: float) -> tuple[float, np.ndarray]:
+    neighbours.FAISS_FROM = faiss_from
+    started = time.perf_counter()
+    found = neighbours.neighbours_among(x, k, rows)[1]
+    return time.perf_counter() - started, found
 
 
 def main() -> None:
@@ -38,12 +39,8 @@ def main() -> None:
     for size in args.sizes:
         x = l2_normalize(np.random.default_rng(0).standard_normal((size, args.dim)).astype(np.float32))
         rows = np.arange(0, size, args.every)
-        started = time.perf_counter()
-        _, blocks = neighbours_among(x, args.k, rows)
-        numpy_s = time.perf_counter() - started
-        started = time.perf_counter()
-        heap = faiss_neighbours(x, args.k, rows)
-        faiss_s = time.perf_counter() - started
+        numpy_s, blocks = timed(x, args.k, rows, float("inf"))
+        faiss_s, heap = timed(x, args.k, rows, 0)
         differing = int((heap != blocks).sum())
         print(
             f"| {size:,} | {args.dim} | {len(rows):,} | {numpy_s:.2f} | {faiss_s:.2f} | {numpy_s / faiss_s:.2f}x "

@@ -88,3 +88,21 @@ def test_a_pool_past_most_queries_is_judged_by_a_seeded_sample_of_them(monkeypat
     everyone = score_ranked(neighbours_among(vectors, MAP_K)[1], np.arange(500), labels, unseen)
     assert len(sampled.ap) == 120
     assert np.allclose(sampled.ap, everyone.ap[queries])  # each sampled query ranked against the whole pool
+
+
+def test_faiss_finds_the_same_neighbours_with_the_same_tie_rule(monkeypatch):
+    """Past FAISS_FROM candidates faiss.knn finds them; small integer vectors make every inner product
+    exact in float32 (whatever the BLAS), so full of ties, both paths must agree to the index."""
+    from competition.retrieval import neighbours
+
+    rng = np.random.default_rng(3)
+    vectors = rng.integers(-2, 3, (300, 6)).astype(np.float32)
+    vectors[::7] = vectors[1]  # duplicates: ties among the best
+    rows = np.arange(0, 300, 4)
+    dense = [neighbours_among(vectors, k, rows, normalize=False, start=s) for k in (1, 10, 40) for s in (0, 100)]
+    monkeypatch.setattr(neighbours, "FAISS_FROM", 1)
+    found = [neighbours_among(vectors, k, rows, normalize=False, start=s) for k in (1, 10, 40) for s in (0, 100)]
+    for (dense_scores, dense_order), (scores, order) in zip(dense, found):
+        assert np.array_equal(order, dense_order) and np.array_equal(scores, dense_scores)
+    monkeypatch.setattr(neighbours, "TIE_MARGIN", 0)  # every row's tie runs past what faiss found: dense rows
+    assert np.array_equal(neighbours_among(vectors, 10, rows, normalize=False)[1], dense[2][1])  # k=10, start=0
