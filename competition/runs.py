@@ -45,7 +45,10 @@ class Verdict(str, Enum):
     @classmethod
     def of(cls, text: object) -> Verdict:
         """A recorded verdict; one this version does not know counts as none."""
-        return cls._value2member_map_.get(text, cls.UNJUDGED) if isinstance(text, str) else cls.UNJUDGED
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNJUDGED
 
 
 @dataclass(frozen=True)

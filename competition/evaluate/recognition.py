@@ -35,8 +35,6 @@ from competition.evaluate.formats import RECOGNITION
 from competition.evaluate.submission import write_submission_text
 from competition.io import counted
 
-HEADER = list(RECOGNITION.header)
-
 
 def render_predictions(query_names: Sequence[str], landmarks: Sequence[str], confidences: np.ndarray) -> str:
     bad = [name for name in landmarks if not name or any(c.isspace() for c in name)]
@@ -46,7 +44,7 @@ def render_predictions(query_names: Sequence[str], landmarks: Sequence[str], con
         )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow(RECOGNITION.header)
     for query, landmark, confidence in zip(query_names, landmarks, confidences):
         writer.writerow([RECOGNITION.photo(query), f"{landmark} {float(confidence):.6g}"])
     return buffer.getvalue()
@@ -60,7 +58,7 @@ def is_recognition(path: str | Path) -> bool:
     """Whether a file is in the recognition format (its header is `id,landmarks`)."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as file:
-            return next(csv.reader(file), None) == HEADER
+            return RECOGNITION.marks(next(csv.reader(file), []))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
 
@@ -70,7 +68,7 @@ def read_predictions(path: str | Path) -> list[tuple[str, str | None, float]]:
     naming its line: an extra field, or a confidence that is not a finite number (a NaN would
     sort anywhere, so GAP would depend on where its row sits)."""
     rows = list(csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))
-    if not rows or rows[0] != HEADER:
+    if not rows or not RECOGNITION.marks(rows[0]):
         raise CompeteError(f"{path}: a recognition submission starts with the header id,landmarks")
     predictions = []
     for number, row in enumerate(rows[1:], start=2):

@@ -14,7 +14,6 @@ import torch
 from competition.errors import CompeteError
 from competition.models.checkpoint import load_run_embedder
 from competition.models.embedder import build_embedder
-from competition.models.pooling import learned, make_pooling
 from competition.models.registry import REGISTRY, get_spec
 from competition.models.view import model_view
 from competition.retrieval.posteriors import LabelClassifier
@@ -33,6 +32,7 @@ from competition.runs import (
     resolve_run_dir,
     trained_embeddings_cache,
 )
+from competition.settings.choices import LEARNED_POOLINGS
 from competition.settings.embedding import EmbeddingConfig
 from competition.settings.model import ModelSettings, View
 from competition.settings.submit import PostProcess
@@ -94,7 +94,7 @@ def pretrained_model(settings: ModelSettings) -> LoadedModel:
 def pretrained_stand_in(settings: ModelSettings) -> LoadedModel:
     """The pretrained backbone a run falls back to or is ensembled with: its own settings, except a
     pooling fitted to the run's photos (NetVLAD's centres), which exists only in the run: GeM then."""
-    fitted_to_data = learned(make_pooling(settings, channels=1))
+    fitted_to_data = settings.pooling in LEARNED_POOLINGS
     return pretrained_model(settings.model_copy(update={"pooling": "gem"}) if fitted_to_data else settings)
 
 

@@ -67,11 +67,12 @@ def submit(config: SubmitConfig, progress: bool = True) -> SubmitResult:
     """Embed, rank, write, validate, score and record one submission. A named submission is held
     by one process from start to end (a second `submit --name same` at once stops, naming the
     first), so one file and one leaderboard row describe the same ranking."""
+    output = output_of(config)
     if config.name and init_distributed().is_main:
         locks = Path(config.runs_dir) / "submission-locks"  # not in submissions/, which users upload from
-        with exclusive_use(output_of(config).path(config.name), "submission", lock_dir=locks):
-            return _submit(config, output_of(config), progress)
-    return _submit(config, output_of(config), progress)
+        with exclusive_use(output.path(config.name), "submission", lock_dir=locks):
+            return _submit(config, output, progress)
+    return _submit(config, output, progress)
 
 
 class Embeddings:
