@@ -42,6 +42,12 @@ class Verdict(str, Enum):
     TOO_FEW = "too few photos to tell"  # fewer queries than validation needs: training could not be judged
     UNJUDGED = ""  # none recorded
 
+    def __str__(self) -> str:  # shown as the words, as summary.json keeps them (not "Verdict.BETTER")
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
     @classmethod
     def of(cls, text: object) -> Verdict:
         """A recorded verdict; one this version does not know counts as none."""

@@ -17,6 +17,7 @@ from competition.runs import BEST, Judgement, RunRecord, Verdict
 from competition.settings.model import ModelSettings
 from competition.submit.models import FellBack, LoadedModel, guard_unseen
 from competition.train import full_layer, loop
+from competition.train.describe import describe
 from competition.train.folds import class_folds
 from competition.train.loop import train
 from competition.train.safety import interpolate_weights, layer_decay_groups, resolve_freeze_bn
@@ -98,6 +99,9 @@ def test_pool_scores_and_verdicts():
     worse = compare(base, better)
     assert worse["seen"]["verdict"] == "worse" and worse["seen"]["beats"] is False
     assert worse["seen"]["difference"]["map@10"][0] == pytest.approx(-0.5)
+    # the terminal shows a verdict as its words, as summary.json keeps them
+    lines = describe(verdict)
+    assert lines[0].endswith(": better") and lines[1].endswith(": too few photos to tell")
 
 
 def test_loss_head_keeps_the_epoch_count_the_folds_score_best(tiny_competition, tmp_path):
