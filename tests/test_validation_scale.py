@@ -106,3 +106,73 @@ def test_faiss_finds_the_same_neighbours_with_the_same_tie_rule(monkeypatch):
         assert np.array_equal(order, dense_order) and np.array_equal(scores, dense_scores)
     monkeypatch.setattr(neighbours, "TIE_MARGIN", 0)  # every row's tie runs past what faiss found: dense rows
     assert np.array_equal(neighbours_among(vectors, 10, rows, normalize=False)[1], dense[2][1])  # k=10, start=0
+
+
+def _reference_whitening_and_prototypes(vectors, labels):
+    """The fits as they were on whole arrays (class means by a loop; prototypes by np.add.at)."""
+    unit = l2_normalize(vectors).astype(np.float64)
+    classes = sorted(set(labels))
+    groups = [unit[labels == c] for c in classes]
+    offsets = np.concatenate([group - group.mean(0) for group in groups if len(group) > 1])
+    sums = np.zeros((len(classes), vectors.shape[1]))
+    np.add.at(sums, [classes.index(label) for label in labels], unit)
+    return unit.mean(0), offsets, l2_normalize(sums.astype(np.float32))
+
+
+def test_fits_read_a_block_of_rows_at_a_time_and_give_what_whole_arrays_gave(monkeypatch):
+    """Google Landmarks size: class means, the whitening and the prototypes are reduced over
+    blocks of rows taken by index from a float16 matrix, never a copy of a fold's photos."""
+    from competition.retrieval import posteriors, vectors as vectors_module
+    from competition.retrieval.vectors import Rows, float16_if_exact
+    from competition.train.whitening import fit_learned_whitening, within_class_offsets
+
+    vectors, labels, _ = _clustered(count=700, classes=60, dim=24)
+    monkeypatch.setattr(vectors_module, "ROWS_AT_ONCE", 64)  # 11 blocks
+    monkeypatch.setattr(posteriors, "LOGISTIC_MOST_CLASSES", 10)  # prototypes past 10 classes
+    held = float16_if_exact(vectors.astype(np.float16).astype(np.float32))
+    assert held.dtype == np.float16 and float16_if_exact(vectors) is vectors  # float32 values stay float32
+    train = np.random.default_rng(1).permutation(700)[:500]
+    rows, exact = Rows(held, train), held[train].astype(np.float32)
+    mean, offsets, prototypes = _reference_whitening_and_prototypes(exact, labels[train])
+
+    by_rows = fit_learned_whitening(rows, labels[train])
+    assert np.allclose(by_rows[0], mean, atol=1e-6)
+    assert np.allclose(np.sort(within_class_offsets(Rows(held, train, l2_normalize), labels[train]), 0),
+                       np.sort(offsets, 0), atol=1e-6)  # fmt: skip
+    whole = fit_learned_whitening(exact, labels[train])
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(by_rows[:2], whole[:2])) and by_rows[2] == whole[2]
+    doubled = posteriors.fit_label_classifier(Rows(held, train, lambda x: 2 * x), labels[train])
+    assert doubled.sparse and np.allclose(doubled.prototypes, prototypes, atol=1e-6)
+    assert len(Rows(held, train)) == 500 and Rows(held, train).whole().dtype == np.float32
+
+
+def test_a_runs_features_are_held_once_as_float16_and_its_photos_are_that_matrix():
+    from pathlib import Path
+
+    from competition.data.discover import ImageRecord
+    from competition.train.photo_features import PhotoFeatures
+
+    records = [ImageRecord(Path(f"/photos/{i}.jpg"), f"{i}.jpg", "train", f"l{i % 2}") for i in range(5)]
+    stored = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float16).astype(np.float32)
+    features = PhotoFeatures.of(records, stored, unreadable={records[2].path})
+    kept = [r for r in records if r.path in features]
+    assert features.matrix.dtype == np.float16 and len(features) == 4 and records[2].path not in features
+    assert features.stacked(kept) is features.matrix  # the run's photos: no copy
+    assert np.array_equal(features.stacked(kept[::-1]), stored[[4, 3, 1, 0]])
+    rows, labels = features.rows(records)  # the unreadable one left out
+    assert np.array_equal(rows.whole(), stored[[0, 1, 3, 4]]) and list(labels) == ["l0", "l1", "l1", "l0"]
+
+
+def test_one_product_gives_the_prototype_posteriors_at_every_strength(monkeypatch):
+    """Validation's grid over strengths at 81k landmarks: the logits only scale, so one product of
+    the photos with the prototypes serves both strengths, as two classifiers would have."""
+    from competition.retrieval import posteriors
+
+    monkeypatch.setattr(posteriors, "LOGISTIC_MOST_CLASSES", 10)
+    vectors, labels, _ = _clustered(count=600, classes=40, dim=32)
+    fitted = {c: posteriors.fit_label_classifier(vectors, labels, c) for c in (10.0, 100.0)}
+    shared = fitted[10.0].posteriors_at(vectors[:50], (10.0, 100.0))
+    for strength, classifier in fitted.items():
+        alone = classifier.posteriors(vectors[:50]).toarray()
+        assert np.allclose(shared[strength].toarray(), alone, atol=1e-5) and alone.max() > 0.1
+    assert not np.allclose(shared[10.0].toarray(), shared[100.0].toarray(), atol=1e-3)

@@ -23,6 +23,7 @@ matrix or appended vectors: O(queries x candidates) at any gallery size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +31,7 @@ from scipy import sparse
 
 from competition.retrieval.landmarks import KnownGate
 from competition.retrieval.neighbours import best_first
-from competition.retrieval.vectors import l2_normalize
+from competition.retrieval.vectors import Rows, as_rows, class_sums, l2_normalize
 
 LOGISTIC_MOST_CLASSES = 2048  # above: class prototypes and sparse posteriors
 TOP_CLASSES = 20  # posteriors each photo keeps when they are sparse
@@ -123,16 +124,30 @@ class LabelClassifier:
         if not self.sparse:
             blocks = [_softmax(vectors[rows] @ self.coef.T + self.intercept) for rows in _row_blocks(len(vectors))]
             return np.concatenate(blocks) if blocks else np.zeros((0, len(self.classes)), np.float32)
+        return self._sparse_posteriors(vectors, self.coef, (1.0,))[1.0]
+
+    def posteriors_at(self, vectors: np.ndarray, strengths: Sequence[float]) -> dict:
+        """Sparse posteriors of the prototype classifier at each of `strengths` (its logits are the
+        strength times each photo's cosine to the prototypes): one product of the photos with the
+        prototypes serves them all, the cost of validation's grid over strengths at 81k landmarks."""
+        return self._sparse_posteriors(l2_normalize(vectors), self.prototypes, strengths)
+
+    def _sparse_posteriors(self, vectors: np.ndarray, columns: np.ndarray, scales: Sequence[float]) -> dict:
+        """Top-TOP_CLASSES posteriors of softmax(scale * vectors @ columns.T + intercept) per scale."""
         if not len(vectors):
-            return sparse.csr_matrix((0, len(self.classes)), dtype=np.float32)
+            return {scale: sparse.csr_matrix((0, len(self.classes)), dtype=np.float32) for scale in scales}
         # padded to whole column groups (at -inf: no probability) so a block's groups are a free reshape
         padding = -len(self.classes) % COLUMN_GROUP
-        coef = np.concatenate([self.coef, np.zeros((padding, self.coef.shape[1]), np.float32)]).T
+        padded = np.concatenate([columns, np.zeros((padding, columns.shape[1]), np.float32)]).T
         intercept = np.concatenate([self.intercept, np.full(padding, -np.inf, np.float32)])
         # each block kept sparse as it is made: 1.58M dense rows over 81k classes would be 0.5 TB
-        blocks = (_sparse_softmax(vectors[rows] @ coef + intercept, TOP_CLASSES, len(self.classes))
-                  for rows in _row_blocks(len(vectors)))  # fmt: skip
-        return sparse.vstack(list(blocks), format="csr")
+        blocks: dict[float, list] = {scale: [] for scale in scales}
+        for rows in _row_blocks(len(vectors)):
+            product = vectors[rows] @ padded
+            for scale in scales:
+                logits = (product if scale == 1.0 else np.float32(scale) * product) + intercept
+                blocks[scale].append(_sparse_softmax(logits, TOP_CLASSES, len(self.classes)))
+        return {scale: sparse.vstack(parts, format="csr") for scale, parts in blocks.items()}
 
     def gate_features(self, vectors: np.ndarray, posteriors=None) -> np.ndarray:
         """(top posterior, cosine to the nearest class prototype) of each photo: what the gate reads."""
@@ -180,17 +195,20 @@ class LabelClassifier:
         )
 
 
-def fit_label_classifier(vectors: np.ndarray, labels, strength: float = 10.0) -> LabelClassifier:
-    """Logistic regression up to LOGISTIC_MOST_CLASSES landmarks, class prototypes above."""
+def fit_label_classifier(vectors: np.ndarray | Rows, labels, strength: float = 10.0) -> LabelClassifier:
+    """Logistic regression up to LOGISTIC_MOST_CLASSES landmarks, class prototypes above (read a
+    block of rows at a time: Google Landmarks' 1.58M embeddings are never held at once)."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, dtype=object).astype(str)
-    vectors = l2_normalize(vectors)
+    given = as_rows(vectors)
+    unit = Rows(given.matrix, given.index, lambda rows: l2_normalize(given.embed(rows) if given.embed else rows))
     classes = sorted(set(labels.tolist()))
     if len(classes) > LOGISTIC_MOST_CLASSES:
-        prototypes = class_prototypes(vectors, labels, classes)
+        prototypes = class_prototypes(unit, labels, classes)
         bias = np.zeros(len(classes), np.float32)
         return LabelClassifier(classes, strength * prototypes, bias, strength=strength, prototypes=prototypes)
+    vectors = unit.whole()
     model = LogisticRegression(C=strength, max_iter=5000).fit(vectors, labels)
     classes = [str(c) for c in model.classes_]
     coef, intercept = model.coef_, model.intercept_
@@ -200,12 +218,11 @@ def fit_label_classifier(vectors: np.ndarray, labels, strength: float = 10.0) ->
     return LabelClassifier(classes, coef, intercept, strength=strength, prototypes=prototypes)
 
 
-def class_prototypes(vectors: np.ndarray, labels: np.ndarray, classes: list[str]) -> np.ndarray:
+def class_prototypes(vectors: np.ndarray | Rows, labels: np.ndarray, classes: list[str]) -> np.ndarray:
     """Each class's mean unit embedding, unit length, in `classes` order (one pass, any class count)."""
     index = {c: i for i, c in enumerate(classes)}
-    sums = np.zeros((len(classes), vectors.shape[1]), np.float64)
-    np.add.at(sums, np.array([index[label] for label in labels]), vectors)
-    return l2_normalize(sums.astype(np.float32))
+    owners = np.array([index[label] for label in labels], dtype=np.int64)
+    return l2_normalize(class_sums(vectors, owners, len(classes)).astype(np.float32))
 
 
 def weighted_posteriors(posteriors, weight: float, gate: np.ndarray | None = None):

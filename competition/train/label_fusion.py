@@ -18,11 +18,13 @@ among the weights that cost queries of held-out landmarks at most PLATEAU.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from competition.io import counted
 from competition.retrieval.landmarks import KnownGate, calibrate_known, fit_known_gate
 from competition.retrieval.neighbours import neighbours_among
 from competition.retrieval.posteriors import (
@@ -34,8 +36,11 @@ from competition.retrieval.posteriors import (
     top_posterior,
     weighted_posteriors,
 )
+from competition.retrieval.vectors import Rows
 from competition.train.folds import Fold
 from competition.train.validation import MAP_K, PoolScores, compare, pool_queries, score_ranked
+
+log = logging.getLogger(__name__)
 
 STRENGTHS = (10.0, 100.0)  # logistic regression's C on unit embeddings; above its class count, the cosine scale
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -76,18 +81,36 @@ class FoldPool:
 def _fold_pools(features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold):
     """Each pool query's FUSION_CANDIDATES nearest photos by cosine, found once per fold, in blocks."""
     pools = []
-    for fold in folds:
+    for number, fold in enumerate(folds, 1):
         embed = head_for(fold.train)
         vectors = embed(features[fold.pool])
         queries = pool_queries(labels[fold.pool])
         cosine, candidates = neighbours_among(vectors, FUSION_CANDIDATES, queries)
         pools.append(FoldPool(fold, queries, cosine, candidates, vectors, embed))
+        log.info(
+            "label fusion: fold %d/%d, %d candidates of %s",
+            number,
+            len(folds),
+            cosine.shape[1],
+            counted(len(queries), "query"),
+        )
     return pools
 
 
 def _fold_classifier(pool: FoldPool, features, labels, strength: float) -> LabelClassifier:
     train = pool.fold.train
-    return fit_label_classifier(pool.embed(features[train]), labels[train], strength)
+    return fit_label_classifier(Rows(features, train, pool.embed), labels[train], strength)
+
+
+def _posteriors_by_strength(pool: FoldPool, features, labels) -> dict:
+    """The posteriors of the pool's photos under the fold's classifier at each of STRENGTHS. Class
+    prototypes (past LOGISTIC_MOST_CLASSES) are fitted once and one product serves every strength:
+    the logits only scale. Logistic regression is fitted at each."""
+    first = _fold_classifier(pool, features, labels, STRENGTHS[0])
+    if first.sparse:
+        return first.posteriors_at(pool.vectors, STRENGTHS)
+    rest = {c: _fold_classifier(pool, features, labels, c) for c in STRENGTHS[1:]}
+    return {c: classifier.posteriors(pool.vectors) for c, classifier in ({STRENGTHS[0]: first} | rest).items()}
 
 
 def _agreement(pool: FoldPool, rows: np.ndarray) -> np.ndarray:
@@ -100,15 +123,16 @@ def choose_fusion(
     """Strength and weight of the label fusion, chosen on closed folds (see the module); every
     strength and weight re-orders the same candidate lists (the whole pool, at today's sizes)."""
     pools = _fold_pools(features, labels, folds, head_for)
-    scores: dict[tuple[float, float], PoolScores] = {}
-    for strength in STRENGTHS:
-        parts: dict[float, list[PoolScores]] = {w: [] for w in WEIGHTS}
-        for pool in pools:
-            posteriors = _fold_classifier(pool, features, labels, strength).posteriors(pool.vectors)
+    parts: dict[tuple[float, float], list[PoolScores]] = {(c, w): [] for c in STRENGTHS for w in WEIGHTS}
+    for number, pool in enumerate(pools, 1):
+        for strength, posteriors in _posteriors_by_strength(pool, features, labels).items():
             agreement = _agreement(pool, posteriors)
             for weight in WEIGHTS:
-                parts[weight].append(pool.fused_scores(labels, weight * agreement))
-        scores.update({(strength, w): PoolScores.concat(p) for w, p in parts.items()})
+                parts[(strength, weight)].append(pool.fused_scores(labels, weight * agreement))
+        log.info(
+            "label fusion: fold %d/%d scored at %s", number, len(pools), counted(len(parts), "strength and weight")
+        )
+    scores = {key: PoolScores.concat(p) for key, p in parts.items()}
     # judged on queries of training landmarks only: the fusion is for them (closed folds hold no others)
     quality = {key: float(s.ap[~s.unseen].mean()) if (~s.unseen).any() else float("-inf") for key, s in scores.items()}
     best_strength = max(STRENGTHS, key=lambda c: max(quality[(c, w)] for w in WEIGHTS))
@@ -154,6 +178,7 @@ def choose_gate(
     posteriors = [c.posteriors(pool.vectors) for c, pool in zip(classifiers, pools)]
     signs = [c.gate_features(pool.vectors, p) for c, pool, p in zip(classifiers, pools, posteriors)]
     known = [~pool.fold.unseen for pool in pools]
+    log.info("label fusion: posteriors of %s", counted(sum(len(p.fold.pool) for p in pools), "mixed-fold photo"))
     calibration = calibrate_known(np.concatenate([top_posterior(p) for p in posteriors]), np.concatenate(known))
     gate = fit_known_gate(np.concatenate(signs), np.concatenate(known))
     if gate is None:
@@ -197,7 +222,7 @@ def fit_label_fusion(
     what the folds said of it against `baseline` (the pretrained backbone on the closed folds)."""
     choice = choose_fusion(features, labels, closed_folds, head_for)
     gated = choose_gate(features, labels, mixed_folds, head_for, choice.strength)
-    classifier = fit_label_classifier(final_embedding(features), labels, choice.strength)
+    classifier = fit_label_classifier(Rows(features, embed=final_embedding), labels, choice.strength)
     classifier.weight, classifier.calibration = choice.weight, gated.calibration
     classifier.gate, classifier.gated_weight = gated.gate, gated.weight
     verdict = compare(choice.scores, baseline, seed=seed)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from competition.data.discover import ImageRecord
 from competition.io import counted
 from competition.models.projection import make_projection, project_rows
 from competition.progress import steps
@@ -24,6 +23,7 @@ from competition.settings.choices import PAIR_LOSSES
 from competition.train.label_fusion import fit_label_fusion
 from competition.train.losses import loss_for
 from competition.train.optim import make_optimizer, optimizer_step
+from competition.train.photo_features import PhotoFeatures
 from competition.train.postprocess_choice import choose_postprocess
 from competition.train.run import Run, seed_epoch
 from competition.train.sampling import epoch_order
@@ -31,11 +31,6 @@ from competition.train.validation import PoolScores, compare, map_scores, object
 from competition.train.whitening import apply_learned_whitening, fit_learned_whitening
 
 log = logging.getLogger(__name__)
-
-
-def _stack(features: dict, records: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
-    kept = [r for r in records if r.path in features]
-    return np.stack([features[r.path] for r in kept]), np.array([r.label for r in kept], dtype=object)
 
 
 def fit_last_layer(run: Run, started: float) -> dict:
@@ -56,7 +51,7 @@ def fit_last_layer(run: Run, started: float) -> dict:
     run.folder.write_history(history, baseline.means())
     run.embedder.eval()
     head_for = _once_per_fold(head_for)  # the gate and the post-processing choice ask for the same folds
-    photos = np.stack([features[r.path] for r in data.photos])
+    photos = features.stacked(data.photos)  # the matrix itself, usually: 1.58M photos are not copied
     fusion, classifier = {}, None
     if run.config.landmarks != "new":  # new: the labels never reach the ranking
         fusion, classifier = _fit_label_fusion(run, features, photos, head_for)
@@ -70,7 +65,7 @@ def fit_last_layer(run: Run, started: float) -> dict:
     )
 
 
-def _fit_label_fusion(run: Run, features: dict, photos: np.ndarray, head_for) -> tuple[dict, dict]:
+def _fit_label_fusion(run: Run, features: PhotoFeatures, photos: np.ndarray, head_for) -> tuple[dict, dict]:
     """The run's label classifier (train/label_fusion.py) and what closed-set validation said of it."""
     data = run.data
     summary, classifier = fit_label_fusion(
@@ -99,39 +94,39 @@ def _once_per_fold(head_for):
     return cached
 
 
-def _whitening_head_for(run: Run, features: dict):
+def _whitening_head_for(run: Run, features: PhotoFeatures):
     """For label fusion's folds: the learned whitening fitted on a fold's training photos."""
 
     def head_for(train: np.ndarray):
-        x, y = _stack(features, [run.data.photos[i] for i in train])
+        x, y = features.rows([run.data.photos[i] for i in train])
         mean, matrix, _ = fit_learned_whitening(x, y, run.config.whiten_power)
         return lambda vectors: apply_learned_whitening(vectors, mean, matrix)
 
     return head_for
 
 
-def _loss_head_for(run: Run, features: dict, epochs: int):
+def _loss_head_for(run: Run, features: PhotoFeatures, epochs: int):
     """For label fusion's folds: the projection trained on a fold's photos (and their variants)."""
 
     def head_for(train: np.ndarray):
-        x, y = _stack(features, run.data.training_records(train))
-        projection, _ = train_projection(run, torch.from_numpy(x).to(run.device), y, epochs)
+        x, y = features.rows(run.data.training_records(train))
+        projection, _ = train_projection(run, torch.from_numpy(x.whole()).to(run.device), y, epochs)
         return lambda vectors: _project(projection, vectors, run.device)
 
     return head_for
 
 
-def _fit_whitening(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:
+def _fit_whitening(run: Run, features: PhotoFeatures) -> tuple[list[dict], PoolScores, dict]:
     data, power = run.data, run.config.whiten_power
     per_fold, shrinkages = [], []
     for number, fold in enumerate(data.folds, 1):
-        x, y = _stack(features, [data.photos[i] for i in fold.train] + data.extra)
+        x, y = features.rows([data.photos[i] for i in fold.train] + data.extra)
         mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
         per_fold.append(run.score(apply_learned_whitening(run.pool_features(features, fold), mean, matrix), fold))
         shrinkages.append(shrinkage)
         log.info("fold %d/%d  whitening  %s", number, len(data.folds), map_scores(per_fold[-1].means()))
     scores = PoolScores.concat(per_fold)
-    x, y = _stack(features, data.photos + data.extra)
+    x, y = features.rows(data.photos + data.extra)
     mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
     log.info("final whitening on %s", counted(len(x), "photo"))
     run.embedder.projection.set(mean, matrix)
@@ -181,15 +176,15 @@ def _project(projection: nn.Module, vectors: np.ndarray, device) -> np.ndarray:
     return project_rows(projection, vectors, device)
 
 
-def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, dict]:
+def _fit_loss_head(run: Run, features: PhotoFeatures) -> tuple[list[dict], PoolScores, dict]:
     """Every fold trains for all epochs and is scored after each; the epoch count with the best
     validation over all folds is then trained on every photo."""
     data, config = run.data, run.config
     per_epoch: list[list[PoolScores]] = [[] for _ in range(config.epochs)]
     fold_losses = []
     for number, fold in enumerate(steps(data.folds, "validation folds", enabled=run.progress), 1):
-        x, y = _stack(features, data.training_records(fold.train))
-        pool = run.pool_features(features, fold)
+        x, y = features.rows(data.training_records(fold.train))
+        x, pool = x.whole(), run.pool_features(features, fold)
 
         def score_epoch(projection, epoch, loss, pool=pool, fold=fold, number=number):
             per_epoch[epoch].append(run.score(_project(projection, pool, run.device), fold))
@@ -206,7 +201,8 @@ def _fit_loss_head(run: Run, features: dict) -> tuple[list[dict], PoolScores, di
     ]
     best = int(np.argmax([objective(s.means()) for s in epoch_scores]))
     started = time.time()
-    x, y = _stack(features, data.training_records())
+    x, y = features.rows(data.training_records())
+    x = x.whole()
     projection, _ = train_projection(run, torch.from_numpy(x).to(run.device), y, best + 1)
     run.embedder.projection.load_state_dict(projection.state_dict())
     log.info("final projection: %d epochs on %d photos in %.1fs", best + 1, len(x), time.time() - started)

@@ -69,14 +69,10 @@ def add_pseudo_labels(run: Run) -> None:
         log.warning("pseudo-labels need query/gallery photos; none added")
         return
     features = run.pretrained_features(run.data.photos, "calibrate")  # every rank embeds its share
-    labelled = [r for r in run.data.photos if r.path in features]
+    labelled, labels = features.rows(run.data.photos)
     # decided on rank 0 alone and shared: ranks that drew different classes would train different heads
     threshold = run.dist.share(
-        calibrate_threshold(
-            np.stack([features[r.path] for r in labelled]), [r.label for r in labelled], run.config.pseudo_precision
-        )
-        if run.dist.is_main
-        else None
+        calibrate_threshold(labelled.whole(), list(labels), run.config.pseudo_precision) if run.dist.is_main else None
     )
     if threshold is None:
         log.warning(
@@ -87,7 +83,7 @@ def add_pseudo_labels(run: Run) -> None:
     vectors = run.pretrained_features(unlabeled, "pseudo-labels")
     readable = [r for r in unlabeled if r.path in vectors]  # unreadable photos must not pair up
     added = run.dist.share(
-        pseudo_classes(readable, np.stack([vectors[r.path] for r in readable]), threshold) if run.dist.is_main else []
+        pseudo_classes(readable, vectors.rows(readable)[0].whole(), threshold) if run.dist.is_main else []
     )
     run.data.extra = added
     run.pseudo = {"threshold": threshold, "images": len(added), "classes": len({r.label for r in added})}

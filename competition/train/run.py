@@ -28,6 +28,7 @@ from competition.runs import CONFIG, SUMMARY, features_cache
 from competition.settings.model import View
 from competition.settings.train import TrainConfig
 from competition.train.data import TrainingData
+from competition.train.photo_features import PhotoFeatures
 from competition.train.run_folder import RunFolder
 from competition.train.validation import PoolScores, score_pool
 
@@ -123,19 +124,18 @@ class Run:
             ),
         )
 
-    def pretrained_features(self, records: list[ImageRecord], description: str) -> dict[Path, np.ndarray]:
-        """Pooled features of the (frozen) pretrained backbone by path, unreadable files left out.
+    def pretrained_features(self, records: list[ImageRecord], description: str) -> PhotoFeatures:
+        """Pooled features of the (frozen) pretrained backbone, unreadable files left out.
         A pooling fitted to this run's photos (NetVLAD) is not the backbone's alone: never cached."""
         cached = not learned(self.embedder.pooling)
         vectors, failed = self.extract(self.embedder.pooled, records, description, cached)
-        unreadable = set(failed)
-        return {r.path: v for r, v in zip(records, vectors) if r.path not in unreadable}
+        return PhotoFeatures.of(records, vectors, set(failed))
 
-    def pool_features(self, features: dict[Path, np.ndarray], fold) -> np.ndarray:
-        """The rows of `features` for a fold's validation pool, in pool order."""
-        return np.stack([features[self.data.photos[i].path] for i in fold.pool])
+    def pool_features(self, features: PhotoFeatures, fold) -> np.ndarray:
+        """The float32 rows of `features` for a fold's validation pool, in pool order."""
+        return features.rows([self.data.photos[i] for i in fold.pool])[0].whole()
 
-    def baseline(self, features: dict[Path, np.ndarray], folds) -> PoolScores:
+    def baseline(self, features: PhotoFeatures, folds) -> PoolScores:
         """The pretrained backbone on every fold's validation pool: the score to beat."""
         return PoolScores.concat([self.score(self.pool_features(features, fold), fold) for fold in folds])
 

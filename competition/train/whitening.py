@@ -5,48 +5,43 @@ mean. With a few hundred photos and a 1280-d feature it is singular, so it is sh
 towards a scaled identity by Ledoit-Wolf's formula (the amount comes from the data,
 nothing to tune). `power` 1 is full whitening; 0.5 shrinks the nuisance directions by
 the square root only, the milder transform we keep as default for small training sets.
-Class means come from one sparse product over all photos (a loop over 81k landmarks would
-compare every photo with every landmark); the covariance from at most OFFSETS_SAMPLE offsets.
+Class means come from a block of photos at a time (retrieval/vectors.class_sums); the covariance
+from at most OFFSETS_SAMPLE offsets.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 from competition.errors import CompeteError
-from competition.retrieval.vectors import l2_normalize
+from competition.retrieval.vectors import Rows, as_rows, class_sums, l2_normalize
 
 OFFSETS_SAMPLE = 200_000  # offsets the shrunk covariance is estimated from: a seeded sample past it
 
 
-COLUMNS_AT_ONCE = 64  # feature columns summed per class at once (1.58M photos: 0.8 GB of float64)
-
-
-def within_class_offsets(features: np.ndarray, labels: np.ndarray, most: int = OFFSETS_SAMPLE) -> np.ndarray:
+def within_class_offsets(features: np.ndarray | Rows, labels: np.ndarray, most: int = OFFSETS_SAMPLE) -> np.ndarray:
     """Each feature minus the mean of its class (float64), in class order; classes of one photo
-    carry no offset. Past `most` offsets, a seeded sample of them (class means from every photo)."""
+    carry no offset. Past `most` offsets, a seeded sample of them (class means from every photo).
+    Rows are read a block at a time: at 1.58M photos the means are one float64 block's work."""
+    features = as_rows(features)
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    one_hot = sparse.csr_matrix(
-        (np.ones(len(inverse)), (inverse, np.arange(len(inverse)))), (len(classes), len(inverse))
-    )
-    means = np.empty((len(classes), features.shape[1]))
-    for start in range(0, features.shape[1], COLUMNS_AT_ONCE):  # float64 a slice at a time, not a copy of all
-        columns = slice(start, start + COLUMNS_AT_ONCE)
-        means[:, columns] = one_hot @ features[:, columns].astype(np.float64)
+    means = class_sums(features, inverse, len(classes))
     means /= counts[:, None]
     rows = np.flatnonzero(counts[inverse] > 1)
     rows = rows[np.argsort(inverse[rows], kind="stable")]
     if len(rows) > most:
         rows = np.sort(np.random.default_rng(0).choice(rows, most, replace=False))
-    return features[rows].astype(np.float64) - means[inverse[rows]]
+    return features.take(rows).astype(np.float64) - means[inverse[rows]]
 
 
-def fit_learned_whitening(features: np.ndarray, labels, power: float = 0.5) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_learned_whitening(
+    features: np.ndarray | Rows, labels, power: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(mean, matrix, shrinkage) such that (normalise(x) - mean) @ matrix is the whitened x."""
-    features = l2_normalize(features)
-    offsets = within_class_offsets(features, np.asarray(labels))
+    given = as_rows(features)
+    unit = Rows(given.matrix, given.index, lambda rows: l2_normalize(given.embed(rows) if given.embed else rows))
+    offsets = within_class_offsets(unit, np.asarray(labels))
     if len(offsets) < 2:
         raise CompeteError("learned whitening needs a landmark with at least 2 training photos")
     shrinkage = float(ledoit_wolf_shrinkage(offsets, assume_centered=True))
@@ -55,7 +50,8 @@ def fit_learned_whitening(features: np.ndarray, labels, power: float = 0.5) -> t
     rest_scale = np.power(max(rest, 1e-12), -power / 2)
     # every direction outside the eigenvectors has the eigenvalue `rest`
     matrix = (eigenvectors * (scale - rest_scale)) @ eigenvectors.T + rest_scale * np.eye(len(eigenvectors))
-    return features.mean(axis=0, dtype=np.float64).astype(np.float32), matrix.astype(np.float32), shrinkage
+    total = sum(block.sum(axis=0, dtype=np.float64) for _, block in unit.blocks())
+    return (total / len(unit)).astype(np.float32), matrix.astype(np.float32), shrinkage
 
 
 def _shrunk_spectrum(offsets: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray, float]:
