@@ -669,12 +669,17 @@ def test_a_gem_exponent_that_overflows_is_refused_before_a_run_folder_is_made(ti
         (lambda batch: torch.arange(4.0).expand(len(batch), 4), "the same vector"),
     ],
 )
-def test_vectors_that_cannot_rank_are_an_error_not_a_ranking(tiny_competition, tmp_path, model_fn, fragment):
+def test_vectors_that_cannot_rank_are_an_error_not_a_ranking(
+    tiny_competition, tmp_path, model_fn, fragment, monkeypatch
+):
     from competition.errors import CompeteError
+    from competition.retrieval import embed
     from competition.retrieval.embed import Extraction, extract_features
     from competition.settings.model import View
 
+    monkeypatch.setattr(embed, "CHECK_ROWS", 3)  # checked a block of rows at a time, judged over all
     paths = sorted((tiny_competition / "gallery").iterdir())
+    assert len(paths) >= max(embed.FEWEST_TO_JUDGE, 2 * embed.CHECK_ROWS)
     with pytest.raises(CompeteError, match=fragment):
         extract_features(
             model_fn, paths, View(32, "square"), torch.device("cpu"), how=Extraction(progress=False, workers=0)
@@ -1069,6 +1074,21 @@ def test_row11_row14_rows_that_cannot_rank_are_named_and_zero_rows_counted(tmp_p
     folder = _features_folder(tmp_path / "g", change={"gallery": zero_row_0})
     read_rows([row_path(folder, "gallery", i) for i in range(2)], "made-elsewhere")
     assert "gallery.npy: 1 row all zero" in caplog.text
+
+
+def test_rows_are_read_as_stored_a_block_at_a_time_in_any_order(tmp_path, monkeypatch):
+    """Google Landmarks' 1.58M training rows: read in blocks, kept float16 when asked (training
+    holds them so), never a float32 copy of the whole file first."""
+    from competition.data import features
+
+    monkeypatch.setattr(features, "ROWS_AT_ONCE", 2)
+    ids = {"train": [f"{c}/{i}.jpg" for c, i in zip("aabbc", range(5))], "query": ["q.jpg"], "gallery": ["g.jpg"]}
+    folder = _features_folder(tmp_path / "f", ids=ids)
+    stored, order = np.load(folder / "train.npy"), [3, 0, 4, 1, 2]
+    paths = [features.row_path(folder, "train", i) for i in order]
+    as_stored = features.read_rows(paths, "made-elsewhere", np.float16)
+    assert as_stored.dtype == np.float16 and np.array_equal(as_stored, stored[order])
+    assert np.array_equal(features.read_rows(paths, "made-elsewhere"), stored[order].astype(np.float32))
 
 
 @pytest.mark.parametrize("bad", ["../escape.jpg", "a/../../b.jpg", " ", "/abs.jpg", "a\\b.jpg", "./q.jpg"])

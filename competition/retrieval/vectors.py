@@ -76,6 +76,8 @@ def class_sums(rows: np.ndarray | Rows, owners: np.ndarray, classes: int) -> np.
 def float16_if_exact(matrix: np.ndarray) -> np.ndarray:
     """`matrix` as float16 when every number is one already (rows read from the feature cache or
     a features folder, which store float16): half the memory, nothing lost; else unchanged."""
+    if matrix.dtype == np.float16:
+        return matrix
     out = np.empty(matrix.shape, np.float16)
     for start in range(0, len(matrix), ROWS_AT_ONCE):
         block = matrix[start : start + ROWS_AT_ONCE]

@@ -121,6 +121,7 @@ class Run:
                 description=f"{self.config.run_name}: {description}",  # piped lines name their run
                 progress=self.progress,
                 workers=self.config.workers,
+                rows_dtype=np.float16,  # a features folder's rows as stored: 1.58M x 1280 in 4 GB, not 8
             ),
         )
 
