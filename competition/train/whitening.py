@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 from competition.errors import CompeteError
-from competition.retrieval.vectors import Rows, as_rows, class_sums, l2_normalize
+from competition.retrieval.vectors import ROWS_AT_ONCE, Rows, as_rows, class_sums, l2_normalize
 
 OFFSETS_SAMPLE = 200_000  # offsets the shrunk covariance is estimated from: a seeded sample past it
 
@@ -32,7 +32,11 @@ def within_class_offsets(features: np.ndarray | Rows, labels: np.ndarray, most: 
     rows = rows[np.argsort(inverse[rows], kind="stable")]
     if len(rows) > most:
         rows = np.sort(np.random.default_rng(0).choice(rows, most, replace=False))
-    return features.take(rows).astype(np.float64) - means[inverse[rows]]
+    offsets = features.take(rows).astype(np.float64)
+    for start in range(0, len(rows), ROWS_AT_ONCE):  # in place: 200k offsets at 1280-d are 2 GB a copy
+        block = slice(start, start + ROWS_AT_ONCE)
+        offsets[block] -= means[inverse[rows[block]]]
+    return offsets
 
 
 def fit_learned_whitening(
