@@ -125,6 +125,26 @@ def test_last_regime_reuses_cached_features(tiny_competition, tmp_path, monkeypa
     assert sum(calls) > 0  # another image size is another cache entry
 
 
+def test_each_folds_whitening_is_fitted_once_for_validation_the_gate_and_post_processing(
+    tiny_competition, tmp_path, monkeypatch
+):
+    """At 1.58M photos a fit is a minute: the mixed folds' heads that validation scores are the ones
+    the label fusion's gate and the post-processing choice use, not fitted again."""
+    from competition.train import whitening
+
+    fitted = []  # each fit's training rows
+
+    def fit(rows, labels, power=0.5):
+        fitted.append(rows.index.tobytes())
+        return real_fit(rows, labels, power)
+
+    real_fit = whitening.fit_learned_whitening
+    monkeypatch.setattr(whitening, "fit_learned_whitening", fit)
+    summary = train(tiny_config(tiny_competition, tmp_path, "once", head="whitening"), progress=False)
+    assert summary["label_fusion"]["gated"] and summary["postprocess"]  # the gate and the choice ran
+    assert len(fitted) > len(summary["fold_shrinkage"]) + 1 and len(set(fitted)) == len(fitted)
+
+
 def test_full_regime_learns_gem_p_and_unfreeze_from_keeps_early_layers(tiny_competition, tmp_path):
     config = tiny_config(
         tiny_competition, tmp_path, "partial", regime="full", backbone="resnet18", epochs=1, unfreeze_from="layer4"

@@ -28,7 +28,7 @@ from competition.train.postprocess_choice import choose_postprocess
 from competition.train.run import Run, seed_epoch
 from competition.train.sampling import epoch_order
 from competition.train.validation import PoolScores, compare, map_scores, objective
-from competition.train.whitening import apply_learned_whitening, fit_learned_whitening
+from competition.train.whitening import FittedWhitening
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,16 @@ def fit_last_layer(run: Run, started: float) -> dict:
     records = data.photos + data.extra if run.config.head_resolved == "whitening" else data.training_records()
     features = run.pretrained_features(records, "features")
     baseline = run.baseline(features, data.folds)
+    # each fold's head fitted once: validation, the label fusion's gate and the post-processing choice share it
     if run.config.head_resolved == "whitening":
-        history, scores, extra = _fit_whitening(run, features)
-        head_for = _whitening_head_for(run, features)
+        head_for = _once_per_fold(_whitening_head_for(run, features))
+        history, scores, extra = _fit_whitening(run, features, head_for)
     else:
         history, scores, extra = _fit_loss_head(run, features)
-        head_for = _loss_head_for(run, features, extra["best_epoch"])
+        head_for = _once_per_fold(_loss_head_for(run, features, extra["best_epoch"]))
     comparison = compare(scores, baseline, seed=run.config.seed)
     run.folder.write_history(history, baseline.means())
     run.embedder.eval()
-    head_for = _once_per_fold(head_for)  # the gate and the post-processing choice ask for the same folds
     photos = features.stacked(data.photos)  # the matrix itself, usually: 1.58M photos are not copied
     fusion, classifier = {}, None
     if run.config.landmarks != "new":  # new: the labels never reach the ranking
@@ -94,13 +94,12 @@ def _once_per_fold(head_for):
     return cached
 
 
-def _whitening_head_for(run: Run, features: PhotoFeatures):
-    """For label fusion's folds: the learned whitening fitted on a fold's training photos."""
+def _whitening_head_for(run: Run, features: PhotoFeatures, extra: list | None = None):
+    """The learned whitening fitted on a fold's training photos (and `extra` photos)."""
 
-    def head_for(train: np.ndarray):
-        x, y = features.rows([run.data.photos[i] for i in train])
-        mean, matrix, _ = fit_learned_whitening(x, y, run.config.whiten_power)
-        return lambda vectors: apply_learned_whitening(vectors, mean, matrix)
+    def head_for(train: np.ndarray) -> FittedWhitening:
+        rows, labels = features.rows([run.data.photos[i] for i in train] + (extra or []))
+        return FittedWhitening.fit(rows, labels, run.config.whiten_power)
 
     return head_for
 
@@ -116,25 +115,27 @@ def _loss_head_for(run: Run, features: PhotoFeatures, epochs: int):
     return head_for
 
 
-def _fit_whitening(run: Run, features: PhotoFeatures) -> tuple[list[dict], PoolScores, dict]:
-    data, power = run.data, run.config.whiten_power
+def _fit_whitening(run: Run, features: PhotoFeatures, head_for) -> tuple[list[dict], PoolScores, dict]:
+    """Each fold's whitening scored on its pool, then the run's fitted on every photo. Pseudo-labelled
+    photos (`data.extra`) join every fit here; the label fusion's folds (head_for) fit without them."""
+    data = run.data
+    fold_head = _whitening_head_for(run, features, data.extra) if data.extra else head_for
     per_fold, shrinkages = [], []
     for number, fold in enumerate(data.folds, 1):
-        x, y = features.rows([data.photos[i] for i in fold.train] + data.extra)
-        mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
-        per_fold.append(run.score(apply_learned_whitening(run.pool_features(features, fold), mean, matrix), fold))
-        shrinkages.append(shrinkage)
+        head = fold_head(fold.train)
+        per_fold.append(run.score(head(run.pool_features(features, fold)), fold))
+        shrinkages.append(head.shrinkage)
         log.info("fold %d/%d  whitening  %s", number, len(data.folds), map_scores(per_fold[-1].means()))
     scores = PoolScores.concat(per_fold)
     x, y = features.rows(data.photos + data.extra)
-    mean, matrix, shrinkage = fit_learned_whitening(x, y, power)
+    final = FittedWhitening.fit(x, y, run.config.whiten_power)
     log.info("final whitening on %s", counted(len(x), "photo"))
-    run.embedder.projection.set(mean, matrix)
+    run.embedder.projection.set(final.mean, final.matrix)
     history = [{"epoch": 0, **scores.means()}]
     return (
         history,
         scores,
-        {"whitening_shrinkage": round(shrinkage, 4), "fold_shrinkage": [round(s, 4) for s in shrinkages]},
+        {"whitening_shrinkage": round(final.shrinkage, 4), "fold_shrinkage": [round(s, 4) for s in shrinkages]},
     )
 
 

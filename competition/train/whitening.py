@@ -11,6 +11,8 @@ from at most OFFSETS_SAMPLE offsets.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.covariance import ledoit_wolf_shrinkage
 
@@ -77,3 +79,19 @@ def _shrunk_spectrum(offsets: np.ndarray, shrinkage: float) -> tuple[np.ndarray,
 def apply_learned_whitening(features: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """What LearnedWhitening does, on arrays (validation folds use it without a model)."""
     return (l2_normalize(features) - mean) @ matrix
+
+
+@dataclass(frozen=True)
+class FittedWhitening:
+    """A learned whitening fitted to labelled rows, applied as a function of rows (a fold's head)."""
+
+    mean: np.ndarray
+    matrix: np.ndarray
+    shrinkage: float
+
+    @classmethod
+    def fit(cls, features: np.ndarray | Rows, labels, power: float = 0.5) -> FittedWhitening:
+        return cls(*fit_learned_whitening(features, labels, power))
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        return apply_learned_whitening(vectors, self.mean, self.matrix)
