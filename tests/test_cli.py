@@ -222,26 +222,37 @@ def _execute(notebook, folder: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", ["train here", "attached run"])
+@pytest.mark.parametrize("path", ["train here", "attached run", "attached features"])
 def test_the_kaggle_notebook_runs_end_to_end_and_writes_submission_csv(tiny_competition, tmp_path, monkeypatch, path):
     """examples/kaggle-notebook.ipynb executed as Kaggle would, its paths pointed at the tiny set:
-    training in the notebook (capped), or submitting with a run folder attached as a dataset."""
+    training in the notebook (capped), submitting with a run folder attached as a dataset, or
+    training on a features folder attached as one (Google Landmarks' path) and submitting on photos."""
     import nbformat
     from conftest import tiny_config
 
+    from competition.settings.features import FeaturesConfig
+    from competition.submit.features import export_features
     from competition.train.loop import train
 
     out = tmp_path / "out"
     environment = {"COMPETE_DATA": str(tiny_competition), "COMPETE_OUT": str(out), "COMPETE_WHEELS": "/none"}
     environment["COMPETE_RUN"] = str(tmp_path / "attached" / "run")
+    environment["COMPETE_FEATURES"] = str(tmp_path / "attached" / "features")
     if path == "attached run":
         train(tiny_config(tiny_competition, tmp_path / "attached", "run"), progress=False)
+    if path == "attached features":
+        elsewhere = FeaturesConfig(
+            data=str(tiny_competition), out=environment["COMPETE_FEATURES"], runs_dir=str(tmp_path / "elsewhere")
+        )
+        export_features(elsewhere, progress=False)
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     _execute(nbformat.read(NOTEBOOK, as_version=4), tmp_path / "kaggle-working")
     lines = (out / "submission.csv").read_text().splitlines()
     assert lines[0] == "id,images" and len(lines) == 1 + len(list((tiny_competition / "query").iterdir()))
-    assert (out / "runs" / "lite0" / "best.pt").is_file() == (path == "train here")
+    assert (out / "runs" / "lite0" / "best.pt").is_file() == (path != "attached run")
+    if path == "attached features":  # every row of the features, none of the training photos
+        assert json.loads((out / "runs/lite0/config.json").read_text())["data"] == environment["COMPETE_FEATURES"]
 
 
 def _stand_in_wheel(folder: Path) -> Path:
