@@ -201,8 +201,7 @@ def fit_label_classifier(vectors: np.ndarray | Rows, labels, strength: float = 1
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, dtype=object).astype(str)
-    given = as_rows(vectors)
-    unit = Rows(given.matrix, given.index, lambda rows: l2_normalize(given.embed(rows) if given.embed else rows))
+    unit = as_rows(vectors).normalized()
     classes = sorted(set(labels.tolist()))
     if len(classes) > LOGISTIC_MOST_CLASSES:
         prototypes = class_prototypes(unit, labels, classes)

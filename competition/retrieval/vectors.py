@@ -39,6 +39,11 @@ class Rows:
         rows = np.asarray(picked, dtype=np.float32)
         return rows if self.embed is None else np.asarray(self.embed(rows), dtype=np.float32)
 
+    def normalized(self) -> Rows:
+        """These rows at unit length."""
+        embed = self.embed
+        return Rows(self.matrix, self.index, lambda rows: l2_normalize(embed(rows) if embed else rows))
+
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(position of its first row, rows) for each block of ROWS_AT_ONCE rows, in order."""
         for start in range(0, len(self), ROWS_AT_ONCE):

@@ -45,8 +45,7 @@ def fit_learned_whitening(
     features: np.ndarray | Rows, labels, power: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(mean, matrix, shrinkage) such that (normalise(x) - mean) @ matrix is the whitened x."""
-    given = as_rows(features)
-    unit = Rows(given.matrix, given.index, lambda rows: l2_normalize(given.embed(rows) if given.embed else rows))
+    unit = as_rows(features).normalized()
     offsets = within_class_offsets(unit, np.asarray(labels))
     if len(offsets) < 2:
         raise CompeteError("learned whitening needs a landmark with at least 2 training photos")
