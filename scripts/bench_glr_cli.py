@@ -14,9 +14,9 @@ rows count as the default model's), then runs, each in a fresh process:
 Rows are unit vectors around one centre per landmark (~19 photos a landmark, as GLDv2-clean);
 the gallery and the queries scale with the training set as GLDv2's 760k / 117k do with its
 1.58M (0.48 and 0.074 of it), half the gallery and four in five queries of training landmarks.
-A stage is the time from one line the command prints (its log or a result) to the next; its
-peak is the process's VmHWM (peak resident memory so far, /proc) when the next line came.
-Linux only.
+A stage is the time from one line the command prints (its log or a result) to the next, with
+the largest resident size sampled in it (VmRSS, every half second); a command's peak is its
+VmHWM (/proc). Linux only.
 """
 
 from __future__ import annotations
@@ -102,29 +102,32 @@ def features_folder(root: Path, size: int, dim: int, identities: Path) -> Path:
     return root
 
 
-def _peak_gb(pid: int) -> float:
+def _memory_gb(pid: int, field: str) -> float:
+    """VmHWM (peak resident size so far) or VmRSS (resident now) of a process, from /proc."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return float("nan")
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "VmHWM: 0 kB")
+    line = next((x for x in status.splitlines() if x.startswith(f"{field}:")), f"{field}: 0 kB")
     return int(line.split()[1]) / 1024**2
 
 
 def run_stages(command: list[str], log: Path) -> tuple[list[tuple[str, float, float]], float, float, int]:
-    """Run one compete command; its stages as (log line, seconds until the next line, peak GB so
-    far), and its total seconds, peak GB and exit code. Every line also goes to `log`."""
+    """Run one compete command; its stages as (log line, seconds until the next line, the largest
+    resident size sampled within it), and its total seconds, peak GB (VmHWM) and exit code. Every
+    line also goes to `log`."""
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-c", LAUNCH, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     stages: list[tuple[str, float, float]] = []
     last = [("start", started)]
-    peak = [0.0]
+    peak, in_stage = [0.0], [0.0]
 
     def sample() -> None:  # VmHWM vanishes with the process: keep the latest
         while child.poll() is None:
-            peak[0] = max(peak[0], _peak_gb(child.pid))
+            peak[0] = max(peak[0], _memory_gb(child.pid, "VmHWM"))
+            in_stage[0] = max(in_stage[0], _memory_gb(child.pid, "VmRSS"))
             time.sleep(0.5)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -136,12 +139,11 @@ def run_stages(command: list[str], log: Path) -> tuple[list[tuple[str, float, fl
             if not line or line[0].isspace():
                 continue  # a result's detail, not a step
             now = time.perf_counter()
-            peak[0] = max(peak[0], _peak_gb(child.pid))
-            stages.append((last[0][0], now - last[0][1], peak[0]))
-            last[0] = (line.removeprefix("INFO: ")[:110], now)
+            stages.append((last[0][0], now - last[0][1], in_stage[0]))
+            last[0], in_stage[0] = (line.removeprefix("INFO: ")[:110], now), _memory_gb(child.pid, "VmRSS")
     code = child.wait()
     now = time.perf_counter()
-    stages.append((last[0][0], now - last[0][1], peak[0]))
+    stages.append((last[0][0], now - last[0][1], in_stage[0]))
     return stages, now - started, peak[0], code
 
 
@@ -172,7 +174,7 @@ def main() -> None:
         for step in args.steps:
             stages, seconds, peak, code = run_stages(commands[step], args.work / f"{step}-{size}-{args.dim}.log")
             print(f"\n### compete {step}: {seconds:.0f} s, peak {peak:.2f} GB, exit {code}\n", flush=True)
-            print("| stage (the log line that opens it) | seconds | peak GB so far |\n|---|---|---|")
+            print("| stage (the line that opens it) | seconds | largest resident GB in it |\n|---|---|---|")
             for line, spent, high in stages:
                 if spent >= 1 or line == stages[-1][0]:
                     print(f"| {line} | {spent:.0f} | {high:.2f} |")

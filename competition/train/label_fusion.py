@@ -18,13 +18,12 @@ among the weights that cost queries of held-out landmarks at most PLATEAU.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from competition.io import counted
+from competition.progress import steps
 from competition.retrieval.landmarks import KnownGate, calibrate_known, fit_known_gate
 from competition.retrieval.neighbours import neighbours_among
 from competition.retrieval.posteriors import (
@@ -39,8 +38,6 @@ from competition.retrieval.posteriors import (
 from competition.retrieval.vectors import Rows
 from competition.train.folds import Fold
 from competition.train.validation import MAP_K, PoolScores, compare, pool_queries, score_ranked
-
-log = logging.getLogger(__name__)
 
 STRENGTHS = (10.0, 100.0)  # logistic regression's C on unit embeddings; above its class count, the cosine scale
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -78,22 +75,15 @@ class FoldPool:
         return score_ranked(ranking, self.queries, labels[self.fold.pool], self.fold.unseen)
 
 
-def _fold_pools(features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold):
+def _fold_pools(features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold, progress):
     """Each pool query's FUSION_CANDIDATES nearest photos by cosine, found once per fold, in blocks."""
     pools = []
-    for number, fold in enumerate(folds, 1):
+    for fold in steps(folds, "label fusion: candidates", unit="fold", enabled=progress):
         embed = head_for(fold.train)
         vectors = embed(features[fold.pool])
         queries = pool_queries(labels[fold.pool])
         cosine, candidates = neighbours_among(vectors, FUSION_CANDIDATES, queries)
         pools.append(FoldPool(fold, queries, cosine, candidates, vectors, embed))
-        log.info(
-            "label fusion: fold %d/%d, %d candidates of %s",
-            number,
-            len(folds),
-            cosine.shape[1],
-            counted(len(queries), "query"),
-        )
     return pools
 
 
@@ -118,20 +108,17 @@ def _agreement(pool: FoldPool, rows: np.ndarray) -> np.ndarray:
 
 
 def choose_fusion(
-    features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold
+    features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold, progress: bool = True
 ) -> FusionChoice:
     """Strength and weight of the label fusion, chosen on closed folds (see the module); every
     strength and weight re-orders the same candidate lists (the whole pool, at today's sizes)."""
-    pools = _fold_pools(features, labels, folds, head_for)
+    pools = _fold_pools(features, labels, folds, head_for, progress)
     parts: dict[tuple[float, float], list[PoolScores]] = {(c, w): [] for c in STRENGTHS for w in WEIGHTS}
-    for number, pool in enumerate(pools, 1):
+    for pool in steps(pools, "label fusion: strengths and weights", unit="fold", enabled=progress):
         for strength, posteriors in _posteriors_by_strength(pool, features, labels).items():
             agreement = _agreement(pool, posteriors)
             for weight in WEIGHTS:
                 parts[(strength, weight)].append(pool.fused_scores(labels, weight * agreement))
-        log.info(
-            "label fusion: fold %d/%d scored at %s", number, len(pools), counted(len(parts), "strength and weight")
-        )
     scores = {key: PoolScores.concat(p) for key, p in parts.items()}
     # judged on queries of training landmarks only: the fusion is for them (closed folds hold no others)
     quality = {key: float(s.ap[~s.unseen].mean()) if (~s.unseen).any() else float("-inf") for key, s in scores.items()}
@@ -169,16 +156,17 @@ def choose_gate(
     folds: Sequence[Fold],
     head_for: HeadForFold,
     strength: float,
+    progress: bool = True,
 ) -> GateChoice:
     """Calibration, gate and gated weight on the mixed folds (see the module)."""
-    pools = _fold_pools(features, labels, [f for f in folds if f.unseen.any()], head_for)
+    pools = _fold_pools(features, labels, [f for f in folds if f.unseen.any()], head_for, progress)
     if not pools:
         return GateChoice({}, None, 0.0, {})
-    classifiers = [_fold_classifier(pool, features, labels, strength) for pool in pools]
+    fitting = steps(pools, "label fusion: the gate's classifiers", unit="fold", enabled=progress)
+    classifiers = [_fold_classifier(pool, features, labels, strength) for pool in fitting]
     posteriors = [c.posteriors(pool.vectors) for c, pool in zip(classifiers, pools)]
     signs = [c.gate_features(pool.vectors, p) for c, pool, p in zip(classifiers, pools, posteriors)]
     known = [~pool.fold.unseen for pool in pools]
-    log.info("label fusion: posteriors of %s", counted(sum(len(p.fold.pool) for p in pools), "mixed-fold photo"))
     calibration = calibrate_known(np.concatenate([top_posterior(p) for p in posteriors]), np.concatenate(known))
     gate = fit_known_gate(np.concatenate(signs), np.concatenate(known))
     if gate is None:
@@ -216,12 +204,13 @@ def fit_label_fusion(
     final_embedding: Callable[[np.ndarray], np.ndarray],
     baseline: PoolScores,
     seed: int = 0,
+    progress: bool = True,
 ) -> tuple[dict, LabelClassifier]:
     """A run's label classifier: strength and weight chosen on `closed_folds`, calibrated and
     gated on `mixed_folds`, fitted on every photo's `final_embedding`; and for the run's summary,
     what the folds said of it against `baseline` (the pretrained backbone on the closed folds)."""
-    choice = choose_fusion(features, labels, closed_folds, head_for)
-    gated = choose_gate(features, labels, mixed_folds, head_for, choice.strength)
+    choice = choose_fusion(features, labels, closed_folds, head_for, progress)
+    gated = choose_gate(features, labels, mixed_folds, head_for, choice.strength, progress)
     classifier = fit_label_classifier(Rows(features, embed=final_embedding), labels, choice.strength)
     classifier.weight, classifier.calibration = choice.weight, gated.calibration
     classifier.gate, classifier.gated_weight = gated.gate, gated.weight

@@ -77,6 +77,7 @@ def _fit_label_fusion(run: Run, features: PhotoFeatures, photos: np.ndarray, hea
         lambda vectors: _project(run.embedder.projection, vectors, run.device),
         run.baseline(features, data.closed_folds),
         run.config.seed,
+        run.progress,
     )
     return summary, classifier.to_payload()
 
