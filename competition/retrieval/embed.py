@@ -188,30 +188,34 @@ def check_vectors(vectors: np.ndarray, paths: list[Path]) -> None:
     """Vectors that cannot rank are an error before anything is saved or written: a NaN or an
     infinity, or flat vectors (every component equal: a pooling that overflowed, GeM's p of 1e300
     gives all ones), or one vector for every photo of a real set (the model ignores its input).
-    Read a block of rows at a time: 1.58M rows of 1280 floats are never copied whole."""
-
-    def blocks():
-        return (
-            np.asarray(vectors[start : start + CHECK_ROWS], np.float32) for start in range(0, len(vectors), CHECK_ROWS)
-        )
-
-    finite = np.concatenate([np.isfinite(block).all(axis=1) for block in blocks()] or [np.ones(0, bool)])
+    Read once, a block of rows at a time: 1.58M rows of 1280 floats are never copied whole."""
+    judged = len(vectors) > 0 and vectors.shape[1] >= 2  # fewer numbers cannot be flat or alike
+    finite, flat, highest, lowest, largest = [np.ones(0, bool)], True, None, None, 0.0
+    for start in range(0, len(vectors), CHECK_ROWS):
+        block = np.asarray(vectors[start : start + CHECK_ROWS], np.float32)
+        finite.append(np.isfinite(block).all(axis=1))
+        if not judged or not finite[-1].all():
+            continue  # a block that is not finite is the error below: its numbers judge nothing
+        magnitude = np.abs(block).max(axis=1)
+        flat = flat and bool((np.ptp(block, axis=1) <= 1e-6 * magnitude).all())
+        highest = block.max(axis=0) if highest is None else np.maximum(highest, block.max(axis=0))
+        lowest = block.min(axis=0) if lowest is None else np.minimum(lowest, block.min(axis=0))
+        largest = max(largest, float(magnitude.max()))
+    finite = np.concatenate(finite)
     if not finite.all():
         raise CompeteError(
             f"the model gave {counted(int((~finite).sum()), 'photo')} a vector that is not finite (first: "
             f"{paths[int(np.argmin(finite))]}): its pooling overflowed; try a smaller --gem-p or --pooling max (on a "
             "GPU in fp16, --precision auto below compute capability 8.0, also --precision fp32)"
         )
-    if len(vectors) == 0 or vectors.shape[1] < 2:
+    if not judged:
         return
-    if all((np.ptp(block, axis=1) <= 1e-6 * np.abs(block).max(axis=1)).all() for block in blocks()):
+    if flat:
         raise CompeteError(
             "the model gave every photo a flat vector (all its components equal): its pooling overflowed or "
             "its weights are broken; try a smaller --gem-p or --pooling max"
         )
-    highest = np.max([block.max(axis=0) for block in blocks()], axis=0)
-    spread = highest - np.min([block.min(axis=0) for block in blocks()], axis=0)
-    if len(vectors) >= FEWEST_TO_JUDGE and spread.max() <= 1e-6 * max(np.abs(block).max() for block in blocks()):
+    if len(vectors) >= FEWEST_TO_JUDGE and (highest - lowest).max() <= 1e-6 * largest:
         raise CompeteError(
             f"the model gave all {len(vectors)} photos the same vector, so every query would get one ranking: "
             "check its weights and pooling settings"

@@ -75,7 +75,7 @@ class FoldPool:
         return score_ranked(ranking, self.queries, labels[self.fold.pool], self.fold.unseen)
 
 
-def _fold_pools(features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold, progress):
+def _fold_pools(features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold, progress: bool):
     """Each pool query's FUSION_CANDIDATES nearest photos by cosine, found once per fold, in blocks."""
     pools = []
     for fold in steps(folds, "label fusion: candidates", unit="fold", enabled=progress):
