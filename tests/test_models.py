@@ -396,6 +396,17 @@ def test_precision_picks_the_autocast_type_and_a_cpu_stays_float32(caplog):
     assert compiled(module, torch.device("cpu"), wanted=True) is module and "no-op on cpu" in caplog.text
 
 
+@pytest.mark.parametrize("samples", [40, 300])  # fewer offsets than dimensions (the SVD's way), and more
+def test_ledoit_wolf_shrinkage_is_scikit_learns_from_the_spectrum_and_norms(samples):
+    from sklearn.covariance import ledoit_wolf_shrinkage as scikit_learns
+
+    from competition.train.whitening import _covariance_spectrum, ledoit_wolf_shrinkage
+
+    offsets = np.random.default_rng(2).normal(size=(samples, 64)) * np.linspace(0.2, 3, 64)
+    shrinkage = ledoit_wolf_shrinkage(offsets, _covariance_spectrum(offsets)[0])
+    assert 0 < shrinkage < 1 and np.isclose(shrinkage, scikit_learns(offsets, assume_centered=True), rtol=1e-9)
+
+
 def test_within_landmark_offsets_take_means_from_every_photo_and_sample_past_a_size():
     from competition.train.whitening import within_class_offsets
 

@@ -67,14 +67,16 @@ def as_rows(vectors: np.ndarray | Rows) -> Rows:
 
 def class_sums(rows: np.ndarray | Rows, owners: np.ndarray, classes: int) -> np.ndarray:
     """float64 sum of the rows of each class (`owners[i]`: row i's class), one sparse product a
-    block of rows at a time (a loop over 81k landmarks would compare every row with every one)."""
+    block of rows at a time over the classes the block holds (a loop over 81k landmarks would
+    compare every row with every one; a product over all of them, 0.8 GB a block, would add zeros)."""
     rows = as_rows(rows)
     sums = None
     for start, block in rows.blocks():
-        mine = owners[start : start + len(block)]
-        one_hot = sparse.csr_matrix((np.ones(len(mine)), (mine, np.arange(len(mine)))), (classes, len(mine)))
-        part = one_hot @ block.astype(np.float64)
-        sums = part if sums is None else sums + part
+        present, mine = np.unique(owners[start : start + len(block)], return_inverse=True)
+        one_hot = sparse.csr_matrix((np.ones(len(mine)), (mine, np.arange(len(mine)))), (len(present), len(mine)))
+        if sums is None:
+            sums = np.zeros((classes, block.shape[1]))
+        sums[present] += one_hot @ block.astype(np.float64)
     return sums if sums is not None else np.zeros((classes, rows.take(slice(0, 0)).shape[1]))
 
 
