@@ -75,19 +75,21 @@ def top_columns(scores: np.ndarray, top: int, group: int = COLUMN_GROUP) -> np.n
     return np.take_along_axis(columns, inside[:, top * group - top :], axis=1)
 
 
-def _sparse_softmax(logits: np.ndarray, top: int, classes: int) -> sparse.csr_matrix:
-    """Softmax over the first `classes` columns of `logits` (the rest pad them to a whole number of
-    column groups, at -inf), of which each row keeps its `top` largest (not renormalised: P stays
-    P). `logits` is overwritten."""
-    top = min(top, classes)
-    columns = top_columns(logits, top)
-    values = np.take_along_axis(logits, columns, axis=1)
+def _sparse_softmax(
+    product: np.ndarray, kept: np.ndarray, scale: float, classes: int, work: np.ndarray | None = None
+) -> sparse.csr_matrix:
+    """Softmax of scale * `product` along each row, of which the row keeps the columns `kept` (not
+    renormalised: P stays P). Columns past `classes`, at -inf, pad them to whole column groups.
+    `work`: an array of product's shape to write the logits in (a fresh 80 MB a block costs as
+    much as the exponentials)."""
+    values = np.take_along_axis(product, kept, axis=1)
     largest = values.max(axis=1, keepdims=True)
-    np.subtract(logits, largest, out=logits)
+    logits = np.subtract(product, largest, out=work)
+    logits *= np.float32(scale)
     total = np.exp(logits, out=logits).sum(axis=1, keepdims=True)
-    values = (np.exp(values - largest) / total).astype(np.float32)
-    rows = np.repeat(np.arange(len(logits)), top)
-    return sparse.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=(len(logits), classes))
+    values = (np.exp(np.float32(scale) * (values - largest)) / total).astype(np.float32)
+    rows = np.repeat(np.arange(len(product)), kept.shape[1])
+    return sparse.csr_matrix((values.ravel(), (rows, kept.ravel())), shape=(len(product), classes))
 
 
 @dataclass
@@ -133,20 +135,24 @@ class LabelClassifier:
         return self._sparse_posteriors(l2_normalize(vectors), self.prototypes, strengths)
 
     def _sparse_posteriors(self, vectors: np.ndarray, columns: np.ndarray, scales: Sequence[float]) -> dict:
-        """Top-TOP_CLASSES posteriors of softmax(scale * vectors @ columns.T + intercept) per scale."""
+        """Top-TOP_CLASSES posteriors of softmax(scale * vectors @ columns.T) per scale. A sparse
+        classifier has no intercept (its logits are scaled cosines), so a photo's top classes are
+        the same at every scale: found once, then only the softmax's sum is made per scale."""
+        classes = len(self.classes)
         if not len(vectors):
-            return {scale: sparse.csr_matrix((0, len(self.classes)), dtype=np.float32) for scale in scales}
+            return {scale: sparse.csr_matrix((0, classes), dtype=np.float32) for scale in scales}
         # padded to whole column groups (at -inf: no probability) so a block's groups are a free reshape
-        padding = -len(self.classes) % COLUMN_GROUP
+        padding = -classes % COLUMN_GROUP
         padded = np.concatenate([columns, np.zeros((padding, columns.shape[1]), np.float32)]).T
-        intercept = np.concatenate([self.intercept, np.full(padding, -np.inf, np.float32)])
         # each block kept sparse as it is made: 1.58M dense rows over 81k classes would be 0.5 TB
         blocks: dict[float, list] = {scale: [] for scale in scales}
+        work = np.empty((min(ROWS_AT_ONCE, len(vectors)), padded.shape[1]), np.float32)
         for rows in _row_blocks(len(vectors)):
             product = vectors[rows] @ padded
+            product[:, classes:] = -np.inf
+            kept = top_columns(product, min(TOP_CLASSES, classes))
             for scale in scales:
-                logits = (product if scale == 1.0 else np.float32(scale) * product) + intercept
-                blocks[scale].append(_sparse_softmax(logits, TOP_CLASSES, len(self.classes)))
+                blocks[scale].append(_sparse_softmax(product, kept, scale, classes, work[: len(product)]))
         return {scale: sparse.vstack(parts, format="csr") for scale, parts in blocks.items()}
 
     def gate_features(self, vectors: np.ndarray, posteriors=None) -> np.ndarray:
