@@ -176,3 +176,20 @@ def test_one_product_gives_the_prototype_posteriors_at_every_strength(monkeypatc
         alone = classifier.posteriors(vectors[:50]).toarray()
         assert np.allclose(shared[strength].toarray(), alone, atol=1e-5) and alone.max() > 0.1
     assert not np.allclose(shared[10.0].toarray(), shared[100.0].toarray(), atol=1e-3)
+
+
+def test_unit_rows_are_numpys_norm_bit_for_bit_from_any_stored_type():
+    """Every ranking starts at l2_normalize: a faster sum must not move a single bit (ties, and the
+    demo's submissions byte for byte); a zero row stays zero rather than NaN."""
+    rng = np.random.default_rng(0)
+    for rows in (
+        rng.normal(size=(300, 1280)).astype(np.float16),
+        rng.normal(size=(40, 7)),
+        rng.normal(size=(9, 5))[:, ::2],
+    ):
+        rows[0] = 0
+        as_float = np.ascontiguousarray(rows, np.float32)
+        expected = as_float / np.maximum(np.linalg.norm(as_float, axis=1, keepdims=True), 1e-12)
+        unit = l2_normalize(rows)
+        assert unit.dtype == np.float32 and unit.flags.c_contiguous and np.array_equal(unit, expected)
+        assert not unit[0].any() and np.allclose(np.linalg.norm(unit[1:], axis=1), 1, atol=1e-6)
