@@ -344,3 +344,19 @@ def test_a_run_over_many_landmarks_trains_and_submits_with_sparse_posteriors(tin
     assert summary["label_fusion"]["classifier"].startswith("class prototypes")
     result = submit(tiny_submit_config(tiny_competition, tmp_path, landmarks="known", name="many"), progress=False)
     assert result.fused and result.scores["top1"] > 0
+
+
+def test_auto_and_the_fusion_share_the_queries_posteriors(tiny_competition, tmp_path, monkeypatch):
+    """auto's estimate reads the queries' class posteriors and the fusion ranks with them: made
+    once (at Google Landmarks size, 117k queries over 81k landmarks take minutes)."""
+    from competition.retrieval.landmarks import KnownShare
+    from competition.submit import closed_set
+
+    train(tiny_config(tiny_competition, tmp_path / "runs", "run"), progress=False)
+    # the tiny set's estimate says new landmarks, where nothing is fused: say known, as a closed set's would
+    monkeypatch.setattr(closed_set, "estimate_known_share", lambda top, _: KnownShare(0.9, 0.8, 1.0, "known", len(top)))
+    made, real = [], LabelClassifier.posteriors
+    monkeypatch.setattr(LabelClassifier, "posteriors", lambda self, v: made.append(v) or real(self, v))
+    result = submit(tiny_submit_config(tiny_competition, tmp_path, landmarks="auto", name="auto"), progress=False)
+    assert result.fused and result.record["landmarks"].startswith("known (auto")
+    assert len(made) == 2 and made[0] is not made[1]  # the queries' once, the gallery's once

@@ -13,25 +13,26 @@ from competition.submit.models import LoadedModel
 log = logging.getLogger(__name__)
 
 
-def resolve_landmarks(setting: str, models: list[LoadedModel], embed_queries) -> tuple[str, KnownShare | None]:
+def resolve_landmarks(setting: str, models: list[LoadedModel], query_posteriors) -> tuple[str, KnownShare | None]:
     """The kind of competition: as given, or for `auto` estimated from the queries' top class
-    posteriors under the first run's calibration (retrieval/landmarks.py)."""
+    posteriors (`query_posteriors(model)`) under the first run's calibration (retrieval/landmarks.py)."""
     if setting != "auto":
         return setting, None
     calibrated = [m for m in models if m.classifier is not None and m.classifier.calibration]
     if not calibrated:
         return "mixed", KnownShare(None, None, None, "mixed", 0)
     model = calibrated[0]
-    top = top_posterior(model.classifier.posteriors(embed_queries(model)))
+    top = top_posterior(query_posteriors(model))
     estimate = estimate_known_share(top, model.classifier.calibration)
     return estimate.choice, estimate
 
 
-def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str):
+def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str, query_posteriors=None):
     """The runs' class posteriors (averaged by the ensemble weights), as the rows whose inner
     products are the fusion term (retrieval/posteriors.py): for `known` at the closed-set weight
     for every photo, for `mixed` at the gated weight scaled by each photo's P(known). Returns
-    (query rows, gallery rows) or None, and a note of what was fused."""
+    (query rows, gallery rows) or None, and a note of what was fused. `query_posteriors(model)`:
+    the queries' posteriors where they were made already (auto's estimate)."""
     if landmarks not in ("known", "mixed"):
         return None, "off"
     known = landmarks == "known"
@@ -56,12 +57,14 @@ def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str
     if not known and weight == 0:
         return None, "off (the gated weight chosen on the mixed folds is 0)"
 
-    def rows(vectors):
-        posteriors = {i: models[i].classifier.posteriors(vectors[i]) for i in with_classifier}
+    def rows(vectors, made=None):
+        posteriors = {
+            i: made(models[i]) if made else models[i].classifier.posteriors(vectors[i]) for i in with_classifier
+        }
         chance = None if known else averaged(lambda c, i: c.known_probability(vectors[i], posteriors[i]))
         return weighted_posteriors(averaged(lambda c, i: posteriors[i]), weight, chance)
 
-    fusion = (rows(query_vectors), rows(gallery_vectors))
+    fusion = (rows(query_vectors, query_posteriors), rows(gallery_vectors))
     runs = f"class posteriors of {counted(len(with_classifier), 'run')}"
     if known:
         return fusion, f"{runs}, weight {weight:g}"

@@ -83,6 +83,7 @@ class Embeddings:
         self.config, self.device, self.dist, self.progress = config, device, dist, progress
         self.skipped: set[str] = set()
         self.done: dict[tuple[int, str], tuple[LoadedModel, np.ndarray]] = {}
+        self.posteriors_done: dict[tuple[int, str], object] = {}
 
     def __call__(self, model: LoadedModel, records) -> np.ndarray:
         key = (id(model), records[0].split)
@@ -91,6 +92,14 @@ class Embeddings:
             self.skipped.update(str(p) for p in failed)
             self.done[key] = (model, vectors)  # the model kept alive: its id is not reused by another
         return self.done[key][1]
+
+    def posteriors(self, model: LoadedModel, records):
+        """The run's class posteriors of these photos, made once: auto's estimate and the fusion
+        share the queries' (117k queries over 81k landmarks at Google Landmarks size: minutes)."""
+        key = (id(model), records[0].split)
+        if key not in self.posteriors_done:  # self(...) first: it keeps the model, so its id stays its own
+            self.posteriors_done[key] = model.classifier.posteriors(self(model, records))
+        return self.posteriors_done[key]
 
     def _embed(self, model: LoadedModel, records):
         config = self.config
@@ -230,7 +239,8 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
         scaled_sizes(view.size, view.scales)  # the largest view within the limit, before any photo
         model.embedder.backbone = compiled(model.embedder.backbone, device, config.compile)
     embed = Embeddings(config, device, dist, progress)
-    landmarks, estimate = resolve_landmarks(config.landmarks, models, lambda m: embed(m, competition.query))
+    query_posteriors = lambda model: embed.posteriors(model, competition.query)  # noqa: E731 (one name, two uses)
+    landmarks, estimate = resolve_landmarks(config.landmarks, models, query_posteriors)
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained, landmarks)
     query_vectors = [embed(model, competition.query) for model in models]
     if not output.fmt.ranks:
@@ -239,7 +249,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
     release_gpu(models, device)  # faiss allocates on the GPU next
-    fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks)
+    fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks, query_posteriors)
     sizes = len(competition.query), len(competition.gallery)
     steps, steps_note = postprocess_of(config.postprocess, models, sizes, landmarks)
     kind = resolve_index(config.index, len(competition.gallery))
