@@ -162,9 +162,10 @@ def choose_gate(
     pools = _fold_pools(features, labels, [f for f in folds if f.unseen.any()], head_for, progress)
     if not pools:
         return GateChoice({}, None, 0.0, {})
-    fitting = steps(pools, "label fusion: the gate's classifiers", unit="fold", enabled=progress)
-    classifiers = [_fold_classifier(pool, features, labels, strength) for pool in fitting]
-    posteriors = [c.posteriors(pool.vectors) for c, pool in zip(classifiers, pools)]
+    classifiers, posteriors = [], []  # at 81k landmarks each pool's posteriors are minutes: inside the progress
+    for pool in steps(pools, "label fusion: the gate's classifiers", unit="fold", enabled=progress):
+        classifiers.append(_fold_classifier(pool, features, labels, strength))
+        posteriors.append(classifiers[-1].posteriors(pool.vectors))
     signs = [c.gate_features(pool.vectors, p) for c, pool, p in zip(classifiers, pools, posteriors)]
     known = [~pool.fold.unseen for pool in pools]
     calibration = calibrate_known(np.concatenate([top_posterior(p) for p in posteriors]), np.concatenate(known))
