@@ -336,6 +336,23 @@ def test_sparse_posteriors_never_hold_the_dense_rows_of_every_photo():
     assert classifier.posteriors(vectors[:0]).shape == (0, 3000)
 
 
+def test_a_large_sets_posteriors_say_how_far_they_are(monkeypatch, capsys):
+    """760k gallery photos over 81k landmarks take twenty minutes on 2 cores: submit shows them going."""
+    from competition import progress
+
+    monkeypatch.setattr(progress, "PIPED_EVERY", 0.0)  # piped (pytest captures stderr): a line a block
+    rng = np.random.default_rng(0)
+    classifier = fit_label_classifier(
+        rng.normal(size=(6000, 8)).astype(np.float32), np.arange(3000).repeat(2).astype(str)
+    )
+    vectors = rng.normal(size=(600, 8)).astype(np.float32)
+    quiet = classifier.posteriors(vectors)
+    assert capsys.readouterr().err == ""
+    shown = classifier.posteriors(vectors, progress=True)
+    said = capsys.readouterr().err
+    assert "class posteriors of 600 photos over 3,000 landmarks: 3/3 block" in said and (shown != quiet).nnz == 0
+
+
 def test_a_run_over_many_landmarks_trains_and_submits_with_sparse_posteriors(tiny_competition, tmp_path, monkeypatch):
     from competition.retrieval import posteriors as module
 
@@ -356,7 +373,7 @@ def test_auto_and_the_fusion_share_the_queries_posteriors(tiny_competition, tmp_
     # the tiny set's estimate says new landmarks, where nothing is fused: say known, as a closed set's would
     monkeypatch.setattr(closed_set, "estimate_known_share", lambda top, _: KnownShare(0.9, 0.8, 1.0, "known", len(top)))
     made, real = [], LabelClassifier.posteriors
-    monkeypatch.setattr(LabelClassifier, "posteriors", lambda self, v: made.append(v) or real(self, v))
+    monkeypatch.setattr(LabelClassifier, "posteriors", lambda self, v, *more: made.append(v) or real(self, v, *more))
     result = submit(tiny_submit_config(tiny_competition, tmp_path, landmarks="auto", name="auto"), progress=False)
     assert result.fused and result.record["landmarks"].startswith("known (auto")
     assert len(made) == 2 and made[0] is not made[1]  # the queries' once, the gallery's once

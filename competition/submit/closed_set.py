@@ -27,12 +27,13 @@ def resolve_landmarks(setting: str, models: list[LoadedModel], query_posteriors)
     return estimate.choice, estimate
 
 
-def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str, query_posteriors=None):
+def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str, posteriors=None):
     """The runs' class posteriors (averaged by the ensemble weights), as the rows whose inner
     products are the fusion term (retrieval/posteriors.py): for `known` at the closed-set weight
     for every photo, for `mixed` at the gated weight scaled by each photo's P(known). Returns
-    (query rows, gallery rows) or None, and a note of what was fused. `query_posteriors(model)`:
-    the queries' posteriors where they were made already (auto's estimate)."""
+    (query rows, gallery rows) or None, and a note of what was fused. `posteriors`: a pair of
+    functions (model -> its posteriors of the queries, of the gallery) where the caller makes
+    them (once, with progress), else the classifiers are asked here."""
     if landmarks not in ("known", "mixed"):
         return None, "off"
     known = landmarks == "known"
@@ -57,14 +58,13 @@ def label_fusion(models, weights, query_vectors, gallery_vectors, landmarks: str
     if not known and weight == 0:
         return None, "off (the gated weight chosen on the mixed folds is 0)"
 
-    def rows(vectors, made=None):
-        posteriors = {
-            i: made(models[i]) if made else models[i].classifier.posteriors(vectors[i]) for i in with_classifier
-        }
-        chance = None if known else averaged(lambda c, i: c.known_probability(vectors[i], posteriors[i]))
-        return weighted_posteriors(averaged(lambda c, i: posteriors[i]), weight, chance)
+    def rows(vectors, made):
+        of = {i: made(models[i]) if made else models[i].classifier.posteriors(vectors[i]) for i in with_classifier}
+        chance = None if known else averaged(lambda c, i: c.known_probability(vectors[i], of[i]))
+        return weighted_posteriors(averaged(lambda c, i: of[i]), weight, chance)
 
-    fusion = (rows(query_vectors, query_posteriors), rows(gallery_vectors))
+    made = posteriors or (None, None)
+    fusion = (rows(query_vectors, made[0]), rows(gallery_vectors, made[1]))
     runs = f"class posteriors of {counted(len(with_classifier), 'run')}"
     if known:
         return fusion, f"{runs}, weight {weight:g}"

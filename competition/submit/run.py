@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ class Embeddings:
         share the queries' (117k queries over 81k landmarks at Google Landmarks size: minutes)."""
         key = (id(model), records[0].split)
         if key not in self.posteriors_done:  # self(...) first: it keeps the model, so its id stays its own
-            self.posteriors_done[key] = model.classifier.posteriors(self(model, records))
+            self.posteriors_done[key] = model.classifier.posteriors(self(model, records), self.progress)
         return self.posteriors_done[key]
 
     def _embed(self, model: LoadedModel, records):
@@ -239,8 +240,8 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
         scaled_sizes(view.size, view.scales)  # the largest view within the limit, before any photo
         model.embedder.backbone = compiled(model.embedder.backbone, device, config.compile)
     embed = Embeddings(config, device, dist, progress)
-    query_posteriors = lambda model: embed.posteriors(model, competition.query)  # noqa: E731 (one name, two uses)
-    landmarks, estimate = resolve_landmarks(config.landmarks, models, query_posteriors)
+    posteriors = tuple(partial(embed.posteriors, records=side) for side in (competition.query, competition.gallery))
+    landmarks, estimate = resolve_landmarks(config.landmarks, models, posteriors[0])
     models, weights, guard_notes = guard_unseen(models, weights, config.if_worse, config.with_pretrained, landmarks)
     query_vectors = [embed(model, competition.query) for model in models]
     if not output.fmt.ranks:
@@ -249,7 +250,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
     if not dist.is_main:
         return SubmitResult(None, None, {}, sorted(embed.skipped))
     release_gpu(models, device)  # faiss allocates on the GPU next
-    fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks, query_posteriors)
+    fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks, posteriors)
     sizes = len(competition.query), len(competition.gallery)
     steps, steps_note = postprocess_of(config.postprocess, models, sizes, landmarks)
     kind = resolve_index(config.index, len(competition.gallery))
