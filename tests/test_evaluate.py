@@ -84,6 +84,26 @@ def test_fused_cosine_is_the_weighted_mean_of_model_cosines():
     assert float(fused[0] @ fused[1]) == pytest.approx((cos(a) + 0.5 * cos(b)) / 1.5, abs=1e-6)
     with pytest.raises(ValueError):
         fuse_concat([a, b], [1.0])
+    with pytest.raises(ValueError, match="one count"):
+        fuse_concat([a, b[:1]])  # one model's photos fewer: never a silent cut
+
+
+def test_fusing_a_large_gallery_holds_one_copy_of_it(monkeypatch):
+    """A block of rows at a time: at 760k photos x 1280-d each whole copy (float64 when weighted)
+    was 4-8 GB, beside the index the search builds next."""
+    import tracemalloc
+
+    from competition.retrieval import ensemble
+
+    monkeypatch.setattr(ensemble, "ROWS_AT_ONCE", 1000)  # 40 blocks of this gallery
+    rng = np.random.default_rng(0)
+    one, two = rng.normal(size=(40000, 64)).astype(np.float32), rng.normal(size=(40000, 16)).astype(np.float32)
+    tracemalloc.start()
+    fused = fuse_concat([one, two], [1.0, 0.3])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    whole = l2_normalize(np.concatenate([l2_normalize(one), l2_normalize(two) * np.sqrt(0.3)], axis=1))
+    assert peak < 1.3 * fused.nbytes and np.array_equal(fused, whole)
 
 
 def test_submission_formats_round_trip(tmp_path):

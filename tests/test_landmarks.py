@@ -377,3 +377,22 @@ def test_auto_and_the_fusion_share_the_queries_posteriors(tiny_competition, tmp_
     result = submit(tiny_submit_config(tiny_competition, tmp_path, landmarks="auto", name="auto"), progress=False)
     assert result.fused and result.record["landmarks"].startswith("known (auto")
     assert len(made) == 2 and made[0] is not made[1]  # the queries' once, the gallery's once
+
+
+def test_the_gate_reads_a_large_sets_photos_a_block_at_a_time():
+    """At 760k gallery photos x 1280-d a whole unit copy and the nearest prototypes were 4 GB each:
+    with the search's memory after them, submit at Google Landmarks size was killed at 23 GB."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    classifier = fit_label_classifier(rng.normal(size=(6000, 64)).astype(np.float32), np.arange(3000).repeat(2))
+    vectors = rng.normal(size=(20000, 64)).astype(np.float32)
+    posteriors = classifier.posteriors(vectors)
+    tracemalloc.start()
+    features = classifier.gate_features(vectors, posteriors)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    nearest = np.einsum(
+        "nd,nd->n", l2_normalize(vectors), classifier.prototypes[np.asarray(posteriors.argmax(1)).ravel()]
+    )
+    assert peak < vectors.nbytes / 2 and np.array_equal(features[:, 1], nearest)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from competition.retrieval.vectors import l2_normalize
+from competition.retrieval.vectors import ROWS_AT_ONCE, l2_normalize
 
 
 def fuse_concat(embeddings: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
@@ -18,5 +18,12 @@ def fuse_concat(embeddings: Sequence[np.ndarray], weights: Sequence[float] | Non
     weights = list(weights) if weights is not None else [1.0] * len(embeddings)
     if len(weights) != len(embeddings):
         raise ValueError(f"{len(weights)} weights for {len(embeddings)} models")
-    parts = [l2_normalize(e) * np.sqrt(w) for e, w in zip(embeddings, weights)]
-    return l2_normalize(np.concatenate(parts, axis=1))
+    if len({len(e) for e in embeddings}) != 1:
+        raise ValueError(f"embeddings of {sorted({len(e) for e in embeddings})} photos: one count, at least one model")
+    # a block of rows at a time (each row is its own): a 760k gallery's whole copies were 4-8 GB each
+    fused = np.empty((len(embeddings[0]), sum(e.shape[1] for e in embeddings)), np.float32)
+    for start in range(0, len(fused), ROWS_AT_ONCE):
+        rows = slice(start, start + ROWS_AT_ONCE)
+        parts = [l2_normalize(e[rows]) * np.sqrt(w) for e, w in zip(embeddings, weights)]
+        fused[rows] = l2_normalize(np.concatenate(parts, axis=1))
+    return fused

@@ -124,9 +124,11 @@ class LabelClassifier:
     def posteriors(self, vectors: np.ndarray, progress: bool = False):
         """P(class | photo): an (n, classes) array, or sparse rows of each photo's TOP_CLASSES.
         `progress`: report it (a gallery of 760k photos over 81k landmarks takes twenty minutes on 2 cores)."""
-        vectors = l2_normalize(vectors)
-        if not self.sparse:
-            blocks = [_softmax(vectors[rows] @ self.coef.T + self.intercept) for rows in _row_blocks(len(vectors))]
+        if not self.sparse:  # each block made unit as it is scored: a 760k gallery's copy would be 4 GB
+            blocks = [
+                _softmax(l2_normalize(vectors[rows]) @ self.coef.T + self.intercept)
+                for rows in _row_blocks(len(vectors))
+            ]
             return np.concatenate(blocks) if blocks else np.zeros((0, len(self.classes)), np.float32)
         return self._sparse_posteriors(vectors, self.coef, (1.0,), progress)[1.0]
 
@@ -134,12 +136,12 @@ class LabelClassifier:
         """Sparse posteriors of the prototype classifier at each of `strengths` (its logits are the
         strength times each photo's cosine to the prototypes): one product of the photos with the
         prototypes serves them all, the cost of validation's grid over strengths at 81k landmarks."""
-        return self._sparse_posteriors(l2_normalize(vectors), self.prototypes, strengths)
+        return self._sparse_posteriors(vectors, self.prototypes, strengths)
 
     def _sparse_posteriors(
         self, vectors: np.ndarray, columns: np.ndarray, scales: Sequence[float], progress: bool = False
     ) -> dict:
-        """Top-TOP_CLASSES posteriors of softmax(scale * vectors @ columns.T) per scale. A sparse
+        """Top-TOP_CLASSES posteriors of softmax(scale * unit(vectors) @ columns.T) per scale. A sparse
         classifier has no intercept (its logits are scaled cosines), so a photo's top classes are
         the same at every scale: found once, then only the softmax's sum is made per scale."""
         classes = len(self.classes)
@@ -153,7 +155,7 @@ class LabelClassifier:
         work = np.empty((min(ROWS_AT_ONCE, len(vectors)), padded.shape[1]), np.float32)
         described = f"class posteriors of {len(vectors):,} photos over {classes:,} landmarks"
         for rows in steps(list(_row_blocks(len(vectors))), described, unit="block", enabled=progress):
-            product = vectors[rows] @ padded
+            product = l2_normalize(vectors[rows]) @ padded
             product[:, classes:] = -np.inf
             kept = top_columns(product, min(TOP_CLASSES, classes))
             for scale in scales:
@@ -163,13 +165,19 @@ class LabelClassifier:
     def gate_features(self, vectors: np.ndarray, posteriors=None) -> np.ndarray:
         """(top posterior, cosine to the nearest class prototype) of each photo: what the gate reads."""
         posteriors = self.posteriors(vectors) if posteriors is None else posteriors
-        vectors = l2_normalize(vectors)
+        # a block of photos at a time: a 760k gallery's unit rows and nearest prototypes would be 4 GB each
         if self.sparse:  # the classes are the prototypes: the top posterior's is the nearest, no second pass
-            closest = self.prototypes[np.asarray(posteriors.argmax(axis=1)).ravel()]
-            nearest = [np.einsum("nd,nd->n", vectors, closest)]
+            top = np.asarray(posteriors.argmax(axis=1)).ravel()
+            nearest = [
+                np.einsum("nd,nd->n", l2_normalize(vectors[rows]), self.prototypes[top[rows]])
+                for rows in _row_blocks(len(vectors))
+            ]
         else:
-            nearest = [(vectors[rows] @ self.prototypes.T).max(axis=1) for rows in _row_blocks(len(vectors))]
-        return np.stack([top_posterior(posteriors), np.concatenate(nearest)], axis=1).astype(np.float32)
+            nearest = [
+                (l2_normalize(vectors[rows]) @ self.prototypes.T).max(axis=1) for rows in _row_blocks(len(vectors))
+            ]
+        nearest = np.concatenate(nearest) if nearest else np.zeros(0, np.float32)
+        return np.stack([top_posterior(posteriors), nearest], axis=1).astype(np.float32)
 
     def known_probability(self, vectors: np.ndarray, posteriors: np.ndarray | None = None) -> np.ndarray:
         return self.gate.probability(self.gate_features(vectors, posteriors))
