@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from competition.errors import CompeteError
-from competition.retrieval.vectors import l2_normalize
+from competition.retrieval.vectors import Rows, l2_normalize
 from competition.settings.choices import INDEXES
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,26 @@ def resolve_index(kind: str, gallery_size: int) -> str:
     return kind
 
 
-def _trained(index: faiss.Index, vectors: np.ndarray) -> None:
+def _trained(index: faiss.Index, vectors: Rows) -> None:
     """Train an index that needs it on a seeded sample: TRAIN_PER_CELL vectors per IVF cell."""
     if index.is_trained:
         return
     ivf = faiss.try_extract_index_ivf(index)
     size = TRAIN_PER_CELL * ivf.nlist if ivf is not None else 100_000
     sample = np.random.default_rng(0).permutation(len(vectors))[:size]
-    index.train(vectors[np.sort(sample)])
+    index.train(vectors.take(np.sort(sample)))
+
+
+def _added(index: faiss.Index, vectors: Rows) -> faiss.Index:
+    """`index` with every row added, a block at a time: a 760k gallery normalised whole would be
+    a third 4 GB copy of it beside the caller's and the index's own. An HNSW graph depends on the
+    batches its rows come in: added whole, so it stays the graph it was."""
+    if isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
+        index.add(vectors.whole())
+        return index
+    for _, block in vectors.blocks():
+        index.add(block)
+    return index
 
 
 def build_index(
@@ -78,8 +90,8 @@ def build_index(
     exploring at least 2k candidates. `factory`: any faiss index_factory string instead
     (e.g. "OPQ64,IVF4096,PQ64"), trained the same way. `normalize=False`: the rows' inner products
     as given (rows that carry label posteriors beside their embedding)."""
-    vectors = l2_normalize(gallery) if normalize else np.ascontiguousarray(gallery, np.float32)
-    dim, count = vectors.shape[1], len(vectors)
+    vectors = Rows(gallery).normalized() if normalize else Rows(gallery)
+    count, dim = gallery.shape
     kind = "factory" if factory else resolve_index(kind, count)
     if kind == "exact":
         index = faiss.IndexFlatIP(dim)
@@ -87,7 +99,7 @@ def build_index(
         index = faiss.index_factory(dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(128, 2 * k)
     else:
-        index = _factory_index(vectors, factory) if kind == "factory" else _ivf_index(vectors, kind)
+        index = _factory_index(vectors, dim, factory) if kind == "factory" else _ivf_index(vectors, dim, kind)
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             cells = ivf.nlist
@@ -95,13 +107,12 @@ def build_index(
     if use_gpu is not False and _gpu_count() > 0:
         index = _on_gpus_if_it_pays(index, count, k, use_gpu)
     try:
-        index.add(vectors)
+        return _added(index, vectors)
     except RuntimeError as error:  # e.g. IDMap,Flat wants ids
         if kind != "factory":
             raise
         index = _exact_instead(dim, factory, f"faiss cannot add the gallery to it ({_first_line(error)})")
-        index.add(vectors)
-    return index
+        return _added(index, vectors)
 
 
 # faiss GPU indexes: k and nprobe at most 2048 (GPU_MAX_K in faiss/gpu/utils/DeviceDefs.cuh); an
@@ -180,10 +191,10 @@ def _exact_instead(dim: int, factory: str, why: str) -> faiss.Index:
     return faiss.IndexFlatIP(dim)
 
 
-def _ivf_index(vectors: np.ndarray, kind: str) -> faiss.Index:
+def _ivf_index(vectors: Rows, dim: int, kind: str) -> faiss.Index:
     """IVF with 4*sqrt(n) cells (at most one per MIN_PER_CENTROID photos), trained; ivfpq's codes
     need PQ_CENTROIDS * MIN_PER_CENTROID photos to train, and fewer keep flat codes."""
-    (count, dim), needed = vectors.shape, PQ_CENTROIDS * MIN_PER_CENTROID
+    count, needed = len(vectors), PQ_CENTROIDS * MIN_PER_CENTROID
     cells = max(1, min(int(4 * np.sqrt(count)), count // MIN_PER_CENTROID))
     compressible = dim % 8 == 0 and count >= needed
     if kind == "ivfpq" and not compressible:
@@ -200,11 +211,11 @@ def _pq_bytes(dim: int) -> int:
     return (gpu_pq_bytes(dim) or dim // 8) if _gpu_count() > 0 else dim // 8
 
 
-def _factory_index(vectors: np.ndarray, factory: str) -> faiss.Index:
+def _factory_index(vectors: Rows, dim: int, factory: str) -> faiss.Index:
     """The user's index_factory string, trained; one it cannot train on this gallery (too few photos
     for its cells or codes, which faiss would warn about once per sub-quantiser) is exact search,
     said once."""
-    (count, dim) = vectors.shape
+    count = len(vectors)
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
@@ -297,10 +308,12 @@ def search_index(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, indices) of a built index's top-k for the rows as given, a batch at a time."""
     queries = np.ascontiguousarray(queries, np.float32)
-    parts = [index.search(queries[start : start + batch_size], k) for start in range(0, len(queries), batch_size)]
-    if not parts:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    # written in place: 117k queries' top-1000 are 1.4 GB, and parts then joined held them twice
+    similarities, indices = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), batch_size):
+        batch = slice(start, start + batch_size)
+        similarities[batch], indices[batch] = index.search(queries[batch], k)
+    return similarities, indices
 
 
 def recall_against_exact(
