@@ -63,7 +63,7 @@ def main() -> None:
     queries = clustered(args.queries, args.dim, centres, rng)
     print(f"{platform.machine()}, vectors ready: peak {peak_gb():.2f} GB", flush=True)
     post = PostProcess(qe=args.qe, dba=args.dba)
-    index = resolve_index("auto", len(gallery))
+    index = resolve_index("auto", len(gallery), len(queries))
     started = time.perf_counter()
     fusion = None
     if args.classes:

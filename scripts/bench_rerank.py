@@ -60,7 +60,7 @@ def map_at_10(ranking, query_labels, gallery_labels) -> float:
 def graph_recall(gallery: np.ndarray, sample: int = 1000) -> float:
     """Share of the exact 10 nearest that the cached graph holds, on a sample of gallery photos."""
     rows = np.random.default_rng(0).choice(len(gallery), min(sample, len(gallery)), replace=False)
-    graph = gallery_graph(gallery, 10, graph_kind("auto", len(gallery)))
+    graph = gallery_graph(gallery, 10, graph_kind("auto", len(gallery), len(gallery)))
     exact = nearest(gallery[rows], gallery, 11).indices
     found = [len(set(g[:10]) & set(e[e != row][:10])) / 10 for g, e, row in zip(graph.indices[rows], exact, rows)]
     return float(np.mean(found))
@@ -110,7 +110,7 @@ def main() -> None:
             )
     print("\n| gallery | graph | recall of the exact 10 nearest (1,000 photos) |\n|---|---|---|")
     for size, recall in recalls.items():
-        print(f"| {size:,} | {graph_kind('auto', size)} | {recall:.3f} |")
+        print(f"| {size:,} | {graph_kind('auto', size, size)} | {recall:.3f} |")
 
 
 if __name__ == "__main__":

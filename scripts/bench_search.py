@@ -7,6 +7,7 @@ data rather than uniform noise.
 
     python scripts/bench_search.py --gallery 1000 100000 1000000 --queries 100
     python scripts/bench_search.py --nprobe-sweep 1000000   # IVF: probes vs time and recall, one index
+    python scripts/bench_search.py --queries-sweep 400000 --dim 1280 -k 1000   # exact vs IVF by batch size
 """
 
 from __future__ import annotations
@@ -100,6 +101,28 @@ def nprobe_sweep(size: int, queries: int, dim: int, k: int, probes: list[int]) -
         print(f"| {label} | {share:.3f} | {seconds:.3f} | {recall:.3f} | {seconds / exact_seconds:.3f}× |", flush=True)
 
 
+def queries_sweep(size: int, dim: int, k: int, batches: list[int]) -> None:
+    """Exact and IVF (compete's default probes) over the same `size` photos, each searched by one
+    batch of N queries at a time: the time a query, side by side (what `--index auto` decides on)."""
+    gallery, query = landmark_like(size, max(batches), dim)
+    indexes, builds = {}, {}
+    for kind in ("exact", "ivf"):
+        started = time.perf_counter()
+        indexes[kind] = build_index(gallery, kind, use_gpu=False, k=k)
+        builds[kind] = time.perf_counter() - started
+    indexes["exact"].search(query[:100], k)  # faiss's and BLAS's threads start once, outside the timings
+    print(f"{size:,} photos x {dim}-d, top-{k}; built: exact {builds['exact']:.1f} s, IVF {builds['ivf']:.1f} s")
+    print("| queries a search | exact (ms a query) | IVF (ms a query) | exact time vs IVF |\n|---|---|---|---|")
+    for batch in batches:
+        per_query = {}
+        for kind, index in indexes.items():
+            started = time.perf_counter()
+            index.search(query[-batch:], k)
+            per_query[kind] = 1e3 * (time.perf_counter() - started) / batch
+        print(f"| {batch:,} | {per_query['exact']:.2f} | {per_query['ivf']:.2f} | "
+              f"{per_query['exact'] / per_query['ivf']:.2f}x |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gallery", type=int, nargs="+", default=[1000, 100_000, 1_000_000])
@@ -112,10 +135,17 @@ def main() -> None:
         "--nprobe-sweep", type=int, metavar="SIZE", help="IVF at SIZE photos: nprobe vs time and recall"
     )
     parser.add_argument("--probes", type=int, nargs="+", default=[0, 8, 32, 128, 256, 512, 1024])
+    parser.add_argument(
+        "--queries-sweep", type=int, metavar="SIZE", help="exact vs IVF at SIZE photos, by queries a search"
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[25, 100, 200, 400, 1000, 4000])
     parser.add_argument("--row", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.nprobe_sweep:
         nprobe_sweep(args.nprobe_sweep, args.queries, args.dim, args.k, args.probes)
+        return
+    if args.queries_sweep:
+        queries_sweep(args.queries_sweep, args.dim, args.k, args.batches)
         return
     if args.row:
         print(json.dumps(one_row(args.row[0], int(args.row[1]), args.queries, args.dim, args.k)))

@@ -201,10 +201,15 @@ def test_approximate_indexes_find_the_exact_neighbours_on_clustered_data(kind):
     assert recall_against_exact(queries, gallery, approximate, 5) > 0.9
 
 
-def test_auto_index_is_exact_below_the_threshold_and_unknown_kinds_are_refused():
-    from competition.retrieval.search import APPROXIMATE_FROM, resolve_index
+def test_auto_index_is_ivf_only_for_a_large_gallery_searched_by_few_queries_and_unknown_kinds_are_refused():
+    from competition.retrieval.search import APPROXIMATE_FROM, EXACT_FOR_QUERIES, resolve_index
 
-    assert resolve_index("auto", APPROXIMATE_FROM - 1) == "exact" and resolve_index("auto", APPROXIMATE_FROM) == "ivf"
+    few, many = EXACT_FOR_QUERIES - 1, EXACT_FOR_QUERIES
+    assert resolve_index("auto", APPROXIMATE_FROM - 1, few) == "exact"
+    assert resolve_index("auto", APPROXIMATE_FROM, few) == "ivf"
+    assert resolve_index("auto", APPROXIMATE_FROM) == "ivf"  # queries not known: an index kept for queries as they come
+    assert resolve_index("auto", 10 * APPROXIMATE_FROM, many) == "exact"  # BLAS over blocks of queries is faster
+    assert resolve_index("ivf", APPROXIMATE_FROM, many) == "ivf"  # what the user names is what they get
     with pytest.raises(CompeteError, match="index must be"):
         resolve_index("annoy", 10)
 

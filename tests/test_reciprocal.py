@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from competition.errors import CompeteError
+from competition.retrieval import search as search_module
 from competition.retrieval.posteriors import weighted_posteriors
 from competition.retrieval.postprocess import joint_rows, pool_ranking, scored_ranking
 from competition.retrieval.rerank import graph as graphs
@@ -113,8 +114,10 @@ def test_past_the_size_for_exact_search_the_graph_is_approximate_and_close(monke
     rng = np.random.default_rng(4)
     labels = np.repeat(np.arange(100), 20)
     x = l2_normalize(rng.normal(size=(100, 32))[labels] + 0.5 * rng.normal(size=(2000, 32))).astype(np.float32)
-    monkeypatch.setattr(graphs, "APPROXIMATE_FROM", 1000)
-    assert graphs.graph_kind("auto", 2000) == "ivf" and graphs.graph_kind("exact", 2000) == "exact"
+    monkeypatch.setattr(search_module, "APPROXIMATE_FROM", 1000)
+    assert graphs.graph_kind("auto", 2000, 999) == "ivf" and graphs.graph_kind("exact", 2000, 999) == "exact"
+    # a graph's rows are many queries at once: exact, whatever index the final search uses
+    assert graphs.graph_kind("ivf", 2000, 2000) == "exact"
     approximate, exact = nearest(x, x, 10, "ivf", same=True), nearest(x, x, 10, same=True)
     assert not (approximate.indices == np.arange(2000)[:, None]).any()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate.indices, exact.indices)])

@@ -38,14 +38,21 @@ def faiss_build() -> str:
 
 
 TRAIN_PER_CELL = 64  # k-means training points per IVF cell, a seeded sample (faiss wants >= 39, caps at 256)
-APPROXIMATE_FROM = 100_000  # gallery size from which "auto" picks IVF over exact search
+APPROXIMATE_FROM = 100_000  # gallery size from which "auto" may pick IVF over exact search
+# ...unless one search asks this many queries at once: exact search then multiplies blocks of
+# queries by the gallery in BLAS, while IVF reads each probed vector from memory once per query;
+# at 1/16 of the cells probed, exact was 1.3-1.7x faster from 200-400 queries on (512 and 1280-d,
+# 100k and 400k photos, k 100 and 1000) and builds nothing: scripts/bench_search.py --queries-sweep
+EXACT_FOR_QUERIES = 1_000
 
 
-def resolve_index(kind: str, gallery_size: int) -> str:
+def resolve_index(kind: str, gallery_size: int, queries: int = 0) -> str:
+    """The index `kind` means for one search of `queries` rows at once over `gallery_size` photos
+    (0 queries: not known, an index kept to answer queries as they come)."""
     if kind not in INDEXES:
         raise CompeteError(f"index must be one of {INDEXES}, not '{kind}'")
     if kind == "auto":
-        return "ivf" if gallery_size >= APPROXIMATE_FROM else "exact"
+        return "ivf" if gallery_size >= APPROXIMATE_FROM and queries < EXACT_FOR_QUERIES else "exact"
     return kind
 
 
@@ -294,7 +301,7 @@ def search(
     if isinstance(index, Searcher):  # its index may be built already
         built, exact = index.index_for(gallery, k), index.exact
     else:  # one search: build without keeping (or hashing) anything
-        built = build_index(gallery, index, use_gpu, k)
+        built = build_index(gallery, resolve_index(index, len(gallery), len(queries)), use_gpu, k)
         exact = is_exact(built)
     similarities, indices = search_index(built, l2_normalize(queries), k, batch_size)
     short = np.flatnonzero((indices < 0).any(axis=1))

@@ -259,7 +259,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
     fusion, fusion_note = label_fusion(models, weights, query_vectors, gallery_vectors, landmarks, posteriors)
     sizes = len(competition.query), len(competition.gallery)
     steps, steps_note = postprocess_of(config.postprocess, models, sizes, landmarks)
-    kind = resolve_index(config.index, len(competition.gallery))
+    kind = resolve_index(config.index, len(competition.gallery), len(competition.query))
     depth = max(output.k, config.verify, FUSION_CANDIDATES if fusion else 0)
     searcher = Searcher(kind, depth, config.nprobe, config.index_factory)
     fused = fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights)

@@ -8,9 +8,9 @@ the vectors' content: another submit on the same gallery (other queries, other r
 settings) reads it. A query + gallery graph merges it with the queries' own searches, so the
 joint graph is exactly the one a search over all photos together would give.
 
-Exact search below APPROXIMATE_FROM photos (or when the user asks for exact search), faiss IVF
-past it: time O(n * cells probed) instead of O(n^2), at the recall submit reports for its final
-search.
+Exact search unless IVF is faster (retrieval/search.resolve_index: a large set searched by few
+rows) and the user did not ask for exact search: a gallery's own graph, which searches every
+photo of it, is always exact.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from competition.io import atomic_path
-from competition.retrieval.search import APPROXIMATE_FROM, build_index, search_index
+from competition.retrieval.search import build_index, resolve_index, search_index
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,10 @@ class Neighbours:
         return Neighbours(self.similarities[:, :k], self.indices[:, :k], self.lowest)
 
 
-def graph_kind(asked: str, photos: int) -> str:
-    """Exact search for a graph unless the set is large and the user did not ask for exact search."""
-    return "ivf" if asked != "exact" and photos >= APPROXIMATE_FROM else "exact"
+def graph_kind(asked: str, photos: int, rows: int) -> str:
+    """How `rows` search a set of `photos` for a graph: exact unless the user did not ask for exact
+    search and IVF is faster for that many rows (`auto`'s rule, whatever index the final search uses)."""
+    return "exact" if asked == "exact" else resolve_index("auto", photos, rows)
 
 
 def nearest(
@@ -135,11 +136,11 @@ def joint_graph(
 ) -> tuple[Neighbours, np.ndarray]:
     """The k-wide graph of queries and gallery as one set (queries first), and each query's `depth`
     nearest gallery photos (joint indices): the candidates a re-ranking re-orders."""
-    count, gallery_kind, query_kind = len(queries), graph_kind(kind, len(gallery)), graph_kind(kind, len(queries))
-    to_gallery = nearest(queries, gallery, max(k, depth), gallery_kind, nprobe=nprobe)
-    among_queries = nearest(queries, queries, k, query_kind, same=True, nprobe=nprobe)
-    gallery_to_queries = nearest(gallery, queries, k, query_kind, nprobe=nprobe)
-    own = gallery_graph(gallery, k, gallery_kind, cache_dir, nprobe).first(k)
+    count, photos = len(queries), len(gallery)
+    to_gallery = nearest(queries, gallery, max(k, depth), graph_kind(kind, photos, count), nprobe=nprobe)
+    among_queries = nearest(queries, queries, k, graph_kind(kind, count, count), same=True, nprobe=nprobe)
+    gallery_to_queries = nearest(gallery, queries, k, graph_kind(kind, count, photos), nprobe=nprobe)
+    own = gallery_graph(gallery, k, graph_kind(kind, photos, photos), cache_dir, nprobe).first(k)
     query_rows = merged(among_queries, to_gallery.first(k), count, k)
     gallery_rows = merged(gallery_to_queries, own, count, k)
     parts = (field.name for field in fields(Neighbours))  # queries' rows first, then the gallery's
