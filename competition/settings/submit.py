@@ -173,8 +173,9 @@ class SubmitConfig(EmbeddingConfig):
     postprocess: PostProcess = PostProcess()
     index: Index = setting(
         "auto",
-        "exact, ivf, ivfpq (compressed codes, for galleries too big for memory), hnsw, or auto (IVF from 100k "
-        "gallery images); an approximate index reports its recall against exact.",
+        "exact, ivf, ivfpq (compressed codes, for galleries too big for memory), hnsw, or auto (IVF for 100k+ "
+        "gallery images and under 1,000 queries; exact search of many queries is faster); an approximate index "
+        "reports its recall against exact.",
     )
     nprobe: int = setting(
         0,
