@@ -7,7 +7,8 @@ Checks: mixed-precision training in both regimes (ArcFace and sub-center ArcFace
 loss scaler and bf16; every loss finite), --compile on and off, DDP with 2 processes when 2 GPUs
 exist (lite0 and a ConvNeXt), faiss GPU against CPU (exact and IVF recall@100), k = 3000 and
 --index ivfpq at 1280-d, an aspect-batched embedding at batch 64 against batch 1, a submission
-on the GPU in mixed precision against the CPU in float32, and float16 rows in the store. Where
+on the GPU in mixed precision against the CPU in float32, float16 rows in the store, and the
+class prototypes' sparse posteriors made by torch on the GPU against numpy's. Where
 something is missing (a GPU, a second GPU, faiss's GPU build) its checks say SKIP and why.
 The exit status is 1 when any check failed.
 """
@@ -169,6 +170,28 @@ def _faiss_limits(ctx: Context) -> str:
     pq = build_index(gallery, "ivfpq", k=100, use_gpu=ctx.device.type == "cuda")
     found = search_index(pq, queries, 100)[1]
     return f"k=3000 whole; ivfpq {type(pq).__name__} recall@100 vs exact {_recall(found, truth):.3f}"
+
+
+@check("prototype posteriors on the device vs numpy, 20k x 10k landmarks")
+def _prototype_posteriors(ctx: Context) -> str:
+    from competition.retrieval.posteriors import LabelClassifier
+    from competition.retrieval.vectors import l2_normalize
+
+    prototypes = l2_normalize(_clustered(10_000, 1280, 4))
+    classifier = LabelClassifier([str(c) for c in range(10_000)], 100 * prototypes, np.zeros(10_000, np.float32),
+                                 strength=100.0, prototypes=prototypes)  # fmt: skip
+    photos = _clustered(20_000, 1280, 5)
+    started = time.perf_counter()
+    expected = classifier.posteriors(photos)
+    on_numpy = time.perf_counter() - started
+    started = time.perf_counter()
+    made = classifier.posteriors(photos, device=ctx.device)
+    on_device = time.perf_counter() - started
+    moved = ((made > 0) != (expected > 0)).nnz / expected.nnz  # top classes kept by one only (near ties)
+    largest = float(abs(made - expected).max())
+    if moved > 1e-4 or largest > 1e-3:
+        raise AssertionError(f"top classes differing {moved:.5f}, largest posterior difference {largest:.2e}")
+    return f"{ctx.device.type} {on_device:.1f} s vs numpy {on_numpy:.1f} s; largest difference {largest:.1e}"
 
 
 def _photos(ctx: Context) -> list[Path]:

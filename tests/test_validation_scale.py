@@ -178,6 +178,35 @@ def test_one_product_gives_the_prototype_posteriors_at_every_strength(monkeypatc
     assert not np.allclose(shared[10.0].toarray(), shared[100.0].toarray(), atol=1e-3)
 
 
+def test_a_cuda_device_makes_the_prototype_posteriors_with_torch_as_numpy_makes_them(monkeypatch):
+    """On a GPU the 760k x 81k products are seconds: torch makes them there. Its path, run here on
+    the CPU, keeps the same top classes with the same posteriors; only a CUDA device takes it."""
+    import torch
+
+    from competition.retrieval import posteriors
+
+    monkeypatch.setattr(posteriors, "LOGISTIC_MOST_CLASSES", 10)
+    monkeypatch.setattr(posteriors, "DEVICE_ROWS_AT_ONCE", 32)  # blocks joined as numpy's are
+    vectors, labels, _ = _clustered(count=600, classes=40, dim=32)
+    classifier = posteriors.fit_label_classifier(vectors, labels, 10.0)
+    on_numpy = classifier.posteriors_at(vectors[:100], (10.0, 100.0))
+    by_torch = posteriors.sparse_posteriors_on(
+        torch.device("cpu"), vectors[:100], classifier.prototypes, (10.0, 100.0), "test", False
+    )
+    for strength, expected in on_numpy.items():
+        made = by_torch[strength]
+        assert made.shape == expected.shape and made.nnz == expected.nnz == 100 * posteriors.TOP_CLASSES
+        assert np.array_equal(made.toarray() > 0, expected.toarray() > 0)  # the same top classes
+        assert np.allclose(made.toarray(), expected.toarray(), rtol=1e-4, atol=1e-7)
+    taken = []
+    monkeypatch.setattr(posteriors, "sparse_posteriors_on", lambda device, *rest: taken.append(device) or by_torch)
+    assert classifier.posteriors_at(vectors[:100], (10.0, 100.0), torch.device("cuda")) is by_torch
+    for other in (None, torch.device("cpu")):
+        again = classifier.posteriors_at(vectors[:100], (10.0, 100.0), other)[10.0]
+        assert (again != on_numpy[10.0]).nnz == 0  # numpy's, bit for bit
+    assert taken == [torch.device("cuda")]
+
+
 def test_unit_rows_are_numpys_norm_bit_for_bit_from_any_stored_type():
     """Every ranking starts at l2_normalize: a faster sum must not move a single bit (ties, and the
     demo's submissions byte for byte); a zero row stays zero rather than NaN."""

@@ -37,6 +37,7 @@ from competition.retrieval.vectors import Rows, as_rows, class_sums, l2_normaliz
 LOGISTIC_MOST_CLASSES = 2048  # above: class prototypes and sparse posteriors
 TOP_CLASSES = 20  # posteriors each photo keeps when they are sparse
 ROWS_AT_ONCE = 256  # photos scored against every class at once (256 x 81k floats: 83 MB)
+DEVICE_ROWS_AT_ONCE = 2048  # the same on a GPU (2048 x 81k: 0.7 GB, twice for the softmax's sum)
 COLUMN_GROUP = 64  # columns whose maximum stands for them in finding a row's top classes
 # a query's best photos by cosine that label fusion re-orders: a boost rarely lifts a photo from beyond the
 # first thousand (the GLR winners applied theirs to the top 100-1000), and O(queries x 1000) at any gallery size
@@ -89,8 +90,37 @@ def _sparse_softmax(
     logits *= np.float32(scale)
     total = np.exp(logits, out=logits).sum(axis=1, keepdims=True)
     values = (np.exp(np.float32(scale) * (values - largest)) / total).astype(np.float32)
-    rows = np.repeat(np.arange(len(product)), kept.shape[1])
-    return sparse.csr_matrix((values.ravel(), (rows, kept.ravel())), shape=(len(product), classes))
+    return _sparse_rows(values, kept, classes)
+
+
+def _sparse_rows(values: np.ndarray, kept: np.ndarray, classes: int) -> sparse.csr_matrix:
+    """Rows over `classes` columns holding `values` at the columns `kept`, row by row."""
+    rows = np.repeat(np.arange(len(values)), kept.shape[1])
+    return sparse.csr_matrix((values.ravel(), (rows, kept.ravel())), shape=(len(values), classes))
+
+
+def sparse_posteriors_on(
+    device, vectors: np.ndarray, columns: np.ndarray, scales: Sequence[float], described: str, progress: bool
+) -> dict:
+    """`_sparse_posteriors` with the product, each photo's top classes and the softmax's sums made
+    by torch on `device` (a GPU: seconds, where 2 CPU cores take twenty minutes for a 760k gallery
+    over 81k landmarks); only each photo's top classes and their posteriors come back."""
+    import torch
+
+    classes, top = len(columns), min(TOP_CLASSES, len(columns))
+    blocks: dict[float, list] = {scale: [] for scale in scales}
+    with torch.no_grad():
+        prototypes = torch.from_numpy(np.ascontiguousarray(columns, np.float32)).to(device)
+        for start in steps(range(0, len(vectors), DEVICE_ROWS_AT_ONCE), described, unit="block", enabled=progress):
+            block = torch.from_numpy(l2_normalize(vectors[start : start + DEVICE_ROWS_AT_ONCE])).to(device)
+            product = block @ prototypes.T
+            values, kept = product.topk(top, dim=1)
+            kept = kept.cpu().numpy()
+            for scale in scales:
+                scaled = torch.logsumexp(product * scale, dim=1, keepdim=True)
+                posteriors = torch.exp(values * scale - scaled).cpu().numpy()
+                blocks[scale].append(_sparse_rows(posteriors, kept, classes))
+    return {scale: sparse.vstack(parts, format="csr") for scale, parts in blocks.items()}
 
 
 @dataclass
@@ -121,25 +151,26 @@ class LabelClassifier:
             return f"class prototypes, top {TOP_CLASSES} posteriors kept ({len(self.classes)} landmarks)"
         return f"logistic regression ({len(self.classes)} landmarks)"
 
-    def posteriors(self, vectors: np.ndarray, progress: bool = False):
+    def posteriors(self, vectors: np.ndarray, progress: bool = False, device=None):
         """P(class | photo): an (n, classes) array, or sparse rows of each photo's TOP_CLASSES.
-        `progress`: report it (a gallery of 760k photos over 81k landmarks takes twenty minutes on 2 cores)."""
+        `progress`: report it (a gallery of 760k photos over 81k landmarks takes twenty minutes on 2 cores);
+        `device`: a CUDA device makes the sparse ones there (torch), any other leaves them to numpy."""
         if not self.sparse:  # each block made unit as it is scored: a 760k gallery's copy would be 4 GB
             blocks = [
                 _softmax(l2_normalize(vectors[rows]) @ self.coef.T + self.intercept)
                 for rows in _row_blocks(len(vectors))
             ]
             return np.concatenate(blocks) if blocks else np.zeros((0, len(self.classes)), np.float32)
-        return self._sparse_posteriors(vectors, self.coef, (1.0,), progress)[1.0]
+        return self._sparse_posteriors(vectors, self.coef, (1.0,), progress, device)[1.0]
 
-    def posteriors_at(self, vectors: np.ndarray, strengths: Sequence[float]) -> dict:
+    def posteriors_at(self, vectors: np.ndarray, strengths: Sequence[float], device=None) -> dict:
         """Sparse posteriors of the prototype classifier at each of `strengths` (its logits are the
         strength times each photo's cosine to the prototypes): one product of the photos with the
         prototypes serves them all, the cost of validation's grid over strengths at 81k landmarks."""
-        return self._sparse_posteriors(vectors, self.prototypes, strengths)
+        return self._sparse_posteriors(vectors, self.prototypes, strengths, device=device)
 
     def _sparse_posteriors(
-        self, vectors: np.ndarray, columns: np.ndarray, scales: Sequence[float], progress: bool = False
+        self, vectors: np.ndarray, columns: np.ndarray, scales: Sequence[float], progress: bool = False, device=None
     ) -> dict:
         """Top-TOP_CLASSES posteriors of softmax(scale * unit(vectors) @ columns.T) per scale. A sparse
         classifier has no intercept (its logits are scaled cosines), so a photo's top classes are
@@ -147,13 +178,15 @@ class LabelClassifier:
         classes = len(self.classes)
         if not len(vectors):
             return {scale: sparse.csr_matrix((0, classes), dtype=np.float32) for scale in scales}
+        described = f"class posteriors of {len(vectors):,} photos over {classes:,} landmarks"
+        if getattr(device, "type", None) == "cuda":
+            return sparse_posteriors_on(device, vectors, columns, scales, described, progress)
         # padded to whole column groups (at -inf: no probability) so a block's groups are a free reshape
         padding = -classes % COLUMN_GROUP
         padded = np.concatenate([columns, np.zeros((padding, columns.shape[1]), np.float32)]).T
         # each block kept sparse as it is made: 1.58M dense rows over 81k classes would be 0.5 TB
         blocks: dict[float, list] = {scale: [] for scale in scales}
         work = np.empty((min(ROWS_AT_ONCE, len(vectors)), padded.shape[1]), np.float32)
-        described = f"class posteriors of {len(vectors):,} photos over {classes:,} landmarks"
         for rows in steps(list(_row_blocks(len(vectors))), described, unit="block", enabled=progress):
             product = l2_normalize(vectors[rows]) @ padded
             product[:, classes:] = -np.inf

@@ -99,7 +99,7 @@ class Embeddings:
         share the queries' (117k queries over 81k landmarks at Google Landmarks size: minutes)."""
         key = (id(model), records[0].split)
         if key not in self.posteriors_done:  # self(...) first: it keeps the model, so its id stays its own
-            self.posteriors_done[key] = model.classifier.posteriors(self(model, records), self.progress)
+            self.posteriors_done[key] = model.classifier.posteriors(self(model, records), self.progress, self.device)
         return self.posteriors_done[key]
 
     def release(self) -> None:

@@ -92,13 +92,13 @@ def _fold_classifier(pool: FoldPool, features, labels, strength: float) -> Label
     return fit_label_classifier(Rows(features, train, pool.embed), labels[train], strength)
 
 
-def _posteriors_by_strength(pool: FoldPool, features, labels) -> dict:
+def _posteriors_by_strength(pool: FoldPool, features, labels, device=None) -> dict:
     """The posteriors of the pool's photos under the fold's classifier at each of STRENGTHS. Class
     prototypes (past LOGISTIC_MOST_CLASSES) are fitted once and one product serves every strength:
     the logits only scale. Logistic regression is fitted at each."""
     first = _fold_classifier(pool, features, labels, STRENGTHS[0])
     if first.sparse:
-        return first.posteriors_at(pool.vectors, STRENGTHS)
+        return first.posteriors_at(pool.vectors, STRENGTHS, device)
     rest = {c: _fold_classifier(pool, features, labels, c) for c in STRENGTHS[1:]}
     return {c: classifier.posteriors(pool.vectors) for c, classifier in ({STRENGTHS[0]: first} | rest).items()}
 
@@ -108,14 +108,20 @@ def _agreement(pool: FoldPool, rows: np.ndarray) -> np.ndarray:
 
 
 def choose_fusion(
-    features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], head_for: HeadForFold, progress: bool = True
+    features: np.ndarray,
+    labels: np.ndarray,
+    folds: Sequence[Fold],
+    head_for: HeadForFold,
+    progress: bool = True,
+    device=None,
 ) -> FusionChoice:
     """Strength and weight of the label fusion, chosen on closed folds (see the module); every
-    strength and weight re-orders the same candidate lists (the whole pool, at today's sizes)."""
+    strength and weight re-orders the same candidate lists (the whole pool, at today's sizes).
+    `device`: where the class prototypes' products are made (CUDA; else numpy)."""
     pools = _fold_pools(features, labels, folds, head_for, progress)
     parts: dict[tuple[float, float], list[PoolScores]] = {(c, w): [] for c in STRENGTHS for w in WEIGHTS}
     for pool in steps(pools, "label fusion: strengths and weights", unit="fold", enabled=progress):
-        for strength, posteriors in _posteriors_by_strength(pool, features, labels).items():
+        for strength, posteriors in _posteriors_by_strength(pool, features, labels, device).items():
             agreement = _agreement(pool, posteriors)
             for weight in WEIGHTS:
                 parts[(strength, weight)].append(pool.fused_scores(labels, weight * agreement))
@@ -157,6 +163,7 @@ def choose_gate(
     head_for: HeadForFold,
     strength: float,
     progress: bool = True,
+    device=None,
 ) -> GateChoice:
     """Calibration, gate and gated weight on the mixed folds (see the module)."""
     pools = _fold_pools(features, labels, [f for f in folds if f.unseen.any()], head_for, progress)
@@ -165,7 +172,7 @@ def choose_gate(
     classifiers, posteriors = [], []  # at 81k landmarks each pool's posteriors are minutes: inside the progress
     for pool in steps(pools, "label fusion: the gate's classifiers", unit="fold", enabled=progress):
         classifiers.append(_fold_classifier(pool, features, labels, strength))
-        posteriors.append(classifiers[-1].posteriors(pool.vectors))
+        posteriors.append(classifiers[-1].posteriors(pool.vectors, device=device))
     signs = [c.gate_features(pool.vectors, p) for c, pool, p in zip(classifiers, pools, posteriors)]
     known = [~pool.fold.unseen for pool in pools]
     calibration = calibrate_known(np.concatenate([top_posterior(p) for p in posteriors]), np.concatenate(known))
@@ -206,12 +213,13 @@ def fit_label_fusion(
     baseline: PoolScores,
     seed: int = 0,
     progress: bool = True,
+    device=None,
 ) -> tuple[dict, LabelClassifier]:
     """A run's label classifier: strength and weight chosen on `closed_folds`, calibrated and
     gated on `mixed_folds`, fitted on every photo's `final_embedding`; and for the run's summary,
     what the folds said of it against `baseline` (the pretrained backbone on the closed folds)."""
-    choice = choose_fusion(features, labels, closed_folds, head_for, progress)
-    gated = choose_gate(features, labels, mixed_folds, head_for, choice.strength, progress)
+    choice = choose_fusion(features, labels, closed_folds, head_for, progress, device)
+    gated = choose_gate(features, labels, mixed_folds, head_for, choice.strength, progress, device)
     classifier = fit_label_classifier(Rows(features, embed=final_embedding), labels, choice.strength)
     classifier.weight, classifier.calibration = choice.weight, gated.calibration
     classifier.gate, classifier.gated_weight = gated.gate, gated.weight

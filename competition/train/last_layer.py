@@ -78,6 +78,7 @@ def _fit_label_fusion(run: Run, features: PhotoFeatures, photos: np.ndarray, hea
         run.baseline(features, data.closed_folds),
         run.config.seed,
         run.progress,
+        run.device,
     )
     return summary, classifier.to_payload()
 
