@@ -8,7 +8,8 @@ loss scaler and bf16; every loss finite), --compile on and off, DDP with 2 proce
 exist (lite0 and a ConvNeXt), faiss GPU against CPU (exact and IVF recall@100), k = 3000 and
 --index ivfpq at 1280-d, an aspect-batched embedding at batch 64 against batch 1, a submission
 on the GPU in mixed precision against the CPU in float32, float16 rows in the store, and the
-class prototypes' sparse posteriors made by torch on the GPU against numpy's. Where
+class prototypes' sparse posteriors and exact search (where faiss is the CPU build) made by torch
+on the GPU against numpy's and faiss's. Where
 something is missing (a GPU, a second GPU, faiss's GPU build) its checks say SKIP and why.
 The exit status is 1 when any check failed.
 """
@@ -151,6 +152,29 @@ def _faiss_recall(ctx: Context) -> str:
             raise AssertionError(f"{kind}: GPU recall@100 of the CPU's {recall:.4f} < {least}")
         lines.append(f"{kind} {recall:.4f}")
     return ", ".join(lines)
+
+
+@check("exact search by torch where faiss is the CPU build")
+def _torch_exact(ctx: Context) -> str:
+    from competition.retrieval.device_search import DeviceExactIndex
+    from competition.retrieval.search import _gpu_count, build_index, search_index
+    from competition.retrieval.vectors import l2_normalize
+
+    if ctx.device.type == "cuda" and _gpu_count():
+        raise Skip("faiss's GPU build searches on the GPU itself")
+    gallery, queries = _clustered(200_000, 1280, 6), l2_normalize(_clustered(5000, 1280, 7))
+    timed = {}
+    for where, use_gpu in (("cpu", False), ("device", None)):
+        started = time.perf_counter()
+        index = build_index(gallery, "exact", use_gpu=use_gpu, k=1000)
+        timed[where] = (search_index(index, queries, 1000)[1], time.perf_counter() - started, index)
+    if ctx.device.type == "cuda" and not isinstance(timed["device"][2], DeviceExactIndex):
+        raise AssertionError(f"a {type(timed['device'][2]).__name__} instead of torch's exact search")
+    recall = _recall(timed["device"][0], timed["cpu"][0])
+    if recall < 0.999:
+        raise AssertionError(f"recall@1000 of faiss's CPU search {recall:.4f}")
+    seconds = f"{timed['device'][1]:.1f} s vs faiss CPU {timed['cpu'][1]:.1f} s"
+    return f"200k x 5k queries, top-1000: {seconds}, recall {recall:.4f}"
 
 
 @check("faiss k=3000 and ivfpq at 1280-d")

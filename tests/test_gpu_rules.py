@@ -126,6 +126,33 @@ def test_build_index_clones_to_the_gpus_once_and_keeps_the_cpu_index_when_a_clon
     build_index(gallery, "exact", k=10, use_gpu=False)  # told not to: never asks
 
 
+def test_with_faiss_cpu_on_a_cuda_machine_exact_search_runs_on_torch_and_finds_what_faiss_finds(monkeypatch):
+    """pip's faiss-cpu cannot use a GPU: exact search of a large gallery goes to torch there (the
+    device mocked by the CPU), ranking as faiss does; IVF, small galleries and use_gpu=False stay."""
+    from competition.retrieval import device_search
+    from competition.retrieval.search import Searcher, is_exact, probes, search, search_index
+    from competition.retrieval.vectors import l2_normalize
+
+    rng = np.random.default_rng(0)
+    gallery, queries = rng.normal(size=(3000, 24)).astype(np.float32), rng.normal(size=(70, 24)).astype(np.float32)
+    expected = search(queries, gallery, 10)  # faiss, CPU
+    monkeypatch.setattr(search_module, "cuda_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(device_search, "SCORES_AT_ONCE", 3000 * 16)  # blocks of 16 queries
+    assert isinstance(build_index(gallery, "exact", k=10), faiss.Index)  # 3,000 photos: not worth a GPU
+    assert isinstance(build_index(gallery, "exact", k=10, use_gpu=False), faiss.Index)
+    built = build_index(gallery, "exact", k=10, use_gpu=True)  # asked for
+    assert isinstance(built, device_search.DeviceExactIndex) and is_exact(built) and probes(built) is None
+    similarities, indices = search_index(built, l2_normalize(queries), 10)
+    assert np.array_equal(indices, expected[1]) and np.allclose(similarities, expected[0], atol=1e-5)
+    _, beyond = search_index(built, l2_normalize(queries[:3]), 3005)  # as faiss: -1 past the gallery
+    assert (beyond[:, :3000] >= 0).all() and (beyond[:, 3000:] == -1).all()
+    monkeypatch.setattr(search_module, "GPU_FROM", 1000)
+    searcher = Searcher("exact", 10)
+    assert np.array_equal(search(queries, gallery, 10, index=searcher)[1], expected[1])
+    assert isinstance(searcher.index, device_search.DeviceExactIndex) and searcher.describe() == "exact"
+    assert isinstance(build_index(gallery, "ivf", k=10), faiss.Index)  # approximate kinds stay faiss's
+
+
 def test_heads_and_losses_compute_in_float32_under_the_caller_s_autocast():
     from competition.train.full_layer import EmbeddingLoss
 

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from competition.errors import CompeteError
+from competition.retrieval.device_search import DeviceExactIndex, cuda_device
 from competition.retrieval.vectors import Rows, l2_normalize
 from competition.settings.choices import INDEXES
 
@@ -70,7 +71,7 @@ def _added(index: faiss.Index, vectors: Rows) -> faiss.Index:
     """`index` with every row added, a block at a time: a 760k gallery normalised whole would be
     a third 4 GB copy of it beside the caller's and the index's own. An HNSW graph depends on the
     batches its rows come in: added whole, so it stays the graph it was."""
-    if isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
+    if isinstance(index, faiss.Index) and isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
         index.add(vectors.whole())
         return index
     for _, block in vectors.blocks():
@@ -89,7 +90,8 @@ def build_index(
 ) -> faiss.Index:
     """Inner-product index over L2-normalised vectors.
 
-    exact: brute force (right up to ~1e5 images, and on a GPU well beyond); ivf: inverted
+    exact: brute force (right up to ~1e5 images, and on a GPU well beyond: faiss GPU, or torch
+    where faiss is the CPU build); ivf: inverted
     lists, 4*sqrt(n) cells, 1/16 of them probed (more when that holds fewer than 2k
     photos; `nprobe` sets it), trained on TRAIN_PER_CELL sampled vectors per cell; ivfpq:
     the same lists holding product-quantised codes (dim/8 bytes a vector instead of dim*4:
@@ -113,6 +115,8 @@ def build_index(
             ivf.nprobe = min(cells, nprobe or max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
     if use_gpu is not False and _gpu_count() > 0:
         index = _on_gpus_if_it_pays(index, count, k, use_gpu)
+    elif kind == "exact" and use_gpu is not False and (count >= GPU_FROM or use_gpu) and (gpu := cuda_device()):
+        index = DeviceExactIndex(dim, count, gpu)  # faiss without GPUs (faiss-cpu): torch searches there
     try:
         return _added(index, vectors)
     except RuntimeError as error:  # e.g. IDMap,Flat wants ids
@@ -239,16 +243,20 @@ def _factory_index(vectors: Rows, dim: int, factory: str) -> faiss.Index:
     return index
 
 
-def is_exact(index: faiss.Index) -> bool:
+def is_exact(index: faiss.Index | DeviceExactIndex) -> bool:
     """Brute force (on CPU, or each GPU's shard of it): what an index_factory 'Flat' builds too."""
+    if isinstance(index, DeviceExactIndex):
+        return True
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexShards):
         index = faiss.downcast_index(index.at(0))
     return isinstance(index, (faiss.IndexFlat, *([faiss.GpuIndexFlat] if hasattr(faiss, "GpuIndexFlat") else [])))
 
 
-def probes(index: faiss.Index) -> int | None:
+def probes(index: faiss.Index | DeviceExactIndex) -> int | None:
     """The IVF cells a query probes (None: not an IVF index), on the CPU or each GPU's shard."""
+    if isinstance(index, DeviceExactIndex):
+        return None
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexShards):
         index = faiss.downcast_index(index.at(0))
