@@ -239,3 +239,19 @@ def test_a_large_gallery_is_indexed_and_searched_without_whole_copies(monkeypatc
     tracemalloc.stop()
     assert building < gallery.nbytes / 4 and searching < 1.3 * (similarities.nbytes + found.nbytes)
     assert np.array_equal(found[:, 0], np.argmax(queries @ l2_normalize(gallery).T, axis=1))
+
+
+def test_a_search_of_several_batches_reports_its_progress_when_asked(monkeypatch, capsys):
+    """117k queries x 760k photos search for minutes: submit's Searcher says where it is."""
+    from competition import progress
+    from competition.retrieval.search import Searcher
+
+    monkeypatch.setattr(progress, "PIPED_EVERY", 0.0)
+    rng = np.random.default_rng(0)
+    gallery, queries = rng.normal(size=(200, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
+    found = search(queries, gallery, 5, batch_size=10, index=Searcher(progress=True))[1]
+    assert "search of 30 queries among 200 photos: 3/3 batch" in capsys.readouterr().err
+    assert np.array_equal(found, search(queries, gallery, 5)[1])
+    search(queries, gallery, 5, batch_size=10, index=Searcher())  # not asked: silent
+    search(queries[:10], gallery, 5, batch_size=10, index=Searcher(progress=True))  # one batch: silent
+    assert capsys.readouterr().err == ""

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from competition.errors import CompeteError
+from competition.progress import steps
 from competition.retrieval.device_search import DeviceExactIndex, cuda_device
 from competition.retrieval.vectors import Rows, l2_normalize
 from competition.settings.choices import INDEXES
@@ -271,8 +272,17 @@ class Searcher:
     neighbours, α-QE's and the final ranking ask the same post-DBA gallery twice, and an IVF
     build over a million photos takes minutes."""
 
-    def __init__(self, kind: str = "exact", deepest_k: int = 100, nprobe: int = 0, factory: str = "", use_gpu=None):
+    def __init__(
+        self,
+        kind: str = "exact",
+        deepest_k: int = 100,
+        nprobe: int = 0,
+        factory: str = "",
+        use_gpu=None,
+        progress: bool = False,
+    ):
         self.kind, self.deepest_k, self.nprobe, self.factory, self.use_gpu = kind, deepest_k, nprobe, factory, use_gpu
+        self.progress = progress  # report searches of several batches (117k queries x 760k photos: minutes)
         self.key, self.index = b"", None  # the last gallery's index: one held at a time (each may be GBs)
         self.nprobe_used: int | None = None
         self.exact = kind == "exact" and not factory  # until an index is built: then what was built
@@ -307,11 +317,11 @@ def search(
     """(similarities, gallery indices), each (num_queries, min(k, gallery size)), best first."""
     k = min(k, len(gallery))
     if isinstance(index, Searcher):  # its index may be built already
-        built, exact = index.index_for(gallery, k), index.exact
+        built, exact, progress = index.index_for(gallery, k), index.exact, index.progress
     else:  # one search: build without keeping (or hashing) anything
         built = build_index(gallery, resolve_index(index, len(gallery), len(queries)), use_gpu, k)
-        exact = is_exact(built)
-    similarities, indices = search_index(built, l2_normalize(queries), k, batch_size)
+        exact, progress = is_exact(built), False
+    similarities, indices = search_index(built, l2_normalize(queries), k, batch_size, progress)
     short = np.flatnonzero((indices < 0).any(axis=1))
     if len(short) and not exact:  # an approximate index found fewer than k: those rows exactly
         similarities[short], indices[short] = search(queries[short], gallery, k, use_gpu, batch_size, "exact")
@@ -319,13 +329,16 @@ def search(
 
 
 def search_index(
-    index: faiss.Index, queries: np.ndarray, k: int, batch_size: int = 8192
+    index: faiss.Index, queries: np.ndarray, k: int, batch_size: int = 8192, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, indices) of a built index's top-k for the rows as given, a batch at a time."""
+    """(similarities, indices) of a built index's top-k for the rows as given, a batch at a time
+    (`progress`: reported when there are several)."""
     queries = np.ascontiguousarray(queries, np.float32)
     # written in place: 117k queries' top-1000 are 1.4 GB, and parts then joined held them twice
     similarities, indices = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
-    for start in range(0, len(queries), batch_size):
+    described = f"search of {len(queries):,} queries among {index.ntotal:,} photos"
+    starts = range(0, len(queries), batch_size)
+    for start in steps(starts, described, unit="batch", enabled=progress and len(starts) > 1):
         batch = slice(start, start + batch_size)
         similarities[batch], indices[batch] = index.search(queries[batch], k)
     return similarities, indices

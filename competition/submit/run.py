@@ -261,7 +261,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
     steps, steps_note = postprocess_of(config.postprocess, models, sizes, landmarks)
     kind = resolve_index(config.index, len(competition.gallery), len(competition.query))
     depth = max(output.k, config.verify, FUSION_CANDIDATES if fusion else 0)
-    searcher = Searcher(kind, depth, config.nprobe, config.index_factory)
+    searcher = Searcher(kind, depth, config.nprobe, config.index_factory, progress=progress)
     fused = fuse_concat(query_vectors, weights), fuse_concat(gallery_vectors, weights)
     del query_vectors, gallery_vectors
     embed.release()
