@@ -120,6 +120,9 @@ def sparse_posteriors_on(
                 scaled = torch.logsumexp(product * scale, dim=1, keepdim=True)
                 posteriors = torch.exp(values * scale - scaled).cpu().numpy()
                 blocks[scale].append(_sparse_rows(posteriors, kept, classes))
+        del prototypes, block, product, values, scaled
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the search allocates on the GPU next
     return {scale: sparse.vstack(parts, format="csr") for scale, parts in blocks.items()}
 
 
