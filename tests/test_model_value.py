@@ -113,3 +113,31 @@ def test_a_run_saved_by_compete_0_3_still_loads_and_embeds_the_same(tmp_path):
     assert load_run_embedder(tmp_path / "older")[1].resize == "square"
     _legacy_best(tmp_path / "oldest", saved | {"projection": "none"}, trained.state_dict())
     assert load_run_embedder(tmp_path / "oldest")[0].output_dim == 8
+
+
+def test_a_whole_run_folder_as_compete_0_3_wrote_it_loads_for_submit(tmp_path):
+    """best.pt with one `embedder_config`, a flat config.json and a summary of verdicts beside
+    the signs: submit reads what it needs of each (regime, origin, verdicts), nothing refused."""
+    import json
+
+    from competition.runs import CONFIG, SUMMARY, Verdict
+    from competition.submit.models import load_model
+
+    torch.manual_seed(0)
+    model = ModelSettings(backbone="resnet18", pretrained=False, embedding_dim=8, image_size=64)
+    trained, _ = build_embedder(model, "linear")
+    saved = {"backbone": "resnet18", "gem_p": 3.0, "projection": "linear", "embedding_dim": 8, "image_size": 64}
+    _legacy_best(tmp_path / "old-run", saved, trained.state_dict())
+    flat = {"backbone": "resnet18", "regime": "full", "head_resolved": "arcface", "weights_origin": "timm hub"}
+    (tmp_path / "old-run" / CONFIG).write_text(json.dumps(flat | {"use_augmented": False}))
+    summary = {
+        "run": "old-run", "regime": "full", "beats_pretrained": {"seen": True, "unseen": False},
+        "validation": {"seen": {"verdict": "better"}, "unseen": {"verdict": "no clear difference"}},
+    }  # fmt: skip
+    (tmp_path / "old-run" / SUMMARY).write_text(json.dumps(summary))
+    loaded = load_model("old-run", SubmitConfig(runs_dir=str(tmp_path)))
+    assert (loaded.regime, loaded.weights_origin, loaded.augmentation) == ("full", "timm hub", "none")
+    assert not loaded.frozen and loaded.classifier is None and loaded.record.postprocess is None
+    assert loaded.record.unseen.verdict is Verdict.UNCLEAR and loaded.record.unseen.beats is False
+    assert loaded.record.known.verdict is Verdict.BETTER
+    assert loaded.settings.resize == "square"  # saved before `resize` existed: fitted on square views
