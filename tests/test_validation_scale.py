@@ -5,6 +5,7 @@ pool past MOST_QUERIES is judged by a seeded sample of its queries against all o
 from collections import Counter
 
 import numpy as np
+import torch
 
 from competition.evaluate.metrics import average_precision, relevance
 from competition.retrieval.neighbours import neighbours_among
@@ -99,11 +100,21 @@ def test_faiss_finds_the_same_neighbours_with_the_same_tie_rule(monkeypatch):
     vectors = rng.integers(-2, 3, (300, 6)).astype(np.float32)
     vectors[::7] = vectors[1]  # duplicates: ties among the best
     rows = np.arange(0, 300, 4)
-    dense = [neighbours_among(vectors, k, rows, normalize=False, start=s) for k in (1, 10, 40) for s in (0, 100)]
+
+    def every_case():
+        return [neighbours_among(vectors, k, rows, normalize=False, start=s) for k in (1, 10, 40) for s in (0, 100)]
+
+    def assert_as_dense(found):
+        for (dense_scores, dense_order), (scores, order) in zip(dense, found):
+            assert np.array_equal(order, dense_order) and np.array_equal(scores, dense_scores)
+
+    dense = every_case()
     monkeypatch.setattr(neighbours, "FAISS_FROM", 1)
-    found = [neighbours_among(vectors, k, rows, normalize=False, start=s) for k in (1, 10, 40) for s in (0, 100)]
-    for (dense_scores, dense_order), (scores, order) in zip(dense, found):
-        assert np.array_equal(order, dense_order) and np.array_equal(scores, dense_scores)
+    assert_as_dense(every_case())
+    with monkeypatch.context() as gpu:  # torch finds them on a GPU (mocked by the CPU): the same again
+        gpu.setattr(neighbours, "cuda_device", lambda: torch.device("cpu"))
+        gpu.setattr(neighbours.faiss, "knn", None)
+        assert_as_dense(every_case())
     monkeypatch.setattr(neighbours, "TIE_MARGIN", 0)  # every row's tie runs past what faiss found: dense rows
     assert np.array_equal(neighbours_among(vectors, 10, rows, normalize=False)[1], dense[2][1])  # k=10, start=0
 
