@@ -297,3 +297,23 @@ def test_a_run_says_the_recipe_its_augmented_folder_was_made_with(tiny_competiti
     assert augmentation_of(run) == "light×5"
     assert augmentation_of(run | {"head_resolved": "whitening"}) == "none"  # fitted on the originals only
     assert augmentation_of(run | {"augmented": str(tiny_competition / "elsewhere")}) == "none"
+
+
+def test_a_submission_keeps_a_seeded_sample_of_its_vectors_for_the_report(monkeypatch, tmp_path):
+    """GLDv2's 760k gallery vectors were 4.5 GB a submission, kept for a t-SNE map of a sample."""
+    from types import SimpleNamespace
+
+    from competition.submit import record
+
+    monkeypatch.setattr(record, "KEPT_VECTORS", 5)
+    photos = [SimpleNamespace(name=f"g{i}") for i in range(12)]
+    competition = SimpleNamespace(query=photos[:3], gallery=photos)
+    gallery, queries = np.arange(24, dtype=np.float32).reshape(12, 2), np.ones((3, 2), np.float32)
+    for name in ("one", "two"):
+        record.save_ranked_vectors(tmp_path / f"{name}.npz", competition, queries, gallery)
+    one, two = (np.load(tmp_path / f"{name}.npz") for name in ("one", "two"))
+    names = [str(n) for n in one["gallery_names"]]
+    assert len(names) == 5 and names == sorted(names, key=lambda n: int(n[1:]))  # in their order
+    assert np.array_equal(one["gallery"], gallery[[int(n[1:]) for n in names]])  # each name with its row
+    assert np.array_equal(one["gallery_names"], two["gallery_names"])  # seeded
+    assert list(one["query_names"]) == ["g0", "g1", "g2"] and one["queries"].shape == (3, 2)  # few: all kept

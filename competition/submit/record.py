@@ -22,16 +22,24 @@ from competition.submit.models import LoadedModel, view_of
 log = logging.getLogger(__name__)
 
 
+KEPT_VECTORS = 20_000  # of each side at most, a seeded sample: the report's t-SNE map reads them
+
+
+def _kept(records: list, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(names, vectors) of at most KEPT_VECTORS photos, in their order: GLDv2's 760k gallery vectors
+    would be 4.5 GB a submission, for a map that cannot show more than a sample."""
+    rows = np.arange(len(records))
+    if len(rows) > KEPT_VECTORS:
+        rows = np.sort(np.random.default_rng(0).choice(len(rows), KEPT_VECTORS, replace=False))
+    return np.array([records[i].name for i in rows]), vectors[rows]
+
+
 def save_ranked_vectors(path: Path, competition: Competition, queries: np.ndarray, gallery: np.ndarray) -> None:
+    query_names, queries = _kept(competition.query, queries)
+    gallery_names, gallery = _kept(competition.gallery, gallery)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                query_names=np.array([r.name for r in competition.query]),
-                queries=queries,
-                gallery_names=np.array([r.name for r in competition.gallery]),
-                gallery=gallery,
-            )
+            np.savez(handle, query_names=query_names, queries=queries, gallery_names=gallery_names, gallery=gallery)
 
 
 def score_ranking(ranking: np.ndarray, competition: Competition, map_k: int) -> dict | None:
