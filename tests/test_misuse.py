@@ -1057,7 +1057,7 @@ def test_row9_splits_of_different_widths_are_named_with_their_shapes(tmp_path):
 
 
 def test_row11_row14_rows_that_cannot_rank_are_named_and_zero_rows_counted(tmp_path, caplog):
-    from competition.data.features import read_rows, row_path
+    from competition.data.features import read_rows, row_paths
     from competition.errors import CompeteError
 
     def nan_in_row_1(rows):
@@ -1065,14 +1065,14 @@ def test_row11_row14_rows_that_cannot_rank_are_named_and_zero_rows_counted(tmp_p
 
     folder = _features_folder(tmp_path / "f", change={"gallery": nan_in_row_1})
     with pytest.raises(CompeteError, match=r"gallery\.npy, row 1: not finite") as error:
-        read_rows([row_path(folder, "gallery", i) for i in range(2)], "made-elsewhere")
+        read_rows(row_paths(folder, "gallery", 2), "made-elsewhere")
     assert "gem-p" not in str(error.value)
 
     def zero_row_0(rows):
         rows[0] = 0
 
     folder = _features_folder(tmp_path / "g", change={"gallery": zero_row_0})
-    read_rows([row_path(folder, "gallery", i) for i in range(2)], "made-elsewhere")
+    read_rows(row_paths(folder, "gallery", 2), "made-elsewhere")
     assert "gallery.npy: 1 row all zero" in caplog.text
 
 
@@ -1085,7 +1085,7 @@ def test_rows_are_read_as_stored_a_block_at_a_time_in_any_order(tmp_path, monkey
     ids = {"train": [f"{c}/{i}.jpg" for c, i in zip("aabbc", range(5))], "query": ["q.jpg"], "gallery": ["g.jpg"]}
     folder = _features_folder(tmp_path / "f", ids=ids)
     stored, order = np.load(folder / "train.npy"), [3, 0, 4, 1, 2]
-    paths = [features.row_path(folder, "train", i) for i in order]
+    paths = [features.row_paths(folder, "train", 5)[i] for i in order]
     as_stored = features.read_rows(paths, "made-elsewhere", np.float16)
     assert as_stored.dtype == np.float16 and np.array_equal(as_stored, stored[order])
     assert np.array_equal(features.read_rows(paths, "made-elsewhere"), stored[order].astype(np.float32))

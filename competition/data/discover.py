@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from competition.data.features import check_widths, is_features_folder, read_split, row_path
+from competition.data.features import check_widths, is_features_folder, read_split, row_paths
 from competition.data.images import is_image_file
 from competition.errors import CompeteError
 
@@ -217,7 +217,7 @@ def training_photos(root: str | Path, layout: str = "auto") -> list[ImageRecord]
 def _feature_records(root: Path, split: str) -> list[ImageRecord]:
     """A features folder's split (data/features.py): one record per row, named by its id."""
     ids, labels = read_split(root, split)
-    return [ImageRecord(row_path(root, split, row), i, split, label) for row, (i, label) in enumerate(zip(ids, labels))]
+    return [ImageRecord(path, i, split, label) for path, i, label in zip(row_paths(root, split, len(ids)), ids, labels)]
 
 
 def _discover_split(folder: Path, split: str, skipped: list[str]) -> list[ImageRecord]:

@@ -87,8 +87,11 @@ def _plain_id(name: str) -> bool:
     return bool(name.strip()) and "\\" not in name and all(part not in ("", ".", "..") for part in name.split("/"))
 
 
-def row_path(root: Path, split: str, row: int) -> Path:
-    return root.resolve() / f"{split}.npy" / str(row)
+def row_paths(root: Path, split: str, rows: int) -> list[Path]:
+    """The paths naming a split's first `rows` rows, its folder resolved once (2.46M resolutions,
+    one per row of GLDv2's three splits, took 35 s of every train and submit)."""
+    stored = root.resolve() / f"{split}.npy"
+    return [stored / str(row) for row in range(rows)]
 
 
 ROWS_AT_ONCE = 65_536  # rows read, checked and converted at once: 1.58M float16 rows are never doubled
