@@ -136,7 +136,7 @@ def test_with_faiss_cpu_on_a_cuda_machine_exact_search_runs_on_torch_and_finds_w
     rng = np.random.default_rng(0)
     gallery, queries = rng.normal(size=(3000, 24)).astype(np.float32), rng.normal(size=(70, 24)).astype(np.float32)
     expected = search(queries, gallery, 10)  # faiss, CPU
-    monkeypatch.setattr(search_module, "cuda_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(search_module, "cuda_device", lambda rows, dim: torch.device("cpu"))
     monkeypatch.setattr(device_search, "SCORES_AT_ONCE", 3000 * 16)  # blocks of 16 queries
     assert isinstance(build_index(gallery, "exact", k=10), faiss.Index)  # 3,000 photos: not worth a GPU
     assert isinstance(build_index(gallery, "exact", k=10, use_gpu=False), faiss.Index)
@@ -151,6 +151,17 @@ def test_with_faiss_cpu_on_a_cuda_machine_exact_search_runs_on_torch_and_finds_w
     assert np.array_equal(search(queries, gallery, 10, index=searcher)[1], expected[1])
     assert isinstance(searcher.index, device_search.DeviceExactIndex) and searcher.describe() == "exact"
     assert isinstance(build_index(gallery, "ivf", k=10), faiss.Index)  # approximate kinds stay faiss's
+
+
+def test_torch_searches_on_the_gpu_only_what_fits_in_its_free_memory(monkeypatch):
+    from competition.retrieval.device_search import cuda_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *device: (16 << 30, 16 << 30))
+    assert cuda_device(760_000, 1280) == CUDA  # GLDv2's gallery: 3.9 GB of a free 16
+    assert cuda_device(3_000_000, 1280) is None  # 15.4 GB: faiss on the CPU instead of running out
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cuda_device(10, 10) is None
 
 
 def test_heads_and_losses_compute_in_float32_under_the_caller_s_autocast():

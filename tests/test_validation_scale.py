@@ -112,7 +112,7 @@ def test_faiss_finds_the_same_neighbours_with_the_same_tie_rule(monkeypatch):
     monkeypatch.setattr(neighbours, "FAISS_FROM", 1)
     assert_as_dense(every_case())
     with monkeypatch.context() as gpu:  # torch finds them on a GPU (mocked by the CPU): the same again
-        gpu.setattr(neighbours, "cuda_device", lambda: torch.device("cpu"))
+        gpu.setattr(neighbours, "cuda_device", lambda rows, dim: torch.device("cpu"))
         gpu.setattr(neighbours.faiss, "knn", None)
         assert_as_dense(every_case())
     monkeypatch.setattr(neighbours, "TIE_MARGIN", 0)  # every row's tie runs past what faiss found: dense rows

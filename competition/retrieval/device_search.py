@@ -46,8 +46,13 @@ class DeviceExactIndex:
         return similarities, indices
 
 
-def cuda_device():
-    """The GPU an exact search may use (a torch.device), None without one."""
+def cuda_device(rows: int, dim: int):
+    """The GPU an exact search of `rows` x `dim` may use (a torch.device), None without one or
+    when the rows and a block of scores would not fit in four fifths of its free memory (faiss on
+    the CPU then: slower, where running out of GPU memory at the end of a submit loses it all)."""
     import torch
 
-    return torch.device("cuda") if torch.cuda.is_available() else None
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return torch.device("cuda") if 4 * (rows * dim + 2 * SCORES_AT_ONCE) < 0.8 * free else None

@@ -116,7 +116,9 @@ def build_index(
             ivf.nprobe = min(cells, nprobe or max(1, cells // 16, int(np.ceil(2 * k * cells / count))))
     if use_gpu is not False and _gpu_count() > 0:
         index = _on_gpus_if_it_pays(index, count, k, use_gpu)
-    elif kind == "exact" and use_gpu is not False and (count >= GPU_FROM or use_gpu) and (gpu := cuda_device()):
+    elif (
+        kind == "exact" and use_gpu is not False and (count >= GPU_FROM or use_gpu) and (gpu := cuda_device(count, dim))
+    ):
         index = DeviceExactIndex(dim, count, gpu)  # faiss without GPUs (faiss-cpu): torch searches there
     try:
         return _added(index, vectors)
