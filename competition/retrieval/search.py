@@ -43,7 +43,7 @@ TRAIN_PER_CELL = 64  # k-means training points per IVF cell, a seeded sample (fa
 APPROXIMATE_FROM = 100_000  # gallery size from which "auto" may pick IVF over exact search
 # ...unless one search asks this many queries at once: exact search then multiplies blocks of
 # queries by the gallery in BLAS, while IVF reads each probed vector from memory once per query;
-# at 1/16 of the cells probed, exact was 1.3-1.7x faster from 200-400 queries on (512 and 1280-d,
+# at 1/16 of the cells probed, exact was 1.2-1.7x faster from 200-400 queries on (512 and 1280-d,
 # 100k and 400k photos, k 100 and 1000) and builds nothing: scripts/bench_search.py --queries-sweep
 EXACT_FOR_QUERIES = 1_000
 
