@@ -419,6 +419,8 @@ def test_sweep_footnote_says_why_submit_used_the_backbone():
     assert "| a ‡ |" in untold and "too few photos" in untold and "lost" not in untold
     lost = results_table([row | {"label": "a", "fallback": FellBack.LOST.value}])
     assert "| a † |" in lost and "lost" in lost and "too few" not in lost
+    older = results_table([row | {"label": "a", "fallback": True}])  # a row of a version that fell back on losses only
+    assert older == lost and results_table([row | {"label": "a", "fallback": ""}]).count("†") == 0
 
 
 def test_a_submission_name_in_use_by_another_submit_is_refused(tiny_competition, tmp_path):

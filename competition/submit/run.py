@@ -38,7 +38,7 @@ from competition.retrieval.verify import Verification, verify_ranking
 from competition.runs import embeddings_file, graph_cache, local_features_cache
 from competition.settings.submit import SubmitConfig
 from competition.submit.closed_set import label_fusion, resolve_landmarks
-from competition.submit.models import LoadedModel, guard_unseen, load_model, postprocess_of, view_of
+from competition.submit.models import FellBack, LoadedModel, guard_unseen, load_model, postprocess_of, view_of
 from competition.submit.output import Output, output_of
 from competition.submit.recognition import recognise
 from competition.submit.record import (
@@ -59,7 +59,7 @@ class SubmitResult:
     record: dict
     skipped: list[str] = field(default_factory=list)  # unreadable query/gallery files (zero vectors)
     notes: list[str] = field(default_factory=list)  # what submit decided for the user to read (the landmarks kind)
-    fell_back: dict[str, str] = field(default_factory=dict)  # run -> why its pretrained backbone took its place
+    fell_back: dict[str, FellBack] = field(default_factory=dict)  # run -> why its pretrained backbone took its place
     landmarks: str = ""  # the kind of queries submitted for: known, new or mixed (auto resolved)
     fused: bool = False  # class posteriors fused into the ranking
 
@@ -309,7 +309,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
         record,
         sorted(embed.skipped),
         notes,
-        fell_back={m.replaces: m.fell_back.value for m in models if m.replaces and m.fell_back},
+        fell_back={m.replaces: m.fell_back for m in models if m.replaces and m.fell_back},
         landmarks=landmarks,
         fused=fusion is not None,
     )

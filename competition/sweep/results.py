@@ -34,7 +34,15 @@ def _fused(outcome: dict) -> bool:
     return outcome.get("landmarks", "").startswith("known") and outcome.get("regime") != "off-the-shelf"
 
 
-UNTOLD = FellBack.UNTOLD.value  # as results.jsonl keeps it
+def _fell_back(outcome: dict) -> FellBack | None:
+    """Why submit put the pretrained backbone in the run's place, None when it did not; a row of
+    an earlier version (which fell back only on a loss, and said it otherwise) reads as a loss."""
+    if not outcome.get("fallback"):
+        return None
+    try:
+        return FellBack(outcome["fallback"])
+    except ValueError:
+        return FellBack.LOST
 
 
 def _row_title(outcome: dict, variants: int) -> str:
@@ -43,8 +51,8 @@ def _row_title(outcome: dict, variants: int) -> str:
         title += f" · {outcome['variant']}"
     if _fused(outcome):
         title += " [known]"  # class posteriors fused: what --landmarks known (or auto's choice of it) did
-    if outcome.get("fallback"):
-        title += " ‡" if outcome["fallback"] == UNTOLD else " †"
+    if reason := _fell_back(outcome):
+        title += " ‡" if reason is FellBack.UNTOLD else " †"
     return title
 
 
@@ -70,13 +78,13 @@ def results_table(outcomes: list[dict]) -> str:
     notes = ["Wall time: training plus the first variant's submit; later variants reuse the cached embeddings."]
     if any(_fused(o) for o in outcomes):
         notes.append("[known]: every query taken as a training landmark; the runs' class posteriors were fused in.")
-    reasons = {o.get("fallback") for o in outcomes if o.get("fallback")}
-    if reasons - {UNTOLD}:  # True: a row of an earlier version, which only fell back on a loss
+    reasons = {_fell_back(o) for o in outcomes}
+    if FellBack.LOST in reasons:
         notes.append(
             "† the run lost to its pretrained backbone in validation, so submit used the backbone "
             "(--if-worse fallback)."
         )
-    if UNTOLD in reasons:
+    if FellBack.UNTOLD in reasons:
         notes.append(
             "‡ validation had too few photos to tell whether the run helps, so submit used the backbone "
             "(--if-worse fallback)."
