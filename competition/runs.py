@@ -69,29 +69,77 @@ class Judgement:
         """Too few photos to tell: a run judged so is no more trusted than one that lost."""
         return self.verdict is Verdict.TOO_FEW
 
+    @classmethod
+    def of(cls, group: dict) -> Judgement:
+        """From validation's comparison of one group (or the record's copy of it)."""
+        beats = group.get("beats")
+        return cls(beats if isinstance(beats, bool) else None, Verdict.of(group.get("verdict")))
+
+    def to_dict(self) -> dict:
+        return {"beats": self.beats, "verdict": self.verdict.value}
+
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What a finished run's summary.json tells submit, read once: how it did on landmarks held
-    out whole and on held-out photos of its own landmarks, and the post-processing its
-    validation chose. Summaries of every version load: v0.2's kept only `beats_pretrained`, v0.3
-    added the label fusion's own verdicts, v0.4 the chosen steps."""
+    """What a run is and what its validation said: built once by training, kept as summary.json's
+    "record" and read back by attributes (submit's guard and leaderboard, `describe`). The rest
+    of the summary is the report people read: scores, intervals, grids.
 
+    Summaries of every version load: v0.2's kept only `beats_pretrained`, v0.3 added the label
+    fusion's own verdicts, v0.4 the chosen steps, v0.5 this record. Before v0.5 the weights'
+    origin and the augmentation were in config.json only: "" here, and the loader reads them there."""
+
+    regime: str = ""  # full | last; off-the-shelf for a backbone that is no run
+    head: str = ""  # the head it trained (config.json's head_resolved)
+    landmarks: str = ""  # the queries validation modelled: mixed | known | new | auto
+    weights_origin: str = ""  # where its pretrained backbone's weights came from
+    augmentation: str = ""  # the recipe it trained on, as `name×photos per class`, or none
+    classifier: str = ""  # its label classifier's kind; "" none
     unseen: Judgement = Judgement()  # on landmarks held out whole
     known: Judgement = Judgement()  # on held-out photos of training landmarks, its label fusion included
     postprocess: dict | None = None  # the steps its validation chose, as PostProcess settings
 
+    def to_dict(self) -> dict:
+        facts = {name: getattr(self, name) for name in RECORDED_TEXT}
+        return facts | {"unseen": self.unseen.to_dict(), "known": self.known.to_dict(), "postprocess": self.postprocess}
+
     @classmethod
     def from_summary(cls, summary: dict, where: Path) -> RunRecord:
-        validation, beats = section(summary, "validation", where), section(summary, "beats_pretrained", where)
-        # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks
-        fusion = section(section(summary, "label_fusion", where), "validation", where)
-        known = section(fusion or validation, "seen", where)
+        if "record" in summary:
+            return cls._from_record(section(summary, "record", where), where)
+        return cls._from_older_summary(summary, where)
+
+    @classmethod
+    def _from_record(cls, record: dict, where: Path) -> RunRecord:
+        for name in RECORDED_TEXT:
+            if not isinstance(record.get(name, ""), str):
+                raise CompeteError(f"{where}: the record's '{name}' must be text; train the run again")
         return cls(
+            **{name: record.get(name, "") for name in RECORDED_TEXT},
+            unseen=Judgement.of(section(record, "unseen", where)),
+            known=Judgement.of(section(record, "known", where)),
+            postprocess=section(record, "postprocess", where) or None,
+        )
+
+    @classmethod
+    def _from_older_summary(cls, summary: dict, where: Path) -> RunRecord:
+        """v0.2-v0.4: the facts scattered over the summary, verdicts beside signs."""
+        validation, beats = section(summary, "validation", where), section(summary, "beats_pretrained", where)
+        fusion = section(summary, "label_fusion", where)
+        # closed-set verdict: the run with its label fusion, else the run alone, on seen landmarks
+        known = section(section(fusion, "validation", where) or validation, "seen", where)
+        return cls(
+            regime=str(summary.get("regime", "")),
+            head=str(summary.get("head_resolved", "")),
+            landmarks=str(summary.get("landmarks", "")),
+            classifier=str(fusion.get("classifier", "")),
             unseen=Judgement(beats.get("unseen"), Verdict.of(section(validation, "unseen", where).get("verdict"))),
             known=Judgement(known.get("beats", beats.get("seen")), Verdict.of(known.get("verdict"))),
             postprocess=section(section(summary, "postprocess", where), "steps", where) or None,
         )
+
+
+RECORDED_TEXT = ("regime", "head", "landmarks", "weights_origin", "augmentation", "classifier")
 
 
 def features_cache(runs_dir: str | Path, model: ModelSettings, weights_origin: str, view: View) -> Path:

@@ -12,7 +12,7 @@ from competition.retrieval.landmarks import KNOWN_FROM, KnownGate, calibrate_kno
 from competition.retrieval.posteriors import LabelClassifier, fit_label_classifier, weighted_posteriors
 from competition.retrieval.postprocess import scored_ranking
 from competition.retrieval.vectors import l2_normalize
-from competition.runs import BEST, Judgement, RunRecord, Verdict
+from competition.runs import BEST, SUMMARY, Judgement, RunRecord, Verdict
 from competition.settings.model import ModelSettings
 from competition.settings.submit import PostProcess
 from competition.submit.models import LoadedModel, guard_unseen
@@ -148,9 +148,11 @@ def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
 
 def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:
     return LoadedModel(
-        label="run", embedder=None, regime="last", augmentation="none", settings=ModelSettings(image_size=32),
-        weights_origin="origin", frozen=True,
-        record=RunRecord(Judgement(beats_unseen, Verdict.of(verdict)), Judgement(beats_known, Verdict.of(verdict))),
+        label="run", embedder=None, settings=ModelSettings(image_size=32), frozen=True,
+        record=RunRecord(
+            regime="last", weights_origin="origin", augmentation="none",
+            unseen=Judgement(beats_unseen, Verdict.of(verdict)), known=Judgement(beats_known, Verdict.of(verdict)),
+        ),
     )  # fmt: skip
 
 
@@ -172,10 +174,24 @@ def test_the_guard_reads_the_validation_of_the_kind_of_competition(landmarks, be
 def test_each_kind_validates_and_keeps_what_it_needs(tiny_competition, tmp_path):
     known = train(tiny_config(tiny_competition, tmp_path, "known", landmarks="known"), progress=False)
     assert set(known["validation"]) == {"seen", "unseen"} and known["validation"]["unseen"]["queries"] == 0
-    assert known["validation"]["seen"]["queries"] > 0 and known["landmarks"] == "known"
+    assert known["validation"]["seen"]["queries"] > 0 and known["record"]["landmarks"] == "known"
     assert known["label_fusion"]["validation"]["seen"]["queries"] == known["validation"]["seen"]["queries"]
     new = train(tiny_config(tiny_competition, tmp_path, "new", landmarks="new"), progress=False)
     assert new["label_fusion"] == {} and load_checkpoint(tmp_path / "new" / BEST)["label_classifier"] is None
+    # the record training built: what submit and describe read, the same from the file
+    for summary, fused in ((known, known["label_fusion"]["validation"]), (new, new["validation"])):
+        record = RunRecord.from_summary(summary, tmp_path)
+        on_file = json.loads((tmp_path / summary["run"] / SUMMARY).read_text())
+        assert record == RunRecord.from_summary(on_file, tmp_path) and record.landmarks == summary["run"]
+        assert (record.regime, record.head, record.augmentation) == ("last", "whitening", "none")
+        assert (
+            record.weights_origin
+            == json.loads((tmp_path / summary["run"] / "config.json").read_text())["weights_origin"]
+        )
+        assert record.unseen == Judgement.of(summary["validation"]["unseen"]) and record.known == Judgement.of(
+            fused["seen"]
+        )
+        assert record.classifier.startswith("logistic regression") == (summary is known)
     auto = train(tiny_config(tiny_competition, tmp_path, "auto"), progress=False)
     assert auto["validation"]["unseen"]["queries"] > 0  # landmarks held out whole, as for mixed
     payload = load_checkpoint(tmp_path / "auto" / BEST)["label_classifier"]
@@ -358,7 +374,7 @@ def test_a_run_over_many_landmarks_trains_and_submits_with_sparse_posteriors(tin
 
     monkeypatch.setattr(module, "LOGISTIC_MOST_CLASSES", 2)  # the tiny set's 4 landmarks count as many
     summary = train(tiny_config(tiny_competition, tmp_path / "runs", "run", landmarks="known"), progress=False)
-    assert summary["label_fusion"]["classifier"].startswith("class prototypes")
+    assert summary["record"]["classifier"].startswith("class prototypes")
     result = submit(tiny_submit_config(tiny_competition, tmp_path, landmarks="known", name="many"), progress=False)
     assert result.fused and result.scores["top1"] > 0
 

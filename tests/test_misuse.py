@@ -720,6 +720,12 @@ def _edit_best(run, change):
     save_checkpoint(run / "best.pt", payload)
 
 
+def _edit_record(run: Path, **changes) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    summary["record"].update(changes)
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
 @pytest.mark.parametrize(
     "damage, fragment",
     [
@@ -728,7 +734,12 @@ def _edit_best(run, change):
         (lambda run: (run / "summary.json").write_text('{"validation": {"uns'), "summary.json: damaged"),
         (lambda run: (run / "summary.json").write_text('{"validation": [1]}'), "'validation' must be an object"),
         (lambda run: (run / "config.json").write_text("[1, 2]"), "config.json: holds list"),
-        (lambda run: (run / "config.json").write_text('{"regime": 5}'), "'regime' must be full or last, not 5"),
+        (lambda run: _edit_record(run, regime=5), "summary.json: the record's 'regime' must be text"),
+        (lambda run: _edit_record(run, regime="weird"), "'regime' must be full or last, not 'weird'"),
+        (  # a summary of v0.4 or before: the regime as config.json says it
+            lambda run: [(run / "summary.json").write_text("{}"), (run / "config.json").write_text('{"regime": 5}')],
+            "'regime' must be full or last, not 5",
+        ),
         (
             lambda run: _edit_best(run, lambda p: p["model"].update(gem_p="three")),
             "model settings are damaged",
@@ -1106,7 +1117,7 @@ def test_row15_ids_that_climb_or_are_blank_are_refused_when_read(tmp_path, bad):
 def test_row12_a_bad_chosen_step_in_a_summary_names_the_summary(finished_run, tiny_competition, tmp_path):
     run = Path(shutil.copytree(finished_run, tmp_path / "runs" / "edited"))
     summary = json.loads((run / "summary.json").read_text())
-    summary.setdefault("postprocess", {})["steps"] = {"diffusion": True, "diffusion_alpha": 5}
+    summary["record"]["postprocess"] = {"diffusion": True, "diffusion_alpha": 5}
     (run / "summary.json").write_text(json.dumps(summary))
     result = _quick_submit(tiny_competition, tmp_path, "-m", run, "--name", "d", "--if-worse", "keep")
     one_line_error(result, "summary.json: the post-processing its validation chose is not valid")

@@ -136,7 +136,11 @@ def test_a_whole_run_folder_as_compete_0_3_wrote_it_loads_for_submit(tmp_path):
     }  # fmt: skip
     (tmp_path / "old-run" / SUMMARY).write_text(json.dumps(summary))
     loaded = load_model("old-run", SubmitConfig(runs_dir=str(tmp_path)))
-    assert (loaded.regime, loaded.weights_origin, loaded.augmentation) == ("full", "timm hub", "none")
+    assert (loaded.record.regime, loaded.record.weights_origin, loaded.record.augmentation) == (
+        "full",
+        "timm hub",
+        "none",
+    )
     assert not loaded.frozen and loaded.classifier is None and loaded.record.postprocess is None
     assert loaded.record.unseen.verdict is Verdict.UNCLEAR and loaded.record.unseen.beats is False
     assert loaded.record.known.verdict is Verdict.BETTER

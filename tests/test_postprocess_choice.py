@@ -77,7 +77,7 @@ def test_submit_runs_the_steps_the_run_chose_unless_told_otherwise(
     assert summary["postprocess"]["chosen"] in {describe(steps) for steps in CANDIDATES}
     lines = describe_run(summary, "runs")[0]
     assert any(line.startswith("  post-processing submit will run (but for --landmarks known): ") for line in lines)
-    summary["postprocess"]["steps"] = PostProcess(qe=2).to_dict()
+    summary["record"]["postprocess"] = PostProcess(qe=2).to_dict()
     summary_path.write_text(json.dumps(summary))
     config = tiny_submit_config(tiny_competition, tmp_path, landmarks=landmarks, postprocess=PostProcess(**given))
     assert submit(config, progress=False).record["postprocess"] == expected

@@ -290,13 +290,14 @@ def test_search_knobs_reach_the_index_and_the_leaderboard_row(tiny_competition, 
 def test_a_run_says_the_recipe_its_augmented_folder_was_made_with(tiny_competition):
     from competition.augment.generate import augment_competition
     from competition.augment.recipes import load_recipe
-    from competition.submit.models import augmentation_of
+    from competition.train.record import augmentation_of
 
     augment_competition(tiny_competition, load_recipe("light", target_per_class=5), progress=False)
-    run = {"data": str(tiny_competition), "use_augmented": True, "head_resolved": "cosface"}
-    assert augmentation_of(run) == "light×5"
-    assert augmentation_of(run | {"head_resolved": "whitening"}) == "none"  # fitted on the originals only
-    assert augmentation_of(run | {"augmented": str(tiny_competition / "elsewhere")}) == "none"
+    folder = tiny_competition / "augmented"
+    assert augmentation_of(True, "cosface", folder) == "light×5"
+    assert augmentation_of(True, "whitening", folder) == "none"  # fitted on the originals only
+    assert augmentation_of(True, "cosface", tiny_competition / "elsewhere") == "none"
+    assert augmentation_of(False, "cosface", folder) == "none"
 
 
 def test_a_submission_keeps_a_seeded_sample_of_its_vectors_for_the_report(monkeypatch, tmp_path):

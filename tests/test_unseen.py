@@ -72,8 +72,7 @@ def test_a_fold_that_holds_nothing_out_is_left_out_and_a_run_on_three_photos_a_l
     for head in ("whitening", "cosface"):
         summary = train(tiny_config(data, tmp_path / "runs", head, head=head, folds=2), False)
         assert (
-            summary["validation"]["seen"]["verdict"] == Verdict.TOO_FEW
-            and summary["beats_pretrained"]["unseen"] is None
+            summary["validation"]["seen"]["verdict"] == Verdict.TOO_FEW and summary["record"]["unseen"]["beats"] is None
         )
         json.loads((tmp_path / "runs" / head / "summary.json").read_text())  # strict JSON: no -inf
 
@@ -110,7 +109,7 @@ def test_loss_head_keeps_the_epoch_count_the_folds_score_best(tiny_competition, 
     values = [objective(row) for row in metrics.to_dict("records")]
     assert len(values) == 4 and summary["best_epoch"] == values.index(max(values)) + 1
     assert load_checkpoint(tmp_path / "run" / BEST)["epoch"] == summary["best_epoch"]
-    assert set(summary["validation"]) == {"seen", "unseen"} and "unseen" in summary["beats_pretrained"]
+    assert set(summary["validation"]) == {"seen", "unseen"} and summary["record"]["unseen"]["verdict"]
 
 
 def test_batchnorm_frozen_automatically_when_classes_are_small(tiny_competition, tmp_path):
@@ -194,8 +193,8 @@ def test_interpolation_endpoints():
 
 def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
     return LoadedModel(
-        label="run", embedder=None, regime="full", augmentation="none", settings=ModelSettings(image_size=32),
-        record=RunRecord(unseen=Judgement(beats, Verdict.of(verdict))),
+        label="run", embedder=None, settings=ModelSettings(image_size=32),
+        record=RunRecord(regime="full", augmentation="none", unseen=Judgement(beats, Verdict.of(verdict))),
     )  # fmt: skip
 
 
@@ -213,7 +212,7 @@ def _run_model(beats: bool | None, verdict: str = "") -> LoadedModel:
 def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, verdict, expected):
     models, weights, notes = guard_unseen([_run_model(beats, verdict)], [2.0], policy, with_pretrained=0.0)
     assert [m.label for m in models] == expected
-    assert all(m.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run") :])
+    assert all(m.record.regime == "off-the-shelf" for m in models[len(expected) - (expected[-1] != "run") :])
     assert weights == [2.0] * len(expected) and bool(notes) == (expected != ["run"])
     fell_back = {m.replaces: m.fell_back for m in models if m.replaces}
     reason = FellBack.LOST.value if beats is False else FellBack.UNTOLD.value
@@ -222,7 +221,7 @@ def test_submit_guards_runs_that_lost_to_the_pretrained_backbone(policy, beats, 
 
 def test_with_pretrained_concatenates_the_backbone_at_a_weight():
     models, weights, notes = guard_unseen([_run_model(True)], [1.0], "keep", with_pretrained=0.5)
-    assert [m.regime for m in models] == ["full", "off-the-shelf"] and weights == [1.0, 0.5]
+    assert [m.record.regime for m in models] == ["full", "off-the-shelf"] and weights == [1.0, 0.5]
     assert model_view(models[1].settings).size == 32 and notes == ["run + pretrained×0.5"]
 
 
@@ -308,6 +307,21 @@ def test_a_cap_on_photos_per_landmark_is_a_seeded_sample_taken_before_any_photo_
             (True, ""),
             (None, ""),
             {"diffusion": True},
+        ),
+        # v0.5: the record training built, whatever older keys beside it say
+        (
+            {
+                "record": {
+                    "regime": "last",
+                    "unseen": {"beats": True, "verdict": "better"},
+                    "known": {"beats": None, "verdict": "too few photos to tell"},
+                    "postprocess": {"qe": 2},
+                },
+                "beats_pretrained": {"unseen": False},
+            },
+            (True, "better"),
+            (None, "too few photos to tell"),
+            {"qe": 2},
         ),
         ({}, (None, ""), (None, ""), None),  # an unfinished run kept as it is (--if-worse keep)
     ],

@@ -3,6 +3,7 @@ sweep's `train:` entries, and the run's own config.json."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import model_validator
@@ -180,6 +181,11 @@ class TrainConfig(Settings):
         if self.head_resolved == "whitening":
             return "whitening"
         return "linear" if self.model.embedding_dim > 0 else "none"
+
+    @property
+    def augmented_folder(self) -> Path:
+        """The augmented photos this run trains on, when it uses them and they are there."""
+        return Path(self.augmented) if self.augmented else Path(self.data) / "augmented"
 
     @property
     def head_resolved(self) -> str:

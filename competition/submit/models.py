@@ -21,7 +21,6 @@ from competition.retrieval.postprocess import describe
 from competition.retrieval.rerank.memory import too_large
 from competition.runs import (
     BEST,
-    CONFIG,
     LAST,
     SUMMARY,
     RunRecord,
@@ -36,6 +35,7 @@ from competition.settings.choices import LEARNED_POOLINGS
 from competition.settings.embedding import EmbeddingConfig
 from competition.settings.model import ModelSettings, View
 from competition.settings.submit import PostProcess
+from competition.train.record import augmentation_of
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,11 @@ class FellBack(str, Enum):
 class LoadedModel:
     label: str  # run name or backbone name
     embedder: object
-    regime: str
-    augmentation: str
     settings: ModelSettings  # what it embeds with, as trained (a run) or as asked (off the shelf)
-    weights_origin: str = ""  # of the pretrained backbone, when `frozen`
+    # what it is (regime, weights' origin, augmentation) and what validation said of a run;
+    # off the shelf, or a run unfinished and kept: no verdicts
+    record: RunRecord
     run_dir: Path | None = None  # None: not a trained run
-    record: RunRecord | None = None  # what a run's summary says (None: not a run, or unfinished and kept)
     # The backbone is the pretrained one (off-the-shelf, last regime): its pooled features are
     # cached once per backbone and shared by every such model (and by training); only the projection differs.
     frozen: bool = False
@@ -71,7 +70,7 @@ class LoadedModel:
     def cache(self, runs_dir: str, view: View) -> Path:
         """Where this model's vectors at a view are cached (runs.py keys them)."""
         if self.frozen:
-            return features_cache(runs_dir, self.settings, self.weights_origin, view)
+            return features_cache(runs_dir, self.settings, self.record.weights_origin, view)
         return trained_embeddings_cache(runs_dir, self.run_dir, view)
 
 
@@ -83,10 +82,8 @@ def pretrained_model(settings: ModelSettings) -> LoadedModel:
     return LoadedModel(
         label=settings.backbone,
         embedder=embedder,
-        regime="off-the-shelf",
-        augmentation="none",
         settings=settings,
-        weights_origin=origin,
+        record=RunRecord(regime="off-the-shelf", augmentation="none", weights_origin=origin),
         frozen=True,
     )
 
@@ -130,20 +127,33 @@ def _classifier(payload, run_dir: Path) -> LabelClassifier | None:
 
 def load_run(run_dir: Path, use_unfinished: bool) -> LoadedModel:
     embedder, settings, config = load_run_embedder(run_dir)
-    regime = config.get("regime", "?")
-    if regime not in ("full", "last", "?"):
-        raise CompeteError(f"{run_dir / CONFIG}: 'regime' must be full or last, not {regime!r}; train the run again")
+    record = RunRecord.from_summary(_finished_summary(run_dir, use_unfinished), run_dir / SUMMARY)
+    record = _completed_from_config(record, config)
+    if record.regime not in ("full", "last", "?"):
+        raise CompeteError(f"{run_dir}: 'regime' must be full or last, not {record.regime!r}; train the run again")
     return LoadedModel(
         label=run_dir.name,
         embedder=embedder,
-        regime=regime,
-        augmentation=augmentation_of(config),
         settings=settings,
-        weights_origin=config.get("weights_origin", ""),
+        record=record,
         run_dir=run_dir,
-        record=RunRecord.from_summary(_finished_summary(run_dir, use_unfinished), run_dir / SUMMARY),
-        frozen=regime == "last" and "weights_origin" in config,
+        frozen=record.regime == "last" and bool(record.weights_origin),
         classifier=_classifier(config.get("label_classifier"), run_dir),
+    )
+
+
+def _completed_from_config(record: RunRecord, config: dict) -> RunRecord:
+    """What a record lacks, from the run's config.json: runs before v0.5 kept their weights' origin
+    and augmentation only there, and an unfinished run has no record yet."""
+    head = record.head or config.get("head_resolved", "")
+    augmented = Path(config.get("augmented") or Path(config.get("data", "")) / "augmented")
+    return replace(
+        record,
+        regime=record.regime or config.get("regime", "?"),
+        head=head,
+        landmarks=record.landmarks or config.get("landmarks", ""),
+        weights_origin=record.weights_origin or config.get("weights_origin", ""),
+        augmentation=record.augmentation or augmentation_of(config.get("use_augmented", False), head, augmented),
     )
 
 
@@ -165,7 +175,7 @@ def guard_unseen(
     on held-out photos of training landmarks, otherwise on landmarks held out whole."""
     kept, kept_weights, notes = [], [], []
     for model, weight in zip(models, weights):
-        record = model.record or RunRecord()
+        record = model.record
         judged, where = (
             (record.known, "held-out photos of its training landmarks")
             if landmarks == "known"
@@ -189,21 +199,11 @@ def guard_unseen(
         kept.append(model)
         kept_weights.append(weight)
         extra = 1.0 if worse and if_worse == "ensemble" else with_pretrained
-        if extra > 0 and model.regime != "off-the-shelf":
+        if extra > 0 and model.record.regime != "off-the-shelf":
             kept.append(pretrained_stand_in(model.settings))
             kept_weights.append(weight * extra)
             notes.append(f"{model.label} + pretrained×{extra:g}")
     return kept, kept_weights, notes
-
-
-def augmentation_of(run_config: dict) -> str:
-    """The recipe a run trained on, as the leaderboard shows it."""
-    if not run_config.get("use_augmented", False) or run_config.get("head_resolved") == "whitening":
-        return "none"  # the learned whitening is fitted on the original photos only
-    from competition.augment.generate import recorded_recipe  # albumentations: only for runs that augmented
-
-    recipe = recorded_recipe(Path(run_config.get("augmented") or Path(run_config.get("data", "")) / "augmented"))
-    return f"{recipe['name']}×{recipe['target_per_class']}" if recipe else "none"
 
 
 def view_of(model: ModelSettings, config: EmbeddingConfig, device: torch.device | None = None) -> View:
@@ -228,7 +228,7 @@ def postprocess_of(
     chose none), if it can run them at this size. Not for `known` landmarks:
     the choice was judged on cosine rankings, and there the labels at full weight make another
     ranking (on both dev sets' closed-set copies the chosen step cost top-1 or mAP@10)."""
-    chosen = next((m for m in models if m.record and m.record.postprocess), None)
+    chosen = next((m for m in models if m.record.postprocess), None)
     if given.given() or not given.from_run or chosen is None or landmarks == "known":
         return given, describe(given)
     try:

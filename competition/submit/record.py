@@ -93,8 +93,8 @@ def leaderboard_record(config: SubmitConfig, models: list[LoadedModel], weights:
         "name": facts.pop("name"),
         "data": Path(config.data).resolve().name,  # the folder's own name, also for "." or "../shared/realdev"
         "backbones": " + ".join(m.backbone for m in models),
-        "regime": " + ".join(sorted({m.regime for m in models})),
-        "augmentation": " + ".join(sorted({m.augmentation for m in models})),
+        "regime": " + ".join(sorted({m.record.regime for m in models})),
+        "augmentation": " + ".join(sorted({m.record.augmentation for m in models})),
         "tta": describe_views(config, models),
         "postprocess": describe(config.postprocess),
         **facts,

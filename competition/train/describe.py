@@ -48,21 +48,22 @@ def describe_gate(gated: dict) -> list[str]:
 def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
     """(lines, warnings) that tell a user what a finished run did: its validation against the
     pretrained backbone, and what submit will do with it."""
+    record = RunRecord.from_summary(summary, Path(runs_dir) / str(summary["run"]) / SUMMARY)
     epochs = f", best epoch {summary['best_epoch']} of {summary['epochs_run']}" if summary.get("epochs_run") else ""
     lines = [
-        f"run {runs_dir}/{summary['run']} ({summary['regime']} regime, head {summary['head_resolved']}{epochs}) in "
+        f"run {runs_dir}/{summary['run']} ({record.regime} regime, head {record.head}{epochs}) in "
         f"{summary['wall_seconds']:.0f}s; validation on held-out photos vs the pretrained backbone:"
     ]
-    known = summary.get("landmarks") == "known"  # closed folds: no landmark is held out whole
+    known = record.landmarks == "known"  # closed folds: no landmark is held out whole
     lines += [
         f"  {line}"
         for line in describe({g: v for g, v in summary["validation"].items() if not (known and g == "unseen")})
     ]
     fusion = summary.get("label_fusion") or {}
-    if fusion:
+    if record.classifier:
         lines.append(
-            f"  with class posteriors fused (C={fusion['strength']:g}, weight {fusion['weight']:g}), on held-out "
-            "photos of training landmarks (what --landmarks known ranks by):"
+            f"  with class posteriors fused ({record.classifier}, C={fusion['strength']:g}, weight "
+            f"{fusion['weight']:g}), on held-out photos of training landmarks (what --landmarks known ranks by):"
         )
         lines += [f"  {line}" for line in describe(fusion["validation"])]
     lines += describe_gate(fusion.get("gated") or {})
@@ -79,7 +80,7 @@ def describe_run(summary: dict, runs_dir: str) -> tuple[list[str], list[str]]:
         )
     if known:
         return lines, []  # the unseen-landmark warnings do not apply: every query's landmark trains
-    unseen = RunRecord.from_summary(summary, Path(runs_dir) / str(summary["run"]) / SUMMARY).unseen
+    unseen = record.unseen
     if unseen.beats is None:
         return lines, [
             "too few photos to tell whether training helps landmarks it has not seen; compete submit will use "

@@ -47,7 +47,7 @@ def prepare_run(config: TrainConfig, progress: bool = True) -> Run:
             f"{root} holds features computed elsewhere, not photos: the full regime trains the backbone on photos; "
             "use --regime last, or point --data at the photos"
         )
-    augmented = Path(config.augmented) if config.augmented else root / "augmented"
+    augmented = config.augmented_folder
     if config.augmented and config.use_augmented and not augmented.is_dir():
         raise CompeteError(f"{augmented}: augmented folder not found (run `compete augment --out {augmented}`)")
     use_augmented = config.use_augmented and augmented.is_dir()

@@ -29,6 +29,7 @@ from competition.settings.model import View
 from competition.settings.train import TrainConfig
 from competition.train.data import TrainingData
 from competition.train.photo_features import PhotoFeatures
+from competition.train.record import run_record
 from competition.train.run_folder import RunFolder
 from competition.train.validation import PoolScores, score_pool
 
@@ -176,17 +177,30 @@ class Run:
             }
         )
 
-    def summary(self, started: float, comparison: dict, baseline: PoolScores, best: dict, **extra) -> dict:
+    def summary(
+        self,
+        started: float,
+        comparison: dict,
+        baseline: PoolScores,
+        best: dict,
+        label_fusion: dict | None = None,
+        postprocess: dict | None = None,
+        **extra,
+    ) -> dict:
+        """summary.json, written last: the run's record (what submit and describe read) and the
+        report around it (validation's scores and intervals, what the folds chose and why)."""
+        label_fusion, postprocess = label_fusion or {}, postprocess or {}
+        record = run_record(self.config, self.weights_origin, comparison, label_fusion, postprocess)
         summary = {
             "run": self.config.run_name,
-            "regime": self.config.regime,
-            "head_resolved": self.config.head_resolved,  # config.json records it by the same name
-            "landmarks": self.config.landmarks,
+            "record": record.to_dict(),
             **extra,
             "validation": comparison,
+            # the classifier's kind and the chosen steps are the record's: written there alone
+            "label_fusion": {k: v for k, v in label_fusion.items() if k != "classifier"},
+            "postprocess": {k: v for k, v in postprocess.items() if k != "steps"},
             "best": best,
             "baseline": baseline.means(),
-            "beats_pretrained": {g: c["beats"] for g, c in comparison.items()},
             "skipped_files": self.data.skipped,
             "wall_seconds": round(time.time() - started, 1),
         }
