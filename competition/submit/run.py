@@ -30,6 +30,7 @@ from competition.io import exclusive_use
 from competition.models.projection import project_rows
 from competition.retrieval.embed import Extraction, extract_features
 from competition.retrieval.ensemble import fuse_concat
+from competition.retrieval.landmarks import KnownShare
 from competition.retrieval.posteriors import FUSION_CANDIDATES
 from competition.retrieval.postprocess import embedding_steps, scored_ranking
 from competition.retrieval.rerank.memory import check_size
@@ -233,6 +234,38 @@ def _recognise(
     return SubmitResult(path, scores, record, sorted(embed.skipped), [f"recognition: {how}"], landmarks="known")
 
 
+def _loaded_models(config: SubmitConfig, device: torch.device) -> list[LoadedModel]:
+    """The models asked for, each checked for its view before any photo is read and its backbone
+    compiled for the device (both the pooled features and the full embedding go through it)."""
+    models = [load_model(m, config, keep_unfinished=config.if_worse == "keep") for m in config.model]
+    for model in models:
+        view = view_of(model.settings, config)
+        scaled_sizes(view.size, view.scales)  # the largest view within the limit
+        model.embedder.backbone = compiled(model.embedder.backbone, device, config.compile)
+    return models
+
+
+def _notes(
+    config: SubmitConfig,
+    scores: dict | None,
+    estimate: KnownShare | None,
+    landmarks: str,
+    fusion_note: str,
+    verification: str,
+) -> list[str]:
+    """What submit decided and did, for the user to read."""
+    notes = [estimate.describe()] if estimate is not None else []
+    if config.log_to and scores is None:
+        notes.append(f"--log-to {config.log_to}: nothing logged, there are no scores without labels.csv")
+    if landmarks in ("known", "mixed") and fusion_note != "off":
+        notes.append(f"landmarks {landmarks}: {fusion_note}")
+    if config.verify:
+        notes.append(f"geometric verification: {verification}")
+    if scores and left_out_note(scores):
+        notes.append(left_out_note(scores))
+    return notes
+
+
 def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResult:
     competition = _competition(config, output)
     # relative weights: scaled so the largest is 1 (1e308,1e308 would overflow float32 as it is)
@@ -240,11 +273,7 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
     weights = [w / max(given) for w in given] if given else [1.0] * len(config.model)
     dist = init_distributed()  # under torchrun every process embeds a share; rank 0 does the rest
     device = dist.device() or pick_device(config.device or None)
-    models = [load_model(m, config, keep_unfinished=config.if_worse == "keep") for m in config.model]
-    for model in models:  # the backbone: both the pooled features and the full embedding go through it
-        view = view_of(model.settings, config)
-        scaled_sizes(view.size, view.scales)  # the largest view within the limit, before any photo
-        model.embedder.backbone = compiled(model.embedder.backbone, device, config.compile)
+    models = _loaded_models(config, device)
     embed = Embeddings(config, device, dist, progress)
     posteriors = tuple(partial(embed.posteriors, records=side) for side in (competition.query, competition.gallery))
     landmarks, estimate = resolve_landmarks(config.landmarks, models, posteriors[0])
@@ -294,21 +323,12 @@ def _submit(config: SubmitConfig, output: Output, progress: bool) -> SubmitResul
         if tracker is not None:
             tracker.outcome(scores, "submit")
             tracker.close()
-    notes = [estimate.describe()] if estimate is not None else []
-    if config.log_to and scores is None:
-        notes.append(f"--log-to {config.log_to}: nothing logged, there are no scores without labels.csv")
-    if landmarks in ("known", "mixed") and fusion_note != "off":
-        notes.append(f"landmarks {landmarks}: {fusion_note}")
-    if config.verify:
-        notes.append(f"geometric verification: {verification}")
-    if scores and left_out_note(scores):
-        notes.append(left_out_note(scores))
     return SubmitResult(
         path,
         scores,
         record,
         sorted(embed.skipped),
-        notes,
+        _notes(config, scores, estimate, landmarks, fusion_note, verification),
         fell_back={m.replaces: m.fell_back for m in models if m.replaces and m.fell_back},
         landmarks=landmarks,
         fused=fusion is not None,
