@@ -31,6 +31,7 @@ from competition.models.view import training_crop
 from competition.progress import steps
 from competition.runs import WISE_FT
 from competition.settings.choices import PAIR_LOSSES
+from competition.settings.train import TrainConfig
 from competition.train.config import check_same_settings
 from competition.train.freezing import freeze_unused, full_training_mode
 from competition.train.label_fusion import fit_label_fusion
@@ -137,6 +138,31 @@ def choices_on_final_embedding(run: Run, fold, baseline: PoolScores) -> dict:
     return choices
 
 
+def _optimiser(run: Run, criterion: nn.Module, steps_per_epoch: int):
+    """(optimizer, scheduler, L2-SP penalty): the backbone and the head (the embedder's projection
+    and the loss's own weights) in their own groups, the backbone at its lower rate."""
+    backbone_ids = {id(p) for p in run.embedder.backbone.parameters()}
+    head = [p for p in run.embedder.parameters() if id(p) not in backbone_ids] + list(criterion.parameters())
+    groups, l2_sp = fine_tuning_groups(run.config, run.embedder.backbone, head)
+    optimizer, scheduler = make_optimizer(run.config, groups, steps_per_epoch)
+    return optimizer, scheduler, l2_sp
+
+
+def _loader(
+    dataset: TrainDataset, sampler: EpochSampler, drop_last: bool, config: TrainConfig, device: torch.device
+) -> DataLoader:
+    """One epoch's batches, made afresh each epoch (the dataset and sampler know the epoch)."""
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=loader_workers(config.workers),
+        worker_init_fn=quiet_worker,
+        pin_memory=device.type == "cuda",
+    )
+
+
 @dataclass
 class RunState:
     """What --resume restores besides the weights and the optimiser."""
@@ -210,10 +236,8 @@ class FullLayerTrainer:
         sampler = EpochSampler(dataset.labels, per_class, config.seed, run.dist.rank, run.dist.world)
         drop_last = len(sampler) > config.batch_size
         freeze_unused(run.embedder, training_crop(config.model))
-        backbone_ids = {id(p) for p in run.embedder.backbone.parameters()}
-        head = [p for p in run.embedder.parameters() if id(p) not in backbone_ids] + list(self.criterion.parameters())
-        groups, l2_sp = fine_tuning_groups(config, run.embedder.backbone, head)
-        optimizer, scheduler = make_optimizer(config, groups, len(sampler) // config.batch_size if drop_last else 1)
+        steps_per_epoch = len(sampler) // config.batch_size if drop_last else 1
+        optimizer, scheduler, l2_sp = _optimiser(run, self.criterion, steps_per_epoch)
         # fp16's narrow range needs the loss scaled; bf16 and float32 do not
         half = half_precision_on(device, config.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=half == torch.float16)
@@ -230,16 +254,8 @@ class FullLayerTrainer:
             seed_epoch(config.seed, epoch)
             dataset.epoch = epoch
             sampler.set_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=config.batch_size,
-                sampler=sampler,
-                drop_last=drop_last,
-                num_workers=loader_workers(config.workers),
-                worker_init_fn=quiet_worker,
-                pin_memory=device.type == "cuda",
-            )
             full_training_mode(model, self.freeze_bn)
+            loader = _loader(dataset, sampler, drop_last, config, device)
             progress = steps(loader, f"epoch {epoch + 1}/{config.epochs}", enabled=run.progress, leave=False)
             loss = train_one_epoch(model, progress, step, l2_sp, device, config.precision)
             scores = self._pool_scores().means() if run.dist.is_main else {}
