@@ -173,3 +173,34 @@ def test_no_run_file_name_is_spelled_outside_runs_py():
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
     ]
     assert spelled == []
+
+
+def test_no_verdict_or_fallback_reason_is_spelled_outside_its_enum():
+    """Validation's verdicts (runs.Verdict) and the guard's reasons (submit/models.FellBack) are
+    shown as words but decided on as members: a second spelling of the words would be a display
+    string compared, which a rewording would silently break."""
+    from competition.runs import Verdict
+    from competition.submit.models import FellBack
+
+    words = {member.value for enum in (Verdict, FellBack) for member in enum if member.value}
+
+    def spellings(tree: ast.AST) -> list[int]:
+        inside_enums = {
+            id(node)
+            for cls in ast.walk(tree)
+            if isinstance(cls, ast.ClassDef) and cls.name in ("Verdict", "FellBack")
+            for node in ast.walk(cls)
+        }
+        return [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in words and id(node) not in inside_enums
+        ]
+
+    spelled = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted(ROOT.rglob("*.py"))
+        for line in spellings(ast.parse(path.read_text()))
+    ]
+    assert spelled == []
+    assert spellings(ast.parse('if verdict == "better":\n    pass')) == [1]  # it finds one
