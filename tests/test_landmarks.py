@@ -144,6 +144,10 @@ def test_calibration_that_cannot_tell_leaves_the_choice_mixed():
     assert odd.share is None and odd.choice == "mixed" and "25% of the queries pass" in odd.describe()
     plausible = estimate_known_share(np.array([0.9] * 75 + [0.1] * 125), calibration)  # 37.5%: near all new
     assert plausible.choice == "new" and plausible.low == 0.0 < plausible.high
+    # more than validation's photos of training landmarks: a closed set (the run's classifier is
+    # fitted on every photo, validation's on folds); a refusal here left realdev's closed-set copy mixed
+    surer = estimate_known_share(np.array([0.9] * 190 + [0.1] * 10), calibration)
+    assert surer.choice == "known" and surer.share == surer.low == 1.0
 
 
 def _run_model(beats_unseen, beats_known, verdict="better") -> LoadedModel:
