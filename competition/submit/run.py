@@ -261,8 +261,8 @@ def _notes(
         notes.append(f"landmarks {landmarks}: {fusion_note}")
     if config.verify:
         notes.append(f"geometric verification: {verification}")
-    if scores and left_out_note(scores):
-        notes.append(left_out_note(scores))
+    if scores and (left_out := left_out_note(scores)):
+        notes.append(left_out)
     return notes
 
 
